@@ -1,0 +1,12 @@
+//! stagefan-core: the pure logic of stagefan.
+//!
+//! Nothing here performs I/O, reads a clock or draws random numbers: the current time and
+//! random bytes are always arguments, so every function is deterministic and runs the same
+//! natively (tests) and on wasm32 (the Cloudflare Worker).
+
+pub mod config;
+pub mod ivs;
+pub mod policy;
+pub mod pool;
+pub mod sigv4;
+pub mod token;
