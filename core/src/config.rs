@@ -1,1 +1,528 @@
-//! TODO(owner): see docs/contract.md
+//! Configuration of stagefan, parsed from a string map (environment variables or wrangler
+//! vars), and the validation of the identifiers that come in from clients.
+//!
+//! Every error is an [`InvalidField`] that names the variable or field and says what was
+//! wrong with it, so the worker can answer a 400 with `field` set and the daemons can print a
+//! clear message at start-up.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A value that was refused: which variable or field, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct InvalidField {
+    /// The variable (`STAGE_CAPACITY`) or request field (`userId`) that was wrong.
+    pub field: String,
+    /// What was wrong with it, in words, including the value where that is safe to show.
+    pub problem: String,
+}
+
+impl InvalidField {
+    /// An error for `field` with the explanation `problem`.
+    pub fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        InvalidField {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// How participant tokens are made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum TokenMode {
+    /// ES384 JWTs minted at the edge with stagefan's own key (no AWS call per viewer).
+    #[default]
+    SelfSigned,
+    /// `CreateParticipantToken` over SigV4.
+    Api,
+}
+
+/// How the host's stream reaches every stage of a broadcast.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum FanoutMode {
+    /// The host page publishes to every stage itself.
+    #[default]
+    MultiPublish,
+    /// The host publishes to origin stages only; IVS replicates it into up to 5 more each.
+    Replicate,
+}
+
+/// Where media flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MediaMode {
+    /// Through `ivs-local`'s WHIP/WHEP-style signaling on this machine.
+    Local,
+    /// Through Amazon IVS with the IVS Web Broadcast SDK.
+    Ivs,
+}
+
+macro_rules! mode_text {
+    ($ty:ty, $field:literal, $( $variant:path => $text:literal ),+ $(,)?) => {
+        impl $ty {
+            /// The spelling used in configuration and JSON.
+            pub fn as_str(self) -> &'static str {
+                match self { $( $variant => $text, )+ }
+            }
+
+            /// Parses the configuration spelling (exact, lower case).
+            pub fn parse(value: &str) -> Result<Self, InvalidField> {
+                match value.trim() {
+                    $( $text => Ok($variant), )+
+                    other => Err(InvalidField::new(
+                        $field,
+                        format!(
+                            "must be one of {}, got {:?}",
+                            [$( concat!("`", $text, "`") ),+].join(" or "),
+                            other
+                        ),
+                    )),
+                }
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+mode_text!(TokenMode, "TOKEN_MODE", TokenMode::SelfSigned => "self-signed", TokenMode::Api => "api");
+mode_text!(FanoutMode, "FANOUT_MODE", FanoutMode::MultiPublish => "multi-publish", FanoutMode::Replicate => "replicate");
+mode_text!(MediaMode, "MEDIA_MODE", MediaMode::Local => "local", MediaMode::Ivs => "ivs");
+
+/// Default seats per stage (the seed's example).
+pub const DEFAULT_STAGE_CAPACITY: u32 = 50;
+/// Largest seats per stage accepted: IVS's subscriber quota can be raised to 25,000.
+pub const MAX_STAGE_CAPACITY: u32 = 25_000;
+/// Default lowest number of stages a broadcast keeps.
+pub const DEFAULT_MIN_STAGES: u32 = 1;
+/// Default highest number of stages a broadcast may use.
+pub const DEFAULT_MAX_STAGES: u32 = 100;
+/// Largest `MAX_STAGES` accepted (IVS's default stage quota per region is 1,000; it can be raised).
+pub const MAX_MAX_STAGES: u32 = 10_000;
+/// Default lease time to live, in seconds.
+pub const DEFAULT_LEASE_TTL_SECONDS: u32 = 60;
+/// Default participant-token lifetime, in seconds.
+pub const DEFAULT_TOKEN_TTL_SECONDS: u32 = 3_600;
+/// Longest participant-token lifetime IVS accepts: 14 days.
+pub const MAX_TOKEN_TTL_SECONDS: u32 = 14 * 24 * 3_600;
+/// Default headroom, as a fraction of one stage's capacity.
+pub const DEFAULT_HEADROOM: f64 = 0.5;
+/// Default grace before an empty stage is drained, and before a drained stage is deleted.
+pub const DEFAULT_SCALE_DOWN_GRACE_SECONDS: u32 = 300;
+/// Default AWS region.
+pub const DEFAULT_IVS_REGION: &str = "us-east-1";
+/// Default broadcast when a request names none.
+pub const DEFAULT_BROADCAST_ID: &str = "default";
+
+/// The configuration of stagefan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Config {
+    /// `STAGE_CAPACITY`: viewer seats per stage, 1..=25000, default 50.
+    pub stage_capacity: u32,
+    /// `MIN_STAGES`: stages a broadcast keeps even when idle, 1..=MAX_STAGES, default 1.
+    pub min_stages: u32,
+    /// `MAX_STAGES`: stages a broadcast may use at most, 1..=10000, default 100.
+    pub max_stages: u32,
+    /// `LEASE_TTL_SECONDS`: a seat not renewed within this many seconds is freed, 5..=86400, default 60.
+    pub lease_ttl_seconds: u32,
+    /// `TOKEN_TTL_SECONDS`: lifetime of the participant tokens handed out, 60..=1209600, default 3600.
+    pub token_ttl_seconds: u32,
+    /// `TOKEN_MODE`: `self-signed` (default) or `api`.
+    pub token_mode: TokenMode,
+    /// `FANOUT_MODE`: `multi-publish` (default) or `replicate`.
+    pub fanout_mode: FanoutMode,
+    /// `MEDIA_MODE`: `local` or `ivs`; by default `local` when `IVS_ENDPOINT` is a loopback
+    /// address (the local stack), `ivs` otherwise.
+    pub media_mode: MediaMode,
+    /// `HEADROOM`: free seats to keep ahead of need, as a fraction of one stage's capacity,
+    /// greater than 0 and at most 10, default 0.5.
+    pub headroom: f64,
+    /// `SCALE_DOWN_GRACE_SECONDS`: how long a stage stays empty before it is drained, and
+    /// drained before it is deleted, 0..=86400, default 300.
+    pub scale_down_grace_seconds: u32,
+    /// `IVS_ENDPOINT`: base URL of the IVS Real-Time control plane (no trailing slash);
+    /// default `https://ivsrealtime.{region}.amazonaws.com`.
+    pub ivs_endpoint: String,
+    /// `IVS_REGION`: AWS region, default `us-east-1`.
+    pub ivs_region: String,
+    /// `DEFAULT_BROADCAST`: the broadcast used when a request names none; default `default`;
+    /// set it to the empty string to require every request to name one.
+    pub default_broadcast: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::from_lookup(|_| None).expect("the defaults are valid")
+    }
+}
+
+impl Config {
+    /// Parses the configuration from a map of variable names to values.
+    pub fn from_map(vars: &HashMap<String, String>) -> Result<Config, InvalidField> {
+        Config::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    /// Parses the configuration from an ordered map of variable names to values.
+    pub fn from_btree(vars: &BTreeMap<String, String>) -> Result<Config, InvalidField> {
+        Config::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    /// Parses the configuration from a lookup function (for example over wrangler's `Env`).
+    ///
+    /// A variable that is missing, or set to an empty or all-blank string, takes its default.
+    pub fn from_lookup<F>(lookup: F) -> Result<Config, InvalidField>
+    where
+        F: Fn(&str) -> Option<String>,
+    {
+        let get = |name: &str| -> Option<String> {
+            lookup(name)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        // DEFAULT_BROADCAST distinguishes "unset" (default) from "set to empty" (none).
+        let default_broadcast = match lookup("DEFAULT_BROADCAST") {
+            None => Some(DEFAULT_BROADCAST_ID.to_string()),
+            Some(v) if v.trim().is_empty() => None,
+            Some(v) => {
+                let v = v.trim().to_string();
+                validate_broadcast_id(&v)
+                    .map_err(|e| InvalidField::new("DEFAULT_BROADCAST", e.problem))?;
+                Some(v)
+            }
+        };
+
+        let stage_capacity = parse_int(
+            "STAGE_CAPACITY",
+            get("STAGE_CAPACITY"),
+            DEFAULT_STAGE_CAPACITY,
+            1,
+            MAX_STAGE_CAPACITY,
+        )?;
+        let max_stages = parse_int(
+            "MAX_STAGES",
+            get("MAX_STAGES"),
+            DEFAULT_MAX_STAGES,
+            1,
+            MAX_MAX_STAGES,
+        )?;
+        let min_stages = parse_int(
+            "MIN_STAGES",
+            get("MIN_STAGES"),
+            DEFAULT_MIN_STAGES,
+            1,
+            MAX_MAX_STAGES,
+        )?;
+        if min_stages > max_stages {
+            return Err(InvalidField::new(
+                "MIN_STAGES",
+                format!("must not exceed MAX_STAGES ({max_stages}), got {min_stages}"),
+            ));
+        }
+        let lease_ttl_seconds = parse_int(
+            "LEASE_TTL_SECONDS",
+            get("LEASE_TTL_SECONDS"),
+            DEFAULT_LEASE_TTL_SECONDS,
+            5,
+            86_400,
+        )?;
+        let token_ttl_seconds = parse_int(
+            "TOKEN_TTL_SECONDS",
+            get("TOKEN_TTL_SECONDS"),
+            DEFAULT_TOKEN_TTL_SECONDS,
+            60,
+            MAX_TOKEN_TTL_SECONDS,
+        )?;
+        let token_mode = match get("TOKEN_MODE") {
+            Some(v) => TokenMode::parse(&v)?,
+            None => TokenMode::default(),
+        };
+        let fanout_mode = match get("FANOUT_MODE") {
+            Some(v) => FanoutMode::parse(&v)?,
+            None => FanoutMode::default(),
+        };
+        let headroom = match get("HEADROOM") {
+            None => DEFAULT_HEADROOM,
+            Some(v) => match v.parse::<f64>() {
+                Ok(h) if h.is_finite() && h > 0.0 && h <= 10.0 => h,
+                _ => {
+                    return Err(InvalidField::new(
+                        "HEADROOM",
+                        format!(
+                            "must be a number greater than 0 and at most 10 (a fraction of one \
+                             stage's capacity), got {v:?}"
+                        ),
+                    ))
+                }
+            },
+        };
+        let scale_down_grace_seconds = parse_int(
+            "SCALE_DOWN_GRACE_SECONDS",
+            get("SCALE_DOWN_GRACE_SECONDS"),
+            DEFAULT_SCALE_DOWN_GRACE_SECONDS,
+            0,
+            86_400,
+        )?;
+        let ivs_region = match get("IVS_REGION") {
+            None => DEFAULT_IVS_REGION.to_string(),
+            Some(r) => {
+                validate_region(&r)?;
+                r
+            }
+        };
+        let ivs_endpoint = match get("IVS_ENDPOINT") {
+            None => format!("https://ivsrealtime.{ivs_region}.amazonaws.com"),
+            Some(e) => validate_endpoint(&e)?,
+        };
+        let media_mode = match get("MEDIA_MODE") {
+            Some(v) => MediaMode::parse(&v)?,
+            None if is_loopback_url(&ivs_endpoint) => MediaMode::Local,
+            None => MediaMode::Ivs,
+        };
+
+        Ok(Config {
+            stage_capacity,
+            min_stages,
+            max_stages,
+            lease_ttl_seconds,
+            token_ttl_seconds,
+            token_mode,
+            fanout_mode,
+            media_mode,
+            headroom,
+            scale_down_grace_seconds,
+            ivs_endpoint,
+            ivs_region,
+            default_broadcast,
+        })
+    }
+
+    /// The settings of a stage pool built from this configuration.
+    pub fn pool_settings(&self) -> crate::pool::PoolSettings {
+        crate::pool::PoolSettings {
+            capacity: self.stage_capacity,
+            min_stages: self.min_stages,
+            max_stages: self.max_stages,
+            lease_ttl_ms: u64::from(self.lease_ttl_seconds) * 1000,
+            fanout: self.fanout_mode,
+        }
+    }
+
+    /// The scaling policy built from this configuration.
+    pub fn policy(&self) -> crate::policy::PolicyConfig {
+        crate::policy::PolicyConfig {
+            headroom_seats: headroom_seats(self.stage_capacity, self.headroom),
+            min_stages: self.min_stages,
+            max_stages: self.max_stages,
+            scale_down_grace_ms: u64::from(self.scale_down_grace_seconds) * 1000,
+            ..crate::policy::PolicyConfig::default()
+        }
+    }
+
+    /// Resolves the broadcast a request is about: the one it names (validated), or the
+    /// configured default; an error naming `broadcast` when it names none and there is no
+    /// default.
+    pub fn resolve_broadcast(&self, named: Option<&str>) -> Result<String, InvalidField> {
+        match named {
+            Some(b) => {
+                validate_broadcast_id(b)?;
+                Ok(b.to_string())
+            }
+            None => self.default_broadcast.clone().ok_or_else(|| {
+                InvalidField::new(
+                    "broadcast",
+                    "is required: no DEFAULT_BROADCAST is configured",
+                )
+            }),
+        }
+    }
+}
+
+/// Free seats to keep ahead of need for a stage capacity and a headroom fraction: at least one.
+pub fn headroom_seats(capacity: u32, headroom: f64) -> u32 {
+    let seats = (f64::from(capacity) * headroom).ceil();
+    if seats.is_nan() || seats < 1.0 {
+        1
+    } else if seats > f64::from(u32::MAX) {
+        u32::MAX
+    } else {
+        seats as u32
+    }
+}
+
+fn parse_int(
+    name: &str,
+    value: Option<String>,
+    default: u32,
+    min: u32,
+    max: u32,
+) -> Result<u32, InvalidField> {
+    let Some(v) = value else { return Ok(default) };
+    match v.parse::<u64>() {
+        Ok(n) if n >= u64::from(min) && n <= u64::from(max) => Ok(n as u32),
+        Ok(n) => Err(InvalidField::new(
+            name,
+            format!("must be between {min} and {max}, got {n}"),
+        )),
+        Err(_) => Err(InvalidField::new(
+            name,
+            format!("must be a whole number between {min} and {max}, got {v:?}"),
+        )),
+    }
+}
+
+fn validate_region(region: &str) -> Result<(), InvalidField> {
+    let ok = (1..=32).contains(&region.len())
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !region.starts_with('-')
+        && !region.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(InvalidField::new(
+            "IVS_REGION",
+            format!(
+                "must look like `us-east-1` (lower-case letters, digits and `-`), got {region:?}"
+            ),
+        ))
+    }
+}
+
+fn validate_endpoint(endpoint: &str) -> Result<String, InvalidField> {
+    let rest = endpoint
+        .strip_prefix("https://")
+        .or_else(|| endpoint.strip_prefix("http://"));
+    let Some(rest) = rest else {
+        return Err(InvalidField::new(
+            "IVS_ENDPOINT",
+            format!("must start with `http://` or `https://`, got {endpoint:?}"),
+        ));
+    };
+    let trimmed = endpoint.trim_end_matches('/');
+    let authority = rest.split('/').next().unwrap_or("");
+    let bad_char = endpoint
+        .chars()
+        .any(|c| c.is_control() || c.is_whitespace());
+    if authority.is_empty() || bad_char || rest.contains(['?', '#']) {
+        return Err(InvalidField::new(
+            "IVS_ENDPOINT",
+            format!(
+                "must be a base URL with a host and no query, fragment or spaces, got {endpoint:?}"
+            ),
+        ));
+    }
+    Ok(trimmed.to_string())
+}
+
+fn is_loopback_url(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .unwrap_or(url);
+    let authority = rest.split('/').next().unwrap_or("");
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        authority.split(':').next().unwrap_or("")
+    };
+    host == "localhost" || host == "::1" || host.starts_with("127.")
+}
+
+/// Checks a broadcast id: 1 to 64 characters from `[A-Za-z0-9_-]`; errors name `broadcast`.
+pub fn validate_broadcast_id(id: &str) -> Result<(), InvalidField> {
+    validate_id(
+        id,
+        "broadcast",
+        64,
+        |c| c.is_ascii_alphanumeric() || c == '_' || c == '-',
+        "letters, digits, `_` and `-`",
+    )
+}
+
+/// Checks a user id: 1 to 128 characters from `[A-Za-z0-9_.@:-]` (so no control characters
+/// or spaces); errors name `userId`.
+pub fn validate_user_id(id: &str) -> Result<(), InvalidField> {
+    validate_id(
+        id,
+        "userId",
+        128,
+        |c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '@' | ':' | '-'),
+        "letters, digits, `_`, `.`, `@`, `:` and `-`",
+    )
+}
+
+fn validate_id(
+    id: &str,
+    field: &str,
+    max: usize,
+    allowed: impl Fn(char) -> bool,
+    allowed_text: &str,
+) -> Result<(), InvalidField> {
+    let len = id.chars().count();
+    if len == 0 {
+        return Err(InvalidField::new(field, "must not be empty"));
+    }
+    if len > max {
+        return Err(InvalidField::new(
+            field,
+            format!("must be at most {max} characters, got {len}"),
+        ));
+    }
+    if let Some((pos, c)) = id.chars().enumerate().find(|(_, c)| !allowed(*c)) {
+        let what = if c.is_control() {
+            format!("a control character (U+{:04X})", c as u32)
+        } else {
+            format!("{c:?}")
+        };
+        return Err(InvalidField::new(
+            field,
+            format!("may hold only {allowed_text}; found {what} at position {pos}"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(pairs: &[(&str, &str)]) -> Result<Config, InvalidField> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_map(&map)
+    }
+
+    #[test]
+    fn defaults() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.stage_capacity, 50);
+        assert_eq!(c.min_stages, 1);
+        assert_eq!(c.max_stages, 100);
+        assert_eq!(c.lease_ttl_seconds, 60);
+        assert_eq!(c.token_ttl_seconds, 3600);
+        assert_eq!(c.token_mode, TokenMode::SelfSigned);
+        assert_eq!(c.fanout_mode, FanoutMode::MultiPublish);
+        assert_eq!(c.media_mode, MediaMode::Ivs);
+        assert_eq!(c.ivs_region, "us-east-1");
+        assert_eq!(
+            c.ivs_endpoint,
+            "https://ivsrealtime.us-east-1.amazonaws.com"
+        );
+        assert_eq!(c.default_broadcast.as_deref(), Some("default"));
+        assert_eq!(c.scale_down_grace_seconds, 300);
+        assert_eq!(c, Config::default());
+    }
+}

@@ -1,1 +1,492 @@
-//! TODO(owner): see docs/contract.md
+//! The scaling policy of a pool, pure: when to create stages (ahead of need, within IVS's
+//! `CreateStage` rate), when to drain and delete them, which IVS stages are orphans; and the
+//! [`TokenBucket`] that budgets calls to IVS.
+//!
+//! The policy only decides. The pool carries decisions out (it alone writes), so the same
+//! functions serve the worker's Durable Object (which has the [`Pool`](crate::pool::Pool))
+//! and the monitor (which has the admin [`Snapshot`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::pool::{LoadSummary, Millis, Snapshot, StageId, StageState, TAG_BROADCAST, TAG_MANAGED};
+
+/// IVS's `CreateStage` rate limit, per account and region: 5 per second.
+pub const IVS_CREATE_STAGE_TPS: f64 = 5.0;
+
+/// Micro-tokens per token: the bucket counts in millionths so that fractional refill rates
+/// (0.5 per second) stay exact in integers.
+const MICRO: u64 = 1_000_000;
+
+/// A token bucket driven by `now` arguments: `capacity` tokens at most, refilled at
+/// `refill_per_second`. Full when made. Time that goes backwards refills nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenBucket {
+    capacity_micro: u64,
+    /// Micro-tokens added per millisecond (= tokens per second × 1000).
+    refill_micro_per_ms: u64,
+    tokens_micro: u64,
+    updated_at: Millis,
+}
+
+impl TokenBucket {
+    /// A full bucket of `capacity` tokens (at least 1) refilled at `refill_per_second`
+    /// (at least 0.001, precise to 0.001).
+    pub fn new(capacity: u32, refill_per_second: f64, now: Millis) -> TokenBucket {
+        let capacity_micro = u64::from(capacity.max(1)) * MICRO;
+        let per_ms = if refill_per_second.is_finite() {
+            (refill_per_second * 1000.0).round()
+        } else {
+            1.0
+        };
+        let refill_micro_per_ms = if per_ms < 1.0 { 1 } else { per_ms as u64 };
+        TokenBucket {
+            capacity_micro,
+            refill_micro_per_ms,
+            tokens_micro: capacity_micro,
+            updated_at: now,
+        }
+    }
+
+    /// The bucket IVS's `CreateStage` limit calls for: 5 tokens, 5 per second.
+    pub fn create_stage(now: Millis) -> TokenBucket {
+        TokenBucket::new(5, IVS_CREATE_STAGE_TPS, now)
+    }
+
+    /// Most tokens the bucket holds.
+    pub fn capacity(&self) -> u32 {
+        (self.capacity_micro / MICRO) as u32
+    }
+
+    /// Tokens added per second.
+    pub fn refill_per_second(&self) -> f64 {
+        self.refill_micro_per_ms as f64 / 1000.0
+    }
+
+    fn level(&self, now: Millis) -> u64 {
+        let elapsed = now.saturating_sub(self.updated_at);
+        self.tokens_micro
+            .saturating_add(elapsed.saturating_mul(self.refill_micro_per_ms))
+            .min(self.capacity_micro)
+    }
+
+    fn refill(&mut self, now: Millis) {
+        self.tokens_micro = self.level(now);
+        self.updated_at = self.updated_at.max(now);
+    }
+
+    /// Whole tokens available at `now`.
+    pub fn available(&self, now: Millis) -> u32 {
+        (self.level(now) / MICRO) as u32
+    }
+
+    /// Takes one token if there is one.
+    pub fn try_take(&mut self, now: Millis) -> bool {
+        self.try_take_n(1, now)
+    }
+
+    /// Takes `n` tokens if all are there (none otherwise).
+    pub fn try_take_n(&mut self, n: u32, now: Millis) -> bool {
+        self.refill(now);
+        let need = u64::from(n) * MICRO;
+        if self.tokens_micro >= need {
+            self.tokens_micro -= need;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Milliseconds from `now` until one token is available (0 if one is).
+    pub fn time_until_available(&self, now: Millis) -> Millis {
+        let level = self.level(now);
+        if level >= MICRO {
+            0
+        } else {
+            (MICRO - level).div_ceil(self.refill_micro_per_ms)
+        }
+    }
+
+    /// Takes back the effect of a throttled call: empties the bucket at `now`, so the next
+    /// token comes after a full refill interval (a server's "slow down" overrides our count).
+    pub fn drain_on_throttle(&mut self, now: Millis) {
+        self.refill(now);
+        self.tokens_micro = 0;
+    }
+}
+
+/// The knobs of the policy (see [`crate::config::Config::policy`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyConfig {
+    /// Free seats (live + warming + being created) to keep ahead of need.
+    pub headroom_seats: u32,
+    /// Stages (warming or live) always kept.
+    pub min_stages: u32,
+    /// Stages (not deleted) at most.
+    pub max_stages: u32,
+    /// How long a stage is empty before it is drained.
+    pub scale_down_grace_ms: u64,
+    /// How long a stage drains before it is deleted (once empty and without the host).
+    pub delete_grace_ms: u64,
+    /// `CreateStage` calls per second for the create budget.
+    pub create_rate_per_second: f64,
+    /// Burst of the create budget.
+    pub create_burst: u32,
+    /// A create intent older than this is stale (its adapter likely died mid-call): resolve it
+    /// by looking the stage up by name in IVS, never by creating again.
+    pub creating_timeout_ms: u64,
+    /// A stagefan-tagged stage unknown to every pool is an orphan once this old.
+    pub orphan_grace_ms: u64,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        let capacity = crate::config::DEFAULT_STAGE_CAPACITY;
+        let grace = u64::from(crate::config::DEFAULT_SCALE_DOWN_GRACE_SECONDS) * 1000;
+        PolicyConfig {
+            headroom_seats: crate::config::headroom_seats(
+                capacity,
+                crate::config::DEFAULT_HEADROOM,
+            ),
+            min_stages: crate::config::DEFAULT_MIN_STAGES,
+            max_stages: crate::config::DEFAULT_MAX_STAGES,
+            scale_down_grace_ms: grace,
+            delete_grace_ms: grace,
+            create_rate_per_second: IVS_CREATE_STAGE_TPS,
+            create_burst: 5,
+            creating_timeout_ms: 60_000,
+            orphan_grace_ms: 10 * 60_000,
+        }
+    }
+}
+
+impl PolicyConfig {
+    /// A create budget bucket with this policy's rate, full at `now`.
+    pub fn create_bucket(&self, now: Millis) -> TokenBucket {
+        TokenBucket::new(self.create_burst, self.create_rate_per_second, now)
+    }
+}
+
+/// What held scale-up back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum ScaleLimit {
+    /// `max_stages` reached.
+    MaxStages,
+    /// The create budget is spent; a token comes in `retry_after_ms`.
+    Rate {
+        /// Milliseconds until the next create may be made.
+        retry_after_ms: u64,
+    },
+}
+
+/// A scale-up decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleUp {
+    /// Stages to create now (their tokens are already taken from the bucket): call
+    /// `begin_create` this many times.
+    pub create: u32,
+    /// Stages that would be needed without limits.
+    pub wanted: u32,
+    /// What held it back, if `create < wanted`.
+    pub limited_by: Option<ScaleLimit>,
+}
+
+/// Decides how many stages to create now: enough that free seats on live and warming stages
+/// plus the seats of stages being created reach `headroom_seats` (and that `min_stages`
+/// stages exist), bounded by `max_stages` and by the create budget, whose tokens it takes.
+pub fn scale_up(
+    cfg: &PolicyConfig,
+    load: &LoadSummary,
+    bucket: &mut TokenBucket,
+    now: Millis,
+) -> ScaleUp {
+    let capacity = u64::from(load.capacity.max(1));
+    let free = load.free_live_seats + load.free_warming_seats + load.creating_seats;
+    let headroom = u64::from(cfg.headroom_seats);
+    let for_headroom = if free >= headroom {
+        0
+    } else {
+        (headroom - free).div_ceil(capacity)
+    };
+    let serving = load.creating + load.warming + load.live;
+    let for_minimum = u64::from(cfg.min_stages.saturating_sub(serving));
+    let wanted = for_headroom.max(for_minimum).min(u64::from(u32::MAX)) as u32;
+    if wanted == 0 {
+        return ScaleUp {
+            create: 0,
+            wanted: 0,
+            limited_by: None,
+        };
+    }
+    let room = cfg.max_stages.saturating_sub(load.existing());
+    let mut create = 0;
+    let mut limited_by = None;
+    while create < wanted {
+        if create >= room {
+            limited_by = Some(ScaleLimit::MaxStages);
+            break;
+        }
+        if !bucket.try_take(now) {
+            limited_by = Some(ScaleLimit::Rate {
+                retry_after_ms: bucket.time_until_available(now),
+            });
+            break;
+        }
+        create += 1;
+    }
+    ScaleUp {
+        create,
+        wanted,
+        limited_by,
+    }
+}
+
+/// A scaling action, serialized as the body of the admin actions route
+/// (`{"action":"drain","stageArn":"..."}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "lowercase")]
+pub enum ScaleAction {
+    /// Create one stage.
+    Create,
+    /// Stop sending viewers to a stage.
+    Drain {
+        /// The stage.
+        #[serde(rename = "stageArn")]
+        stage_arn: String,
+    },
+    /// Delete a drained, empty stage without the host.
+    Delete {
+        /// The stage.
+        #[serde(rename = "stageArn")]
+        stage_arn: String,
+    },
+}
+
+/// Decides scale-down on a snapshot: empty warming/live stages beyond `min_stages`, empty for
+/// `scale_down_grace_ms`, are drained (newest first, never the last live stage, never an
+/// origin that still feeds replicas, and only while the remaining free seats still cover the
+/// headroom, so scaling does not oscillate); draining stages that are empty, without the host
+/// and drained for `delete_grace_ms` are deleted. A stage with viewers or a publishing host is
+/// never deleted.
+pub fn scale_down(cfg: &PolicyConfig, snap: &Snapshot, now: Millis) -> Vec<ScaleAction> {
+    let mut actions = Vec::new();
+    for st in &snap.stages {
+        if st.state == StageState::Draining
+            && st.load == 0
+            && !st.host_publishing
+            && st
+                .draining_since
+                .is_some_and(|t| now.saturating_sub(t) >= cfg.delete_grace_ms)
+        {
+            if let Some(arn) = &st.stage_arn {
+                actions.push(ScaleAction::Delete {
+                    stage_arn: arn.clone(),
+                });
+            }
+        }
+    }
+
+    let load = LoadSummary::from_snapshot(snap);
+    let mut active = load.warming + load.live;
+    let mut live = load.live;
+    let mut free = load.free_live_seats + load.free_warming_seats + load.creating_seats;
+    let headroom = u64::from(cfg.headroom_seats);
+    let mut drained: BTreeSet<&str> = BTreeSet::new();
+    for st in snap.stages.iter().rev() {
+        if !matches!(st.state, StageState::Warming | StageState::Live) || st.load > 0 {
+            continue;
+        }
+        let Some(arn) = st.stage_arn.as_deref() else {
+            continue;
+        };
+        if st
+            .empty_since
+            .is_none_or(|t| now.saturating_sub(t) < cfg.scale_down_grace_ms)
+        {
+            continue;
+        }
+        if active <= cfg.min_stages || (st.state == StageState::Live && live <= 1) {
+            continue;
+        }
+        if free.saturating_sub(u64::from(st.capacity)) < headroom {
+            continue;
+        }
+        let feeds_replicas = st.origin_arn.is_none()
+            && snap.stages.iter().any(|r| {
+                r.origin_arn.as_deref() == Some(arn)
+                    && matches!(r.state, StageState::Warming | StageState::Live)
+                    && !r.stage_arn.as_deref().is_some_and(|a| drained.contains(a))
+            });
+        if feeds_replicas {
+            continue;
+        }
+        active -= 1;
+        if st.state == StageState::Live {
+            live -= 1;
+        }
+        free -= u64::from(st.capacity);
+        drained.insert(arn);
+        actions.push(ScaleAction::Drain {
+            stage_arn: arn.to_string(),
+        });
+    }
+    actions
+}
+
+/// Create intents older than `creating_timeout_ms` (the adapter likely died during
+/// `CreateStage`): look each up in IVS by name, then call `created` or `create_failed`.
+pub fn stale_creates(cfg: &PolicyConfig, snap: &Snapshot, now: Millis) -> Vec<StageId> {
+    snap.stages
+        .iter()
+        .filter(|s| {
+            s.state == StageState::Creating
+                && now.saturating_sub(s.created_at) >= cfg.creating_timeout_ms
+        })
+        .map(|s| s.id)
+        .collect()
+}
+
+/// A stage as IVS's `ListStages` (and `ListTagsForResource`) show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct IvsStage {
+    /// ARN.
+    pub arn: String,
+    /// Name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Tags.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// Creation time, if known.
+    #[serde(default)]
+    pub created_at: Option<Millis>,
+}
+
+impl IvsStage {
+    /// Whether stagefan created it (tag `stagefan:managed` = `true`).
+    pub fn is_managed(&self) -> bool {
+        self.tags.get(TAG_MANAGED).map(String::as_str) == Some("true")
+    }
+}
+
+/// What every pool knows: stage ARNs and the names of stages (including those being created,
+/// which IVS may already list before the pool hears back).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KnownStages {
+    /// ARNs.
+    pub arns: BTreeSet<String>,
+    /// Stage names.
+    pub names: BTreeSet<String>,
+}
+
+impl KnownStages {
+    /// Collects what a set of admin snapshots know.
+    pub fn from_snapshots<'a>(snaps: impl IntoIterator<Item = &'a Snapshot>) -> KnownStages {
+        let mut known = KnownStages::default();
+        for snap in snaps {
+            known.add_snapshot(snap);
+        }
+        known
+    }
+
+    /// Adds one snapshot's stages.
+    pub fn add_snapshot(&mut self, snap: &Snapshot) {
+        for st in &snap.stages {
+            if let Some(arn) = &st.stage_arn {
+                self.arns.insert(arn.clone());
+            }
+            self.names.insert(st.name.clone());
+        }
+    }
+
+    fn knows(&self, st: &IvsStage) -> bool {
+        self.arns.contains(&st.arn) || st.name.as_ref().is_some_and(|n| self.names.contains(n))
+    }
+}
+
+/// A stage to collect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Orphan {
+    /// ARN for `DeleteStage`.
+    pub arn: String,
+    /// The broadcast its tag names, if any.
+    pub broadcast: Option<String>,
+    /// How long it has been known to exist, in milliseconds.
+    pub age_ms: u64,
+}
+
+/// Finds orphans across rounds: stagefan-tagged stages no pool knows, older than the grace.
+/// A stage's age is from its creation time when IVS gives one, otherwise from when this
+/// tracker first saw it unknown.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrphanTracker {
+    first_seen: BTreeMap<String, Millis>,
+}
+
+impl OrphanTracker {
+    /// An empty tracker.
+    pub fn new() -> OrphanTracker {
+        OrphanTracker::default()
+    }
+
+    /// One round over IVS's complete stage list; returns the orphans to delete, oldest first.
+    pub fn find(
+        &mut self,
+        ivs: &[IvsStage],
+        known: &KnownStages,
+        now: Millis,
+        grace_ms: u64,
+    ) -> Vec<Orphan> {
+        let mut still: BTreeMap<String, Millis> = BTreeMap::new();
+        let mut orphans = Vec::new();
+        for st in ivs {
+            if !st.is_managed() || known.knows(st) {
+                continue;
+            }
+            let seen = *self.first_seen.get(&st.arn).unwrap_or(&now);
+            still.insert(st.arn.clone(), seen);
+            let since = st.created_at.map_or(seen, |c| c.min(seen));
+            let age_ms = now.saturating_sub(since);
+            if age_ms >= grace_ms {
+                orphans.push(Orphan {
+                    arn: st.arn.clone(),
+                    broadcast: st.tags.get(TAG_BROADCAST).cloned(),
+                    age_ms,
+                });
+            }
+        }
+        self.first_seen = still;
+        orphans.sort_by(|a, b| b.age_ms.cmp(&a.age_ms).then(a.arn.cmp(&b.arn)));
+        orphans
+    }
+}
+
+/// Stateless orphan check for stages whose creation time IVS gives: managed, unknown, and
+/// created at least `grace_ms` before `now`. Stages without a creation time are left alone
+/// (use [`OrphanTracker`] for those).
+pub fn find_orphans(
+    ivs: &[IvsStage],
+    known: &KnownStages,
+    now: Millis,
+    grace_ms: u64,
+) -> Vec<Orphan> {
+    ivs.iter()
+        .filter(|st| st.is_managed() && !known.knows(st))
+        .filter_map(|st| {
+            let age_ms = now.saturating_sub(st.created_at?);
+            (age_ms >= grace_ms).then(|| Orphan {
+                arn: st.arn.clone(),
+                broadcast: st.tags.get(TAG_BROADCAST).cloned(),
+                age_ms,
+            })
+        })
+        .collect()
+}

@@ -1,1 +1,1636 @@
-//! TODO(owner): see docs/contract.md
+//! The stage pool of one broadcast: its stages, their states and loads, and the viewers'
+//! leases.
+//!
+//! The worker's Durable Object owns one [`Pool`] per broadcast and is its single writer. The
+//! Durable Object runs one request at a time between `await`s, but IVS calls are awaited, so
+//! everything that is in flight with IVS is an explicit state of the pool: a stage being
+//! created is a [`StageState::Creating`] row (its id is the create intent, handed out once),
+//! a stage being deleted is a draining row with `delete_requested_at` set.
+//!
+//! Nothing here reads a clock or draws random numbers: `now` (unix milliseconds) and the
+//! random bytes of lease ids are arguments.
+//!
+//! # Persistence
+//! Every mutation records the rows it touched; [`Pool::take_changes`] hands them over so the
+//! adapter writes only those rows ([`Stage`], [`Lease`] and the single [`PoolMeta`] row, all
+//! serde) and deletes the removed ones. [`Pool::from_rows`] rebuilds the pool from the rows;
+//! stage loads are derived from the leases and are not stored.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{validate_broadcast_id, FanoutMode, InvalidField};
+
+/// Unix time in milliseconds.
+pub type Millis = u64;
+
+/// Replication destinations one participant may have at once (IVS quota, not adjustable):
+/// one origin stage serves itself and this many replica stages.
+pub const MAX_REPLICAS_PER_ORIGIN: usize = 5;
+
+/// How many deleted stage rows a pool keeps for its history before forgetting the oldest.
+pub const DELETED_STAGES_RETAINED: usize = 32;
+
+/// Random bytes that make a lease id: 16 bytes, 22 url-safe base64 characters.
+pub const LEASE_RANDOM_BYTES: usize = 16;
+
+/// The tag key stagefan puts on every stage it creates, with the value `"true"`.
+pub const TAG_MANAGED: &str = "stagefan:managed";
+/// The tag key naming the broadcast a stage belongs to.
+pub const TAG_BROADCAST: &str = "stagefan:broadcast";
+
+/// The identity of a stage inside its pool: a sequence number, so a smaller id is an older
+/// stage. It is also the id of the create intent that made the stage.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+#[serde(transparent)]
+pub struct StageId(pub u64);
+
+impl fmt::Display for StageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// The life of a stage: `creating → warming → live → draining → deleted`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StageState {
+    /// `CreateStage` has been decided (the intent exists) but IVS has not answered yet.
+    Creating,
+    /// The stage exists; the host is not yet known to publish on it. Viewers are placed here
+    /// only when no live stage has room; they wait for the host.
+    Warming,
+    /// The host publishes there (reported by the host page or observed in IVS).
+    Live,
+    /// No new viewers; the host leaves it; deleted once empty.
+    Draining,
+    /// Gone from IVS (or its create failed). Kept a while as history.
+    Deleted,
+}
+
+impl StageState {
+    /// The lower-case spelling used in JSON and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StageState::Creating => "creating",
+            StageState::Warming => "warming",
+            StageState::Live => "live",
+            StageState::Draining => "draining",
+            StageState::Deleted => "deleted",
+        }
+    }
+}
+
+impl fmt::Display for StageState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The endpoints IVS returns for a stage (cache them at creation, as AWS recommends).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct StageEndpoints {
+    /// The WHIP URL (`whip_url` claim of tokens).
+    pub whip: String,
+    /// The events URL (`events_url` claim of tokens).
+    pub events: String,
+}
+
+/// One stage of a pool: also the persisted row (serde, camelCase).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stage {
+    /// Pool-local id (and create-intent id); smaller is older.
+    pub id: StageId,
+    /// The IVS stage name used for `CreateStage`: `{broadcast}-{id}`.
+    pub name: String,
+    /// The stage ARN, known once IVS has created it.
+    pub arn: Option<String>,
+    /// Where the stage is in its life.
+    pub state: StageState,
+    /// Viewer seats of this stage (fixed when it was created).
+    pub capacity: u32,
+    /// Seats taken: derived from the leases, never persisted.
+    #[serde(skip)]
+    pub load: u32,
+    /// IVS endpoints, known once created.
+    pub endpoints: Option<StageEndpoints>,
+    /// Replicate mode: the origin stage whose host this stage receives by replication;
+    /// `None` for an origin (and for every stage in multi-publish mode).
+    pub origin: Option<StageId>,
+    /// When the create intent was made.
+    pub created_at: Millis,
+    /// When IVS confirmed the stage (warming).
+    pub warm_at: Option<Millis>,
+    /// When it first went live.
+    pub live_at: Option<Millis>,
+    /// Since when it has had no viewers (`None` while it has some, and once deleted).
+    pub empty_since: Option<Millis>,
+    /// When draining began.
+    pub draining_since: Option<Millis>,
+    /// When the adapter was told to call `DeleteStage` (the delete intent).
+    pub delete_requested_at: Option<Millis>,
+    /// When it was deleted (or its create failed).
+    pub deleted_at: Option<Millis>,
+    /// Whether it went to `deleted` because its create failed.
+    pub create_failed: bool,
+    /// The host's (or its replica's) participant id on this stage, when known.
+    pub host_participant_id: Option<String>,
+    /// Whether the host was last known to publish here.
+    pub host_publishing: bool,
+    /// When `host_publishing` was last set; older observations do not override it.
+    pub host_changed_at: Option<Millis>,
+}
+
+impl Stage {
+    /// Free seats (0 when full).
+    pub fn free(&self) -> u32 {
+        self.capacity.saturating_sub(self.load)
+    }
+
+    /// Whether the stage exists in IVS and is neither draining nor deleted.
+    pub fn is_active(&self) -> bool {
+        matches!(self.state, StageState::Warming | StageState::Live)
+    }
+}
+
+/// A viewer's seat: also the persisted row (serde, camelCase).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Lease {
+    /// `{broadcast}.{22 url-safe chars}`.
+    pub id: String,
+    /// The viewer.
+    pub user_id: String,
+    /// The stage the seat is on.
+    pub stage: StageId,
+    /// When the lease was first granted.
+    pub joined_at: Millis,
+    /// When it was last renewed (join, reconnect or heartbeat).
+    pub renewed_at: Millis,
+    /// When it lapses unless renewed; a lease is live while `now < expires_at`.
+    pub expires_at: Millis,
+}
+
+/// Counters of one broadcast, in the admin snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Stats {
+    /// Seats granted to viewers without a live lease.
+    pub joins: u64,
+    /// Sticky reconnects: a viewer with a live lease asked again and kept its seat.
+    pub reconnects: u64,
+    /// Viewers refused for want of a seat.
+    pub refusals: u64,
+    /// Leases given back by the viewer (or moved off a draining stage on reconnect).
+    pub leaves: u64,
+    /// Leases that lapsed.
+    pub lease_expiries: u64,
+    /// Leases dropped because their stage was deleted under them.
+    pub evictions: u64,
+    /// Highest number of viewers at once.
+    pub peak_viewers: u64,
+    /// Viewer-seconds, integrated over the `now` arguments (whole seconds).
+    pub viewer_seconds: u64,
+    /// Stages IVS confirmed as created.
+    pub stages_created: u64,
+    /// Stages deleted.
+    pub stages_deleted: u64,
+    /// Create intents that failed.
+    pub create_failures: u64,
+}
+
+/// The pool's own row: identity, sequence, counters and the viewer-time integrator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolMeta {
+    /// The broadcast id.
+    pub broadcast: String,
+    /// The fan-out mode, fixed when the pool was made.
+    pub fanout: FanoutMode,
+    /// When the pool was made.
+    pub created_at: Millis,
+    /// The id the next stage will get.
+    pub next_stage_id: u64,
+    /// Counters.
+    pub stats: Stats,
+    /// Viewer-milliseconds integrated so far (the precise form of `stats.viewerSeconds`).
+    pub viewer_ms: u64,
+    /// The time up to which `viewer_ms` is integrated.
+    pub integrated_at: Millis,
+}
+
+/// The settings a pool runs with (from [`crate::config::Config::pool_settings`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolSettings {
+    /// Seats of stages created from now on.
+    pub capacity: u32,
+    /// Stages (warming or live) the pool keeps: drains below it are refused.
+    pub min_stages: u32,
+    /// Stages (not deleted) the pool may have at once.
+    pub max_stages: u32,
+    /// Lease time to live in milliseconds.
+    pub lease_ttl_ms: u64,
+    /// Fan-out mode of new pools (an existing pool keeps the mode it was made with).
+    pub fanout: FanoutMode,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            capacity: crate::config::DEFAULT_STAGE_CAPACITY,
+            min_stages: crate::config::DEFAULT_MIN_STAGES,
+            max_stages: crate::config::DEFAULT_MAX_STAGES,
+            lease_ttl_ms: u64::from(crate::config::DEFAULT_LEASE_TTL_SECONDS) * 1000,
+            fanout: FanoutMode::MultiPublish,
+        }
+    }
+}
+
+/// The rows touched since the last [`Pool::take_changes`]: write these, delete the removed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Changes {
+    /// Stage rows to upsert (read them with [`Pool::stage`]).
+    pub stages: BTreeSet<StageId>,
+    /// Stage rows to delete (forgotten history).
+    pub stages_removed: BTreeSet<StageId>,
+    /// Lease rows to upsert (read them with [`Pool::lease`]).
+    pub leases_upserted: BTreeSet<String>,
+    /// Lease rows to delete.
+    pub leases_removed: BTreeSet<String>,
+    /// Whether the [`PoolMeta`] row changed (read it with [`Pool::meta`]).
+    pub meta: bool,
+}
+
+impl Changes {
+    /// Nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.stages.is_empty()
+            && self.stages_removed.is_empty()
+            && self.leases_upserted.is_empty()
+            && self.leases_removed.is_empty()
+            && !self.meta
+    }
+
+    fn stage(&mut self, id: StageId) {
+        self.stages_removed.remove(&id);
+        self.stages.insert(id);
+    }
+
+    fn stage_removed(&mut self, id: StageId) {
+        self.stages.remove(&id);
+        self.stages_removed.insert(id);
+    }
+
+    fn lease(&mut self, id: &str) {
+        self.leases_removed.remove(id);
+        self.leases_upserted.insert(id.to_string());
+    }
+
+    fn lease_removed(&mut self, id: &str) {
+        self.leases_upserted.remove(id);
+        self.leases_removed.insert(id.to_string());
+    }
+}
+
+/// Every row of a pool, for a full write or a rebuild.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolRows {
+    /// The pool's own row.
+    pub meta: PoolMeta,
+    /// Stage rows, by id.
+    pub stages: Vec<Stage>,
+    /// Lease rows, by id.
+    pub leases: Vec<Lease>,
+}
+
+/// A seat granted by [`Pool::assign`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Assignment {
+    /// The lease (new, or the viewer's existing one on a sticky reconnect).
+    pub lease_id: String,
+    /// The stage.
+    pub stage: StageId,
+    /// The stage's ARN (to mint the token for).
+    pub stage_arn: String,
+    /// `live` or `warming` (the viewer waits for the host).
+    pub stage_state: StageState,
+    /// When the lease lapses unless renewed.
+    pub expires_at: Millis,
+    /// Whether this was a sticky reconnect (same lease, same stage).
+    pub reconnected: bool,
+}
+
+/// Why no seat was given: the adapter answers 503 with `Retry-After`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NoSeat {
+    /// Stages being created right now: a seat is likely within seconds.
+    pub stages_creating: u32,
+    /// Whether the pool may still create stages (below `max_stages`).
+    pub can_create: bool,
+}
+
+impl NoSeat {
+    /// Whether a stage is being created (retry soon).
+    pub fn stage_being_created(&self) -> bool {
+        self.stages_creating > 0
+    }
+}
+
+/// A refused assignment.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AssignError {
+    /// Every eligible stage is full (or there is none).
+    #[error("no seat: every stage is full ({} being created)", .0.stages_creating)]
+    NoSeat(NoSeat),
+    /// The random bytes gave a lease id that exists: call again with fresh bytes.
+    #[error("lease id {0} already exists; draw new random bytes")]
+    LeaseIdTaken(String),
+}
+
+/// A stage the adapter must now create in IVS: exactly once per intent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateIntent {
+    /// The intent id: pass it back to [`Pool::created`] or [`Pool::create_failed`].
+    pub stage: StageId,
+    /// The IVS stage name.
+    pub name: String,
+    /// The tags to create it with (`stagefan:managed`, `stagefan:broadcast`).
+    pub tags: BTreeMap<String, String>,
+    /// Replicate mode: the origin it will receive the host from (`None`: an origin, the host
+    /// publishes to it and needs a publisher token for it).
+    pub origin: Option<StageId>,
+}
+
+/// A stage the adapter must now delete in IVS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeleteIntent {
+    /// The stage.
+    pub stage: StageId,
+    /// Its ARN for `DeleteStage`.
+    pub arn: String,
+}
+
+/// A replication the adapter must keep running (replicate mode).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Replication {
+    /// The origin stage.
+    pub origin: StageId,
+    /// Its ARN (`sourceStageArn`).
+    pub origin_arn: String,
+    /// The replica stage.
+    pub replica: StageId,
+    /// Its ARN (`destinationStageArn`).
+    pub replica_arn: String,
+    /// The host's participant id on the origin, when known (`participantId`).
+    pub host_participant_id: Option<String>,
+}
+
+/// A refused stage operation (or a bad argument). Nothing changed when one is returned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PoolError {
+    /// No stage with that id (or ARN).
+    #[error("unknown stage {0}")]
+    UnknownStage(String),
+    /// No live lease with that id.
+    #[error("lease not found")]
+    LeaseNotFound,
+    /// `max_stages` stages exist already.
+    #[error("the pool already has its maximum of {max} stages")]
+    MaxStages {
+        /// The limit.
+        max: u32,
+    },
+    /// The operation needs another state.
+    #[error("stage {stage} is {state}: {needed}")]
+    WrongState {
+        /// The stage.
+        stage: StageId,
+        /// Its state.
+        state: StageState,
+        /// What the operation needed.
+        needed: &'static str,
+    },
+    /// Another stage already has that ARN.
+    #[error("ARN {0} already belongs to another stage")]
+    ArnInUse(String),
+    /// Draining would leave fewer than `min_stages` stages.
+    #[error("draining would leave fewer than the minimum of {min} stages")]
+    BelowMinStages {
+        /// The minimum.
+        min: u32,
+    },
+    /// The stage is the last live one.
+    #[error("stage {0} is the last live stage")]
+    LastLiveStage(StageId),
+    /// Replicate mode: the origin still feeds replicas that are not draining.
+    #[error("stage {0} is the origin of replica stages that are not draining")]
+    OriginHasReplicas(StageId),
+    /// Viewers hold seats on the stage.
+    #[error("stage {stage} has {viewers} viewers")]
+    HasViewers {
+        /// The stage.
+        stage: StageId,
+        /// How many.
+        viewers: u32,
+    },
+    /// The host publishes on the stage.
+    #[error("the host publishes on stage {0}")]
+    HostPublishing(StageId),
+    /// Replicate mode: a replica stage goes live only when its replica is observed in IVS.
+    #[error("stage {0} is a replica: it goes live when IVS shows the host's replica there")]
+    ReplicaStage(StageId),
+    /// The broadcast id is not valid.
+    #[error(transparent)]
+    Invalid(#[from] InvalidField),
+    /// Rows given to [`Pool::from_rows`] do not make a consistent pool.
+    #[error("inconsistent pool rows: {0}")]
+    Corrupt(String),
+}
+
+impl PoolError {
+    /// A short machine-readable reason (`snake_case`), for the actions API's `reason`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            PoolError::UnknownStage(_) => "unknown_stage",
+            PoolError::LeaseNotFound => "lease_not_found",
+            PoolError::MaxStages { .. } => "max_stages",
+            PoolError::WrongState { .. } => "wrong_state",
+            PoolError::ArnInUse(_) => "arn_in_use",
+            PoolError::BelowMinStages { .. } => "below_min_stages",
+            PoolError::LastLiveStage(_) => "last_live_stage",
+            PoolError::OriginHasReplicas(_) => "origin_has_replicas",
+            PoolError::HasViewers { .. } => "has_viewers",
+            PoolError::HostPublishing(_) => "host_publishing",
+            PoolError::ReplicaStage(_) => "replica_stage",
+            PoolError::Invalid(_) => "invalid",
+            PoolError::Corrupt(_) => "corrupt",
+        }
+    }
+}
+
+/// What IVS showed for one stage (participant lists), as the monitor posts it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct StageObservation {
+    /// The stage.
+    pub stage_arn: String,
+    /// Connected participants that publish (the host, or its replica).
+    #[serde(default)]
+    pub publishers: Vec<String>,
+    /// Connected participants that subscribe (viewers).
+    #[serde(default)]
+    pub subscribers: Vec<String>,
+}
+
+/// A round of observations of IVS (`POST .../observations`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Observation {
+    /// When IVS was read (older than a host report, it does not override it).
+    pub observed_at: Millis,
+    /// The stages read.
+    pub stages: Vec<StageObservation>,
+}
+
+/// A stage whose pool load differs from IVS's subscriber count.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Drift {
+    /// The stage.
+    pub stage_arn: String,
+    /// Seats held in the pool.
+    pub pool: u32,
+    /// Subscribers IVS listed.
+    pub ivs: u32,
+}
+
+/// The answer to an observation round.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservationReport {
+    /// Observed stages whose counts differ (only those).
+    pub drift: Vec<Drift>,
+    /// Stages that went live because of this observation.
+    pub became_live: Vec<String>,
+    /// Observed ARNs this pool does not know.
+    pub unknown_stages: Vec<String>,
+}
+
+/// One stage in the admin snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StageView {
+    /// ARN (`null` while creating).
+    pub stage_arn: Option<String>,
+    /// Pool-local id.
+    pub id: StageId,
+    /// IVS stage name.
+    pub name: String,
+    /// State.
+    pub state: StageState,
+    /// Seats taken.
+    pub load: u32,
+    /// Seats.
+    pub capacity: u32,
+    /// When the create intent was made.
+    pub created_at: Millis,
+    /// When it first went live.
+    pub live_at: Option<Millis>,
+    /// Since when it has been empty.
+    pub empty_since: Option<Millis>,
+    /// When draining began.
+    pub draining_since: Option<Millis>,
+    /// Whether `DeleteStage` has been requested.
+    pub delete_requested: bool,
+    /// The host's participant id there.
+    pub host_participant_id: Option<String>,
+    /// Whether the host was last known to publish there.
+    pub host_publishing: bool,
+    /// Replicate mode: the origin stage's ARN (`null` for origins).
+    pub origin_arn: Option<String>,
+}
+
+/// The admin snapshot of a pool (the contract's JSON, camelCase).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Snapshot {
+    /// Broadcast id.
+    pub broadcast: String,
+    /// Seats per new stage.
+    pub capacity: u32,
+    /// Fan-out mode.
+    pub fanout_mode: FanoutMode,
+    /// Minimum stages.
+    pub min_stages: u32,
+    /// Maximum stages.
+    pub max_stages: u32,
+    /// Viewers holding a seat.
+    pub viewers: u32,
+    /// The `now` the snapshot was taken at.
+    pub now: Millis,
+    /// Every stage, oldest first (recently deleted ones included).
+    pub stages: Vec<StageView>,
+    /// Counters.
+    pub stats: Stats,
+}
+
+/// Seats and stages in a pool, as the scaling policy needs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadSummary {
+    /// Viewers holding seats.
+    pub viewers: u32,
+    /// Seats per new stage.
+    pub capacity: u32,
+    /// Stages in each state.
+    pub creating: u32,
+    /// Warming stages.
+    pub warming: u32,
+    /// Live stages.
+    pub live: u32,
+    /// Draining stages.
+    pub draining: u32,
+    /// Free seats on live stages.
+    pub free_live_seats: u64,
+    /// Free seats on warming stages.
+    pub free_warming_seats: u64,
+    /// Seats that stages being created will bring.
+    pub creating_seats: u64,
+}
+
+impl LoadSummary {
+    /// Stages that count toward `max_stages` (every state but deleted).
+    pub fn existing(&self) -> u32 {
+        self.creating + self.warming + self.live + self.draining
+    }
+
+    /// Summarises an admin snapshot (what the monitor has).
+    pub fn from_snapshot(s: &Snapshot) -> LoadSummary {
+        let mut sum = LoadSummary {
+            viewers: s.viewers,
+            capacity: s.capacity,
+            ..LoadSummary::default()
+        };
+        for st in &s.stages {
+            let free = u64::from(st.capacity.saturating_sub(st.load));
+            match st.state {
+                StageState::Creating => {
+                    sum.creating += 1;
+                    sum.creating_seats += u64::from(st.capacity);
+                }
+                StageState::Warming => {
+                    sum.warming += 1;
+                    sum.free_warming_seats += free;
+                }
+                StageState::Live => {
+                    sum.live += 1;
+                    sum.free_live_seats += free;
+                }
+                StageState::Draining => sum.draining += 1,
+                StageState::Deleted => {}
+            }
+        }
+        sum
+    }
+}
+
+/// The stage pool of one broadcast. See the module documentation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pool {
+    settings: PoolSettings,
+    meta: PoolMeta,
+    stages: BTreeMap<StageId, Stage>,
+    by_arn: BTreeMap<String, StageId>,
+    leases: BTreeMap<String, Lease>,
+    by_user: BTreeMap<String, String>,
+    expiry: BTreeSet<(Millis, String)>,
+    changes: Changes,
+}
+
+impl Pool {
+    /// A new, empty pool for `broadcast` (validated as a broadcast id). It has no stages: the
+    /// adapter (or the policy) calls [`Pool::begin_create`] for `min_stages` of them.
+    pub fn new(broadcast: &str, settings: PoolSettings, now: Millis) -> Result<Pool, PoolError> {
+        validate_broadcast_id(broadcast)?;
+        let meta = PoolMeta {
+            broadcast: broadcast.to_string(),
+            fanout: settings.fanout,
+            created_at: now,
+            next_stage_id: 1,
+            stats: Stats::default(),
+            viewer_ms: 0,
+            integrated_at: now,
+        };
+        let mut pool = Pool {
+            settings,
+            meta,
+            stages: BTreeMap::new(),
+            by_arn: BTreeMap::new(),
+            leases: BTreeMap::new(),
+            by_user: BTreeMap::new(),
+            expiry: BTreeSet::new(),
+            changes: Changes::default(),
+        };
+        pool.changes.meta = true;
+        Ok(pool)
+    }
+
+    /// Rebuilds a pool from its rows. Loads are recomputed from the leases; the fan-out mode
+    /// is the one stored in `meta` (a pool keeps its mode); the other settings are the ones
+    /// given. Inconsistent rows are refused with [`PoolError::Corrupt`].
+    pub fn from_rows(settings: PoolSettings, rows: PoolRows) -> Result<Pool, PoolError> {
+        let PoolRows {
+            meta,
+            stages,
+            leases,
+        } = rows;
+        validate_broadcast_id(&meta.broadcast)?;
+        let mut pool = Pool {
+            settings: PoolSettings {
+                fanout: meta.fanout,
+                ..settings
+            },
+            meta,
+            stages: BTreeMap::new(),
+            by_arn: BTreeMap::new(),
+            leases: BTreeMap::new(),
+            by_user: BTreeMap::new(),
+            expiry: BTreeSet::new(),
+            changes: Changes::default(),
+        };
+        for mut st in stages {
+            if st.id.0 >= pool.meta.next_stage_id {
+                return Err(PoolError::Corrupt(format!(
+                    "stage {} is not below nextStageId {}",
+                    st.id, pool.meta.next_stage_id
+                )));
+            }
+            if st.state != StageState::Creating
+                && st.state != StageState::Deleted
+                && st.arn.is_none()
+            {
+                return Err(PoolError::Corrupt(format!(
+                    "stage {} is {} without an ARN",
+                    st.id, st.state
+                )));
+            }
+            st.load = 0;
+            if let Some(arn) = &st.arn {
+                if pool.by_arn.insert(arn.clone(), st.id).is_some() {
+                    return Err(PoolError::Corrupt(format!("ARN {arn} appears twice")));
+                }
+            }
+            if pool.stages.insert(st.id, st).is_some() {
+                return Err(PoolError::Corrupt("a stage id appears twice".into()));
+            }
+        }
+        let prefix = format!("{}.", pool.meta.broadcast);
+        for lease in leases {
+            if !lease.id.starts_with(&prefix) {
+                return Err(PoolError::Corrupt(format!(
+                    "lease {} does not belong to broadcast {}",
+                    lease.id, pool.meta.broadcast
+                )));
+            }
+            let Some(st) = pool.stages.get_mut(&lease.stage) else {
+                return Err(PoolError::Corrupt(format!(
+                    "lease {} is on unknown stage {}",
+                    lease.id, lease.stage
+                )));
+            };
+            if matches!(st.state, StageState::Creating | StageState::Deleted) {
+                return Err(PoolError::Corrupt(format!(
+                    "lease {} is on {} stage {}",
+                    lease.id, st.state, st.id
+                )));
+            }
+            st.load += 1;
+            if pool
+                .by_user
+                .insert(lease.user_id.clone(), lease.id.clone())
+                .is_some()
+            {
+                return Err(PoolError::Corrupt(format!(
+                    "user {} holds two leases",
+                    lease.user_id
+                )));
+            }
+            pool.expiry.insert((lease.expires_at, lease.id.clone()));
+            if pool.leases.insert(lease.id.clone(), lease).is_some() {
+                return Err(PoolError::Corrupt("a lease id appears twice".into()));
+            }
+        }
+        Ok(pool)
+    }
+
+    /// Every row of the pool (for a first full write, or tests).
+    pub fn export(&self) -> PoolRows {
+        PoolRows {
+            meta: self.meta.clone(),
+            stages: self.stages.values().cloned().collect(),
+            leases: self.leases.values().cloned().collect(),
+        }
+    }
+
+    /// The rows touched since the last call; the adapter writes them (see the module docs).
+    pub fn take_changes(&mut self) -> Changes {
+        std::mem::take(&mut self.changes)
+    }
+
+    /// The rows touched since the last [`Pool::take_changes`], without taking them.
+    pub fn pending_changes(&self) -> &Changes {
+        &self.changes
+    }
+
+    /// The broadcast id.
+    pub fn broadcast(&self) -> &str {
+        &self.meta.broadcast
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &PoolSettings {
+        &self.settings
+    }
+
+    /// Replaces the settings (capacity of future stages, min/max, lease TTL); the fan-out mode
+    /// of an existing pool does not change.
+    pub fn set_settings(&mut self, settings: PoolSettings) {
+        self.settings = PoolSettings {
+            fanout: self.meta.fanout,
+            ..settings
+        };
+    }
+
+    /// The fan-out mode of this pool.
+    pub fn fanout(&self) -> FanoutMode {
+        self.meta.fanout
+    }
+
+    /// The pool's own row.
+    pub fn meta(&self) -> &PoolMeta {
+        &self.meta
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Stats {
+        &self.meta.stats
+    }
+
+    /// Viewers holding a seat.
+    pub fn viewers(&self) -> u32 {
+        self.leases.len() as u32
+    }
+
+    /// A stage by id.
+    pub fn stage(&self, id: StageId) -> Option<&Stage> {
+        self.stages.get(&id)
+    }
+
+    /// A stage by ARN.
+    pub fn stage_by_arn(&self, arn: &str) -> Option<&Stage> {
+        self.by_arn.get(arn).and_then(|id| self.stages.get(id))
+    }
+
+    /// Every stage, oldest first (recently deleted ones included).
+    pub fn stages(&self) -> impl Iterator<Item = &Stage> {
+        self.stages.values()
+    }
+
+    /// The ARNs of every stage the pool knows (deleted ones included), for orphan detection.
+    pub fn known_arns(&self) -> impl Iterator<Item = &str> {
+        self.by_arn.keys().map(String::as_str)
+    }
+
+    /// A lease by id (lapsed leases stay until the next call with `now` sweeps them).
+    pub fn lease(&self, id: &str) -> Option<&Lease> {
+        self.leases.get(id)
+    }
+
+    /// The lease a user holds.
+    pub fn lease_of_user(&self, user_id: &str) -> Option<&Lease> {
+        self.by_user.get(user_id).and_then(|id| self.leases.get(id))
+    }
+
+    /// Every lease, by id.
+    pub fn leases(&self) -> impl Iterator<Item = &Lease> {
+        self.leases.values()
+    }
+
+    /// The earliest time a lease lapses (for the Durable Object's alarm).
+    pub fn next_expiry(&self) -> Option<Millis> {
+        self.expiry.first().map(|(t, _)| *t)
+    }
+
+    /// Seats and stages for the scaling policy, O(stages).
+    pub fn load_summary(&self) -> LoadSummary {
+        let mut sum = LoadSummary {
+            viewers: self.viewers(),
+            capacity: self.settings.capacity,
+            ..LoadSummary::default()
+        };
+        for st in self.stages.values() {
+            match st.state {
+                StageState::Creating => {
+                    sum.creating += 1;
+                    sum.creating_seats += u64::from(st.capacity);
+                }
+                StageState::Warming => {
+                    sum.warming += 1;
+                    sum.free_warming_seats += u64::from(st.free());
+                }
+                StageState::Live => {
+                    sum.live += 1;
+                    sum.free_live_seats += u64::from(st.free());
+                }
+                StageState::Draining => sum.draining += 1,
+                StageState::Deleted => {}
+            }
+        }
+        sum
+    }
+
+    /// The admin snapshot at `now` (after sweeping lapsed leases, so call it on `&mut`).
+    pub fn snapshot(&mut self, now: Millis) -> Snapshot {
+        self.advance(now);
+        self.snapshot_view(now)
+    }
+
+    /// The admin snapshot without sweeping lapsed leases or integrating viewer time.
+    pub fn snapshot_view(&self, now: Millis) -> Snapshot {
+        let stages = self
+            .stages
+            .values()
+            .map(|st| StageView {
+                stage_arn: st.arn.clone(),
+                id: st.id,
+                name: st.name.clone(),
+                state: st.state,
+                load: st.load,
+                capacity: st.capacity,
+                created_at: st.created_at,
+                live_at: st.live_at,
+                empty_since: st.empty_since,
+                draining_since: st.draining_since,
+                delete_requested: st.delete_requested_at.is_some(),
+                host_participant_id: st.host_participant_id.clone(),
+                host_publishing: st.host_publishing,
+                origin_arn: st
+                    .origin
+                    .and_then(|o| self.stages.get(&o))
+                    .and_then(|o| o.arn.clone()),
+            })
+            .collect();
+        Snapshot {
+            broadcast: self.meta.broadcast.clone(),
+            capacity: self.settings.capacity,
+            fanout_mode: self.meta.fanout,
+            min_stages: self.settings.min_stages,
+            max_stages: self.settings.max_stages,
+            viewers: self.viewers(),
+            now,
+            stages,
+            stats: self.meta.stats.clone(),
+        }
+    }
+
+    // ----- viewers -----
+
+    /// Gives `user_id` a seat: its own again if it holds a live lease on a warming or live
+    /// stage (sticky reconnect, renewed even if that stage is now the fullest); otherwise the
+    /// live stage with the lowest load below capacity, else the warming one, ties to the
+    /// oldest. A viewer whose lease is on a draining stage is moved. `random` makes the lease
+    /// id. The user id is not validated here (see [`crate::config::validate_user_id`]).
+    pub fn assign(
+        &mut self,
+        user_id: &str,
+        now: Millis,
+        random: &[u8; LEASE_RANDOM_BYTES],
+    ) -> Result<Assignment, AssignError> {
+        self.advance(now);
+        let ttl = self.settings.lease_ttl_ms;
+
+        if let Some(lease_id) = self.by_user.get(user_id).cloned() {
+            let stage_id = self.leases[&lease_id].stage;
+            let stage = &self.stages[&stage_id];
+            if stage.is_active() {
+                let (arn, state) = (stage.arn.clone().unwrap_or_default(), stage.state);
+                let expires_at = self.renew(&lease_id, now, ttl);
+                self.meta.stats.reconnects += 1;
+                self.changes.meta = true;
+                return Ok(Assignment {
+                    lease_id,
+                    stage: stage_id,
+                    stage_arn: arn,
+                    stage_state: state,
+                    expires_at,
+                    reconnected: true,
+                });
+            }
+        }
+
+        let lease_id = format!(
+            "{}.{}",
+            self.meta.broadcast,
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random)
+        );
+        if self.leases.contains_key(&lease_id) {
+            return Err(AssignError::LeaseIdTaken(lease_id));
+        }
+        let Some(stage_id) = self.pick_stage() else {
+            self.meta.stats.refusals += 1;
+            self.changes.meta = true;
+            let creating = self
+                .stages
+                .values()
+                .filter(|s| s.state == StageState::Creating)
+                .count() as u32;
+            return Err(AssignError::NoSeat(NoSeat {
+                stages_creating: creating,
+                can_create: self.existing_stages() < self.settings.max_stages,
+            }));
+        };
+        // Moving off a draining stage: give the old seat back first.
+        if let Some(old) = self.by_user.get(user_id).cloned() {
+            self.remove_lease(&old);
+            self.meta.stats.leaves += 1;
+        }
+
+        let expires_at = now.saturating_add(ttl);
+        let lease = Lease {
+            id: lease_id.clone(),
+            user_id: user_id.to_string(),
+            stage: stage_id,
+            joined_at: now,
+            renewed_at: now,
+            expires_at,
+        };
+        self.expiry.insert((expires_at, lease_id.clone()));
+        self.by_user.insert(user_id.to_string(), lease_id.clone());
+        self.leases.insert(lease_id.clone(), lease);
+        self.changes.lease(&lease_id);
+        let stage = self.stages.get_mut(&stage_id).expect("picked stage exists");
+        stage.load += 1;
+        if stage.empty_since.take().is_some() {
+            self.changes.stage(stage_id);
+        }
+        let (arn, state) = (stage.arn.clone().unwrap_or_default(), stage.state);
+        let stats = &mut self.meta.stats;
+        stats.joins += 1;
+        stats.peak_viewers = stats.peak_viewers.max(self.leases.len() as u64);
+        self.changes.meta = true;
+        Ok(Assignment {
+            lease_id,
+            stage: stage_id,
+            stage_arn: arn,
+            stage_state: state,
+            expires_at,
+            reconnected: false,
+        })
+    }
+
+    /// The stage the next new viewer would get, without assigning (O(stages)).
+    pub fn peek_assignment(&self) -> Option<StageId> {
+        self.pick_stage()
+    }
+
+    fn pick_stage(&self) -> Option<StageId> {
+        let mut best_live: Option<&Stage> = None;
+        let mut best_warming: Option<&Stage> = None;
+        for st in self.stages.values() {
+            if st.load >= st.capacity {
+                continue;
+            }
+            let slot = match st.state {
+                StageState::Live => &mut best_live,
+                StageState::Warming => &mut best_warming,
+                _ => continue,
+            };
+            // Strictly lower load wins; stages iterate oldest first, so ties go to the oldest.
+            if slot.is_none_or(|b| st.load < b.load) {
+                *slot = Some(st);
+            }
+        }
+        best_live.or(best_warming).map(|s| s.id)
+    }
+
+    /// Renews a live lease for another TTL. Returns the renewed lease.
+    pub fn heartbeat(&mut self, lease_id: &str, now: Millis) -> Result<Lease, PoolError> {
+        self.advance(now);
+        if !self.leases.contains_key(lease_id) {
+            return Err(PoolError::LeaseNotFound);
+        }
+        self.renew(lease_id, now, self.settings.lease_ttl_ms);
+        Ok(self.leases[lease_id].clone())
+    }
+
+    /// Gives a seat back. Idempotent: `false` when there was no such live lease.
+    pub fn leave(&mut self, lease_id: &str, now: Millis) -> bool {
+        self.advance(now);
+        if !self.leases.contains_key(lease_id) {
+            return false;
+        }
+        self.remove_lease(lease_id);
+        self.meta.stats.leaves += 1;
+        self.changes.meta = true;
+        true
+    }
+
+    /// Frees every lease that lapsed by `now` and integrates viewer time; returns how many
+    /// lapsed. (Every method taking `now` does this first.)
+    pub fn expire(&mut self, now: Millis) -> u32 {
+        let before = self.meta.stats.lease_expiries;
+        self.advance(now);
+        (self.meta.stats.lease_expiries - before) as u32
+    }
+
+    fn renew(&mut self, lease_id: &str, now: Millis, ttl: u64) -> Millis {
+        let lease = self.leases.get_mut(lease_id).expect("lease exists");
+        self.expiry.remove(&(lease.expires_at, lease.id.clone()));
+        // Never shorten a lease (a `now` from a skewed clock must not cut a seat short).
+        lease.expires_at = lease.expires_at.max(now.saturating_add(ttl));
+        lease.renewed_at = lease.renewed_at.max(now);
+        self.expiry.insert((lease.expires_at, lease.id.clone()));
+        self.changes.lease(lease_id);
+        lease.expires_at
+    }
+
+    fn remove_lease(&mut self, lease_id: &str) {
+        let Some(lease) = self.leases.remove(lease_id) else {
+            return;
+        };
+        self.expiry.remove(&(lease.expires_at, lease.id.clone()));
+        if self.by_user.get(&lease.user_id) == Some(&lease.id) {
+            self.by_user.remove(&lease.user_id);
+        }
+        self.changes.lease_removed(lease_id);
+        if let Some(st) = self.stages.get_mut(&lease.stage) {
+            st.load -= 1;
+            if st.load == 0 && st.state != StageState::Deleted {
+                st.empty_since = Some(self.meta.integrated_at);
+                self.changes.stage(st.id);
+            }
+        }
+    }
+
+    /// Integrates viewer time up to `t` (never backwards).
+    fn integrate(&mut self, t: Millis) {
+        if t > self.meta.integrated_at {
+            let dt = t - self.meta.integrated_at;
+            self.meta.viewer_ms = self
+                .meta
+                .viewer_ms
+                .saturating_add(dt.saturating_mul(self.leases.len() as u64));
+            self.meta.integrated_at = t;
+            self.meta.stats.viewer_seconds = self.meta.viewer_ms / 1000;
+            self.changes.meta = true;
+        }
+    }
+
+    /// Sweeps lapsed leases in expiry order, integrating viewer time exactly up to each
+    /// expiry, then up to `now`.
+    fn advance(&mut self, now: Millis) {
+        while let Some((t, id)) = self.expiry.first().cloned() {
+            if t > now {
+                break;
+            }
+            self.integrate(t);
+            self.remove_lease(&id);
+            self.meta.stats.lease_expiries += 1;
+            self.changes.meta = true;
+        }
+        self.integrate(now);
+    }
+
+    // ----- stage lifecycle -----
+
+    fn existing_stages(&self) -> u32 {
+        self.stages
+            .values()
+            .filter(|s| s.state != StageState::Deleted)
+            .count() as u32
+    }
+
+    fn get(&self, id: StageId) -> Result<&Stage, PoolError> {
+        self.stages
+            .get(&id)
+            .ok_or_else(|| PoolError::UnknownStage(id.to_string()))
+    }
+
+    /// The id of the stage with this ARN.
+    pub fn stage_id(&self, arn: &str) -> Result<StageId, PoolError> {
+        self.by_arn
+            .get(arn)
+            .copied()
+            .ok_or_else(|| PoolError::UnknownStage(arn.to_string()))
+    }
+
+    /// Decides to create one stage: a `creating` row whose id is the intent. The adapter calls
+    /// `CreateStage` once for it, then [`Pool::created`] or [`Pool::create_failed`]. Refused at
+    /// `max_stages`. In replicate mode the new stage becomes a replica of the oldest origin with
+    /// fewer than 5 replicas, or a new origin.
+    pub fn begin_create(&mut self, now: Millis) -> Result<CreateIntent, PoolError> {
+        self.advance(now);
+        if self.existing_stages() >= self.settings.max_stages {
+            return Err(PoolError::MaxStages {
+                max: self.settings.max_stages,
+            });
+        }
+        let origin = match self.meta.fanout {
+            FanoutMode::MultiPublish => None,
+            FanoutMode::Replicate => self.origin_with_room(),
+        };
+        let id = StageId(self.meta.next_stage_id);
+        self.meta.next_stage_id += 1;
+        let name = format!("{}-{}", self.meta.broadcast, id.0);
+        let stage = Stage {
+            id,
+            name: name.clone(),
+            arn: None,
+            state: StageState::Creating,
+            capacity: self.settings.capacity,
+            load: 0,
+            endpoints: None,
+            origin,
+            created_at: now,
+            warm_at: None,
+            live_at: None,
+            empty_since: Some(now),
+            draining_since: None,
+            delete_requested_at: None,
+            deleted_at: None,
+            create_failed: false,
+            host_participant_id: None,
+            host_publishing: false,
+            host_changed_at: None,
+        };
+        self.stages.insert(id, stage);
+        self.changes.stage(id);
+        self.changes.meta = true;
+        Ok(CreateIntent {
+            stage: id,
+            name,
+            tags: self.tags(),
+            origin,
+        })
+    }
+
+    /// The tags stagefan puts on this broadcast's stages.
+    pub fn tags(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (TAG_MANAGED.to_string(), "true".to_string()),
+            (TAG_BROADCAST.to_string(), self.meta.broadcast.clone()),
+        ])
+    }
+
+    fn replica_count(&self, origin: StageId) -> usize {
+        self.stages
+            .values()
+            .filter(|s| s.origin == Some(origin) && s.state != StageState::Deleted)
+            .count()
+    }
+
+    fn origin_with_room(&self) -> Option<StageId> {
+        self.stages
+            .values()
+            .filter(|s| {
+                s.origin.is_none()
+                    && matches!(
+                        s.state,
+                        StageState::Creating | StageState::Warming | StageState::Live
+                    )
+            })
+            .map(|s| s.id)
+            .find(|id| self.replica_count(*id) < MAX_REPLICAS_PER_ORIGIN)
+    }
+
+    /// IVS created the stage of intent `stage`: it becomes `warming` with its ARN and
+    /// endpoints. Repeating it with the same ARN is a no-op; any other state is refused.
+    pub fn created(
+        &mut self,
+        stage: StageId,
+        arn: &str,
+        endpoints: StageEndpoints,
+        now: Millis,
+    ) -> Result<(), PoolError> {
+        self.advance(now);
+        let st = self.get(stage)?;
+        if st.state != StageState::Creating {
+            if st.arn.as_deref() == Some(arn) {
+                return Ok(());
+            }
+            return Err(PoolError::WrongState {
+                stage,
+                state: st.state,
+                needed: "only a creating stage can be created",
+            });
+        }
+        if self.by_arn.contains_key(arn) {
+            return Err(PoolError::ArnInUse(arn.to_string()));
+        }
+        let st = self.stages.get_mut(&stage).expect("checked");
+        st.arn = Some(arn.to_string());
+        st.endpoints = Some(endpoints);
+        st.state = StageState::Warming;
+        st.warm_at = Some(now);
+        st.empty_since = Some(now);
+        self.by_arn.insert(arn.to_string(), stage);
+        self.meta.stats.stages_created += 1;
+        self.changes.stage(stage);
+        self.changes.meta = true;
+        Ok(())
+    }
+
+    /// The create of intent `stage` failed: the row becomes `deleted` (flagged as a failed
+    /// create). A new attempt is a new intent.
+    pub fn create_failed(&mut self, stage: StageId, now: Millis) -> Result<(), PoolError> {
+        self.advance(now);
+        let st = self.get(stage)?;
+        if st.state != StageState::Creating {
+            return Err(PoolError::WrongState {
+                stage,
+                state: st.state,
+                needed: "only a creating stage can fail to be created",
+            });
+        }
+        let st = self.stages.get_mut(&stage).expect("checked");
+        st.create_failed = true;
+        self.meta.stats.create_failures += 1;
+        self.finish_delete(stage, now);
+        Ok(())
+    }
+
+    /// The host page reports it publishes on `stage` as `participant_id`: a warming stage goes
+    /// live; a draining one stays draining but is marked as having the host (so it is not
+    /// deleted under it). In replicate mode, refused for replica stages (they go live only
+    /// when an observation shows the host's replica there).
+    pub fn mark_live(
+        &mut self,
+        stage: StageId,
+        participant_id: &str,
+        now: Millis,
+    ) -> Result<(), PoolError> {
+        self.advance(now);
+        let st = self.get(stage)?;
+        if st.origin.is_some() {
+            return Err(PoolError::ReplicaStage(stage));
+        }
+        if matches!(st.state, StageState::Creating | StageState::Deleted) {
+            return Err(PoolError::WrongState {
+                stage,
+                state: st.state,
+                needed: "the host can publish only on a stage that exists",
+            });
+        }
+        self.set_host(stage, Some(participant_id), now);
+        Ok(())
+    }
+
+    /// The host stopped publishing on `stage` (reported by the host page or the adapter).
+    pub fn host_unpublished(&mut self, stage: StageId, now: Millis) -> Result<(), PoolError> {
+        self.advance(now);
+        self.get(stage)?;
+        self.set_host(stage, None, now);
+        Ok(())
+    }
+
+    fn set_host(&mut self, stage: StageId, publisher: Option<&str>, at: Millis) -> bool {
+        let st = self.stages.get_mut(&stage).expect("caller checked");
+        let mut went_live = false;
+        match publisher {
+            Some(pid) => {
+                st.host_publishing = true;
+                if st.host_participant_id.as_deref() != Some(pid) {
+                    st.host_participant_id = Some(pid.to_string());
+                }
+                if st.state == StageState::Warming {
+                    st.state = StageState::Live;
+                    st.live_at = Some(at);
+                    went_live = true;
+                }
+            }
+            None => st.host_publishing = false,
+        }
+        st.host_changed_at = Some(st.host_changed_at.map_or(at, |t| t.max(at)));
+        self.changes.stage(stage);
+        went_live
+    }
+
+    /// Stops sending viewers to `stage` (warming or live → draining; idempotent on draining).
+    /// Refused when fewer than `min_stages` warming/live stages would remain, for the last live
+    /// stage, and (replicate mode) for an origin whose replicas are not all draining.
+    pub fn drain(&mut self, stage: StageId, now: Millis) -> Result<(), PoolError> {
+        self.advance(now);
+        self.check_drain(stage)?;
+        self.start_draining(stage, now);
+        Ok(())
+    }
+
+    fn check_drain(&self, stage: StageId) -> Result<(), PoolError> {
+        let st = self.get(stage)?;
+        match st.state {
+            StageState::Draining => return Ok(()),
+            StageState::Warming | StageState::Live => {}
+            state => {
+                return Err(PoolError::WrongState {
+                    stage,
+                    state,
+                    needed: "only a warming or live stage can be drained",
+                })
+            }
+        }
+        let active = self.stages.values().filter(|s| s.is_active()).count() as u32;
+        if active <= self.settings.min_stages {
+            return Err(PoolError::BelowMinStages {
+                min: self.settings.min_stages,
+            });
+        }
+        if st.state == StageState::Live {
+            let live = self
+                .stages
+                .values()
+                .filter(|s| s.state == StageState::Live)
+                .count();
+            if live <= 1 {
+                return Err(PoolError::LastLiveStage(stage));
+            }
+        }
+        if st.origin.is_none()
+            && self
+                .stages
+                .values()
+                .any(|s| s.origin == Some(stage) && s.is_active())
+        {
+            return Err(PoolError::OriginHasReplicas(stage));
+        }
+        Ok(())
+    }
+
+    fn start_draining(&mut self, stage: StageId, now: Millis) {
+        let st = self.stages.get_mut(&stage).expect("checked");
+        if st.state != StageState::Draining {
+            st.state = StageState::Draining;
+            st.draining_since = Some(now);
+            self.changes.stage(stage);
+        }
+    }
+
+    /// Decides to delete `stage` (draining it first if it is not, under the rules of
+    /// [`Pool::drain`]). Refused while viewers hold seats on it or the host publishes there.
+    /// The adapter then calls `DeleteStage` and [`Pool::deleted`]. Repeating it returns the
+    /// same intent.
+    pub fn request_delete(
+        &mut self,
+        stage: StageId,
+        now: Millis,
+    ) -> Result<DeleteIntent, PoolError> {
+        self.advance(now);
+        let st = self.get(stage)?;
+        if matches!(st.state, StageState::Creating | StageState::Deleted) {
+            return Err(PoolError::WrongState {
+                stage,
+                state: st.state,
+                needed: "only a stage that exists can be deleted",
+            });
+        }
+        if st.load > 0 {
+            return Err(PoolError::HasViewers {
+                stage,
+                viewers: st.load,
+            });
+        }
+        if st.host_publishing {
+            return Err(PoolError::HostPublishing(stage));
+        }
+        let arn = st.arn.clone().expect("an existing stage has an ARN");
+        self.check_drain(stage)?;
+        self.start_draining(stage, now);
+        let st = self.stages.get_mut(&stage).expect("checked");
+        if st.delete_requested_at.is_none() {
+            st.delete_requested_at = Some(now);
+            self.changes.stage(stage);
+        }
+        Ok(DeleteIntent { stage, arn })
+    }
+
+    /// The stage is gone from IVS (after `DeleteStage`, or found missing). Any leases still on
+    /// it are dropped (counted as evictions) and returned as their ids; in replicate mode its
+    /// replicas are re-homed. Idempotent on a deleted stage; a creating stage is refused (use
+    /// [`Pool::create_failed`]).
+    pub fn deleted(&mut self, stage: StageId, now: Millis) -> Result<Vec<String>, PoolError> {
+        self.advance(now);
+        let st = self.get(stage)?;
+        match st.state {
+            StageState::Deleted => return Ok(Vec::new()),
+            StageState::Creating => {
+                return Err(PoolError::WrongState {
+                    stage,
+                    state: st.state,
+                    needed: "a creating stage fails (create_failed), it is not deleted",
+                })
+            }
+            _ => {}
+        }
+        let evicted: Vec<String> = self
+            .leases
+            .values()
+            .filter(|l| l.stage == stage)
+            .map(|l| l.id.clone())
+            .collect();
+        for id in &evicted {
+            self.remove_lease(id);
+        }
+        self.meta.stats.evictions += evicted.len() as u64;
+        self.meta.stats.stages_deleted += 1;
+        self.finish_delete(stage, now);
+        Ok(evicted)
+    }
+
+    fn finish_delete(&mut self, stage: StageId, now: Millis) {
+        let st = self.stages.get_mut(&stage).expect("checked");
+        st.state = StageState::Deleted;
+        st.deleted_at = Some(now);
+        st.empty_since = None;
+        st.host_publishing = false;
+        self.changes.stage(stage);
+        self.changes.meta = true;
+        if st.origin.is_none() {
+            self.rehome_replicas(stage);
+        }
+        self.forget_old_deleted();
+    }
+
+    /// An origin is gone: its oldest surviving replica becomes an origin (the host must now
+    /// publish there) and the others (at most 4 more) follow it.
+    fn rehome_replicas(&mut self, origin: StageId) {
+        let orphans: Vec<StageId> = self
+            .stages
+            .values()
+            .filter(|s| s.origin == Some(origin) && s.state != StageState::Deleted)
+            .map(|s| s.id)
+            .collect();
+        let Some((&first, rest)) = orphans.split_first() else {
+            return;
+        };
+        self.stages.get_mut(&first).expect("exists").origin = None;
+        self.changes.stage(first);
+        for &id in rest {
+            self.stages.get_mut(&id).expect("exists").origin = Some(first);
+            self.changes.stage(id);
+        }
+    }
+
+    fn forget_old_deleted(&mut self) {
+        let mut deleted: Vec<(Millis, StageId)> = self
+            .stages
+            .values()
+            .filter(|s| s.state == StageState::Deleted)
+            .map(|s| (s.deleted_at.unwrap_or(0), s.id))
+            .collect();
+        if deleted.len() <= DELETED_STAGES_RETAINED {
+            return;
+        }
+        deleted.sort();
+        let excess = deleted.len() - DELETED_STAGES_RETAINED;
+        for (_, id) in deleted.into_iter().take(excess) {
+            // A deleted origin's id may still be named by nobody (replicas were re-homed).
+            if let Some(st) = self.stages.remove(&id) {
+                if let Some(arn) = st.arn {
+                    self.by_arn.remove(&arn);
+                }
+                self.changes.stage_removed(id);
+            }
+        }
+    }
+
+    // ----- fan-out -----
+
+    /// The stages the host must publish to (and needs publisher tokens for): warming or live
+    /// stages, and in replicate mode only the origins among them. Oldest first.
+    pub fn publisher_stages(&self) -> Vec<&Stage> {
+        self.stages
+            .values()
+            .filter(|s| s.is_active() && s.arn.is_some() && s.origin.is_none())
+            .collect()
+    }
+
+    /// Replicate mode: the replications that should run (origin and replica both warming or
+    /// live, with ARNs). Empty in multi-publish mode.
+    pub fn replications(&self) -> Vec<Replication> {
+        self.stages
+            .values()
+            .filter(|s| s.is_active())
+            .filter_map(|replica| {
+                let origin = self.stages.get(&replica.origin?)?;
+                if !origin.is_active() {
+                    return None;
+                }
+                Some(Replication {
+                    origin: origin.id,
+                    origin_arn: origin.arn.clone()?,
+                    replica: replica.id,
+                    replica_arn: replica.arn.clone()?,
+                    host_participant_id: origin.host_participant_id.clone(),
+                })
+            })
+            .collect()
+    }
+
+    // ----- observations -----
+
+    /// Applies what IVS showed: a stage with a publisher has the host (a warming one goes
+    /// live, replicas included), one without has not (unless a host report is newer than the
+    /// observation). Returns the drift between loads and subscriber counts.
+    pub fn observe(&mut self, obs: &Observation, now: Millis) -> ObservationReport {
+        self.advance(now);
+        let mut report = ObservationReport::default();
+        for o in &obs.stages {
+            let Some(&id) = self.by_arn.get(&o.stage_arn) else {
+                report.unknown_stages.push(o.stage_arn.clone());
+                continue;
+            };
+            let st = &self.stages[&id];
+            if st.state == StageState::Deleted {
+                report.unknown_stages.push(o.stage_arn.clone());
+                continue;
+            }
+            let ivs = o.subscribers.len() as u32;
+            if ivs != st.load {
+                report.drift.push(Drift {
+                    stage_arn: o.stage_arn.clone(),
+                    pool: st.load,
+                    ivs,
+                });
+            }
+            if st.host_changed_at.is_some_and(|t| t > obs.observed_at) {
+                continue;
+            }
+            let publisher = match &st.host_participant_id {
+                Some(known) if o.publishers.contains(known) => Some(known.clone()),
+                _ => o.publishers.first().cloned(),
+            };
+            let unchanged = st.host_publishing == publisher.is_some()
+                && (publisher.is_none() || publisher == st.host_participant_id);
+            if unchanged {
+                continue;
+            }
+            if self.set_host(id, publisher.as_deref(), obs.observed_at) {
+                report.became_live.push(o.stage_arn.clone());
+            }
+        }
+        report
+    }
+}
