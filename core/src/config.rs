@@ -324,6 +324,7 @@ impl Config {
             min_stages: self.min_stages,
             max_stages: self.max_stages,
             scale_down_grace_ms: u64::from(self.scale_down_grace_seconds) * 1000,
+            delete_grace_ms: u64::from(self.scale_down_grace_seconds) * 1000,
             ..crate::policy::PolicyConfig::default()
         }
     }
