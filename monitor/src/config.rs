@@ -1,0 +1,238 @@
+//! Configuration: flags with environment fallbacks (`--help` lists both).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use stagefan_core::sigv4::Credentials;
+
+use crate::ivs::IvsSettings;
+use crate::poller::PollSettings;
+
+/// IVS's own limit per operation family, per account and region.
+pub const IVS_TPS_LIMIT: f64 = 5.0;
+
+/// stagefan-monitor: polls the pools and IVS within IVS's API budget, exports Prometheus
+/// metrics, and asks the pools to scale down.
+#[derive(Parser, Clone)]
+#[command(name = "stagefan-monitor", version, about)]
+pub struct Config {
+    /// The edge (worker) base URL.
+    #[arg(
+        long,
+        env = "STAGEFAN_EDGE_URL",
+        default_value = "http://127.0.0.1:8787"
+    )]
+    pub edge_url: String,
+    /// The edge's admin key (Bearer token of the admin routes).
+    #[arg(long, env = "STAGEFAN_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: String,
+    /// IVS Real-Time endpoint (ivs-local by default).
+    #[arg(long, env = "IVS_ENDPOINT", default_value = "http://127.0.0.1:8790")]
+    pub ivs_endpoint: String,
+    /// IVS region (SigV4 scope).
+    #[arg(long, env = "IVS_REGION", default_value = "us-east-1")]
+    pub region: String,
+    /// AWS access key id (ivs-local's by default).
+    #[arg(long, env = "AWS_ACCESS_KEY_ID", default_value = "AKIDLOCALSTAGEFAN")]
+    pub aws_access_key_id: String,
+    /// AWS secret access key (ivs-local's by default).
+    #[arg(
+        long,
+        env = "AWS_SECRET_ACCESS_KEY",
+        default_value = "stagefan-local-secret",
+        hide_env_values = true,
+        hide_default_value = true
+    )]
+    pub aws_secret_access_key: String,
+    /// AWS session token (temporary credentials).
+    #[arg(long, env = "AWS_SESSION_TOKEN", hide_env_values = true)]
+    pub aws_session_token: Option<String>,
+    /// Time between poll rounds (`5s`, `500ms`, `2m`, or seconds).
+    #[arg(long, env = "MONITOR_POLL_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+    /// IVS requests per second the monitor allows itself, per operation (IVS allows 5,
+    /// shared with the edge).
+    #[arg(long, env = "MONITOR_IVS_BUDGET", default_value_t = 2.0, value_parser = parse_budget)]
+    pub ivs_budget: f64,
+    /// Admin listen address for /metrics, /live, /ready (`host:port`, or just a port).
+    #[arg(long, env = "MONITOR_PORT", default_value = "127.0.0.1:9464", value_parser = parse_listen)]
+    pub listen: SocketAddr,
+    /// How long a stage stays empty before it is drained.
+    #[arg(long, env = "MONITOR_SCALE_DOWN_GRACE", default_value = "5m", value_parser = parse_duration)]
+    pub scale_down_grace: Duration,
+    /// How long a drained stage stays (empty, without the host) before it is deleted.
+    #[arg(long, env = "MONITOR_DELETE_GRACE", default_value = "30s", value_parser = parse_duration)]
+    pub delete_grace: Duration,
+    /// How long a stagefan-tagged stage unknown to every pool is left before it is deleted.
+    #[arg(long, env = "MONITOR_ORPHAN_GRACE", default_value = "10m", value_parser = parse_duration)]
+    pub orphan_grace: Duration,
+    /// Free seats to keep when scaling down, as a fraction of a stage's capacity.
+    #[arg(long, env = "MONITOR_HEADROOM", default_value_t = stagefan_core::config::DEFAULT_HEADROOM)]
+    pub headroom: f64,
+    /// Timeout of one HTTP request (edge or IVS).
+    #[arg(long, env = "MONITOR_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "MONITOR_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("edge_url", &self.edge_url)
+            .field("admin_key", &"<redacted>")
+            .field("ivs_endpoint", &self.ivs_endpoint)
+            .field("region", &self.region)
+            .field("aws_access_key_id", &self.aws_access_key_id)
+            .field("aws_secret_access_key", &"<redacted>")
+            .field("poll_interval", &self.poll_interval)
+            .field("ivs_budget", &self.ivs_budget)
+            .field("listen", &self.listen)
+            .field("scale_down_grace", &self.scale_down_grace)
+            .field("delete_grace", &self.delete_grace)
+            .field("orphan_grace", &self.orphan_grace)
+            .field("headroom", &self.headroom)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// How to reach IVS.
+    pub fn ivs(&self) -> IvsSettings {
+        IvsSettings {
+            endpoint: self.ivs_endpoint.clone(),
+            region: self.region.clone(),
+            credentials: Credentials::new(
+                self.aws_access_key_id.clone(),
+                self.aws_secret_access_key.clone(),
+                self.aws_session_token.clone().filter(|t| !t.is_empty()),
+            ),
+            timeout: self.request_timeout,
+        }
+    }
+
+    /// The loop's knobs.
+    pub fn poll(&self) -> PollSettings {
+        PollSettings {
+            poll_interval: self.poll_interval,
+            scale_down_grace: self.scale_down_grace,
+            delete_grace: self.delete_grace,
+            orphan_grace: self.orphan_grace,
+            headroom: self.headroom,
+        }
+    }
+}
+
+/// `5s`, `250ms`, `2m`, `1h`, or a plain number of seconds (fractions allowed).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (try 5s, 500ms, 2m)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?}: unit must be ms, s, m or h")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("{s:?} is not a positive duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// A rate above 0 and at most IVS's 5 per second.
+pub fn parse_budget(s: &str) -> Result<f64, String> {
+    let r: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number"))?;
+    if !(r > 0.0 && r <= IVS_TPS_LIMIT) {
+        return Err(format!(
+            "the IVS budget must be above 0 and at most IVS's {IVS_TPS_LIMIT} requests per second"
+        ));
+    }
+    Ok(r)
+}
+
+/// `host:port`, or a bare port (then on 127.0.0.1), so `MONITOR_PORT=9464` works.
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    s.parse()
+        .map_err(|_| format!("{s:?} is neither host:port nor a port"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5s").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn budget_is_kept_under_ivs_limit() {
+        assert_eq!(parse_budget("2").unwrap(), 2.0);
+        assert_eq!(parse_budget("5").unwrap(), 5.0);
+        assert!(parse_budget("5.5").is_err());
+        assert!(parse_budget("0").is_err());
+        assert!(parse_budget("NaN").is_err());
+    }
+
+    #[test]
+    fn listen_takes_a_port_or_an_address() {
+        assert_eq!(
+            parse_listen("9464").unwrap(),
+            "127.0.0.1:9464".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen("0.0.0.0:1").unwrap(),
+            "0.0.0.0:1".parse().unwrap()
+        );
+        assert!(parse_listen("nope").is_err());
+    }
+
+    #[test]
+    fn flags_and_defaults() {
+        let c = Config::try_parse_from([
+            "stagefan-monitor",
+            "--admin-key",
+            "k",
+            "--poll-interval",
+            "1s",
+            "--ivs-budget",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(c.poll_interval, Duration::from_secs(1));
+        assert_eq!(c.ivs_budget, 3.0);
+        assert_eq!(c.ivs().region, "us-east-1");
+        assert!(!format!("{c:?}").contains("stagefan-local-secret"));
+        assert!(Config::try_parse_from([
+            "stagefan-monitor",
+            "--admin-key",
+            "k",
+            "--ivs-budget",
+            "9"
+        ])
+        .is_err());
+    }
+}

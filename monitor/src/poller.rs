@@ -1,0 +1,648 @@
+//! The poll loop: one round every `poll_interval`.
+//!
+//! A round reads every pool from the edge, samples IVS within the budget (continuing a
+//! paginated `ListStages` pass, and `GetStage` + `ListParticipants` for the pools' stages,
+//! least recently sampled first, so a thousand stages are covered round-robin over several
+//! rounds), posts the observations to the pools, asks the pools to scale down as core's
+//! policy decides, and collects orphan stages. No IVS call waits past the round's end: what
+//! the budget cannot fit is put off to the next round.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use stagefan_core::config::headroom_seats;
+use stagefan_core::ivs::{ParticipantState, StageSummary};
+use stagefan_core::policy::{
+    self, IvsStage, KnownStages, Orphan, OrphanTracker, PolicyConfig, ScaleAction,
+};
+use stagefan_core::pool::{Millis, Observation, Snapshot, StageObservation, StageState};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::edge::EdgeClient;
+use crate::ivs::{CallError, IvsClient};
+use crate::metrics::{ActionKind, Metrics, Outcome};
+
+/// The knobs of the loop.
+#[derive(Clone, Debug)]
+pub struct PollSettings {
+    /// Time between round starts; also the longest an IVS call may wait for budget.
+    pub poll_interval: Duration,
+    /// How long a stage stays empty before it is drained.
+    pub scale_down_grace: Duration,
+    /// How long a stage stays drained (and empty, without the host) before it is deleted.
+    pub delete_grace: Duration,
+    /// How long a stagefan-tagged stage unknown to every pool is left alone.
+    pub orphan_grace: Duration,
+    /// Free seats to keep, as a fraction of a stage's capacity (scale-down stops there).
+    pub headroom: f64,
+}
+
+/// What one round did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RoundReport {
+    /// Every pool was read.
+    pub ok: bool,
+    /// Broadcasts listed.
+    pub broadcasts: usize,
+    /// Stages sampled in IVS this round.
+    pub sampled: usize,
+    /// A `ListStages` pass completed this round.
+    pub listing_completed: bool,
+    /// Scaling actions the pools carried out.
+    pub actions_done: usize,
+    /// Scaling actions the pools refused.
+    pub actions_refused: usize,
+    /// Orphans deleted.
+    pub orphans_deleted: usize,
+    /// IVS calls put off for want of budget.
+    pub deferred: bool,
+}
+
+/// A paginated `ListStages` pass, carried across rounds.
+#[derive(Debug, Default)]
+struct Listing {
+    next_token: Option<String>,
+    pages: Vec<StageSummary>,
+}
+
+/// A stage's last IVS sample.
+#[derive(Debug, Clone)]
+struct Sample {
+    at: Instant,
+}
+
+/// The state the loop keeps between rounds.
+pub struct Poller {
+    edge: EdgeClient,
+    ivs: IvsClient,
+    metrics: Arc<Metrics>,
+    settings: PollSettings,
+    origin: Instant,
+    origin_unix_ms: u64,
+    listing: Listing,
+    samples: HashMap<String, Sample>,
+    sampled_broadcast: HashMap<String, String>,
+    drift: HashMap<String, (String, i64)>,
+    orphans: OrphanTracker,
+    pending_orphans: Vec<Orphan>,
+}
+
+impl Poller {
+    /// A poller with nothing sampled yet.
+    pub fn new(
+        edge: EdgeClient,
+        ivs: IvsClient,
+        metrics: Arc<Metrics>,
+        settings: PollSettings,
+    ) -> Self {
+        let origin_unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Self {
+            edge,
+            ivs,
+            metrics,
+            settings,
+            origin: Instant::now(),
+            origin_unix_ms,
+            listing: Listing::default(),
+            samples: HashMap::new(),
+            sampled_broadcast: HashMap::new(),
+            drift: HashMap::new(),
+            orphans: OrphanTracker::new(),
+            pending_orphans: Vec::new(),
+        }
+    }
+
+    /// Unix milliseconds on tokio's clock (wall-clock based, pausable in tests).
+    fn now_ms(&self) -> Millis {
+        self.origin_unix_ms + self.origin.elapsed().as_millis() as u64
+    }
+
+    /// Runs rounds until `shutdown` turns true. A round under way is finished first; `ready`
+    /// turns true after the first successful round.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>, ready: Arc<AtomicBool>) {
+        let mut ticker = tokio::time::interval(self.settings.poll_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => continue,
+                _ = ticker.tick() => {}
+            }
+            let report = self.round().await;
+            if report.ok && !ready.swap(true, Ordering::SeqCst) {
+                tracing::info!("first round succeeded; ready");
+            }
+        }
+        tracing::info!("poll loop stopped");
+    }
+
+    /// One round.
+    pub async fn round(&mut self) -> RoundReport {
+        let started = Instant::now();
+        let deadline = started + self.settings.poll_interval;
+        let mut report = RoundReport::default();
+
+        let ids = match self.edge.broadcasts().await {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list broadcasts; round skipped");
+                self.finish(started, &report);
+                return report;
+            }
+        };
+        report.broadcasts = ids.len();
+        let mut snaps = Vec::with_capacity(ids.len());
+        let mut unread = Vec::new();
+        for id in &ids {
+            match self.edge.snapshot(id).await {
+                Ok(s) => snaps.push(s),
+                Err(e) => {
+                    tracing::warn!(broadcast = %id, error = %e, "cannot read the pool");
+                    unread.push(id.clone());
+                }
+            }
+        }
+        let all_read = unread.is_empty();
+        self.metrics.pool.observe(&snaps, &unread, ids.len());
+
+        let candidates = sample_candidates(&snaps);
+        let (listed, sampled) = tokio::join!(
+            list_step(&self.ivs, &mut self.listing, deadline),
+            sample_step(&self.ivs, &self.samples, &candidates, deadline),
+        );
+        report.deferred = sampled.deferred || listed.deferred;
+        report.sampled = sampled.observations.len();
+        self.post_observations(&snaps, sampled.observations).await;
+        self.forget_stages(&candidates);
+        self.publish_coverage(&candidates);
+
+        let (done, refused) = self.scale_down(&snaps).await;
+        report.actions_done = done;
+        report.actions_refused = refused;
+
+        if let Some(stages) = listed.complete {
+            report.listing_completed = true;
+            self.metrics.observed.set_ivs_stages(stages.len());
+            if all_read {
+                let ivs: Vec<IvsStage> = stages
+                    .into_iter()
+                    .map(|s| IvsStage {
+                        arn: s.arn,
+                        name: s.name,
+                        tags: s.tags.unwrap_or_default(),
+                        created_at: None,
+                    })
+                    .collect();
+                let known = KnownStages::from_snapshots(&snaps);
+                let grace = self.settings.orphan_grace.as_millis() as u64;
+                self.pending_orphans = self.orphans.find(&ivs, &known, self.now_ms(), grace);
+            }
+        }
+        if all_read {
+            report.orphans_deleted = self.collect_orphans(&snaps, deadline).await;
+        }
+        self.metrics.actions.set_orphans(self.pending_orphans.len());
+
+        report.ok = all_read;
+        self.finish(started, &report);
+        report
+    }
+
+    fn finish(&self, started: Instant, report: &RoundReport) {
+        let secs = started.elapsed().as_secs_f64();
+        self.metrics
+            .rounds
+            .finished(report.ok, secs, self.now_ms() as f64 / 1000.0);
+        tracing::debug!(
+            ok = report.ok,
+            broadcasts = report.broadcasts,
+            sampled = report.sampled,
+            listing_completed = report.listing_completed,
+            actions_done = report.actions_done,
+            actions_refused = report.actions_refused,
+            orphans_deleted = report.orphans_deleted,
+            deferred = report.deferred,
+            seconds = secs,
+            "round finished"
+        );
+    }
+
+    async fn post_observations(&mut self, snaps: &[Snapshot], observations: Vec<StageSample>) {
+        let mut by_broadcast: BTreeMap<String, Vec<StageSample>> = BTreeMap::new();
+        for o in observations {
+            by_broadcast.entry(o.broadcast.clone()).or_default().push(o);
+        }
+        for (broadcast, samples) in by_broadcast {
+            let observed_at = samples
+                .iter()
+                .map(|s| s.at)
+                .min()
+                .map(|at| self.origin_unix_ms + at.duration_since(self.origin).as_millis() as u64)
+                .unwrap_or_else(|| self.now_ms());
+            let obs = Observation {
+                observed_at,
+                stages: samples
+                    .iter()
+                    .map(|s| StageObservation {
+                        stage_arn: s.arn.clone(),
+                        publishers: s.publishers.clone(),
+                        subscribers: s.subscribers.clone(),
+                    })
+                    .collect(),
+            };
+            for s in &samples {
+                self.samples.insert(s.arn.clone(), Sample { at: s.at });
+                self.sampled_broadcast
+                    .insert(s.arn.clone(), broadcast.clone());
+                self.metrics.observed.sampled(
+                    &broadcast,
+                    &s.arn,
+                    s.publishers.len(),
+                    s.subscribers.len(),
+                );
+            }
+            match self.edge.observe(&broadcast, &obs).await {
+                Ok(answer) => {
+                    let drifted: HashMap<&str, i64> = answer
+                        .drift
+                        .iter()
+                        .map(|d| (d.stage_arn.as_str(), i64::from(d.ivs) - i64::from(d.pool)))
+                        .collect();
+                    for s in &samples {
+                        let d = drifted.get(s.arn.as_str()).copied().unwrap_or(0);
+                        if d != 0 {
+                            tracing::info!(
+                                broadcast = %broadcast,
+                                stage = %s.arn,
+                                ivs_minus_pool = d,
+                                "pool and IVS disagree on a stage's viewers"
+                            );
+                        }
+                        self.metrics.observed.set_drift(&broadcast, &s.arn, d);
+                        self.drift.insert(s.arn.clone(), (broadcast.clone(), d));
+                    }
+                    for arn in &answer.became_live {
+                        tracing::info!(broadcast = %broadcast, stage = %arn, "stage went live (host seen in IVS)");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(broadcast = %broadcast, error = %e, "cannot post observations");
+                }
+            }
+        }
+        let mut drifting: HashMap<&str, usize> = HashMap::new();
+        for s in snaps {
+            drifting.insert(s.broadcast.as_str(), 0);
+        }
+        for (b, d) in self.drift.values() {
+            if *d != 0 {
+                if let Some(n) = drifting.get_mut(b.as_str()) {
+                    *n += 1;
+                }
+            }
+        }
+        for (b, n) in drifting {
+            self.metrics.observed.set_drifting(b, n);
+        }
+    }
+
+    /// Drops what is kept about stages no pool has any more.
+    fn forget_stages(&mut self, candidates: &[(String, String)]) {
+        let live: HashSet<&str> = candidates.iter().map(|(_, a)| a.as_str()).collect();
+        let gone: Vec<String> = self
+            .samples
+            .keys()
+            .filter(|a| !live.contains(a.as_str()))
+            .cloned()
+            .collect();
+        for arn in gone {
+            self.samples.remove(&arn);
+            self.drift.remove(&arn);
+            if let Some(b) = self.sampled_broadcast.remove(&arn) {
+                self.metrics.observed.forget(&b, &arn);
+            }
+        }
+    }
+
+    fn publish_coverage(&self, candidates: &[(String, String)]) {
+        let oldest = candidates
+            .iter()
+            .map(|(_, arn)| {
+                self.samples
+                    .get(arn)
+                    .map_or(self.origin.elapsed(), |s| s.at.elapsed())
+            })
+            .max()
+            .unwrap_or_default();
+        self.metrics
+            .observed
+            .set_oldest_sample_age(oldest.as_secs_f64());
+    }
+
+    fn policy_for(&self, snap: &Snapshot) -> PolicyConfig {
+        PolicyConfig {
+            headroom_seats: headroom_seats(snap.capacity, self.settings.headroom),
+            min_stages: snap.min_stages,
+            max_stages: snap.max_stages,
+            scale_down_grace_ms: self.settings.scale_down_grace.as_millis() as u64,
+            delete_grace_ms: self.settings.delete_grace.as_millis() as u64,
+            orphan_grace_ms: self.settings.orphan_grace.as_millis() as u64,
+            ..PolicyConfig::default()
+        }
+    }
+
+    async fn scale_down(&self, snaps: &[Snapshot]) -> (usize, usize) {
+        let (mut done, mut refused) = (0, 0);
+        for snap in snaps {
+            let cfg = self.policy_for(snap);
+            for action in policy::scale_down(&cfg, snap, snap.now) {
+                let (kind, arn) = match &action {
+                    ScaleAction::Drain { stage_arn } => (ActionKind::Drain, stage_arn.as_str()),
+                    ScaleAction::Delete { stage_arn } => (ActionKind::Delete, stage_arn.as_str()),
+                    ScaleAction::Create => (ActionKind::Create, ""),
+                };
+                let outcome = match self.edge.act(&snap.broadcast, &action).await {
+                    Ok(answer) if answer.done() => {
+                        done += 1;
+                        tracing::info!(
+                            action = kind.as_str(),
+                            broadcast = %snap.broadcast,
+                            stage = %arn,
+                            outcome = "done",
+                            "scaling action"
+                        );
+                        Outcome::Done
+                    }
+                    Ok(answer) => {
+                        refused += 1;
+                        tracing::info!(
+                            action = kind.as_str(),
+                            broadcast = %snap.broadcast,
+                            stage = %arn,
+                            outcome = "refused",
+                            reason = answer.reason.as_deref().unwrap_or(""),
+                            "scaling action"
+                        );
+                        Outcome::Refused
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            action = kind.as_str(),
+                            broadcast = %snap.broadcast,
+                            stage = %arn,
+                            outcome = "error",
+                            error = %e,
+                            "scaling action"
+                        );
+                        Outcome::Error
+                    }
+                };
+                self.metrics.actions.action(kind, outcome);
+            }
+        }
+        (done, refused)
+    }
+
+    /// Deletes the orphans found at the last complete listing that the pools still do not
+    /// know, within the budget; what the budget cannot fit stays for the next round.
+    async fn collect_orphans(&mut self, snaps: &[Snapshot], deadline: Instant) -> usize {
+        if self.pending_orphans.is_empty() {
+            return 0;
+        }
+        let known = KnownStages::from_snapshots(snaps);
+        let mut deleted = 0;
+        let mut left = Vec::new();
+        let pending = std::mem::take(&mut self.pending_orphans);
+        let mut out_of_budget = false;
+        for orphan in pending {
+            if known.arns.contains(&orphan.arn) {
+                tracing::info!(stage = %orphan.arn, "orphan candidate is now known to a pool; kept");
+                continue;
+            }
+            if out_of_budget {
+                left.push(orphan);
+                continue;
+            }
+            let broadcast = orphan.broadcast.as_deref().unwrap_or("");
+            match self.ivs.delete_stage(&orphan.arn, deadline).await {
+                Ok(()) => {
+                    deleted += 1;
+                    self.metrics
+                        .actions
+                        .action(ActionKind::OrphanDelete, Outcome::Done);
+                    tracing::info!(
+                        action = "orphan_delete",
+                        stage = %orphan.arn,
+                        broadcast,
+                        age_ms = orphan.age_ms,
+                        outcome = "done",
+                        "scaling action"
+                    );
+                }
+                Err(e) if e.is_not_found() => {
+                    tracing::info!(stage = %orphan.arn, "orphan already gone");
+                }
+                Err(CallError::Deferred(..)) => {
+                    out_of_budget = true;
+                    left.push(orphan);
+                }
+                Err(e) => {
+                    self.metrics
+                        .actions
+                        .action(ActionKind::OrphanDelete, Outcome::Error);
+                    tracing::warn!(
+                        action = "orphan_delete",
+                        stage = %orphan.arn,
+                        broadcast,
+                        outcome = "error",
+                        error = %e,
+                        "scaling action"
+                    );
+                    left.push(orphan);
+                }
+            }
+        }
+        self.pending_orphans = left;
+        deleted
+    }
+}
+
+/// The pools' stages worth sampling: (broadcast, ARN) of every stage that exists in IVS
+/// (warming, live or draining).
+fn sample_candidates(snaps: &[Snapshot]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for snap in snaps {
+        for st in &snap.stages {
+            if !matches!(
+                st.state,
+                StageState::Warming | StageState::Live | StageState::Draining
+            ) {
+                continue;
+            }
+            if let Some(arn) = &st.stage_arn {
+                out.push((snap.broadcast.clone(), arn.clone()));
+            }
+        }
+    }
+    out
+}
+
+struct ListOutcome {
+    complete: Option<Vec<StageSummary>>,
+    deferred: bool,
+}
+
+/// Continues the `ListStages` pass; returns the full list when its last page arrives.
+async fn list_step(ivs: &IvsClient, listing: &mut Listing, deadline: Instant) -> ListOutcome {
+    loop {
+        match ivs.list_stages(listing.next_token.clone(), deadline).await {
+            Ok(page) => {
+                listing.pages.extend(page.stages);
+                match page.next_token {
+                    Some(t) => listing.next_token = Some(t),
+                    None => {
+                        listing.next_token = None;
+                        return ListOutcome {
+                            complete: Some(std::mem::take(&mut listing.pages)),
+                            deferred: false,
+                        };
+                    }
+                }
+            }
+            Err(CallError::Deferred(..)) => {
+                return ListOutcome {
+                    complete: None,
+                    deferred: true,
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "ListStages failed; the pass goes on next round");
+                return ListOutcome {
+                    complete: None,
+                    deferred: false,
+                };
+            }
+        }
+    }
+}
+
+/// One stage's participants as IVS listed them.
+#[derive(Debug, Clone)]
+struct StageSample {
+    broadcast: String,
+    arn: String,
+    at: Instant,
+    publishers: Vec<String>,
+    subscribers: Vec<String>,
+}
+
+struct SampleOutcome {
+    observations: Vec<StageSample>,
+    deferred: bool,
+}
+
+/// Samples the candidates least recently sampled first, until the budget has no room left
+/// before `deadline`.
+async fn sample_step(
+    ivs: &IvsClient,
+    samples: &HashMap<String, Sample>,
+    candidates: &[(String, String)],
+    deadline: Instant,
+) -> SampleOutcome {
+    let mut order: Vec<&(String, String)> = candidates.iter().collect();
+    // Never sampled first, then oldest sample first; ties by ARN for a stable order.
+    order.sort_by(|a, b| {
+        let ta = samples.get(&a.1).map(|s| s.at);
+        let tb = samples.get(&b.1).map(|s| s.at);
+        ta.cmp(&tb).then_with(|| a.1.cmp(&b.1))
+    });
+    let mut out = SampleOutcome {
+        observations: Vec::new(),
+        deferred: false,
+    };
+    for (broadcast, arn) in order {
+        match sample_stage(ivs, arn, deadline).await {
+            Ok(Some((publishers, subscribers))) => out.observations.push(StageSample {
+                broadcast: broadcast.clone(),
+                arn: arn.clone(),
+                at: Instant::now(),
+                publishers,
+                subscribers,
+            }),
+            Ok(None) => {}
+            Err(SampleError::Deferred) => {
+                out.deferred = true;
+                break;
+            }
+        }
+    }
+    out
+}
+
+enum SampleError {
+    Deferred,
+}
+
+/// `GetStage`, then every page of `ListParticipants` for its active session. `Ok(None)`:
+/// the sample failed (logged) and the stage is tried again in a later round.
+async fn sample_stage(
+    ivs: &IvsClient,
+    arn: &str,
+    deadline: Instant,
+) -> Result<Option<(Vec<String>, Vec<String>)>, SampleError> {
+    let stage = match ivs.get_stage(arn, deadline).await {
+        Ok(s) => s,
+        Err(CallError::Deferred(..)) => return Err(SampleError::Deferred),
+        Err(e) if e.is_not_found() => {
+            // The pool has a stage IVS does not: nobody can be connected to it.
+            tracing::warn!(stage = %arn, "a pool's stage is missing in IVS");
+            return Ok(Some((Vec::new(), Vec::new())));
+        }
+        Err(e) => {
+            tracing::warn!(stage = %arn, error = %e, "GetStage failed");
+            return Ok(None);
+        }
+    };
+    let Some(session) = stage.active_session_id.filter(|s| !s.is_empty()) else {
+        return Ok(Some((Vec::new(), Vec::new())));
+    };
+    let (mut publishers, mut subscribers) = (Vec::new(), Vec::new());
+    let mut token = None;
+    loop {
+        match ivs.list_participants(arn, &session, token, deadline).await {
+            Ok(page) => {
+                for p in page.participants {
+                    if p.state.is_some_and(|s| s != ParticipantState::Connected) {
+                        continue;
+                    }
+                    let Some(id) = p.participant_id else { continue };
+                    if p.published == Some(true) {
+                        publishers.push(id);
+                    } else {
+                        subscribers.push(id);
+                    }
+                }
+                match page.next_token {
+                    Some(t) => token = Some(t),
+                    None => break,
+                }
+            }
+            Err(CallError::Deferred(..)) => return Err(SampleError::Deferred),
+            Err(e) if e.is_not_found() => return Ok(Some((Vec::new(), Vec::new()))),
+            Err(e) => {
+                tracing::warn!(stage = %arn, error = %e, "ListParticipants failed");
+                return Ok(None);
+            }
+        }
+    }
+    Ok(Some((publishers, subscribers)))
+}

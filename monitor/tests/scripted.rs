@@ -1,0 +1,542 @@
+//! The monitor against a scripted IVS and a scripted edge (real HTTP servers on port 0), with
+//! tokio's clock paused: the budget, backoff, round-robin coverage, the scale-down policy,
+//! orphan collection, observations and drift, and the metrics they produce.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use stagefan_core::policy::ScaleAction;
+use stagefan_core::pool::StageState;
+use stagefan_monitor::metrics::{ActionKind, Outcome};
+use tokio::time::Instant;
+
+/// Runs rounds back to back as the loop's ticker would, for `total` of virtual time.
+async fn run_for(h: &mut Harness, poll: Duration, total: Duration) -> usize {
+    let end = Instant::now() + total;
+    let mut rounds = 0;
+    while Instant::now() < end {
+        let next = Instant::now() + poll;
+        h.poller.round().await;
+        rounds += 1;
+        tokio::time::sleep_until(next).await;
+    }
+    rounds
+}
+
+fn times(calls: &[Call]) -> Vec<Instant> {
+    calls.iter().map(|c| c.at).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_thousand_stages_are_covered_round_robin_within_the_budget() {
+    let ivs = ScriptedIvs::default();
+    let edge = ScriptedEdge::default();
+    let mut stages = Vec::new();
+    for n in 0..1000 {
+        let a = arn(&stage_id(n));
+        ivs.add_stage(&a, true, Some("big"));
+        stages.push(stage(n as u64, &a, StageState::Live, 0, 50));
+    }
+    ivs.set_participants(&arn(&stage_id(7)), 1, 3);
+    edge.put_pool(snapshot("big", 1, stages));
+    let poll = Duration::from_secs(5);
+    let mut h = harness(ivs.clone(), edge.clone(), 2.0, settings(poll)).await;
+    h.edge.with_pool("big", |p, _| {
+        for s in &mut p.stages {
+            s.empty_since = None; // keep the policy out of this test
+        }
+    });
+    // 1,000 stages at 2 GetStage/s need 500 s; give it 520.
+    run_for(&mut h, poll, Duration::from_secs(520)).await;
+    for op in ["ListStages", "GetStage", "ListParticipants"] {
+        let calls = h.ivs.calls_of(op);
+        assert!(!calls.is_empty(), "{op} was called");
+        assert!(
+            max_per_second(&times(&calls)) <= 2,
+            "{op}: {} calls in one second",
+            max_per_second(&times(&calls))
+        );
+        assert!(calls.iter().all(|c| c.status == 200), "{op}: all answered");
+    }
+    let get = h.ivs.calls_of("GetStage");
+    let distinct: std::collections::HashSet<_> = get.iter().filter_map(|c| c.arn.clone()).collect();
+    assert_eq!(distinct.len(), 1000, "every stage sampled");
+    // Round-robin: no stage is read twice before every stage has been read once.
+    let first_repeat = get
+        .iter()
+        .enumerate()
+        .find(|(i, c)| get[..*i].iter().any(|p| p.arn == c.arn))
+        .map(|(i, _)| i);
+    assert!(
+        first_repeat.is_none_or(|i| i >= 1000),
+        "repeat at call {first_repeat:?}"
+    );
+    // Only the stage with a session costs a ListParticipants call.
+    assert!(h
+        .ivs
+        .calls_of("ListParticipants")
+        .iter()
+        .all(|c| c.arn.as_deref() == Some(arn(&stage_id(7)).as_str())));
+    assert_eq!(h.ivs.0.lock().unwrap().bad_signatures, 0);
+    let text = h.metrics.encode();
+    assert_eq!(series(&text, "stagefan_ivs_stages"), Some(1000.0));
+    assert_eq!(
+        series(
+            &text,
+            "stagefan_ivs_stage_subscribers{broadcast=\"big\",stage=\"st0000000007\"}"
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        series(
+            &text,
+            "stagefan_ivs_budget_requests_per_second{operation=\"GetStage\"}"
+        ),
+        Some(2.0)
+    );
+    assert!(
+        series(
+            &text,
+            "stagefan_ivs_deferred_calls_total{operation=\"GetStage\"}"
+        )
+        .unwrap()
+            > 0.0
+    );
+    // Observations reached the pool with the participants IVS listed.
+    let seen = h
+        .edge
+        .observations()
+        .into_iter()
+        .flat_map(|(_, o)| o.stages)
+        .find(|s| s.stage_arn == arn(&stage_id(7)))
+        .expect("stage 7 observed");
+    assert_eq!(seen.publishers, vec!["host0".to_string()]);
+    assert_eq!(seen.subscribers.len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn throttling_and_faults_slow_the_monitor_down_but_never_stop_it() {
+    let ivs = ScriptedIvs::default();
+    let edge = ScriptedEdge::default();
+    let mut stages = Vec::new();
+    for n in 0..20 {
+        let a = arn(&stage_id(n));
+        ivs.add_stage(&a, true, Some("b"));
+        ivs.set_participants(&a, 1, 2);
+        stages.push(stage(n as u64, &a, StageState::Live, 2, 50));
+    }
+    edge.put_pool(snapshot("b", 1, stages));
+    ivs.script("GetStage", &[429, 429, 429, 500]);
+    ivs.script("ListParticipants", &[503]);
+    ivs.script("ListStages", &[429]);
+    let poll = Duration::from_secs(2);
+    let mut h = harness(ivs, edge, 2.0, settings(poll)).await;
+    run_for(&mut h, poll, Duration::from_secs(120)).await;
+
+    let get = h.ivs.calls_of("GetStage");
+    // After each pushed-back call the next one waits for the backoff: 0.5-1 s, then 1-2 s,
+    // 2-4 s, 4-8 s (jittered doubling).
+    let gaps: Vec<Duration> = get.windows(2).map(|w| w[1].at - w[0].at).collect();
+    for (i, min) in [500u64, 1000, 2000, 4000].into_iter().enumerate() {
+        assert_eq!(get[i].status, if i < 3 { 429 } else { 500 });
+        assert!(
+            gaps[i] >= Duration::from_millis(min),
+            "gap {i}: {:?}",
+            gaps[i]
+        );
+    }
+    assert!(max_per_second(&times(&get)) <= 2);
+    // It recovered: every stage got sampled despite the pushback.
+    let ok: std::collections::HashSet<_> = get
+        .iter()
+        .filter(|c| c.status == 200)
+        .filter_map(|c| c.arn.clone())
+        .collect();
+    assert_eq!(ok.len(), 20);
+    let text = h.metrics.encode();
+    assert_eq!(
+        series(
+            &text,
+            "stagefan_ivs_requests_total{operation=\"GetStage\",status=\"429\"}"
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        series(
+            &text,
+            "stagefan_ivs_requests_total{operation=\"GetStage\",status=\"500\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        series(
+            &text,
+            "stagefan_ivs_requests_total{operation=\"ListParticipants\",status=\"503\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        series(
+            &text,
+            "stagefan_ivs_requests_total{operation=\"ListStages\",status=\"429\"}"
+        ),
+        Some(1.0)
+    );
+    assert!(series(&text, "stagefan_ivs_stages").is_some_and(|v| v == 20.0));
+    assert_eq!(series(&text, "stagefan_round_success"), Some(1.0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_stages_are_drained_then_deleted_after_the_grace_and_busy_ones_never() {
+    let ivs = ScriptedIvs::default();
+    let edge = ScriptedEdge::default();
+    let busy = arn("busy00000001");
+    let idle = arn("idle00000001");
+    let hosted = arn("host00000001");
+    for a in [&busy, &idle, &hosted] {
+        ivs.add_stage(a, true, Some("b"));
+    }
+    ivs.set_participants(&busy, 1, 4);
+    ivs.set_participants(&hosted, 1, 0);
+    let mut s_busy = stage(1, &busy, StageState::Live, 4, 50);
+    s_busy.host_publishing = true;
+    let mut s_hosted = stage(2, &hosted, StageState::Live, 0, 50);
+    s_hosted.host_publishing = true;
+    let s_idle = stage(3, &idle, StageState::Live, 0, 50);
+    edge.put_pool(snapshot("b", 1, vec![s_busy, s_hosted, s_idle]));
+    let t0 = edge.now_ms();
+    edge.with_pool("b", |p, _| {
+        for s in &mut p.stages {
+            if s.load == 0 {
+                s.empty_since = Some(t0);
+            }
+        }
+    });
+    let poll = Duration::from_secs(5);
+    let mut h = harness(ivs.clone(), edge.clone(), 2.0, settings(poll)).await;
+    let start = Instant::now();
+
+    // Within the 60 s scale-down grace nothing happens.
+    run_for(&mut h, poll, Duration::from_secs(55)).await;
+    assert!(h.edge.actions().is_empty(), "{:?}", h.edge.actions());
+
+    run_for(&mut h, poll, Duration::from_secs(100)).await;
+    let actions = h.edge.actions();
+    let drains: Vec<_> = actions
+        .iter()
+        .filter(|a| matches!(a.action, ScaleAction::Drain { .. }))
+        .collect();
+    assert!(!drains.is_empty());
+    // The first drain: an empty stage, after the grace.
+    let first = drains[0];
+    assert!(first.at - start >= Duration::from_secs(60));
+    assert_eq!(first.outcome, "done");
+    let drained = match &first.action {
+        ScaleAction::Drain { stage_arn } => stage_arn.clone(),
+        _ => unreachable!(),
+    };
+    assert_ne!(drained, busy, "a stage with viewers is never drained");
+    let deletes: Vec<_> = actions
+        .iter()
+        .filter(|a| matches!(a.action, ScaleAction::Delete { .. }) && a.outcome == "done")
+        .collect();
+    assert_eq!(deletes.len(), 1, "{actions:?}");
+    assert_eq!(
+        deletes[0].action,
+        ScaleAction::Delete {
+            stage_arn: drained.clone()
+        }
+    );
+    assert!(
+        deletes[0].at - first.at >= Duration::from_secs(20),
+        "delete after the delete grace"
+    );
+    // Never an action on the busy stage.
+    for a in &actions {
+        match &a.action {
+            ScaleAction::Drain { stage_arn } | ScaleAction::Delete { stage_arn } => {
+                assert_ne!(stage_arn, &busy)
+            }
+            ScaleAction::Create => {}
+        }
+    }
+    // The empty stage where the host still publishes is drained (no viewers are sent there)
+    // but never deleted while the host is on it; the busy stage stays live.
+    let states: Vec<(String, StageState)> = h.edge.with_pool("b", |p, _| {
+        p.stages
+            .iter()
+            .map(|s| (s.stage_arn.clone().unwrap(), s.state))
+            .collect()
+    });
+    let state_of = |a: &str| states.iter().find(|(x, _)| x == a).unwrap().1;
+    assert_eq!(state_of(&busy), StageState::Live);
+    assert_eq!(state_of(&idle), StageState::Deleted);
+    assert_eq!(state_of(&hosted), StageState::Draining);
+    assert_eq!(drained, idle, "newest empty stage first");
+    assert_eq!(h.metrics.actions.count(ActionKind::Drain, Outcome::Done), 2);
+    assert_eq!(
+        h.metrics.actions.count(ActionKind::Delete, Outcome::Done),
+        1
+    );
+    let text = h.metrics.encode();
+    assert_eq!(
+        series(
+            &text,
+            "stagefan_scaling_actions_total{kind=\"drain\",outcome=\"done\"}"
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        series(&text, "stagefan_stages{broadcast=\"b\",state=\"deleted\"}"),
+        Some(1.0)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn orphans_are_collected_after_their_grace_and_nothing_else_is() {
+    let ivs = ScriptedIvs::default();
+    let edge = ScriptedEdge::default();
+    let known = arn("known0000001");
+    let orphan = arn("orphan000001");
+    let foreign = arn("foreign00001");
+    ivs.add_stage(&known, true, Some("b"));
+    ivs.add_stage(&orphan, true, Some("gone"));
+    ivs.add_stage(&foreign, false, None);
+    edge.put_pool(snapshot(
+        "b",
+        1,
+        vec![stage(1, &known, StageState::Live, 0, 50)],
+    ));
+    let poll = Duration::from_secs(5);
+    let mut h = harness(ivs.clone(), edge.clone(), 2.0, settings(poll)).await;
+    let start = Instant::now();
+    run_for(&mut h, poll, Duration::from_secs(110)).await;
+    assert!(
+        h.ivs.calls_of("DeleteStage").is_empty(),
+        "not within the 120 s grace"
+    );
+    run_for(&mut h, poll, Duration::from_secs(40)).await;
+    let deletes = h.ivs.calls_of("DeleteStage");
+    assert_eq!(deletes.len(), 1);
+    assert_eq!(deletes[0].arn.as_deref(), Some(orphan.as_str()));
+    assert!(deletes[0].at - start >= Duration::from_secs(120));
+    assert!(!h.ivs.has_stage(&orphan));
+    assert!(h.ivs.has_stage(&known) && h.ivs.has_stage(&foreign));
+    assert_eq!(
+        h.metrics
+            .actions
+            .count(ActionKind::OrphanDelete, Outcome::Done),
+        1
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_orphan_is_collected_while_a_pool_cannot_be_read() {
+    let ivs = ScriptedIvs::default();
+    let edge = ScriptedEdge::default();
+    let a1 = arn("poolone00001");
+    let a2 = arn("pooltwo00001");
+    ivs.add_stage(&a1, true, Some("one"));
+    ivs.add_stage(&a2, true, Some("two"));
+    edge.put_pool(snapshot(
+        "one",
+        1,
+        vec![stage(1, &a1, StageState::Live, 0, 50)],
+    ));
+    edge.put_pool(snapshot(
+        "two",
+        1,
+        vec![stage(1, &a2, StageState::Live, 0, 50)],
+    ));
+    edge.0.lock().unwrap().failing.insert("two".into());
+    let poll = Duration::from_secs(5);
+    let mut h = harness(ivs.clone(), edge.clone(), 2.0, settings(poll)).await;
+    let r = h.poller.round().await;
+    assert!(!r.ok);
+    run_for(&mut h, poll, Duration::from_secs(300)).await;
+    assert!(h.ivs.calls_of("DeleteStage").is_empty());
+    assert!(h.ivs.has_stage(&a2));
+    let text = h.metrics.encode();
+    assert_eq!(series(&text, "stagefan_round_success"), Some(0.0));
+    assert_eq!(
+        series(
+            &text,
+            "stagefan_edge_requests_total{route=\"snapshot\",status=\"500\"}"
+        ),
+        Some(
+            h.edge.0.lock().unwrap().failing.len() as f64
+                * series(&text, "stagefan_rounds_total{outcome=\"failed\"}").unwrap()
+        )
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn pool_statistics_and_drift_are_exported_exactly() {
+    let ivs = ScriptedIvs::default();
+    let edge = ScriptedEdge::default();
+    let a = arn("stats0000001");
+    let b = arn("stats0000002");
+    ivs.add_stage(&a, true, Some("s"));
+    ivs.add_stage(&b, true, Some("s"));
+    ivs.set_participants(&a, 1, 30);
+    ivs.set_participants(&b, 1, 7); // the pool says 9: drift -2
+    let mut snap = snapshot(
+        "s",
+        1,
+        vec![
+            stage(1, &a, StageState::Live, 30, 50),
+            stage(2, &b, StageState::Live, 9, 50),
+        ],
+    );
+    snap.stats.joins = 137;
+    snap.stats.refusals = 4;
+    snap.stats.lease_expiries = 11;
+    snap.stats.peak_viewers = 39;
+    snap.stats.viewer_seconds = 5000;
+    snap.stats.stages_created = 2;
+    edge.put_pool(snap);
+    let poll = Duration::from_secs(5);
+    let mut h = harness(ivs, edge.clone(), 2.0, settings(poll)).await;
+    let r = h.poller.round().await;
+    assert!(r.ok);
+    assert_eq!(r.sampled, 2);
+    let text = h.metrics.encode();
+    let get = |s: &str| series(&text, s);
+    assert_eq!(get("stagefan_joins_total{broadcast=\"s\"}"), Some(137.0));
+    assert_eq!(get("stagefan_refusals_total{broadcast=\"s\"}"), Some(4.0));
+    assert_eq!(
+        get("stagefan_lease_expiries_total{broadcast=\"s\"}"),
+        Some(11.0)
+    );
+    assert_eq!(
+        get("stagefan_broadcast_peak_viewers{broadcast=\"s\"}"),
+        Some(39.0)
+    );
+    assert_eq!(
+        get("stagefan_viewer_seconds_total{broadcast=\"s\"}"),
+        Some(5000.0)
+    );
+    assert_eq!(
+        get("stagefan_stages_created_total{broadcast=\"s\"}"),
+        Some(2.0)
+    );
+    assert_eq!(
+        get("stagefan_broadcast_viewers{broadcast=\"s\"}"),
+        Some(39.0)
+    );
+    assert_eq!(
+        get("stagefan_stage_viewers{broadcast=\"s\",stage=\"stats0000001\"}"),
+        Some(30.0)
+    );
+    assert_eq!(
+        get("stagefan_stage_fill_ratio{broadcast=\"s\",stage=\"stats0000001\"}"),
+        Some(0.6)
+    );
+    assert_eq!(
+        get("stagefan_stage_capacity{broadcast=\"s\",stage=\"stats0000002\"}"),
+        Some(50.0)
+    );
+    assert_eq!(
+        get("stagefan_stages{broadcast=\"s\",state=\"live\"}"),
+        Some(2.0)
+    );
+    assert_eq!(
+        get("stagefan_stage_drift_viewers{broadcast=\"s\",stage=\"stats0000002\"}"),
+        Some(-2.0)
+    );
+    assert_eq!(
+        get("stagefan_stage_drift_viewers{broadcast=\"s\",stage=\"stats0000001\"}"),
+        Some(0.0)
+    );
+    assert_eq!(get("stagefan_drifting_stages{broadcast=\"s\"}"), Some(1.0));
+
+    // The pool's counters move on; the metrics follow by exactly the difference.
+    edge.with_pool("s", |p, _| {
+        p.stats.joins = 200;
+        p.stages[0].load = 20;
+        p.viewers = 29;
+    });
+    tokio::time::sleep(poll).await;
+    h.poller.round().await;
+    let text = h.metrics.encode();
+    assert_eq!(
+        series(&text, "stagefan_joins_total{broadcast=\"s\"}"),
+        Some(200.0)
+    );
+    assert_eq!(
+        series(&text, "stagefan_broadcast_viewers{broadcast=\"s\"}"),
+        Some(29.0)
+    );
+
+    // A stage that leaves the pool leaves the metrics.
+    edge.with_pool("s", |p, _| {
+        p.stages.remove(1);
+    });
+    tokio::time::sleep(poll).await;
+    h.poller.round().await;
+    let text = h.metrics.encode();
+    assert_eq!(
+        series(
+            &text,
+            "stagefan_stage_viewers{broadcast=\"s\",stage=\"stats0000002\"}"
+        ),
+        None
+    );
+    assert_eq!(
+        series(
+            &text,
+            "stagefan_stage_drift_viewers{broadcast=\"s\",stage=\"stats0000002\"}"
+        ),
+        None
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wrong_secret_is_rejected_by_ivs_and_counted() {
+    let ivs = ScriptedIvs::default();
+    let edge = ScriptedEdge::default();
+    let a = arn("signed000001");
+    ivs.add_stage(&a, true, Some("b"));
+    edge.put_pool(snapshot(
+        "b",
+        1,
+        vec![stage(1, &a, StageState::Live, 0, 50)],
+    ));
+    let ivs_addr = ivs.start().await;
+    let edge_addr = edge.start().await;
+    let metrics = std::sync::Arc::new(stagefan_monitor::metrics::Metrics::new().unwrap());
+    let client = stagefan_monitor::ivs::IvsClient::new(
+        stagefan_monitor::ivs::IvsSettings {
+            endpoint: format!("http://{ivs_addr}"),
+            region: "us-east-1".into(),
+            credentials: stagefan_core::sigv4::Credentials::new(ACCESS_KEY, "wrong", None),
+            timeout: Duration::from_secs(3600),
+        },
+        std::sync::Arc::new(stagefan_monitor::budget::Budget::new(2.0)),
+        metrics.clone(),
+    )
+    .unwrap();
+    let edge_client = stagefan_monitor::edge::EdgeClient::new(
+        &format!("http://{edge_addr}"),
+        ADMIN_KEY.into(),
+        Duration::from_secs(3600),
+        metrics.clone(),
+    )
+    .unwrap();
+    let mut poller = stagefan_monitor::poller::Poller::new(
+        edge_client,
+        client,
+        metrics.clone(),
+        settings(Duration::from_secs(5)),
+    );
+    poller.round().await;
+    assert!(ivs.0.lock().unwrap().bad_signatures >= 1);
+    let text = metrics.encode();
+    assert!(series(
+        &text,
+        "stagefan_ivs_requests_total{operation=\"GetStage\",status=\"403\"}"
+    )
+    .is_some());
+}
