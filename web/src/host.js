@@ -1,0 +1,234 @@
+// The host page: camera preview, then "Go live" publishes to every stage of the broadcast's pool
+// (multi-publish), follows the pool as it adds and drains stages, and reconnects dropped stages.
+import { api, config, stageId, el, badge, backoff } from './api.js';
+import { media } from './media.js';
+
+const POLL_MS = 4000;
+const $ = (id) => document.getElementById(id);
+const q = new URLSearchParams(location.search);
+
+// The host key lives in this page's memory only: it is read from the form or from the URL
+// fragment (which browsers never send to a server), and sent only as the Authorization header.
+let hostKey = '';
+const fragment = new URLSearchParams(location.hash.slice(1));
+if (fragment.get('key')) {
+  hostKey = fragment.get('key');
+  $('key').value = hostKey;
+  history.replaceState(null, '', location.pathname + location.search); // out of the address bar
+}
+if (q.get('broadcast')) $('broadcast').value = q.get('broadcast');
+
+let stream = null;
+let live = false;
+let broadcast = null;
+/** stageArn → { arn, poolState, conn, participantId, session, gen, failures, retryAt, reported, since } */
+const stages = new Map();
+let wake = () => {};
+
+function log(msg) {
+  const line = `${new Date().toLocaleTimeString()}  ${msg}\n`;
+  $('log').textContent = (line + $('log').textContent).slice(0, 8000);
+}
+
+function showError(msg) { $('error').textContent = msg || ''; }
+
+function setState(s) { $('state').replaceChildren(badge(s)); }
+
+function render() {
+  const rows = [...stages.values()].map((s) => el('tr', { 'data-stage': s.arn },
+    el('td', { class: 'mono', title: s.arn }, stageId(s.arn)),
+    el('td', {}, badge(s.poolState || 'unknown')),
+    el('td', {}, badge(s.conn)),
+    el('td', { class: 'mono' }, s.participantId || ''),
+    el('td', { class: 'muted' }, s.since ? new Date(s.since).toLocaleTimeString() : ''),
+  ));
+  $('stages').replaceChildren(...(rows.length ? rows
+    : [el('tr', {}, el('td', { colspan: 5, class: 'muted' }, live ? 'Waiting for the pool…' : 'Not live.'))]));
+  $('count').textContent = String(stages.size);
+  $('uploads').textContent = String([...stages.values()].filter((s) => s.session).length);
+}
+
+async function startCamera() {
+  if (stream) return;
+  const height = Number(q.get('height')) || 720;
+  $('camera-state').textContent = 'Starting camera…';
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({
+      video: { width: { ideal: Math.round(height * 16 / 9) }, height: { ideal: height }, frameRate: { ideal: 30 } },
+      audio: true,
+    });
+  } catch (e) {
+    $('camera-state').textContent = `Camera unavailable: ${e.message}`;
+    throw e;
+  }
+  $('preview').srcObject = stream;
+  const v = stream.getVideoTracks()[0]?.getSettings() || {};
+  $('camera-state').textContent = `Camera on: ${v.width}×${v.height}` + (stream.getAudioTracks().length ? ', microphone on.' : '.');
+  $('camera').disabled = true;
+  $('live').disabled = false;
+}
+
+function setConn(s, conn) {
+  if (s.conn !== conn) { s.conn = conn; s.since = Date.now(); }
+  render();
+}
+
+function dropped(s, why) {
+  if (s.session) { try { s.session.close(); } catch { /* already gone */ } }
+  s.session = null;
+  s.gen++;
+  s.reported = false;
+  if (!live) return;
+  s.failures++;
+  const delay = backoff(s.failures - 1);
+  s.retryAt = Date.now() + delay;
+  setConn(s, 'reconnecting');
+  log(`${stageId(s.arn)}: ${why}; reconnecting in ${(delay / 1000).toFixed(1)} s`);
+  setTimeout(() => wake(), delay);
+}
+
+async function reportPublished(s, gen) {
+  if (gen !== s.gen || s.reported) return;
+  try {
+    await api('/api/host/published', {
+      method: 'POST', key: hostKey,
+      body: { broadcast, stageArn: s.arn, participantId: s.participantId },
+    });
+    s.reported = true;
+    s.failures = 0;
+    log(`${stageId(s.arn)}: publishing, reported to the pool`);
+  } catch (e) {
+    log(`${stageId(s.arn)}: could not report publishing (${e.message}); will retry`);
+  }
+}
+
+async function join(s, t) {
+  const gen = ++s.gen;
+  s.participantId = t.participantId;
+  s.joining = true;
+  setConn(s, s.failures ? 'reconnecting' : 'joining');
+  try {
+    const m = await media();
+    const session = await m.publish({
+      whipUrl: t.whipUrl, token: t.token, participantId: t.participantId, stream,
+      onState: (st, err) => {
+        if (gen !== s.gen) return;
+        if (st === 'connected') setConn(s, s.reported ? 'publishing' : 'connected');
+        else dropped(s, err ? err.message : `connection ${st}`);
+      },
+      onPublished: () => {
+        if (gen !== s.gen) return;
+        setConn(s, 'publishing');
+        reportPublished(s, gen);
+      },
+    });
+    if (gen !== s.gen || !live || !stages.has(s.arn)) { session.close(); return; }
+    s.session = session;
+  } catch (e) {
+    if (gen === s.gen) dropped(s, `join refused: ${e.message}`);
+  } finally {
+    s.joining = false;
+    render();
+  }
+}
+
+function leave(s, why) {
+  s.gen++;
+  if (s.session) s.session.close();
+  s.session = null;
+  stages.delete(s.arn);
+  log(`${stageId(s.arn)}: left (${why})`);
+}
+
+/** One round: ask for a token per stage, join new stages, leave drained ones, retry dropped ones. */
+async function sync() {
+  const body = broadcast ? { broadcast } : {};
+  const res = await api('/api/token/publisher-all', { method: 'POST', key: hostKey, body });
+  broadcast = res.broadcast || broadcast;
+  const tokens = new Map(res.tokens.map((t) => [t.stageArn, t]));
+  for (const s of [...stages.values()]) {
+    const t = tokens.get(s.arn);
+    if (!t) leave(s, 'no longer in the pool');
+    else if (t.state === 'draining' || t.state === 'deleted') leave(s, t.state);
+    else s.poolState = t.state;
+  }
+  for (const t of res.tokens) {
+    if (t.state === 'draining' || t.state === 'deleted') continue;
+    let s = stages.get(t.stageArn);
+    if (!s) {
+      s = { arn: t.stageArn, poolState: t.state, conn: 'idle', gen: 0, failures: 0, retryAt: 0, reported: false };
+      stages.set(t.stageArn, s);
+      log(`${stageId(t.stageArn)}: new stage (${t.state})`);
+    }
+    if (!s.session && !s.joining && Date.now() >= s.retryAt) join(s, t);
+    else if (s.session && s.conn === 'publishing' && !s.reported) reportPublished(s, s.gen);
+  }
+  render();
+}
+
+async function goLive() {
+  if (live) return;
+  hostKey = $('key').value.trim() || hostKey;
+  if (!hostKey) { showError('The host key is needed to go live.'); return; }
+  await startCamera();
+  broadcast = $('broadcast').value.trim() || null;
+  live = true;
+  showError('');
+  setState('live');
+  $('live').disabled = true;
+  $('stop').disabled = false;
+  $('key').disabled = true;
+  $('broadcast').disabled = true;
+  log('going live');
+  let failures = 0;
+  while (live) {
+    try {
+      await sync();
+      failures = 0;
+      showError('');
+    } catch (e) {
+      failures++;
+      if (e.status === 401) {
+        showError('The host key was refused.');
+        stop();
+        return;
+      }
+      showError(`Cannot reach the edge: ${e.message}`);
+    }
+    await new Promise((r) => { wake = r; setTimeout(r, failures ? backoff(failures) : POLL_MS); });
+  }
+}
+
+function stop() {
+  live = false;
+  for (const s of [...stages.values()]) leave(s, 'stopped');
+  wake();
+  setState('stopped');
+  $('live').disabled = !stream;
+  $('stop').disabled = true;
+  $('key').disabled = false;
+  $('broadcast').disabled = false;
+  render();
+}
+
+$('camera').addEventListener('click', () => startCamera().catch(() => {}));
+$('form').addEventListener('submit', (e) => { e.preventDefault(); goLive().catch((err) => showError(err.message)); });
+$('stop').addEventListener('click', stop);
+window.addEventListener('pagehide', () => { for (const s of stages.values()) s.session?.close(); });
+
+// For tests and diagnostics (no secrets).
+window.stagefanHost = {
+  stages: () => [...stages.values()].map(({ arn, poolState, conn, participantId, reported }) =>
+    ({ stageArn: arn, poolState, conn, participantId, reported })),
+  live: () => live,
+};
+
+config().then((c) => {
+  $('mode').textContent = `media: ${c.mediaMode} · fan-out: ${c.fanoutMode}`;
+  if (!q.get('broadcast') && c.defaultBroadcast) $('broadcast').placeholder = c.defaultBroadcast;
+}).catch((e) => showError(`Cannot read /api/config: ${e.message}`));
+
+if (q.get('live') === '1') {
+  startCamera().then(() => goLive()).catch((e) => showError(e.message));
+}
+render();

@@ -1,0 +1,148 @@
+// The viewer page: asks the edge for a seat (a subscribe token on the stage the pool picks),
+// plays the host from that stage, keeps its lease alive, and asks again whenever the seat is
+// lost (capacity, stage deleted, token expired, connection dropped).
+import { api, config, sleep, stageId, badge, backoff } from './api.js';
+import { media } from './media.js';
+
+const $ = (id) => document.getElementById(id);
+const q = new URLSearchParams(location.search);
+const video = $('video');
+
+function viewerId() {
+  if (q.get('userId')) return q.get('userId');
+  let id = localStorage.getItem('stagefan.userId');
+  if (!id) {
+    const bytes = crypto.getRandomValues(new Uint8Array(9));
+    id = 'viewer-' + [...bytes].map((b) => b.toString(36).padStart(2, '0')).join('').slice(0, 14);
+    localStorage.setItem('stagefan.userId', id);
+  }
+  return id;
+}
+
+const userId = viewerId();
+const broadcastParam = q.get('broadcast') || undefined;
+const status = { state: 'joining', stageArn: null, leaseId: null, participantId: null, broadcast: null, joins: 0 };
+window.stagefanViewer = status; // for tests and diagnostics
+let closing = false;
+
+function log(msg) {
+  const line = `${new Date().toLocaleTimeString()}  ${msg}\n`;
+  $('log').textContent = (line + $('log').textContent).slice(0, 6000);
+}
+function setState(s, error) {
+  status.state = s;
+  $('state').replaceChildren(badge(s));
+  $('error').textContent = error || '';
+}
+$('user').textContent = userId;
+
+/** Resolves when the current seat is lost, with the reason. */
+function seatLost() {
+  let lose;
+  const lost = new Promise((r) => { lose = r; });
+  return { lost, lose };
+}
+
+async function heartbeatLoop(leaseId, ttlSeconds, lose) {
+  const every = Math.max(1000, (ttlSeconds * 1000) / 3);
+  let misses = 0;
+  while (!closing && status.leaseId === leaseId) {
+    await sleep(every);
+    if (closing || status.leaseId !== leaseId) return;
+    try {
+      await api('/api/viewer/heartbeat', { method: 'POST', body: { leaseId } });
+      misses = 0;
+    } catch (e) {
+      if (e.status === 404) { lose('lease expired'); return; }
+      if (++misses >= 3) { lose(`heartbeat failing: ${e.message}`); return; }
+    }
+  }
+}
+
+async function getSeat() {
+  for (let attempt = 0; !closing; attempt++) {
+    try {
+      return await api('/api/token/viewer', { method: 'POST', body: { userId, broadcast: broadcastParam } });
+    } catch (e) {
+      let wait = backoff(attempt);
+      if (e.status === 503) {
+        wait = (e.retryAfter ?? 2) * 1000;
+        setState('waiting', 'Every stage is full; waiting for a seat…');
+      } else if (e.status === 404) {
+        setState('waiting', 'This broadcast does not exist (yet).');
+        wait = Math.max(wait, 5000);
+      } else {
+        setState('retrying', `Cannot get a seat: ${e.message}`);
+      }
+      log(`no seat (${e.message}); next try in ${(wait / 1000).toFixed(1)} s`);
+      await sleep(wait);
+    }
+  }
+  return null;
+}
+
+async function run() {
+  const m = await media();
+  let failures = 0;
+  while (!closing) {
+    setState(status.joins ? 'reconnecting' : 'joining');
+    const seat = await getSeat();
+    if (!seat) return;
+    status.joins++;
+    Object.assign(status, {
+      stageArn: seat.stageArn, leaseId: seat.leaseId, participantId: seat.participantId, broadcast: seat.broadcast,
+    });
+    $('stage').textContent = stageId(seat.stageArn);
+    $('stage').title = seat.stageArn;
+    $('broadcast').textContent = seat.broadcast || '–';
+    log(`seat on ${stageId(seat.stageArn)} as ${seat.participantId}`);
+    const { lost, lose } = seatLost();
+    heartbeatLoop(seat.leaseId, seat.leaseTtlSeconds || 60, lose);
+
+    let session = null;
+    try {
+      session = await m.subscribe({
+        whipUrl: seat.whipUrl, token: seat.token, participantId: seat.participantId, video,
+        onState: (st, err) => {
+          if (st === 'connected') setState(video.readyState >= 2 ? 'playing' : 'connected');
+          else lose(err ? err.message : `connection ${st}`);
+        },
+      });
+      window.stagefanSession = session;
+      failures = 0;
+      const why = await lost;
+      log(`lost the seat: ${why}`);
+    } catch (e) {
+      // 429 STAGE_AT_CAPACITY, 404 stage deleted, 401 token expired/invalid, 409 token reused:
+      // all mean "ask the edge again".
+      failures++;
+      setState('retrying', e.message);
+      log(`join refused: ${e.message}`);
+      await sleep(e.status === 401 ? 200 : backoff(failures - 1, 8000));
+    } finally {
+      status.leaseId = null; // stops this seat's heartbeat loop
+      session?.close();
+      window.stagefanSession = null;
+    }
+    if (!closing && failures === 0) await sleep(500);
+  }
+}
+
+video.addEventListener('playing', () => { if (status.state === 'connected') setState('playing'); });
+video.addEventListener('resize', () => { $('video-info').textContent = `${video.videoWidth}×${video.videoHeight}`; });
+setInterval(() => {
+  if (status.state === 'connected' && video.readyState >= 2 && !video.paused) setState('playing');
+}, 1000);
+$('unmute').addEventListener('click', () => { video.muted = !video.muted; $('unmute').textContent = video.muted ? 'Unmute' : 'Mute'; });
+
+window.addEventListener('pagehide', () => {
+  closing = true;
+  if (status.leaseId) {
+    navigator.sendBeacon('/api/viewer/leave',
+      new Blob([JSON.stringify({ leaseId: status.leaseId })], { type: 'application/json' }));
+  }
+  window.stagefanSession?.close();
+});
+
+config().then((c) => { $('mode').textContent = `media: ${c.mediaMode}`; }).catch(() => {});
+run().catch((e) => setState('error', e.message));
