@@ -658,7 +658,24 @@ pub struct Pool {
     leases: BTreeMap<String, Lease>,
     by_user: BTreeMap<String, String>,
     expiry: BTreeSet<(Millis, String)>,
+    /// Stages that can take a viewer, ordered as assignment prefers them.
+    open: BTreeSet<OpenKey>,
     changes: Changes,
+}
+
+/// Orders the stages that can take a viewer: live before warming, then lowest load, then
+/// oldest. The first key is the assignment.
+type OpenKey = (u8, u32, StageId);
+
+fn open_key(st: &Stage) -> Option<OpenKey> {
+    if st.load >= st.capacity {
+        return None;
+    }
+    match st.state {
+        StageState::Live => Some((0, st.load, st.id)),
+        StageState::Warming => Some((1, st.load, st.id)),
+        _ => None,
+    }
 }
 
 impl Pool {
@@ -683,6 +700,7 @@ impl Pool {
             leases: BTreeMap::new(),
             by_user: BTreeMap::new(),
             expiry: BTreeSet::new(),
+            open: BTreeSet::new(),
             changes: Changes::default(),
         };
         pool.changes.meta = true;
@@ -710,6 +728,7 @@ impl Pool {
             leases: BTreeMap::new(),
             by_user: BTreeMap::new(),
             expiry: BTreeSet::new(),
+            open: BTreeSet::new(),
             changes: Changes::default(),
         };
         for mut st in stages {
@@ -774,7 +793,72 @@ impl Pool {
                 return Err(PoolError::Corrupt("a lease id appears twice".into()));
             }
         }
+        for st in pool.stages.values() {
+            if st.load > st.capacity {
+                return Err(PoolError::Corrupt(format!(
+                    "stage {} holds {} leases for {} seats",
+                    st.id, st.load, st.capacity
+                )));
+            }
+        }
+        pool.open = pool.stages.values().filter_map(open_key).collect();
         Ok(pool)
+    }
+
+    /// Checks every internal index against the rows: loads equal the leases on each stage and
+    /// stay within capacity, one lease per user, the expiry, ARN and open-stage indexes match,
+    /// no lease on a creating or deleted stage. O(stages + leases); for tests and for an
+    /// adapter that wants to verify a rebuilt pool.
+    pub fn check_consistency(&self) -> Result<(), PoolError> {
+        let bad = |m: String| Err(PoolError::Corrupt(m));
+        let mut loads: BTreeMap<StageId, u32> = BTreeMap::new();
+        let mut users = BTreeSet::new();
+        for lease in self.leases.values() {
+            let Some(st) = self.stages.get(&lease.stage) else {
+                return bad(format!("lease {} on a missing stage", lease.id));
+            };
+            if matches!(st.state, StageState::Creating | StageState::Deleted) {
+                return bad(format!(
+                    "lease {} on {} stage {}",
+                    lease.id, st.state, st.id
+                ));
+            }
+            *loads.entry(lease.stage).or_default() += 1;
+            if !users.insert(lease.user_id.as_str()) {
+                return bad(format!("user {} holds two leases", lease.user_id));
+            }
+            if self.by_user.get(&lease.user_id) != Some(&lease.id) {
+                return bad(format!("user index misses lease {}", lease.id));
+            }
+            if !self.expiry.contains(&(lease.expires_at, lease.id.clone())) {
+                return bad(format!("expiry index misses lease {}", lease.id));
+            }
+        }
+        if self.by_user.len() != self.leases.len() || self.expiry.len() != self.leases.len() {
+            return bad("lease indexes hold stale entries".into());
+        }
+        for st in self.stages.values() {
+            let held = loads.get(&st.id).copied().unwrap_or(0);
+            if st.load != held || st.load > st.capacity {
+                return bad(format!(
+                    "stage {} load {} with {} leases and {} seats",
+                    st.id, st.load, held, st.capacity
+                ));
+            }
+            if let Some(arn) = &st.arn {
+                if self.by_arn.get(arn) != Some(&st.id) {
+                    return bad(format!("ARN index misses stage {}", st.id));
+                }
+            }
+        }
+        if self.by_arn.len() != self.stages.values().filter(|s| s.arn.is_some()).count() {
+            return bad("ARN index holds stale entries".into());
+        }
+        let open: BTreeSet<OpenKey> = self.stages.values().filter_map(open_key).collect();
+        if open != self.open {
+            return bad("open-stage index out of step".into());
+        }
+        Ok(())
     }
 
     /// Every row of the pool (for a first full write, or tests).
@@ -1022,12 +1106,17 @@ impl Pool {
         self.by_user.insert(user_id.to_string(), lease_id.clone());
         self.leases.insert(lease_id.clone(), lease);
         self.changes.lease(&lease_id);
-        let stage = self.stages.get_mut(&stage_id).expect("picked stage exists");
-        stage.load += 1;
-        if stage.empty_since.take().is_some() {
+        let (was_empty, arn, state) = self.update_stage(stage_id, |stage| {
+            stage.load += 1;
+            (
+                stage.empty_since.take().is_some(),
+                stage.arn.clone().unwrap_or_default(),
+                stage.state,
+            )
+        });
+        if was_empty {
             self.changes.stage(stage_id);
         }
-        let (arn, state) = (stage.arn.clone().unwrap_or_default(), stage.state);
         let stats = &mut self.meta.stats;
         stats.joins += 1;
         stats.peak_viewers = stats.peak_viewers.max(self.leases.len() as u64);
@@ -1042,29 +1131,31 @@ impl Pool {
         })
     }
 
-    /// The stage the next new viewer would get, without assigning (O(stages)).
+    /// The stage the next new viewer would get, without assigning.
     pub fn peek_assignment(&self) -> Option<StageId> {
         self.pick_stage()
     }
 
+    /// O(log stages): the first of the ordered set of stages with room.
     fn pick_stage(&self) -> Option<StageId> {
-        let mut best_live: Option<&Stage> = None;
-        let mut best_warming: Option<&Stage> = None;
-        for st in self.stages.values() {
-            if st.load >= st.capacity {
-                continue;
+        self.open.first().map(|&(_, _, id)| id)
+    }
+
+    /// Mutates a stage and keeps the index of stages with room in step with its state and load.
+    fn update_stage<R>(&mut self, id: StageId, f: impl FnOnce(&mut Stage) -> R) -> R {
+        let st = self.stages.get_mut(&id).expect("stage exists");
+        let before = open_key(st);
+        let out = f(st);
+        let after = open_key(st);
+        if before != after {
+            if let Some(k) = before {
+                self.open.remove(&k);
             }
-            let slot = match st.state {
-                StageState::Live => &mut best_live,
-                StageState::Warming => &mut best_warming,
-                _ => continue,
-            };
-            // Strictly lower load wins; stages iterate oldest first, so ties go to the oldest.
-            if slot.is_none_or(|b| st.load < b.load) {
-                *slot = Some(st);
+            if let Some(k) = after {
+                self.open.insert(k);
             }
         }
-        best_live.or(best_warming).map(|s| s.id)
+        out
     }
 
     /// Renews a live lease for another TTL. Returns the renewed lease.
@@ -1117,11 +1208,18 @@ impl Pool {
             self.by_user.remove(&lease.user_id);
         }
         self.changes.lease_removed(lease_id);
-        if let Some(st) = self.stages.get_mut(&lease.stage) {
-            st.load -= 1;
-            if st.load == 0 && st.state != StageState::Deleted {
-                st.empty_since = Some(self.meta.integrated_at);
-                self.changes.stage(st.id);
+        if self.stages.contains_key(&lease.stage) {
+            let at = self.meta.integrated_at;
+            let emptied = self.update_stage(lease.stage, |st| {
+                st.load -= 1;
+                let emptied = st.load == 0 && st.state != StageState::Deleted;
+                if emptied {
+                    st.empty_since = Some(at);
+                }
+                emptied
+            });
+            if emptied {
+                self.changes.stage(lease.stage);
             }
         }
     }
@@ -1281,12 +1379,13 @@ impl Pool {
         if self.by_arn.contains_key(arn) {
             return Err(PoolError::ArnInUse(arn.to_string()));
         }
-        let st = self.stages.get_mut(&stage).expect("checked");
-        st.arn = Some(arn.to_string());
-        st.endpoints = Some(endpoints);
-        st.state = StageState::Warming;
-        st.warm_at = Some(now);
-        st.empty_since = Some(now);
+        self.update_stage(stage, |st| {
+            st.arn = Some(arn.to_string());
+            st.endpoints = Some(endpoints);
+            st.state = StageState::Warming;
+            st.warm_at = Some(now);
+            st.empty_since = Some(now);
+        });
         self.by_arn.insert(arn.to_string(), stage);
         self.meta.stats.stages_created += 1;
         self.changes.stage(stage);
@@ -1348,23 +1447,25 @@ impl Pool {
     }
 
     fn set_host(&mut self, stage: StageId, publisher: Option<&str>, at: Millis) -> bool {
-        let st = self.stages.get_mut(&stage).expect("caller checked");
-        let mut went_live = false;
-        match publisher {
-            Some(pid) => {
-                st.host_publishing = true;
-                if st.host_participant_id.as_deref() != Some(pid) {
-                    st.host_participant_id = Some(pid.to_string());
+        let went_live = self.update_stage(stage, |st| {
+            let mut went_live = false;
+            match publisher {
+                Some(pid) => {
+                    st.host_publishing = true;
+                    if st.host_participant_id.as_deref() != Some(pid) {
+                        st.host_participant_id = Some(pid.to_string());
+                    }
+                    if st.state == StageState::Warming {
+                        st.state = StageState::Live;
+                        st.live_at = Some(at);
+                        went_live = true;
+                    }
                 }
-                if st.state == StageState::Warming {
-                    st.state = StageState::Live;
-                    st.live_at = Some(at);
-                    went_live = true;
-                }
+                None => st.host_publishing = false,
             }
-            None => st.host_publishing = false,
-        }
-        st.host_changed_at = Some(st.host_changed_at.map_or(at, |t| t.max(at)));
+            st.host_changed_at = Some(st.host_changed_at.map_or(at, |t| t.max(at)));
+            went_live
+        });
         self.changes.stage(stage);
         went_live
     }
@@ -1420,10 +1521,15 @@ impl Pool {
     }
 
     fn start_draining(&mut self, stage: StageId, now: Millis) {
-        let st = self.stages.get_mut(&stage).expect("checked");
-        if st.state != StageState::Draining {
-            st.state = StageState::Draining;
-            st.draining_since = Some(now);
+        let started = self.update_stage(stage, |st| {
+            let started = st.state != StageState::Draining;
+            if started {
+                st.state = StageState::Draining;
+                st.draining_since = Some(now);
+            }
+            started
+        });
+        if started {
             self.changes.stage(stage);
         }
     }
@@ -1500,14 +1606,16 @@ impl Pool {
     }
 
     fn finish_delete(&mut self, stage: StageId, now: Millis) {
-        let st = self.stages.get_mut(&stage).expect("checked");
-        st.state = StageState::Deleted;
-        st.deleted_at = Some(now);
-        st.empty_since = None;
-        st.host_publishing = false;
+        let was_origin = self.update_stage(stage, |st| {
+            st.state = StageState::Deleted;
+            st.deleted_at = Some(now);
+            st.empty_since = None;
+            st.host_publishing = false;
+            st.origin.is_none()
+        });
         self.changes.stage(stage);
         self.changes.meta = true;
-        if st.origin.is_none() {
+        if was_origin {
             self.rehome_replicas(stage);
         }
         self.forget_old_deleted();

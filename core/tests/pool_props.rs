@@ -158,6 +158,8 @@ fn eligible_stage(pool: &Pool) -> Option<StageId> {
 
 fn check_invariants(w: &World, swept: bool) -> Result<(), TestCaseError> {
     let pool = &w.pool;
+    pool.check_consistency()
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
     let mut per_stage: BTreeMap<StageId, u32> = BTreeMap::new();
     let mut users = BTreeSet::new();
     let mut ids = BTreeSet::new();
