@@ -1,0 +1,104 @@
+// Media plane benchmark: the server's CPU per subscriber with one 720p H.264 publisher, and the
+// time from a viewer page's load to its first decoded frame.
+//
+//   node tests/bench/media-bench.mjs [--steps 0,25,50,100,150,200] [--window 10] [--viewers 5] [--debug]
+//
+// Builds (release unless --debug) and starts ivs-local-media's loopback example, publishes
+// Chromium's fake camera at 1280×720 (H.264, ≤ 2.5 Mbit/s), adds str0m subscribers
+// (examples/bench_subscribers.rs: they receive every packet but do not decode) step by step while
+// sampling the server's CPU from /proc, then opens Chromium viewer pages one at a time and times
+// page load → first decoded frame. Prints JSON lines and a Markdown summary.
+import { spawn, spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { launch, waitFor, videoHealth, sleep, ROOT } from '../browser/lib/browser.mjs';
+import { startLoopback } from '../browser/lib/loopback.mjs';
+
+const argv = process.argv.slice(2);
+const opt = (name, def) => { const i = argv.indexOf(name); return i >= 0 ? argv[i + 1] : def; };
+const release = !argv.includes('--debug');
+const steps = opt('--steps', '0,25,50,100,150,200');
+const windowSecs = opt('--window', '10');
+const viewerCount = Number(opt('--viewers', '5'));
+
+const target = process.env.CARGO_TARGET_DIR || join(ROOT, 'target');
+const buildArgs = ['build', '-p', 'ivs-local-media', '--example', 'loopback', '--example', 'bench_subscribers'];
+if (release) buildArgs.push('--release');
+// Thin local LTO keeps the release build of the examples quick; run time is what is measured.
+const b = spawnSync('cargo', buildArgs, {
+  cwd: ROOT, stdio: 'inherit',
+  env: { ...process.env, CARGO_PROFILE_RELEASE_LTO: 'false', CARGO_PROFILE_RELEASE_CODEGEN_UNITS: '16' },
+});
+if (b.status !== 0) process.exit(1);
+const profile = release ? 'release' : 'debug';
+process.env.LOOPBACK_BIN = join(target, profile, 'examples', 'loopback');
+
+const server = await startLoopback({ release });
+const browser = await launch();
+const results = { steps: [], firstFrameMs: [] };
+try {
+  const ctx = await browser.newContext();
+  const pub = await ctx.newPage();
+  await pub.goto(`${server.url}/?role=publish&stage=bench&codec=H264&w=1280&h=720&bitrate=2500000`);
+  const sent = await waitFor(async () => {
+    const s = await pub.evaluate(() => window.videoStats && window.videoStats());
+    return s && s.framesSent > 30 && s.width === 1280 ? s : null;
+  }, 30000, 'the publisher to send 1280x720');
+  console.log(`publisher: ${sent.codec} ${sent.width}x${sent.height}`);
+
+  const client = spawn(join(target, profile, 'examples', 'bench_subscribers'),
+    ['--url', server.url, '--pid', String(server.proc.pid), '--stage', 'bench', '--steps', steps, '--window', windowSecs],
+    { stdio: ['ignore', 'pipe', 'inherit'] });
+  let buf = '';
+  client.stdout.on('data', async (d) => {
+    buf += d;
+    let nl;
+    while ((nl = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      if (!line.startsWith('{')) continue;
+      const r = JSON.parse(line);
+      const stats = await (await fetch(server.url + '/stats')).json();
+      r.publisherVideo = await pub.evaluate(() => window.videoStats());
+      r.sessions = stats.sessions;
+      results.steps.push(r);
+      console.log(JSON.stringify(r));
+    }
+  });
+  await new Promise((r) => client.on('exit', r));
+  const stats = await (await fetch(server.url + '/stats')).json();
+  console.log(`server stats: ${stats.sessions} sessions, ${stats.packetsForwarded} packets forwarded, ${stats.sendDrops} send drops`);
+  results.sendDrops = stats.sendDrops;
+
+  // Time to first frame: a fresh viewer page on a stage whose host has been publishing a while.
+  for (let i = 0; i < viewerCount; i++) {
+    const vctx = await browser.newContext();
+    const page = await vctx.newPage();
+    const t0 = Date.now();
+    await page.goto(`${server.url}/?role=subscribe&stage=bench`, { waitUntil: 'domcontentloaded' });
+    await waitFor(async () => (await videoHealth(page)).framesDecoded > 0, 15000, 'a first decoded frame', 20);
+    results.firstFrameMs.push(Date.now() - t0);
+    await vctx.close();
+    await sleep(700);
+  }
+  console.log(`page load → first decoded frame (ms): ${results.firstFrameMs.join(', ')}`);
+} finally {
+  await browser.close();
+  await server.stop();
+}
+
+// Markdown summary.
+const base = results.steps.find((s) => s.subscribers === 0)?.serverCpuCores ?? 0;
+console.log('\n| subscribers | connected | server CPU (cores) | Δ per subscriber (% of a core) | video fps / subscriber | Mbit/s / subscriber | publisher fps, size |');
+console.log('|---|---|---|---|---|---|---|');
+for (const s of results.steps) {
+  const per = s.subscribers ? ((s.serverCpuCores - base) / s.subscribers * 100).toFixed(3) : '–';
+  const p = s.publisherVideo || {};
+  console.log(`| ${s.subscribers} | ${s.connected} | ${s.serverCpuCores.toFixed(3)} | ${per} | ${s.videoFpsPerSubscriber.toFixed(1)} | ${s.receivedMbpsPerSubscriber.toFixed(2)} | ${p.fps ?? ''} ${p.width}x${p.height} |`);
+}
+const last = results.steps[results.steps.length - 1];
+if (last && last.subscribers) {
+  const perSub = (last.serverCpuCores - base) / last.subscribers;
+  console.log(`\nsubscribers per core (from the largest step): ${(1 / perSub).toFixed(0)}`);
+}
+const ff = [...results.firstFrameMs].sort((a, b) => a - b);
+if (ff.length) console.log(`first decoded frame: median ${ff[Math.floor(ff.length / 2)]} ms, max ${ff[ff.length - 1]} ms`);
