@@ -673,7 +673,9 @@ fn open_key(st: &Stage) -> Option<OpenKey> {
     }
     match st.state {
         StageState::Live => Some((0, st.load, st.id)),
-        StageState::Warming => Some((1, st.load, st.id)),
+        // A warming replica may never get the host (replication can fail): no viewers until
+        // the host's replica is seen there. A warming origin gets the host directly.
+        StageState::Warming if st.origin.is_none() => Some((1, st.load, st.id)),
         _ => None,
     }
 }
@@ -1036,8 +1038,10 @@ impl Pool {
     /// Gives `user_id` a seat: its own again if it holds a live lease on a warming or live
     /// stage (sticky reconnect, renewed even if that stage is now the fullest); otherwise the
     /// live stage with the lowest load below capacity, else the warming one, ties to the
-    /// oldest. A viewer whose lease is on a draining stage is moved. `random` makes the lease
-    /// id. The user id is not validated here (see [`crate::config::validate_user_id`]).
+    /// oldest (in replicate mode a warming replica is skipped: it gets viewers once the host's
+    /// replica is observed there). A viewer whose lease is on a draining stage is moved.
+    /// `random` makes the lease id. The user id is not validated here (see
+    /// [`crate::config::validate_user_id`]). O(log stages).
     pub fn assign(
         &mut self,
         user_id: &str,
@@ -1633,10 +1637,11 @@ impl Pool {
         let Some((&first, rest)) = orphans.split_first() else {
             return;
         };
-        self.stages.get_mut(&first).expect("exists").origin = None;
+        // The origin link decides whether a warming stage takes viewers: keep the index in step.
+        self.update_stage(first, |st| st.origin = None);
         self.changes.stage(first);
         for &id in rest {
-            self.stages.get_mut(&id).expect("exists").origin = Some(first);
+            self.update_stage(id, |st| st.origin = Some(first));
             self.changes.stage(id);
         }
     }

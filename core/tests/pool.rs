@@ -695,6 +695,48 @@ fn replicate_mode_makes_one_origin_per_six_stages() {
 }
 
 #[test]
+fn a_warming_replica_gets_no_viewers_until_the_host_is_seen_there() {
+    let mut s = settings(1, 1, 20);
+    s.fanout = FanoutMode::Replicate;
+    let mut pool = Pool::new("default", s, T0).unwrap();
+    let origin = warm(&mut pool, T0);
+    let replica = warm(&mut pool, T0);
+    assert_eq!(pool.stage(replica).unwrap().origin, Some(origin));
+    // The warming origin takes a viewer (the host publishes there directly)...
+    assert_eq!(pool.assign("a", T0, &rnd(1)).unwrap().stage, origin);
+    // ...the warming replica does not.
+    assert!(matches!(
+        pool.assign("b", T0, &rnd(2)),
+        Err(AssignError::NoSeat(_))
+    ));
+    pool.mark_live(origin, "host", T0).unwrap();
+    let obs = Observation {
+        observed_at: T0 + 1,
+        stages: vec![StageObservation {
+            stage_arn: arn(replica.0),
+            publishers: vec!["host".into()],
+            subscribers: vec![],
+        }],
+    };
+    pool.observe(&obs, T0 + 1);
+    assert_eq!(pool.assign("b", T0 + 2, &rnd(3)).unwrap().stage, replica);
+}
+
+#[test]
+fn a_replica_promoted_to_origin_takes_viewers_while_warming() {
+    let mut s = settings(5, 1, 20);
+    s.fanout = FanoutMode::Replicate;
+    let mut pool = Pool::new("default", s, T0).unwrap();
+    let origin = pool.begin_create(T0).unwrap().stage;
+    let replica = warm(&mut pool, T0);
+    assert!(pool.assign("a", T0, &rnd(1)).is_err());
+    pool.create_failed(origin, T0).unwrap();
+    assert_eq!(pool.stage(replica).unwrap().origin, None);
+    assert_eq!(pool.assign("a", T0, &rnd(2)).unwrap().stage, replica);
+    pool.check_consistency().unwrap();
+}
+
+#[test]
 fn replicas_of_a_failed_origin_are_rehomed() {
     let mut s = settings(10, 1, 20);
     s.fanout = FanoutMode::Replicate;

@@ -150,6 +150,8 @@ fn eligible_stage(pool: &Pool) -> Option<StageId> {
     let pick = |state: StageState| {
         pool.stages()
             .filter(|s| s.state == state && s.load < s.capacity)
+            // Replicate mode: a warming replica waits for the host's replica before viewers.
+            .filter(|s| state == StageState::Live || s.origin.is_none())
             .min_by_key(|s| (s.load, s.id))
             .map(|s| s.id)
     };
