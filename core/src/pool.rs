@@ -15,6 +15,33 @@
 //! adapter writes only those rows ([`Stage`], [`Lease`] and the single [`PoolMeta`] row, all
 //! serde) and deletes the removed ones. [`Pool::from_rows`] rebuilds the pool from the rows;
 //! stage loads are derived from the leases and are not stored.
+//!
+//! # Example: what the Durable Object does
+//! ```
+//! use stagefan_core::pool::{Pool, PoolSettings, StageEndpoints, AssignError};
+//!
+//! let now = 1_764_160_000_000;
+//! let settings = PoolSettings { capacity: 1, ..PoolSettings::default() };
+//! let mut pool = Pool::new("default", settings, now).unwrap();
+//! // Scale up: record the intent, call CreateStage once for it, report the answer.
+//! let intent = pool.begin_create(now).unwrap();
+//! let arn = "arn:aws:ivs:us-east-1:123456789012:stage/abcdEFGH1234";
+//! pool.created(intent.stage, arn, StageEndpoints::default(), now + 150).unwrap();
+//! // The host page says it publishes there.
+//! pool.mark_live(intent.stage, "host-participant", now + 900).unwrap();
+//! // A viewer joins: random bytes come from the adapter (crypto.getRandomValues).
+//! let seat = pool.assign("viewer-123", now + 1_000, &[7u8; 16]).unwrap();
+//! assert_eq!(seat.stage_arn, arn);
+//! assert!(seat.lease_id.starts_with("default."));
+//! // Persist what changed, then answer.
+//! let changes = pool.take_changes();
+//! assert!(changes.leases_upserted.contains(&seat.lease_id));
+//! // A full pool refuses with what the 503 needs.
+//! match pool.assign("viewer-456", now + 1_100, &[8u8; 16]) {
+//!     Err(AssignError::NoSeat(no)) => assert!(!no.stage_being_created() && no.can_create),
+//!     other => panic!("{other:?}"),
+//! }
+//! ```
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
