@@ -1,0 +1,80 @@
+//! Command-line flags, each with an environment fallback.
+
+use std::net::IpAddr;
+
+use clap::Parser;
+
+/// ivs-local: a local Amazon IVS Real-Time control plane (SigV4-verified, IVS's JSON, errors,
+/// quotas and request rates) with WHIP/WHEP-style media signaling.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "ivs-local", version)]
+pub struct Config {
+    /// Address to bind the HTTP server (control plane and WHIP) to.
+    #[arg(long, env = "IVS_LOCAL_BIND", default_value = "127.0.0.1")]
+    pub bind: IpAddr,
+    /// HTTP port; 0 picks a free one (the chosen port is logged and printed on stdout).
+    #[arg(long, env = "IVS_LOCAL_PORT", default_value_t = 8790)]
+    pub port: u16,
+    /// UDP port of the media plane (one socket for every WebRTC session); 0 picks a free one.
+    #[arg(long, env = "IVS_LOCAL_MEDIA_PORT", default_value_t = 8791)]
+    pub media_port: u16,
+    /// The IP address written into ICE candidates.
+    #[arg(long, env = "IVS_LOCAL_PUBLIC_IP", default_value = "127.0.0.1")]
+    pub public_ip: IpAddr,
+    /// Host name or IP put into the stage endpoints (`whip`, `events`).
+    #[arg(long, env = "IVS_LOCAL_PUBLIC_HOST", default_value = "127.0.0.1")]
+    pub public_host: String,
+    /// The region ivs-local claims to be (SigV4 scope and ARNs).
+    #[arg(long, env = "IVS_LOCAL_REGION", default_value = "us-east-1")]
+    pub region: String,
+    /// The account id in ARNs.
+    #[arg(long, env = "IVS_LOCAL_ACCOUNT_ID", default_value = "123456789012")]
+    pub account_id: String,
+    /// The only access key id accepted.
+    #[arg(long, env = "AWS_ACCESS_KEY_ID", default_value = "AKIDLOCALSTAGEFAN")]
+    pub access_key_id: String,
+    /// Its secret.
+    #[arg(
+        long,
+        env = "AWS_SECRET_ACCESS_KEY",
+        default_value = "stagefan-local-secret",
+        hide_env_values = true
+    )]
+    pub secret_access_key: String,
+    /// Multiplies IVS's per-operation request rates (5 TPS, 50 TPS, …); 0 turns throttling off.
+    #[arg(long, env = "IVS_LOCAL_RATE_SCALE", default_value_t = 1.0)]
+    pub rate_scale: f64,
+    /// Subscribers allowed per stage (IVS default 10,000).
+    #[arg(long, env = "IVS_LOCAL_SUBSCRIBER_CAP", default_value_t = 10_000)]
+    pub subscriber_cap: usize,
+    /// Publishers allowed per stage (IVS: 12, not adjustable).
+    #[arg(long, env = "IVS_LOCAL_PUBLISHER_CAP", default_value_t = 12)]
+    pub publisher_cap: usize,
+    /// Stages allowed in the region (IVS default 1,000).
+    #[arg(long, env = "IVS_LOCAL_STAGE_QUOTA", default_value_t = 1_000)]
+    pub stage_quota: usize,
+    /// Run without the media plane (control plane and token checks only; WHIP answers 503).
+    #[arg(long, env = "IVS_LOCAL_NO_MEDIA", default_value_t = false)]
+    pub no_media: bool,
+}
+
+impl Config {
+    /// Refuses values that cannot work.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.rate_scale >= 0.0 && self.rate_scale.is_finite()) {
+            return Err("--rate-scale must be a finite number >= 0".into());
+        }
+        if self.account_id.len() != 12 || !self.account_id.bytes().all(|b| b.is_ascii_digit()) {
+            return Err("--account-id must be 12 digits".into());
+        }
+        if self.region.is_empty()
+            || !self
+                .region
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err("--region must look like us-east-1".into());
+        }
+        Ok(())
+    }
+}

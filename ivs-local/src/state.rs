@@ -1,0 +1,1311 @@
+//! The in-memory state of the emulated region: stages and their sessions and participants,
+//! imported public keys, replications. Every method takes `now` (unix seconds) and random bytes
+//! where it needs them, and answers with IVS's errors; the HTTP layer only parses and formats.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use stagefan_core::ivs::{
+    self, Arn, Attributes, ErrorKind, Event, EventName, IvsError, Participant, ParticipantProtocol,
+    ParticipantReplica, ParticipantState, ParticipantSummary, ParticipantTokenCapability,
+    PublicKey, PublicKeySummary, ReplicationState, ReplicationType, ResourceType, Stage,
+    StageEndpoints, StageSummary, Tags,
+};
+use stagefan_core::sigv4::UtcDateTime;
+use stagefan_core::token::{self, Claims, VerifyingKey};
+
+/// Past sessions kept per stage (for ListParticipants / GetParticipant on ended sessions).
+const PAST_SESSIONS_KEPT: usize = 20;
+/// Events kept per participant.
+const EVENTS_KEPT: usize = 200;
+/// Replications per participant (IVS: 5, not adjustable).
+pub const MAX_REPLICATIONS_PER_PARTICIPANT: usize = 5;
+
+/// The region's fixed facts and quotas.
+#[derive(Clone, Debug)]
+pub struct RegionConfig {
+    /// e.g. `us-east-1`.
+    pub region: String,
+    /// 12 digits.
+    pub account_id: String,
+    /// Stage `endpoints.whip`.
+    pub whip_url: String,
+    /// Stage `endpoints.events`.
+    pub events_url: String,
+    /// Stages in the region.
+    pub stage_quota: usize,
+    /// Publishers per stage.
+    pub publisher_cap: usize,
+    /// Subscribers per stage.
+    pub subscriber_cap: usize,
+}
+
+/// Publisher or subscriber (what the WHIP route admitted it as).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Publishes (WHIP).
+    Publisher,
+    /// Subscribes (WHEP-style).
+    Subscriber,
+}
+
+#[derive(Clone, Debug)]
+struct ParticipantRec {
+    id: String,
+    user_id: Option<String>,
+    attributes: Option<Attributes>,
+    role: Role,
+    state: ParticipantState,
+    first_join_time: i64,
+    published: bool,
+    events: Vec<Event>,
+    replication_type: ReplicationType,
+    replication_state: Option<ReplicationState>,
+    source_stage_arn: Option<String>,
+    source_session_id: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+struct SessionRec {
+    id: String,
+    /// Insertion order = join order.
+    participants: Vec<ParticipantRec>,
+}
+
+impl SessionRec {
+    fn find_mut(&mut self, pid: &str) -> Option<&mut ParticipantRec> {
+        self.participants.iter_mut().rev().find(|p| p.id == pid)
+    }
+
+    fn find(&self, pid: &str) -> Option<&ParticipantRec> {
+        self.participants.iter().rev().find(|p| p.id == pid)
+    }
+
+    fn connected(&self, role: Role) -> usize {
+        self.participants
+            .iter()
+            .filter(|p| p.state == ParticipantState::Connected && p.role == role)
+            .count()
+    }
+
+    fn any_connected(&self) -> bool {
+        self.participants
+            .iter()
+            .any(|p| p.state == ParticipantState::Connected)
+    }
+}
+
+#[derive(Clone, Debug)]
+struct StageRec {
+    arn: String,
+    name: String,
+    tags: Tags,
+    auto_recording: Option<ivs::AutoParticipantRecordingConfiguration>,
+    session: Option<SessionRec>,
+    past_sessions: VecDeque<SessionRec>,
+}
+
+#[derive(Clone, Debug)]
+struct KeyRec {
+    arn: String,
+    name: String,
+    pem: String,
+    fingerprint: String,
+    key: VerifyingKey,
+    tags: Tags,
+}
+
+#[derive(Clone, Debug)]
+struct ReplicationRec {
+    source_stage_arn: String,
+    source_session_id: String,
+    destination_stage_arn: String,
+    destination_session_id: String,
+    participant_id: String,
+    state: ReplicationState,
+}
+
+/// A live media connection (one per token `jti`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Connection {
+    /// Stage id.
+    pub stage_id: String,
+    /// Its role.
+    pub role: Role,
+}
+
+/// Why a WHIP join was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdmitError {
+    /// The token's stage does not exist.
+    StageNotFound,
+    /// The token is already connected, or was revoked by DisconnectParticipant.
+    TokenInUse,
+    /// Revoked by DisconnectParticipant.
+    Revoked,
+    /// 12 publishers, or the subscriber cap.
+    AtCapacity {
+        /// Which cap.
+        role: Role,
+        /// The cap.
+        cap: usize,
+    },
+}
+
+/// The whole region.
+pub struct Store {
+    cfg: RegionConfig,
+    /// Stage id → stage, in creation order via `order`.
+    stages: HashMap<String, StageRec>,
+    order: Vec<String>,
+    keys: Vec<KeyRec>,
+    replications: Vec<ReplicationRec>,
+    /// Active media connections by participant id (= token `jti`).
+    connections: HashMap<String, Connection>,
+    /// (stage id, participant id) revoked by DisconnectParticipant.
+    revoked: HashSet<(String, String)>,
+}
+
+fn not_found(what: &str, arn: &str) -> IvsError {
+    IvsError::new(
+        ErrorKind::ResourceNotFound,
+        format!("{what} not found: {arn}"),
+    )
+}
+
+fn validation(message: impl Into<String>) -> IvsError {
+    IvsError::new(ErrorKind::Validation, message)
+}
+
+fn iso(t: i64) -> String {
+    UtcDateTime::from_unix(t).rfc3339()
+}
+
+fn event(name: EventName, pid: &str, now: i64) -> Event {
+    Event {
+        name: Some(name),
+        participant_id: Some(pid.to_string()),
+        event_time: Some(iso(now)),
+        ..Event::default()
+    }
+}
+
+fn push_event(p: &mut ParticipantRec, e: Event) {
+    if p.events.len() >= EVENTS_KEPT {
+        p.events.remove(0);
+    }
+    p.events.push(e);
+}
+
+/// Pages through `items` with an opaque token holding the offset.
+pub fn paginate<T: Clone>(
+    items: &[T],
+    next_token: Option<&str>,
+    page: usize,
+) -> Result<(Vec<T>, Option<String>), IvsError> {
+    let start = match next_token.filter(|t| !t.is_empty()) {
+        None => 0,
+        Some(t) => URL_SAFE_NO_PAD
+            .decode(t)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|s| {
+                s.strip_prefix("offset:")
+                    .and_then(|n| n.parse::<usize>().ok())
+            })
+            .ok_or_else(|| validation("nextToken is not valid"))?,
+    };
+    let start = start.min(items.len());
+    let end = (start + page).min(items.len());
+    let next = (end < items.len()).then(|| URL_SAFE_NO_PAD.encode(format!("offset:{end}")));
+    Ok((items[start..end].to_vec(), next))
+}
+
+impl Store {
+    /// An empty region.
+    pub fn new(cfg: RegionConfig) -> Self {
+        Self {
+            cfg,
+            stages: HashMap::new(),
+            order: Vec::new(),
+            keys: Vec::new(),
+            replications: Vec::new(),
+            connections: HashMap::new(),
+            revoked: HashSet::new(),
+        }
+    }
+
+    fn endpoints(&self) -> StageEndpoints {
+        StageEndpoints {
+            events: Some(self.cfg.events_url.clone()),
+            whip: Some(self.cfg.whip_url.clone()),
+            rtmp: None,
+            rtmps: None,
+        }
+    }
+
+    fn stage_view(&self, s: &StageRec) -> Stage {
+        Stage {
+            arn: s.arn.clone(),
+            name: Some(s.name.clone()),
+            active_session_id: s.session.as_ref().map(|x| x.id.clone()),
+            tags: Some(s.tags.clone()),
+            auto_participant_recording_configuration: s.auto_recording.clone(),
+            endpoints: Some(self.endpoints()),
+        }
+    }
+
+    /// The stage id of a stage ARN of this region and account, if it exists.
+    fn stage_id_of(&self, arn: &str) -> Result<String, IvsError> {
+        let parsed = Arn::parse(arn).map_err(|e| validation(e.to_string()))?;
+        if parsed.resource_type != ResourceType::Stage {
+            return Err(validation(format!("not a stage ARN: {arn}")));
+        }
+        if parsed.region != self.cfg.region || parsed.account_id != self.cfg.account_id {
+            return Err(not_found("Stage", arn));
+        }
+        if self.stages.contains_key(&parsed.resource_id) {
+            Ok(parsed.resource_id)
+        } else {
+            Err(not_found("Stage", arn))
+        }
+    }
+
+    fn stage(&self, arn: &str) -> Result<&StageRec, IvsError> {
+        let id = self.stage_id_of(arn)?;
+        Ok(&self.stages[&id])
+    }
+
+    /// CreateStage (tokens are minted by the caller, which holds the key).
+    pub fn create_stage(
+        &mut self,
+        name: Option<String>,
+        tags: Option<Tags>,
+        auto_recording: Option<ivs::AutoParticipantRecordingConfiguration>,
+        random_id: &[u8; 12],
+    ) -> Result<Stage, IvsError> {
+        let name = name.unwrap_or_default();
+        ivs::validate_name(&name).map_err(validation)?;
+        let tags = tags.unwrap_or_default();
+        ivs::validate_tags(&tags).map_err(validation)?;
+        if self.stages.len() >= self.cfg.stage_quota {
+            return Err(IvsError::new(
+                ErrorKind::ServiceQuotaExceeded,
+                format!(
+                    "Stage quota exceeded: at most {} stages per region",
+                    self.cfg.stage_quota
+                ),
+            ));
+        }
+        let mut id = ivs::resource_id(random_id);
+        while self.stages.contains_key(&id) {
+            id.push('0');
+        }
+        let arn = Arn::stage(&self.cfg.region, &self.cfg.account_id, &id).to_string();
+        let rec = StageRec {
+            arn,
+            name,
+            tags,
+            auto_recording,
+            session: None,
+            past_sessions: VecDeque::new(),
+        };
+        let view = self.stage_view(&rec);
+        self.stages.insert(id.clone(), rec);
+        self.order.push(id);
+        Ok(view)
+    }
+
+    /// GetStage.
+    pub fn get_stage(&self, arn: &str) -> Result<Stage, IvsError> {
+        Ok(self.stage_view(self.stage(arn)?))
+    }
+
+    /// UpdateStage.
+    pub fn update_stage(
+        &mut self,
+        arn: &str,
+        name: Option<String>,
+        auto_recording: Option<ivs::AutoParticipantRecordingConfiguration>,
+    ) -> Result<Stage, IvsError> {
+        if let Some(n) = &name {
+            ivs::validate_name(n).map_err(validation)?;
+        }
+        let id = self.stage_id_of(arn)?;
+        let s = self.stages.get_mut(&id).expect("checked");
+        if let Some(n) = name {
+            s.name = n;
+        }
+        if auto_recording.is_some() {
+            s.auto_recording = auto_recording;
+        }
+        let s = self.stages[&id].clone();
+        Ok(self.stage_view(&s))
+    }
+
+    /// ListStages.
+    pub fn list_stages(
+        &self,
+        next_token: Option<&str>,
+        max_results: Option<u32>,
+    ) -> Result<(Vec<StageSummary>, Option<String>), IvsError> {
+        let page = ivs::page_size(max_results, 50, 100).map_err(validation)? as usize;
+        let all: Vec<StageSummary> = self
+            .order
+            .iter()
+            .map(|id| {
+                let s = &self.stages[id];
+                StageSummary {
+                    arn: s.arn.clone(),
+                    name: Some(s.name.clone()),
+                    active_session_id: s.session.as_ref().map(|x| x.id.clone()),
+                    tags: Some(s.tags.clone()),
+                }
+            })
+            .collect();
+        paginate(&all, next_token, page)
+    }
+
+    /// DeleteStage: ends its session (participants leave) and stops its replications. Returns
+    /// the stage id and the participant ids whose media must be closed.
+    pub fn delete_stage(&mut self, arn: &str, now: i64) -> Result<(String, Vec<String>), IvsError> {
+        let id = self.stage_id_of(arn)?;
+        let stage_arn = self.stages[&id].arn.clone();
+        // Replications from or into this stage stop.
+        let affected: Vec<(String, String, String)> = self
+            .replications
+            .iter()
+            .filter(|r| {
+                r.state == ReplicationState::Active
+                    && (r.source_stage_arn == stage_arn || r.destination_stage_arn == stage_arn)
+            })
+            .map(|r| {
+                (
+                    r.source_stage_arn.clone(),
+                    r.destination_stage_arn.clone(),
+                    r.participant_id.clone(),
+                )
+            })
+            .collect();
+        for (src, dst, pid) in affected {
+            self.stop_replication_inner(&src, &dst, &pid, now);
+        }
+        let mut stage = self.stages.remove(&id).expect("checked");
+        self.order.retain(|x| x != &id);
+        let mut to_close = Vec::new();
+        if let Some(session) = stage.session.as_mut() {
+            for p in session.participants.iter_mut() {
+                if p.state == ParticipantState::Connected {
+                    Self::mark_left(p, now);
+                    if self.connections.remove(&p.id).is_some() {
+                        to_close.push(p.id.clone());
+                    }
+                }
+            }
+        }
+        self.revoked.retain(|(sid, _)| sid != &id);
+        Ok((id, to_close))
+    }
+
+    fn mark_left(p: &mut ParticipantRec, now: i64) {
+        if p.published {
+            push_event(p, event(EventName::PublishStopped, &p.id.clone(), now));
+        } else if p.role == Role::Subscriber {
+            push_event(p, event(EventName::SubscribeStopped, &p.id.clone(), now));
+        }
+        p.state = ParticipantState::Disconnected;
+        push_event(p, event(EventName::Left, &p.id.clone(), now));
+    }
+
+    /// Ends a stage's session when nobody is connected any more.
+    fn maybe_end_session(&mut self, stage_id: &str) {
+        if let Some(s) = self.stages.get_mut(stage_id) {
+            if s.session.as_ref().is_some_and(|x| !x.any_connected()) {
+                let ended = s.session.take().expect("checked");
+                s.past_sessions.push_front(ended);
+                s.past_sessions.truncate(PAST_SESSIONS_KEPT);
+            }
+        }
+    }
+
+    fn session_of<'a>(s: &'a StageRec, session_id: &str) -> Option<&'a SessionRec> {
+        s.session
+            .iter()
+            .chain(s.past_sessions.iter())
+            .find(|x| x.id == session_id)
+    }
+
+    // ---- public keys ------------------------------------------------------------------------
+
+    /// ImportPublicKey.
+    pub fn import_public_key(
+        &mut self,
+        pem: &str,
+        name: Option<String>,
+        tags: Option<Tags>,
+        random_id: &[u8; 12],
+    ) -> Result<PublicKey, IvsError> {
+        let name = name.unwrap_or_default();
+        ivs::validate_name(&name).map_err(validation)?;
+        let tags = tags.unwrap_or_default();
+        ivs::validate_tags(&tags).map_err(validation)?;
+        if !pem.contains("-----BEGIN PUBLIC KEY-----") {
+            return Err(validation(
+                "publicKeyMaterial must be a PEM-encoded public key (BEGIN PUBLIC KEY)",
+            ));
+        }
+        let key = token::verifying_key_from_pem(pem).map_err(|_| {
+            validation("publicKeyMaterial must be an ECDSA public key on curve P-384")
+        })?;
+        let fingerprint = token::fingerprint(&key);
+        if self.keys.iter().any(|k| k.fingerprint == fingerprint) {
+            return Err(IvsError::new(
+                ErrorKind::Conflict,
+                "This public key has already been imported",
+            ));
+        }
+        if self.keys.len() >= 3 {
+            return Err(IvsError::new(
+                ErrorKind::ServiceQuotaExceeded,
+                "Public key quota exceeded: at most 3 public keys per region",
+            ));
+        }
+        let id = ivs::resource_id(random_id);
+        let arn = Arn::public_key(&self.cfg.region, &self.cfg.account_id, &id).to_string();
+        let rec = KeyRec {
+            arn,
+            name,
+            pem: pem.to_string(),
+            fingerprint,
+            key,
+            tags,
+        };
+        let view = Self::key_view(&rec);
+        self.keys.push(rec);
+        Ok(view)
+    }
+
+    fn key_view(k: &KeyRec) -> PublicKey {
+        PublicKey {
+            arn: Some(k.arn.clone()),
+            name: Some(k.name.clone()),
+            public_key_material: Some(k.pem.clone()),
+            fingerprint: Some(k.fingerprint.clone()),
+            tags: Some(k.tags.clone()),
+        }
+    }
+
+    fn key_index(&self, arn: &str) -> Result<usize, IvsError> {
+        let parsed = Arn::parse(arn).map_err(|e| validation(e.to_string()))?;
+        if parsed.resource_type != ResourceType::PublicKey {
+            return Err(validation(format!("not a public-key ARN: {arn}")));
+        }
+        self.keys
+            .iter()
+            .position(|k| k.arn == arn)
+            .ok_or_else(|| not_found("PublicKey", arn))
+    }
+
+    /// GetPublicKey.
+    pub fn get_public_key(&self, arn: &str) -> Result<PublicKey, IvsError> {
+        Ok(Self::key_view(&self.keys[self.key_index(arn)?]))
+    }
+
+    /// DeletePublicKey.
+    pub fn delete_public_key(&mut self, arn: &str) -> Result<(), IvsError> {
+        let i = self.key_index(arn)?;
+        self.keys.remove(i);
+        Ok(())
+    }
+
+    /// ListPublicKeys.
+    pub fn list_public_keys(
+        &self,
+        next_token: Option<&str>,
+        max_results: Option<u32>,
+    ) -> Result<(Vec<PublicKeySummary>, Option<String>), IvsError> {
+        let page = ivs::page_size(max_results, 50, 100).map_err(validation)? as usize;
+        let all: Vec<PublicKeySummary> = self
+            .keys
+            .iter()
+            .map(|k| PublicKeySummary {
+                arn: Some(k.arn.clone()),
+                name: Some(k.name.clone()),
+                tags: Some(k.tags.clone()),
+            })
+            .collect();
+        paginate(&all, next_token, page)
+    }
+
+    /// The imported key whose ARN is `kid`.
+    pub fn imported_key(&self, kid: &str) -> Option<VerifyingKey> {
+        self.keys.iter().find(|k| k.arn == kid).map(|k| k.key)
+    }
+
+    // ---- tags -------------------------------------------------------------------------------
+
+    fn tags_mut(&mut self, arn: &str) -> Result<&mut Tags, IvsError> {
+        let parsed = Arn::parse(arn).map_err(|e| validation(e.to_string()))?;
+        match parsed.resource_type {
+            ResourceType::Stage => {
+                let id = self.stage_id_of(arn)?;
+                Ok(&mut self.stages.get_mut(&id).expect("checked").tags)
+            }
+            ResourceType::PublicKey => {
+                let i = self.key_index(arn)?;
+                Ok(&mut self.keys[i].tags)
+            }
+        }
+    }
+
+    /// TagResource.
+    pub fn tag_resource(&mut self, arn: &str, tags: Tags) -> Result<(), IvsError> {
+        ivs::validate_tags(&tags).map_err(validation)?;
+        let current = self.tags_mut(arn)?;
+        let mut merged = current.clone();
+        merged.extend(tags);
+        ivs::validate_tags(&merged).map_err(validation)?;
+        *current = merged;
+        Ok(())
+    }
+
+    /// UntagResource.
+    pub fn untag_resource(&mut self, arn: &str, keys: &[String]) -> Result<(), IvsError> {
+        if keys.is_empty() || keys.len() > ivs::MAX_TAGS {
+            return Err(validation("tagKeys must have 1 to 50 members"));
+        }
+        let current = self.tags_mut(arn)?;
+        for k in keys {
+            current.remove(k);
+        }
+        Ok(())
+    }
+
+    /// ListTagsForResource.
+    pub fn list_tags(&mut self, arn: &str) -> Result<Tags, IvsError> {
+        Ok(self.tags_mut(arn)?.clone())
+    }
+
+    // ---- participants -----------------------------------------------------------------------
+
+    /// Admits a verified token to a stage's media (before the media plane answers): checks
+    /// revocation, one connection per token and the caps, opens a session if none is active,
+    /// and records the participant as CONNECTED with a JOINED event.
+    pub fn admit(
+        &mut self,
+        claims: &Claims,
+        role: Role,
+        now: i64,
+        random_session: &[u8; 13],
+    ) -> Result<String, AdmitError> {
+        let stage_id = claims.topic.clone();
+        let Some(stage) = self.stages.get(&stage_id) else {
+            return Err(AdmitError::StageNotFound);
+        };
+        if stage.arn != claims.resource {
+            return Err(AdmitError::StageNotFound);
+        }
+        if self
+            .revoked
+            .contains(&(stage_id.clone(), claims.jti.clone()))
+        {
+            return Err(AdmitError::Revoked);
+        }
+        if self.connections.contains_key(&claims.jti) {
+            return Err(AdmitError::TokenInUse);
+        }
+        let cap = match role {
+            Role::Publisher => self.cfg.publisher_cap,
+            Role::Subscriber => self.cfg.subscriber_cap,
+        };
+        let now_connected = stage.session.as_ref().map_or(0, |s| s.connected(role));
+        if now_connected >= cap {
+            if let Some(session) = self
+                .stages
+                .get_mut(&stage_id)
+                .and_then(|s| s.session.as_mut())
+            {
+                if let Some(p) = session.find_mut(&claims.jti) {
+                    let mut e = event(EventName::JoinError, &claims.jti, now);
+                    e.error_code = Some("QUOTA_EXCEEDED".into());
+                    push_event(p, e);
+                }
+            }
+            return Err(AdmitError::AtCapacity { role, cap });
+        }
+        let stage = self.stages.get_mut(&stage_id).expect("checked");
+        let session = stage.session.get_or_insert_with(|| SessionRec {
+            id: ivs::session_id(random_session),
+            participants: Vec::new(),
+        });
+        let mut rec = ParticipantRec {
+            id: claims.jti.clone(),
+            user_id: claims.user_id.clone(),
+            attributes: claims.attributes.clone(),
+            role,
+            state: ParticipantState::Connected,
+            first_join_time: now,
+            published: false,
+            events: Vec::new(),
+            replication_type: ReplicationType::None,
+            replication_state: None,
+            source_stage_arn: None,
+            source_session_id: None,
+        };
+        // A token that connects again (after leaving) is the same participant: keep its
+        // first join time and history.
+        if let Some(old) = session.participants.iter().position(|p| p.id == claims.jti) {
+            let old = session.participants.remove(old);
+            rec.first_join_time = old.first_join_time;
+            rec.events = old.events;
+            rec.published = old.published;
+        }
+        push_event(&mut rec, event(EventName::Joined, &claims.jti, now));
+        session.participants.push(rec);
+        let session_id = session.id.clone();
+        self.connections
+            .insert(claims.jti.clone(), Connection { stage_id, role });
+        Ok(session_id)
+    }
+
+    /// The media plane refused the offer after [`admit`](Self::admit): the join failed.
+    pub fn join_failed(&mut self, stage_id: &str, pid: &str, now: i64) {
+        self.connections.remove(pid);
+        if let Some(session) = self
+            .stages
+            .get_mut(stage_id)
+            .and_then(|s| s.session.as_mut())
+        {
+            if let Some(p) = session.find_mut(pid) {
+                let mut e = event(EventName::JoinError, pid, now);
+                e.error_code = Some("INVALID_INPUT".into());
+                push_event(p, e);
+                p.state = ParticipantState::Disconnected;
+                push_event(p, event(EventName::Left, pid, now));
+            }
+        }
+        self.maybe_end_session(stage_id);
+    }
+
+    /// The active connection of a participant id.
+    pub fn connection(&self, pid: &str) -> Option<&Connection> {
+        self.connections.get(pid)
+    }
+
+    /// Media event: ICE/DTLS up. A subscriber starts receiving the stage's first publisher.
+    pub fn on_connected(&mut self, stage_id: &str, pid: &str, now: i64) {
+        let Some(session) = self
+            .stages
+            .get_mut(stage_id)
+            .and_then(|s| s.session.as_mut())
+        else {
+            return;
+        };
+        let host = session
+            .participants
+            .iter()
+            .find(|p| p.role == Role::Publisher && p.state == ParticipantState::Connected)
+            .map(|p| p.id.clone());
+        if let Some(p) = session.find_mut(pid) {
+            if p.role == Role::Subscriber && p.state == ParticipantState::Connected {
+                let mut e = event(EventName::SubscribeStarted, pid, now);
+                e.remote_participant_id = host;
+                push_event(p, e);
+            }
+        }
+    }
+
+    /// Media event: the first media from a publisher.
+    pub fn on_published(&mut self, stage_id: &str, pid: &str, now: i64) {
+        let Some(stage) = self.stages.get_mut(stage_id) else {
+            return;
+        };
+        let stage_arn = stage.arn.clone();
+        if let Some(p) = stage.session.as_mut().and_then(|s| s.find_mut(pid)) {
+            if p.state == ParticipantState::Connected {
+                p.published = true;
+                push_event(p, event(EventName::PublishStarted, pid, now));
+            }
+        }
+        // Replicas of this participant publish too.
+        let dests: Vec<String> = self
+            .replications
+            .iter()
+            .filter(|r| {
+                r.state == ReplicationState::Active
+                    && r.source_stage_arn == stage_arn
+                    && r.participant_id == pid
+            })
+            .map(|r| r.destination_stage_arn.clone())
+            .collect();
+        for d in dests {
+            if let Some(id) = ivs::stage_id_from_arn(&d).map(str::to_string) {
+                if let Some(p) = self
+                    .stages
+                    .get_mut(&id)
+                    .and_then(|s| s.session.as_mut())
+                    .and_then(|s| s.find_mut(pid))
+                {
+                    p.published = true;
+                    push_event(p, event(EventName::PublishStarted, pid, now));
+                }
+            }
+        }
+    }
+
+    /// Media event: the session ended (or DELETE of the WHIP resource).
+    pub fn on_disconnected(&mut self, stage_id: &str, pid: &str, now: i64) {
+        let Some(conn) = self.connections.get(pid) else {
+            return;
+        };
+        if conn.stage_id != stage_id {
+            return;
+        }
+        self.connections.remove(pid);
+        let stage_arn = match self.stages.get_mut(stage_id) {
+            Some(stage) => {
+                if let Some(p) = stage.session.as_mut().and_then(|s| s.find_mut(pid)) {
+                    if p.state == ParticipantState::Connected {
+                        Self::mark_left(p, now);
+                    }
+                }
+                stage.arn.clone()
+            }
+            None => return,
+        };
+        // Its replicas end with it (the reconnect window is not emulated).
+        let reps: Vec<(String, String)> = self
+            .replications
+            .iter()
+            .filter(|r| {
+                r.state == ReplicationState::Active
+                    && r.source_stage_arn == stage_arn
+                    && r.participant_id == pid
+            })
+            .map(|r| (r.source_stage_arn.clone(), r.destination_stage_arn.clone()))
+            .collect();
+        for (src, dst) in reps {
+            self.stop_replication_inner(&src, &dst, pid, now);
+        }
+        self.maybe_end_session(stage_id);
+    }
+
+    /// DisconnectParticipant: revokes the participant's token on this stage and returns whether
+    /// it had a media connection to close.
+    pub fn disconnect_participant(
+        &mut self,
+        stage_arn: &str,
+        pid: &str,
+        now: i64,
+    ) -> Result<bool, IvsError> {
+        let stage_id = self.stage_id_of(stage_arn)?;
+        let connected = self.stages[&stage_id]
+            .session
+            .as_ref()
+            .and_then(|s| s.find(pid))
+            .is_some_and(|p| p.state == ParticipantState::Connected);
+        if !connected {
+            return Err(IvsError::new(
+                ErrorKind::ResourceNotFound,
+                format!("Participant not found: {pid}"),
+            ));
+        }
+        self.revoked.insert((stage_id.clone(), pid.to_string()));
+        let had_media = self.connections.contains_key(pid);
+        if had_media {
+            self.on_disconnected(&stage_id, pid, now);
+        } else {
+            // A replica: stop its replication.
+            let src = self.stages[&stage_id]
+                .session
+                .as_ref()
+                .and_then(|s| s.find(pid))
+                .and_then(|p| p.source_stage_arn.clone());
+            if let Some(src) = src {
+                let arn = self.stages[&stage_id].arn.clone();
+                self.stop_replication_inner(&src, &arn, pid, now);
+            }
+        }
+        Ok(had_media)
+    }
+
+    fn summary(p: &ParticipantRec) -> ParticipantSummary {
+        ParticipantSummary {
+            participant_id: Some(p.id.clone()),
+            user_id: p.user_id.clone(),
+            state: Some(p.state),
+            first_join_time: Some(iso(p.first_join_time)),
+            published: Some(p.published),
+            recording_state: Some("DISABLED".into()),
+            replication_type: Some(p.replication_type),
+            replication_state: p.replication_state,
+            source_stage_arn: p.source_stage_arn.clone(),
+            source_session_id: p.source_session_id.clone(),
+        }
+    }
+
+    /// ListParticipants (an unknown stage or session lists nothing, as the model has no
+    /// not-found error for it).
+    #[allow(clippy::too_many_arguments)]
+    pub fn list_participants(
+        &self,
+        stage_arn: &str,
+        session_id: &str,
+        user_id: Option<&str>,
+        published: Option<bool>,
+        state: Option<ParticipantState>,
+        next_token: Option<&str>,
+        max_results: Option<u32>,
+    ) -> Result<(Vec<ParticipantSummary>, Option<String>), IvsError> {
+        Arn::parse(stage_arn).map_err(|e| validation(e.to_string()))?;
+        let filters = [user_id.is_some(), published.is_some(), state.is_some()]
+            .iter()
+            .filter(|x| **x)
+            .count();
+        if filters > 1 {
+            return Err(validation(
+                "Only one of filterByUserId, filterByPublished, filterByState can be provided",
+            ));
+        }
+        let page = ivs::page_size(max_results, 50, 100).map_err(validation)? as usize;
+        let all: Vec<ParticipantSummary> = self
+            .stage(stage_arn)
+            .ok()
+            .and_then(|s| Self::session_of(s, session_id))
+            .map(|session| {
+                session
+                    .participants
+                    .iter()
+                    .filter(|p| user_id.is_none_or(|u| p.user_id.as_deref() == Some(u)))
+                    .filter(|p| published.is_none_or(|b| p.published == b))
+                    .filter(|p| state.is_none_or(|st| p.state == st))
+                    .map(Self::summary)
+                    .collect()
+            })
+            .unwrap_or_default();
+        paginate(&all, next_token, page)
+    }
+
+    /// GetParticipant.
+    pub fn get_participant(
+        &self,
+        stage_arn: &str,
+        session_id: &str,
+        pid: &str,
+    ) -> Result<Participant, IvsError> {
+        let stage = self.stage(stage_arn)?;
+        let session =
+            Self::session_of(stage, session_id).ok_or_else(|| not_found("Session", session_id))?;
+        let p = session
+            .find(pid)
+            .ok_or_else(|| not_found("Participant", pid))?;
+        Ok(Participant {
+            participant_id: Some(p.id.clone()),
+            user_id: p.user_id.clone(),
+            state: Some(p.state),
+            first_join_time: Some(iso(p.first_join_time)),
+            attributes: Some(p.attributes.clone().unwrap_or_default()),
+            published: Some(p.published),
+            sdk_version: Some("ivs-local".into()),
+            recording_state: Some("DISABLED".into()),
+            protocol: Some(ParticipantProtocol::Whip),
+            replication_type: Some(p.replication_type),
+            replication_state: p.replication_state,
+            source_stage_arn: p.source_stage_arn.clone(),
+            source_session_id: p.source_session_id.clone(),
+            ..Participant::default()
+        })
+    }
+
+    /// ListParticipantEvents.
+    pub fn list_participant_events(
+        &self,
+        stage_arn: &str,
+        session_id: &str,
+        pid: &str,
+        next_token: Option<&str>,
+        max_results: Option<u32>,
+    ) -> Result<(Vec<Event>, Option<String>), IvsError> {
+        Arn::parse(stage_arn).map_err(|e| validation(e.to_string()))?;
+        let page = ivs::page_size(max_results, 50, 100).map_err(validation)? as usize;
+        let all = self
+            .stage(stage_arn)
+            .ok()
+            .and_then(|s| Self::session_of(s, session_id))
+            .and_then(|s| s.find(pid))
+            .map(|p| p.events.clone())
+            .unwrap_or_default();
+        paginate(&all, next_token, page)
+    }
+
+    // ---- replication ------------------------------------------------------------------------
+
+    /// StartParticipantReplication: the participant (connected in the source) appears in the
+    /// destination as a REPLICA publisher.
+    pub fn start_replication(
+        &mut self,
+        source_arn: &str,
+        dest_arn: &str,
+        pid: &str,
+        attributes: Option<Attributes>,
+        now: i64,
+        random_session: &[u8; 13],
+    ) -> Result<(), IvsError> {
+        if let Some(a) = &attributes {
+            if ivs::attributes_size(a) > ivs::MAX_ATTRIBUTES_BYTES {
+                return Err(validation("attributes must be at most 1 KB in total"));
+            }
+        }
+        let src_id = self.stage_id_of(source_arn)?;
+        let dst_id = self.stage_id_of(dest_arn)?;
+        if src_id == dst_id {
+            return Err(validation(
+                "sourceStageArn and destinationStageArn must differ",
+            ));
+        }
+        let (source_session_id, source_p) = {
+            let s = &self.stages[&src_id];
+            let session = s.session.as_ref();
+            let p = session
+                .and_then(|x| x.find(pid))
+                .filter(|p| p.state == ParticipantState::Connected && p.role == Role::Publisher)
+                .ok_or_else(|| not_found("Publishing participant in the source stage", pid))?;
+            (session.expect("found in it").id.clone(), p.clone())
+        };
+        let active =
+            |r: &&ReplicationRec| r.state == ReplicationState::Active && r.participant_id == pid;
+        if self
+            .replications
+            .iter()
+            .filter(active)
+            .any(|r| r.source_stage_arn == source_arn && r.destination_stage_arn == dest_arn)
+        {
+            return Err(IvsError::new(
+                ErrorKind::Conflict,
+                "This participant is already replicated to the destination stage",
+            ));
+        }
+        if self.replications.iter().filter(active).count() >= MAX_REPLICATIONS_PER_PARTICIPANT {
+            return Err(IvsError::new(
+                ErrorKind::ServiceQuotaExceeded,
+                "A participant can be replicated to at most 5 stages",
+            ));
+        }
+        let cap = self.cfg.publisher_cap;
+        let dst = self.stages.get_mut(&dst_id).expect("checked");
+        if dst
+            .session
+            .as_ref()
+            .map_or(0, |s| s.connected(Role::Publisher))
+            >= cap
+        {
+            return Err(IvsError::new(
+                ErrorKind::ServiceQuotaExceeded,
+                format!("The destination stage already has {cap} publishers"),
+            ));
+        }
+        let session = dst.session.get_or_insert_with(|| SessionRec {
+            id: ivs::session_id(random_session),
+            participants: Vec::new(),
+        });
+        let destination_session_id = session.id.clone();
+        let mut merged = source_p.attributes.clone().unwrap_or_default();
+        merged.extend(attributes.unwrap_or_default());
+        let mut replica = ParticipantRec {
+            id: pid.to_string(),
+            user_id: source_p.user_id.clone(),
+            attributes: Some(merged),
+            role: Role::Publisher,
+            state: ParticipantState::Connected,
+            first_join_time: now,
+            published: source_p.published,
+            events: Vec::new(),
+            replication_type: ReplicationType::Replica,
+            replication_state: Some(ReplicationState::Active),
+            source_stage_arn: Some(source_arn.to_string()),
+            source_session_id: Some(source_session_id.clone()),
+        };
+        session.participants.retain(|p| p.id != pid);
+        push_event(&mut replica, event(EventName::Joined, pid, now));
+        let mut started = event(EventName::ReplicationStarted, pid, now);
+        started.destination_stage_arn = Some(dest_arn.to_string());
+        started.destination_session_id = Some(destination_session_id.clone());
+        started.replica = Some(true);
+        push_event(&mut replica, started.clone());
+        if replica.published {
+            push_event(&mut replica, event(EventName::PublishStarted, pid, now));
+        }
+        session.participants.push(replica);
+        if let Some(p) = self
+            .stages
+            .get_mut(&src_id)
+            .and_then(|s| s.session.as_mut())
+            .and_then(|s| s.find_mut(pid))
+        {
+            p.replication_type = ReplicationType::Source;
+            p.replication_state = Some(ReplicationState::Active);
+            started.replica = Some(false);
+            push_event(p, started);
+        }
+        self.replications.push(ReplicationRec {
+            source_stage_arn: source_arn.to_string(),
+            source_session_id,
+            destination_stage_arn: dest_arn.to_string(),
+            destination_session_id,
+            participant_id: pid.to_string(),
+            state: ReplicationState::Active,
+        });
+        Ok(())
+    }
+
+    fn stop_replication_inner(&mut self, src: &str, dst: &str, pid: &str, now: i64) -> bool {
+        let Some(rep) = self.replications.iter_mut().find(|r| {
+            r.state == ReplicationState::Active
+                && r.source_stage_arn == src
+                && r.destination_stage_arn == dst
+                && r.participant_id == pid
+        }) else {
+            return false;
+        };
+        rep.state = ReplicationState::Stopped;
+        let dest_session = rep.destination_session_id.clone();
+        let mut stopped = event(EventName::ReplicationStopped, pid, now);
+        stopped.destination_stage_arn = Some(dst.to_string());
+        stopped.destination_session_id = Some(dest_session);
+        if let Some(id) = ivs::stage_id_from_arn(dst).map(str::to_string) {
+            if let Some(p) = self
+                .stages
+                .get_mut(&id)
+                .and_then(|s| s.session.as_mut())
+                .and_then(|s| s.find_mut(pid))
+            {
+                if p.state == ParticipantState::Connected {
+                    p.replication_state = Some(ReplicationState::Stopped);
+                    let mut e = stopped.clone();
+                    e.replica = Some(true);
+                    push_event(p, e);
+                    Self::mark_left(p, now);
+                }
+            }
+            self.maybe_end_session(&id);
+        }
+        let still_active = self.replications.iter().any(|r| {
+            r.state == ReplicationState::Active
+                && r.source_stage_arn == src
+                && r.participant_id == pid
+        });
+        if let Some(id) = ivs::stage_id_from_arn(src).map(str::to_string) {
+            if let Some(p) = self
+                .stages
+                .get_mut(&id)
+                .and_then(|s| s.session.as_mut())
+                .and_then(|s| s.find_mut(pid))
+            {
+                stopped.replica = Some(false);
+                push_event(p, stopped);
+                if !still_active {
+                    p.replication_state = Some(ReplicationState::Stopped);
+                }
+            }
+        }
+        true
+    }
+
+    /// StopParticipantReplication.
+    pub fn stop_replication(
+        &mut self,
+        source_arn: &str,
+        dest_arn: &str,
+        pid: &str,
+        now: i64,
+    ) -> Result<(), IvsError> {
+        self.stage_id_of(source_arn)?;
+        self.stage_id_of(dest_arn)?;
+        if self.stop_replication_inner(source_arn, dest_arn, pid, now) {
+            Ok(())
+        } else {
+            Err(not_found("Active replication of participant", pid))
+        }
+    }
+
+    /// ListParticipantReplicas.
+    pub fn list_replicas(
+        &self,
+        source_arn: &str,
+        pid: &str,
+        next_token: Option<&str>,
+        max_results: Option<u32>,
+    ) -> Result<(Vec<ParticipantReplica>, Option<String>), IvsError> {
+        Arn::parse(source_arn).map_err(|e| validation(e.to_string()))?;
+        let page = ivs::page_size(max_results, 50, 50).map_err(validation)? as usize;
+        let all: Vec<ParticipantReplica> = self
+            .replications
+            .iter()
+            .filter(|r| r.source_stage_arn == source_arn && r.participant_id == pid)
+            .map(|r| ParticipantReplica {
+                source_stage_arn: r.source_stage_arn.clone(),
+                participant_id: r.participant_id.clone(),
+                source_session_id: r.source_session_id.clone(),
+                destination_stage_arn: r.destination_stage_arn.clone(),
+                destination_session_id: r.destination_session_id.clone(),
+                replication_state: match r.state {
+                    ReplicationState::Active => "ACTIVE".into(),
+                    ReplicationState::Stopped => "STOPPED".into(),
+                },
+            })
+            .collect();
+        paginate(&all, next_token, page)
+    }
+
+    /// Counts for `/_local/stats`.
+    pub fn counts(&self) -> serde_json::Value {
+        let sessions = self.stages.values().filter(|s| s.session.is_some()).count();
+        let (mut publishers, mut subscribers) = (0, 0);
+        for s in self.stages.values().filter_map(|s| s.session.as_ref()) {
+            publishers += s.connected(Role::Publisher);
+            subscribers += s.connected(Role::Subscriber);
+        }
+        serde_json::json!({
+            "stages": self.stages.len(),
+            "activeSessions": sessions,
+            "publicKeys": self.keys.len(),
+            "connectedPublishers": publishers,
+            "connectedSubscribers": subscribers,
+            "mediaConnections": self.connections.len(),
+            "activeReplications": self.replications.iter().filter(|r| r.state == ReplicationState::Active).count(),
+        })
+    }
+}
+
+/// The capabilities a CreateParticipantToken request asks for (default both).
+pub fn capabilities_of(caps: Option<&[ParticipantTokenCapability]>) -> (bool, bool) {
+    match caps {
+        None => (true, true),
+        Some(c) => (
+            c.contains(&ParticipantTokenCapability::Publish),
+            c.contains(&ParticipantTokenCapability::Subscribe),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> Store {
+        Store::new(RegionConfig {
+            region: "us-east-1".into(),
+            account_id: "123456789012".into(),
+            whip_url: "http://127.0.0.1:1/whip".into(),
+            events_url: "ws://127.0.0.1:1/events".into(),
+            stage_quota: 3,
+            publisher_cap: 2,
+            subscriber_cap: 1,
+        })
+    }
+
+    fn claims(stage: &Stage, jti: &str) -> Claims {
+        Claims {
+            exp: 10_000,
+            iat: 0,
+            jti: jti.into(),
+            user_id: Some(format!("u-{jti}")),
+            resource: stage.arn.clone(),
+            topic: ivs::stage_id_from_arn(&stage.arn).unwrap().into(),
+            events_url: "e".into(),
+            whip_url: "w".into(),
+            capabilities: token::Capabilities {
+                allow_publish: true,
+                allow_subscribe: true,
+            },
+            attributes: None,
+            version: "1.0".into(),
+        }
+    }
+
+    #[test]
+    fn sessions_open_with_the_first_participant_and_close_with_the_last() {
+        let mut s = store();
+        let stage = s
+            .create_stage(Some("a".into()), None, None, &[1; 12])
+            .unwrap();
+        assert_eq!(stage.active_session_id, None);
+        let sid = s
+            .admit(&claims(&stage, "host"), Role::Publisher, 100, &[2; 13])
+            .unwrap();
+        assert_eq!(sid.len(), 16);
+        assert_eq!(
+            s.get_stage(&stage.arn).unwrap().active_session_id,
+            Some(sid.clone())
+        );
+        // One token, one connection.
+        assert_eq!(
+            s.admit(&claims(&stage, "host"), Role::Publisher, 101, &[3; 13]),
+            Err(AdmitError::TokenInUse)
+        );
+        s.admit(&claims(&stage, "v1"), Role::Subscriber, 102, &[3; 13])
+            .unwrap();
+        assert_eq!(
+            s.admit(&claims(&stage, "v2"), Role::Subscriber, 103, &[3; 13]),
+            Err(AdmitError::AtCapacity {
+                role: Role::Subscriber,
+                cap: 1
+            })
+        );
+        s.on_published(ivs::stage_id_from_arn(&stage.arn).unwrap(), "host", 104);
+        let stage_id = ivs::stage_id_from_arn(&stage.arn).unwrap().to_string();
+        s.on_disconnected(&stage_id, "host", 110);
+        assert!(s.get_stage(&stage.arn).unwrap().active_session_id.is_some());
+        s.on_disconnected(&stage_id, "v1", 111);
+        assert_eq!(s.get_stage(&stage.arn).unwrap().active_session_id, None);
+        let (list, _) = s
+            .list_participants(&stage.arn, &sid, None, None, None, None, None)
+            .unwrap();
+        assert_eq!(list.len(), 2);
+        assert!(list
+            .iter()
+            .all(|p| p.state == Some(ParticipantState::Disconnected)));
+        let (events, _) = s
+            .list_participant_events(&stage.arn, &sid, "host", None, None)
+            .unwrap();
+        let names: Vec<EventName> = events.iter().filter_map(|e| e.name).collect();
+        assert_eq!(
+            names,
+            [
+                EventName::Joined,
+                EventName::PublishStarted,
+                EventName::PublishStopped,
+                EventName::Left
+            ]
+        );
+    }
+
+    #[test]
+    fn quotas_of_stages_and_keys() {
+        let mut s = store();
+        for i in 0..3u8 {
+            s.create_stage(None, None, None, &[i; 12]).unwrap();
+        }
+        let e = s.create_stage(None, None, None, &[9; 12]).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::ServiceQuotaExceeded);
+        assert_eq!(e.status, 402);
+    }
+
+    #[test]
+    fn pagination_walks_every_item_once() {
+        let items: Vec<u32> = (0..7).collect();
+        let mut seen = Vec::new();
+        let mut token = None;
+        loop {
+            let (page, next) = paginate(&items, token.as_deref(), 3).unwrap();
+            seen.extend(page);
+            match next {
+                Some(t) => token = Some(t),
+                None => break,
+            }
+        }
+        assert_eq!(seen, items);
+        assert!(paginate(&items, Some("garbage!"), 3).is_err());
+    }
+}
