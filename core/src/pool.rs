@@ -363,6 +363,9 @@ pub struct Assignment {
 pub struct NoSeat {
     /// Stages being created right now: a seat is likely within seconds.
     pub stages_creating: u32,
+    /// Replicate mode: warming replica stages with room, waiting for the host's replica to be
+    /// seen there before they take viewers.
+    pub replicas_waiting: u32,
     /// Whether the pool may still create stages (below `max_stages`).
     pub can_create: bool,
 }
@@ -371,6 +374,11 @@ impl NoSeat {
     /// Whether a stage is being created (retry soon).
     pub fn stage_being_created(&self) -> bool {
         self.stages_creating > 0
+    }
+
+    /// Whether seats are on their way: a stage being created or a replica waiting for the host.
+    pub fn seat_coming(&self) -> bool {
+        self.stages_creating > 0 || self.replicas_waiting > 0
     }
 }
 
@@ -1108,13 +1116,14 @@ impl Pool {
         let Some(stage_id) = self.pick_stage() else {
             self.meta.stats.refusals += 1;
             self.changes.meta = true;
-            let creating = self
-                .stages
-                .values()
-                .filter(|s| s.state == StageState::Creating)
-                .count() as u32;
+            let count = |f: &dyn Fn(&Stage) -> bool| self.stages.values().filter(|s| f(s)).count();
+            let creating = count(&|s| s.state == StageState::Creating) as u32;
+            let replicas_waiting = count(&|s| {
+                s.state == StageState::Warming && s.origin.is_some() && s.load < s.capacity
+            }) as u32;
             return Err(AssignError::NoSeat(NoSeat {
                 stages_creating: creating,
+                replicas_waiting,
                 can_create: self.existing_stages() < self.settings.max_stages,
             }));
         };

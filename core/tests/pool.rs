@@ -227,6 +227,7 @@ fn live_stages_come_before_warming_ones_until_full() {
         refused,
         AssignError::NoSeat(NoSeat {
             stages_creating: 0,
+            replicas_waiting: 0,
             can_create: true
         })
     );
@@ -271,6 +272,7 @@ fn refusal_says_whether_more_stages_can_be_made() {
         pool.assign("b", T0, &rnd(2)).unwrap_err(),
         AssignError::NoSeat(NoSeat {
             stages_creating: 0,
+            replicas_waiting: 0,
             can_create: false
         })
     );
@@ -704,11 +706,15 @@ fn a_warming_replica_gets_no_viewers_until_the_host_is_seen_there() {
     assert_eq!(pool.stage(replica).unwrap().origin, Some(origin));
     // The warming origin takes a viewer (the host publishes there directly)...
     assert_eq!(pool.assign("a", T0, &rnd(1)).unwrap().stage, origin);
-    // ...the warming replica does not.
-    assert!(matches!(
-        pool.assign("b", T0, &rnd(2)),
-        Err(AssignError::NoSeat(_))
-    ));
+    // ...the warming replica does not, and the refusal says a seat is on its way.
+    match pool.assign("b", T0, &rnd(2)) {
+        Err(AssignError::NoSeat(no)) => {
+            assert_eq!(no.replicas_waiting, 1);
+            assert!(no.seat_coming());
+            assert!(!no.stage_being_created());
+        }
+        other => panic!("{other:?}"),
+    }
     pool.mark_live(origin, "host", T0).unwrap();
     let obs = Observation {
         observed_at: T0 + 1,

@@ -297,6 +297,11 @@ fn step(w: &mut World, op: &Op) -> Result<(), TestCaseError> {
                         .filter(|s| s.state == StageState::Creating)
                         .count() as u32;
                     prop_assert_eq!(no.stages_creating, creating);
+                    let waiting = probe
+                        .stages()
+                        .filter(|s| s.state == StageState::Warming && s.origin.is_some())
+                        .count() as u32;
+                    prop_assert_eq!(no.replicas_waiting, waiting);
                 }
                 Err(e) => return Err(TestCaseError::fail(format!("assign: {e}"))),
             }
