@@ -6,133 +6,12 @@
 mod common;
 
 use std::io::Write;
-use std::net::TcpListener as StdListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
 use stagefan_core::pool::StageState;
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let d = std::env::temp_dir().join(format!(
-        "stagefan-monitor-{tag}-{}-{nanos}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// Kills a child when dropped (a failing test leaves nothing running).
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn tool(name: &str) -> String {
-    let path = format!("/usr/bin/{name}");
-    assert!(
-        std::path::Path::new(&path).exists(),
-        "{path} is missing: install Debian's `prometheus` package (apt-get install -y prometheus)"
-    );
-    path
-}
-
-async fn scripted_stack() -> (ScriptedIvs, ScriptedEdge, String, String) {
-    let ivs = ScriptedIvs::default();
-    let edge = ScriptedEdge::default();
-    let a = arn("promstage001");
-    let b = arn("promstage002");
-    ivs.add_stage(&a, true, Some("default"));
-    ivs.add_stage(&b, true, Some("default"));
-    ivs.set_participants(&a, 1, 12);
-    ivs.set_participants(&b, 1, 5);
-    let mut snap = snapshot(
-        "default",
-        1,
-        vec![
-            stage(1, &a, StageState::Live, 12, 50),
-            stage(2, &b, StageState::Live, 5, 50),
-        ],
-    );
-    snap.stats.joins = 42;
-    snap.stats.refusals = 3;
-    edge.put_pool(snap);
-    let ivs_addr = ivs.start().await;
-    let edge_addr = edge.start().await;
-    (
-        ivs,
-        edge,
-        format!("http://{ivs_addr}"),
-        format!("http://{edge_addr}"),
-    )
-}
-
-fn start_monitor(ivs_url: &str, edge_url: &str, port: u16, poll: &str) -> Guard {
-    start_monitor_with(ivs_url, edge_url, port, poll, &[])
-}
-
-fn start_monitor_with(
-    ivs_url: &str,
-    edge_url: &str,
-    port: u16,
-    poll: &str,
-    extra: &[&str],
-) -> Guard {
-    let child = Command::new(env!("CARGO_BIN_EXE_stagefan-monitor"))
-        .args([
-            "--poll-interval",
-            poll,
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .args(extra)
-        .env("STAGEFAN_EDGE_URL", edge_url)
-        .env("STAGEFAN_ADMIN_KEY", ADMIN_KEY)
-        .env("IVS_ENDPOINT", ivs_url)
-        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET)
-        .env_remove("AWS_SESSION_TOKEN")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("monitor binary starts");
-    Guard(child)
-}
-
-async fn wait_for(url: &str, want: u16, within: Duration) -> String {
-    let deadline = std::time::Instant::now() + within;
-    loop {
-        if let Ok(r) = reqwest::get(url).await {
-            if r.status().as_u16() == want {
-                return r.text().await.unwrap();
-            }
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{url} did not answer {want} within {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promtool_accepts_the_exposition_and_prometheus_scrapes_the_expected_series() {
@@ -259,15 +138,6 @@ async fn promtool_accepts_the_exposition_and_prometheus_scrapes_the_expected_ser
     let subs = query("stagefan_ivs_stage_subscribers{stage=\"promstage001\"}").await;
     assert_eq!(value(&subs[0]), 12.0);
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn kill(pid: u32, signal: &str) {
-    let ok = Command::new("kill")
-        .args([&format!("-{signal}"), &pid.to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -{signal} {pid}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -627,3 +627,254 @@ pub fn max_per_second(times: &[Instant]) -> usize {
     }
     best
 }
+
+// ------------------------------------------------------------------------------------------
+// Processes
+
+use std::net::TcpListener as StdListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let d = std::env::temp_dir().join(format!(
+        "stagefan-monitor-{tag}-{}-{nanos}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Kills a child when dropped (a failing test leaves nothing running).
+pub struct Guard(pub Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn tool(name: &str) -> String {
+    let path = format!("/usr/bin/{name}");
+    assert!(
+        std::path::Path::new(&path).exists(),
+        "{path} is missing: install Debian's `prometheus` package (apt-get install -y prometheus)"
+    );
+    path
+}
+
+pub async fn scripted_stack() -> (ScriptedIvs, ScriptedEdge, String, String) {
+    let ivs = ScriptedIvs::default();
+    let edge = ScriptedEdge::default();
+    let a = arn("promstage001");
+    let b = arn("promstage002");
+    ivs.add_stage(&a, true, Some("default"));
+    ivs.add_stage(&b, true, Some("default"));
+    ivs.set_participants(&a, 1, 12);
+    ivs.set_participants(&b, 1, 5);
+    let mut snap = snapshot(
+        "default",
+        1,
+        vec![
+            stage(1, &a, StageState::Live, 12, 50),
+            stage(2, &b, StageState::Live, 5, 50),
+        ],
+    );
+    snap.stats.joins = 42;
+    snap.stats.refusals = 3;
+    edge.put_pool(snap);
+    let ivs_addr = ivs.start().await;
+    let edge_addr = edge.start().await;
+    (
+        ivs,
+        edge,
+        format!("http://{ivs_addr}"),
+        format!("http://{edge_addr}"),
+    )
+}
+
+pub fn start_monitor(ivs_url: &str, edge_url: &str, port: u16, poll: &str) -> Guard {
+    start_monitor_with(ivs_url, edge_url, port, poll, &[])
+}
+
+pub fn start_monitor_with(
+    ivs_url: &str,
+    edge_url: &str,
+    port: u16,
+    poll: &str,
+    extra: &[&str],
+) -> Guard {
+    // STAGEFAN_MONITOR_BIN runs another build (e.g. release, for measurements).
+    let bin = std::env::var("STAGEFAN_MONITOR_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_stagefan-monitor").to_string());
+    let child = Command::new(bin)
+        .args([
+            "--poll-interval",
+            poll,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(extra)
+        .env("STAGEFAN_EDGE_URL", edge_url)
+        .env("STAGEFAN_ADMIN_KEY", ADMIN_KEY)
+        .env("IVS_ENDPOINT", ivs_url)
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env_remove("AWS_SESSION_TOKEN")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("monitor binary starts");
+    Guard(child)
+}
+
+pub async fn wait_for(url: &str, want: u16, within: Duration) -> String {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Ok(r) = reqwest::get(url).await {
+            if r.status().as_u16() == want {
+                return r.text().await.unwrap();
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{url} did not answer {want} within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub fn kill(pid: u32, signal: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{signal} {pid}");
+}
+
+// ------------------------------------------------------------------------------------------
+// The real ivs-local
+
+/// The ivs-local binary: `IVS_LOCAL_BIN`, or the one cargo built beside this test
+/// (`cargo build -p ivs-local`, or any `cargo test --workspace`).
+pub fn ivs_local_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("IVS_LOCAL_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let bin = dir.join("ivs-local");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p ivs-local` (same CARGO_TARGET_DIR) or set IVS_LOCAL_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// Starts ivs-local on free ports, control plane only; returns it and its base URL.
+pub async fn start_ivs_local(extra_env: &[(&str, &str)]) -> (Guard, String) {
+    let port = free_port();
+    let media = free_port();
+    let mut cmd = Command::new(ivs_local_bin());
+    cmd.env("IVS_LOCAL_PORT", port.to_string())
+        .env("IVS_LOCAL_MEDIA_PORT", media.to_string())
+        .env("IVS_LOCAL_NO_MEDIA", "true")
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let guard = Guard(cmd.spawn().expect("ivs-local starts"));
+    let base = format!("http://127.0.0.1:{port}");
+    wait_for(
+        &format!("{base}/_local/stats"),
+        200,
+        Duration::from_secs(30),
+    )
+    .await;
+    (guard, base)
+}
+
+/// One signed IVS call (the test's own, not the monitor's): status and JSON body.
+pub async fn ivs_call(base: &str, op: &str, body: Value) -> (u16, Value) {
+    let url = reqwest::Url::parse(base).unwrap();
+    let host = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap());
+    let bytes = serde_json::to_vec(&body).unwrap();
+    let path = format!("/{op}");
+    let headers = [
+        ("host", host.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let creds = Credentials::new(ACCESS_KEY, SECRET, None);
+    let signed = sigv4::sign(
+        &HttpRequest {
+            method: "POST",
+            path: &path,
+            query: "",
+            headers: &headers,
+            body: &bytes,
+        },
+        &sigv4::SigningParams {
+            credentials: &creds,
+            region: "us-east-1",
+            service: "ivs",
+            time: sigv4::UtcDateTime::from_unix(now),
+            settings: Default::default(),
+        },
+    );
+    let mut req = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .header("host", &host)
+        .header("content-type", "application/json");
+    for (n, v) in &signed.headers {
+        req = req.header(*n, v);
+    }
+    let resp = req.body(bytes).send().await.unwrap();
+    let status = resp.status().as_u16();
+    let v = resp.json::<Value>().await.unwrap_or(Value::Null);
+    (status, v)
+}
+
+/// CreateStage with tags, retrying throttled attempts; returns the ARN.
+pub async fn create_stage(base: &str, name: &str, tags: Value) -> String {
+    loop {
+        let (status, v) = ivs_call(base, "CreateStage", json!({"name": name, "tags": tags})).await;
+        match status {
+            200 => return v["stage"]["arn"].as_str().unwrap().to_string(),
+            429 => tokio::time::sleep(Duration::from_millis(250)).await,
+            s => panic!("CreateStage answered {s}: {v}"),
+        }
+    }
+}
+
+/// ivs-local's `/_local/stats`.
+pub async fn local_stats(base: &str) -> Value {
+    reqwest::get(format!("{base}/_local/stats"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
