@@ -1,0 +1,486 @@
+//! WHIP publish / WHEP-style subscribe signaling of the real ivs-local binary: token checks
+//! (imported keys and ivs-local's own), capabilities, one token = one connection, the 12
+//! publisher and subscriber caps, CORS, DELETE, DisconnectParticipant, DeleteStage, and the
+//! participant registry (sessions, ListParticipants, ListParticipantEvents). SDP offers are
+//! made by str0m, a real WebRTC stack.
+
+mod common;
+
+use common::{unix_now, IvsLocal};
+use serde_json::{json, Value};
+use stagefan_core::ivs::{stage_id_from_arn, Operation as Op};
+use stagefan_core::token::{self, SigningKey, TokenBuilder};
+use str0m::media::{Direction, MediaKind};
+use str0m::Rtc;
+
+fn offer(publish: bool) -> String {
+    let mut rtc = Rtc::new(std::time::Instant::now());
+    let mut api = rtc.sdp_api();
+    let dir = if publish {
+        Direction::SendOnly
+    } else {
+        Direction::RecvOnly
+    };
+    api.add_media(MediaKind::Audio, dir, None, None, None);
+    api.add_media(MediaKind::Video, dir, None, None, None);
+    let (offer, _pending) = api.apply().expect("an offer");
+    offer.to_sdp_string()
+}
+
+struct Fixture {
+    ivs: IvsLocal,
+    key: SigningKey,
+    kid: String,
+    stage_arn: String,
+    whip: String,
+    http: reqwest::Client,
+}
+
+impl Fixture {
+    async fn new(extra: &[&str]) -> Self {
+        let mut args = vec!["--rate-scale", "0"];
+        args.extend_from_slice(extra);
+        let ivs = IvsLocal::start(&args);
+        let c = ivs.client();
+        let key = token::signing_key_from_bytes(&[42; 48]).unwrap();
+        let kid = c
+            .call(
+                Op::ImportPublicKey,
+                json!({"publicKeyMaterial": token::public_key_pem(key.verifying_key())}),
+            )
+            .await
+            .ok()["publicKey"]["arn"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let stage = c.call(Op::CreateStage, json!({"name": "whip"})).await.ok()["stage"].clone();
+        Fixture {
+            stage_arn: stage["arn"].as_str().unwrap().to_string(),
+            whip: stage["endpoints"]["whip"].as_str().unwrap().to_string(),
+            ivs,
+            key,
+            kid,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    fn token(&self, pid: &str, publish: bool, subscribe: bool) -> String {
+        self.token_for(&self.stage_arn, pid, publish, subscribe, unix_now(), 600)
+    }
+
+    fn token_for(
+        &self,
+        arn: &str,
+        pid: &str,
+        publish: bool,
+        subscribe: bool,
+        iat: i64,
+        ttl: i64,
+    ) -> String {
+        TokenBuilder::new(&self.kid, arn, &self.whip, "ws://unused")
+            .participant_id(pid)
+            .user_id(format!("user-{pid}"))
+            .capabilities(publish, subscribe)
+            .valid_for(iat, ttl)
+            .build()
+            .unwrap()
+            .sign(&self.key)
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        token: &str,
+        sdp: String,
+    ) -> (u16, reqwest::header::HeaderMap, String) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.whip))
+            .bearer_auth(token)
+            .header("content-type", "application/sdp")
+            .body(sdp)
+            .send()
+            .await
+            .unwrap();
+        let (status, headers) = (r.status().as_u16(), r.headers().clone());
+        (status, headers, r.text().await.unwrap())
+    }
+
+    async fn publish(&self, token: &str) -> (u16, reqwest::header::HeaderMap, String) {
+        self.post("", token, offer(true)).await
+    }
+
+    async fn subscribe(&self, token: &str) -> (u16, reqwest::header::HeaderMap, String) {
+        self.post("/subscribe", token, offer(false)).await
+    }
+
+    async fn stage(&self) -> Value {
+        self.ivs
+            .client()
+            .call(Op::GetStage, json!({"arn": self.stage_arn}))
+            .await
+            .ok()["stage"]
+            .clone()
+    }
+
+    async fn participants(&self, session: &str) -> Vec<Value> {
+        self.ivs
+            .client()
+            .call(
+                Op::ListParticipants,
+                json!({"stageArn": self.stage_arn, "sessionId": session}),
+            )
+            .await
+            .ok()["participants"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+}
+
+fn code(body: &str) -> String {
+    let v: Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("JSON error body: {body}"));
+    v["error"]["code"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn publish_and_subscribe_register_participants_and_sessions() {
+    let f = Fixture::new(&[]).await;
+    assert!(f.stage().await.get("activeSessionId").is_none());
+
+    let (status, headers, answer) = f.publish(&f.token("host1", true, true)).await;
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(headers["location"], "/whip/session/host1");
+    assert_eq!(headers["content-type"], "application/sdp");
+    assert_eq!(headers["access-control-allow-origin"], "*");
+    assert!(answer.starts_with("v=0"), "{answer}");
+
+    let session = f.stage().await["activeSessionId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        session.starts_with("st-") && session.len() == 16,
+        "{session}"
+    );
+
+    let (status, _, body) = f.subscribe(&f.token("viewer1", false, true)).await;
+    assert_eq!(status, 201, "{body}");
+    // A token of ivs-local's own (CreateParticipantToken, `api` mode) is accepted too.
+    let own = f
+        .ivs
+        .client()
+        .call(
+            Op::CreateParticipantToken,
+            json!({"stageArn": f.stage_arn, "capabilities": ["SUBSCRIBE"]}),
+        )
+        .await
+        .ok()["participantToken"]["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, _, body) = f.subscribe(&own).await;
+    assert_eq!(status, 201, "{body}");
+
+    let list = f.participants(&session).await;
+    assert_eq!(list.len(), 3);
+    let host = list.iter().find(|p| p["participantId"] == "host1").unwrap();
+    assert_eq!(host["state"], "CONNECTED");
+    assert_eq!(host["userId"], "user-host1");
+    let got = f
+        .ivs
+        .client()
+        .call(
+            Op::GetParticipant,
+            json!({"stageArn": f.stage_arn, "sessionId": session, "participantId": "host1"}),
+        )
+        .await
+        .ok();
+    assert_eq!(got["participant"]["protocol"], "WHIP");
+
+    // DELETE ends sessions; the stage's session ends with the last participant.
+    for pid in ["host1", "viewer1"] {
+        let r = f
+            .http
+            .delete(format!("{}/session/{pid}", f.whip))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let r = f
+        .http
+        .delete(format!("{}/session/host1", f.whip))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(
+        f.stage().await.get("activeSessionId").is_some(),
+        "one subscriber is still there"
+    );
+    let own_pid = token::decode_unverified(&own).unwrap().1.jti;
+    f.http
+        .delete(format!("{}/session/{own_pid}", f.whip))
+        .send()
+        .await
+        .unwrap();
+    assert!(f.stage().await.get("activeSessionId").is_none());
+
+    let list = f.participants(&session).await;
+    assert!(
+        list.iter().all(|p| p["state"] == "DISCONNECTED"),
+        "{list:?}"
+    );
+    let events = f
+        .ivs
+        .client()
+        .call(
+            Op::ListParticipantEvents,
+            json!({"stageArn": f.stage_arn, "sessionId": session, "participantId": "host1"}),
+        )
+        .await
+        .ok();
+    let names: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.first(), Some(&"JOINED"));
+    assert_eq!(names.last(), Some(&"LEFT"));
+
+    let stats = f.ivs.stats().await;
+    assert_eq!(stats["whip"]["published"], 1);
+    assert_eq!(stats["whip"]["subscribed"], 2);
+}
+
+#[tokio::test]
+async fn tokens_are_checked() {
+    let f = Fixture::new(&[]).await;
+    // No token, garbage, another key, expired, unknown kid.
+    let r = f.http.post(&f.whip).body(offer(true)).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(code(&r.text().await.unwrap()), "MISSING_TOKEN");
+    let (s, _, b) = f.publish("not.a.jwt").await;
+    assert_eq!((s, code(&b).as_str()), (401, "INVALID_TOKEN"));
+    let other = token::signing_key_from_bytes(&[43; 48]).unwrap();
+    let forged = TokenBuilder::new(&f.kid, &f.stage_arn, &f.whip, "ws://x")
+        .participant_id("forger")
+        .capabilities(true, true)
+        .valid_for(unix_now(), 600)
+        .build()
+        .unwrap()
+        .sign(&other);
+    let (s, _, b) = f.publish(&forged).await;
+    assert_eq!((s, code(&b).as_str()), (401, "INVALID_TOKEN"));
+    let expired = f.token_for(&f.stage_arn, "late", true, true, unix_now() - 700, 600);
+    let (s, _, b) = f.publish(&expired).await;
+    assert_eq!((s, code(&b).as_str()), (401, "TOKEN_EXPIRED"));
+    let unknown_kid = TokenBuilder::new(
+        "arn:aws:ivs:us-east-1:123456789012:public-key/NotImported1",
+        &f.stage_arn,
+        &f.whip,
+        "ws://x",
+    )
+    .participant_id("nokey")
+    .capabilities(true, true)
+    .valid_for(unix_now(), 600)
+    .build()
+    .unwrap()
+    .sign(&f.key);
+    let (s, _, b) = f.publish(&unknown_kid).await;
+    assert_eq!((s, code(&b).as_str()), (401, "UNKNOWN_KEY"));
+    // Capabilities.
+    let (s, _, b) = f.publish(&f.token("subonly", false, true)).await;
+    assert_eq!((s, code(&b).as_str()), (403, "INSUFFICIENT_CAPABILITIES"));
+    let (s, _, b) = f.subscribe(&f.token("pubonly", true, false)).await;
+    assert_eq!((s, code(&b).as_str()), (403, "INSUFFICIENT_CAPABILITIES"));
+    // A stage that does not exist.
+    let ghost = "arn:aws:ivs:us-east-1:123456789012:stage/GhostStage12";
+    let (s, _, b) = f
+        .publish(&f.token_for(ghost, "ghost", true, true, unix_now(), 600))
+        .await;
+    assert_eq!((s, code(&b).as_str()), (404, "STAGE_NOT_FOUND"));
+    // One token, one connection.
+    let t = f.token("once", true, true);
+    assert_eq!(f.publish(&t).await.0, 201);
+    let (s, _, b) = f.publish(&t).await;
+    assert_eq!((s, code(&b).as_str()), (409, "TOKEN_IN_USE"));
+    let (s, _, b) = f.subscribe(&t).await;
+    assert_eq!((s, code(&b).as_str()), (409, "TOKEN_IN_USE"));
+    // A bad offer is refused by the media plane and the seat is given back.
+    let (s, _, b) = f
+        .post("", &f.token("badsdp", true, true), "v=0\r\n".into())
+        .await;
+    assert_eq!((s, code(&b).as_str()), (400, "BAD_OFFER"));
+    let stats = f.ivs.stats().await;
+    assert_eq!(stats["state"]["mediaConnections"], 1);
+    // Deleting the public key invalidates its tokens.
+    f.ivs
+        .client()
+        .call(Op::DeletePublicKey, json!({"arn": f.kid}))
+        .await
+        .ok();
+    let (s, _, b) = f.publish(&f.token("afterdelete", true, true)).await;
+    assert_eq!((s, code(&b).as_str()), (401, "UNKNOWN_KEY"));
+}
+
+#[tokio::test]
+async fn stage_caps_answer_429() {
+    let f = Fixture::new(&["--subscriber-cap", "3"]).await;
+    for i in 0..12 {
+        let (s, _, b) = f.publish(&f.token(&format!("pub{i}"), true, false)).await;
+        assert_eq!(s, 201, "publisher {i}: {b}");
+    }
+    let (s, _, b) = f.publish(&f.token("pub12", true, false)).await;
+    assert_eq!((s, code(&b).as_str()), (429, "STAGE_AT_CAPACITY"));
+    for i in 0..3 {
+        assert_eq!(
+            f.subscribe(&f.token(&format!("sub{i}"), false, true))
+                .await
+                .0,
+            201
+        );
+    }
+    let (s, _, b) = f.subscribe(&f.token("sub3", false, true)).await;
+    assert_eq!((s, code(&b).as_str()), (429, "STAGE_AT_CAPACITY"));
+    // A seat freed is a seat to take.
+    f.http
+        .delete(format!("{}/session/sub0", f.whip))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(f.subscribe(&f.token("sub3", false, true)).await.0, 201);
+    let stats = f.ivs.stats().await;
+    assert_eq!(stats["state"]["connectedPublishers"], 12);
+    assert_eq!(stats["state"]["connectedSubscribers"], 3);
+    assert_eq!(stats["whip"]["STAGE_AT_CAPACITY"], 2);
+}
+
+#[tokio::test]
+async fn disconnect_participant_and_delete_stage_end_sessions() {
+    let f = Fixture::new(&[]).await;
+    let c = f.ivs.client();
+    let viewer = f.token("viewerX", false, true);
+    assert_eq!(f.publish(&f.token("hostX", true, false)).await.0, 201);
+    assert_eq!(f.subscribe(&viewer).await.0, 201);
+    c.call(
+        Op::DisconnectParticipant,
+        json!({"stageArn": f.stage_arn, "participantId": "viewerX", "reason": "test"}),
+    )
+    .await
+    .ok();
+    // Revoked: the same token cannot come back.
+    let (s, _, b) = f.subscribe(&viewer).await;
+    assert_eq!((s, code(&b).as_str()), (409, "TOKEN_REVOKED"));
+    let session = f.stage().await["activeSessionId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let list = f.participants(&session).await;
+    let v = list
+        .iter()
+        .find(|p| p["participantId"] == "viewerX")
+        .unwrap();
+    assert_eq!(v["state"], "DISCONNECTED");
+    // Filters.
+    let connected = c
+        .call(
+            Op::ListParticipants,
+            json!({"stageArn": f.stage_arn, "sessionId": session, "filterByState": "CONNECTED"}),
+        )
+        .await
+        .ok();
+    assert_eq!(connected["participants"].as_array().unwrap().len(), 1);
+
+    // Replication of the host into a second stage, then DeleteStage of the source ends all.
+    let dest = c.call(Op::CreateStage, json!({})).await.ok()["stage"]["arn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    c.call(
+        Op::StartParticipantReplication,
+        json!({"sourceStageArn": f.stage_arn, "destinationStageArn": dest, "participantId": "hostX"}),
+    )
+    .await
+    .ok();
+    c.call(
+        Op::StartParticipantReplication,
+        json!({"sourceStageArn": f.stage_arn, "destinationStageArn": dest, "participantId": "hostX"}),
+    )
+    .await
+    .assert_error("ConflictException", 409);
+    let reps = c
+        .call(
+            Op::ListParticipantReplicas,
+            json!({"sourceStageArn": f.stage_arn, "participantId": "hostX"}),
+        )
+        .await
+        .ok();
+    assert_eq!(reps["replicas"][0]["replicationState"], "ACTIVE");
+    let dest_session = c.call(Op::GetStage, json!({"arn": dest})).await.ok()["stage"]
+        ["activeSessionId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let replica = c
+        .call(
+            Op::GetParticipant,
+            json!({"stageArn": dest, "sessionId": dest_session, "participantId": "hostX"}),
+        )
+        .await
+        .ok();
+    assert_eq!(replica["participant"]["replicationType"], "REPLICA");
+
+    c.call(Op::DeleteStage, json!({"arn": f.stage_arn}))
+        .await
+        .ok();
+    let stats = f.ivs.stats().await;
+    assert_eq!(stats["state"]["mediaConnections"], 0);
+    assert_eq!(stats["state"]["activeReplications"], 0);
+    let dest_stage = c.call(Op::GetStage, json!({"arn": dest})).await.ok();
+    assert!(
+        dest_stage["stage"].get("activeSessionId").is_none(),
+        "{dest_stage}"
+    );
+    let (s, _, b) = f.publish(&f.token("late", true, false)).await;
+    assert_eq!((s, code(&b).as_str()), (404, "STAGE_NOT_FOUND"));
+    assert!(stage_id_from_arn(&dest).is_some());
+}
+
+#[tokio::test]
+async fn cors_preflight_is_open() {
+    let f = Fixture::new(&[]).await;
+    for path in ["", "/subscribe", "/session/abc"] {
+        let r = f
+            .http
+            .request(reqwest::Method::OPTIONS, format!("{}{path}", f.whip))
+            .header("origin", "http://127.0.0.1:8787")
+            .header("access-control-request-method", "POST")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+        assert_eq!(r.headers()["access-control-allow-origin"], "*");
+        let allowed = r.headers()["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .to_ascii_lowercase();
+        assert!(allowed.contains("authorization") && allowed.contains("content-type"));
+    }
+}
+
+#[tokio::test]
+async fn without_media_the_routes_say_so() {
+    let ivs = IvsLocal::start(&["--no-media"]);
+    let r = reqwest::Client::new()
+        .post(format!("{}/whip", ivs.base))
+        .bearer_auth("x")
+        .body(offer(true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(code(&r.text().await.unwrap()), "MEDIA_DISABLED");
+}
