@@ -484,3 +484,224 @@ async fn without_media_the_routes_say_so() {
     assert_eq!(r.status(), 503);
     assert_eq!(code(&r.text().await.unwrap()), "MEDIA_DISABLED");
 }
+
+/// A str0m peer on a local UDP socket that joined ivs-local over WHIP; its ICE/DTLS loop runs
+/// on a thread until `stop`, publishing 20 ms audio frames once connected when `publish`.
+struct Peer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<bool>>,
+}
+
+impl Peer {
+    async fn join(f: &Fixture, token: &str, publish: bool) -> Peer {
+        use str0m::change::SdpAnswer;
+        use str0m::Candidate;
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut rtc = Rtc::new(std::time::Instant::now());
+        rtc.add_local_candidate(Candidate::host(socket.local_addr().unwrap(), "udp").unwrap());
+        let mut api = rtc.sdp_api();
+        let dir = if publish {
+            Direction::SendOnly
+        } else {
+            Direction::RecvOnly
+        };
+        let mid = api.add_media(MediaKind::Audio, dir, None, None, None);
+        let (offer, pending) = api.apply().unwrap();
+        let (status, _, answer) = f
+            .post(
+                if publish { "" } else { "/subscribe" },
+                token,
+                offer.to_sdp_string(),
+            )
+            .await;
+        assert_eq!(status, 201, "{answer}");
+        rtc.sdp_api()
+            .accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap())
+            .unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || run_peer(rtc, socket, mid, publish, &stopped));
+        Peer {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the loop; returns whether ICE and DTLS connected.
+    fn stop(mut self) -> bool {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+fn run_peer(
+    mut rtc: Rtc,
+    socket: std::net::UdpSocket,
+    mid: str0m::media::Mid,
+    publish: bool,
+    stop: &std::sync::atomic::AtomicBool,
+) -> bool {
+    use std::time::{Duration, Instant};
+    use str0m::media::{Frequency, MediaTime};
+    use str0m::net::{Protocol, Receive};
+    use str0m::{Event, Input, Output};
+    let mut connected = false;
+    let mut buf = vec![0u8; 2000];
+    let started = Instant::now();
+    let mut next_frame = Instant::now();
+    let mut samples: u64 = 0;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst)
+        && started.elapsed() < Duration::from_secs(30)
+    {
+        if connected && publish && Instant::now() >= next_frame {
+            if let Some(writer) = rtc.writer(mid) {
+                let pt = writer.payload_params().next().map(|p| p.pt());
+                if let Some(pt) = pt {
+                    let _ = writer.write(
+                        pt,
+                        Instant::now(),
+                        MediaTime::new(samples, Frequency::FORTY_EIGHT_KHZ),
+                        vec![0xF8u8; 60],
+                    );
+                }
+            }
+            samples += 960;
+            next_frame += Duration::from_millis(20);
+        }
+        let timeout = loop {
+            match rtc.poll_output() {
+                Ok(Output::Timeout(t)) => break t,
+                Ok(Output::Transmit(t)) => {
+                    let _ = socket.send_to(&t.contents, t.destination);
+                }
+                Ok(Output::Event(Event::Connected)) => connected = true,
+                Ok(Output::Event(_)) => {}
+                Err(_) => return connected,
+            }
+        };
+        let wait = timeout
+            .min(next_frame.max(Instant::now()))
+            .saturating_duration_since(Instant::now())
+            .clamp(Duration::from_millis(1), Duration::from_millis(20));
+        socket.set_read_timeout(Some(wait)).unwrap();
+        buf.resize(2000, 0);
+        let input = match socket.recv_from(&mut buf) {
+            Ok((n, source)) => {
+                buf.truncate(n);
+                match buf.as_slice().try_into() {
+                    Ok(contents) => Input::Receive(
+                        Instant::now(),
+                        Receive {
+                            proto: Protocol::Udp,
+                            source,
+                            destination: socket.local_addr().unwrap(),
+                            contents,
+                        },
+                    ),
+                    Err(_) => continue,
+                }
+            }
+            Err(_) => Input::Timeout(Instant::now()),
+        };
+        if rtc.handle_input(input).is_err() {
+            return connected;
+        }
+    }
+    connected
+}
+
+async fn wait_for<F: Fn(&Value) -> bool>(
+    f: &Fixture,
+    session: &str,
+    pid: &str,
+    what: &str,
+    pred: F,
+) -> Value {
+    for _ in 0..100 {
+        let list = f.participants(session).await;
+        if let Some(p) = list.iter().find(|p| p["participantId"] == pid) {
+            if pred(p) {
+                return p.clone();
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{pid} never became {what}");
+}
+
+#[tokio::test]
+async fn media_events_feed_the_participant_registry() {
+    let f = Fixture::new(&[]).await;
+    let host = Peer::join(&f, &f.token("mediaHost", true, false), true).await;
+    let session = f.stage().await["activeSessionId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let p = wait_for(&f, &session, "mediaHost", "published", |p| {
+        p["published"] == true
+    })
+    .await;
+    assert_eq!(p["state"], "CONNECTED");
+    let viewer = Peer::join(&f, &f.token("mediaViewer", false, true), false).await;
+    let c = f.ivs.client();
+    let mut subscribed = None;
+    for _ in 0..100 {
+        let events = c
+            .call(
+                Op::ListParticipantEvents,
+                json!({"stageArn": f.stage_arn, "sessionId": session, "participantId": "mediaViewer"}),
+            )
+            .await
+            .ok();
+        subscribed = events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "SUBSCRIBE_STARTED")
+            .cloned();
+        if subscribed.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let subscribed = subscribed.expect("SUBSCRIBE_STARTED after the subscriber connected");
+    assert_eq!(subscribed["remoteParticipantId"], "mediaHost");
+    // Media flowed through the plane.
+    let stats = f.ivs.stats().await;
+    assert!(
+        stats["media"]["packetsReceived"].as_u64().unwrap() > 0,
+        "{stats}"
+    );
+
+    // The host leaves (DELETE); the media plane's Disconnected event and the registry agree.
+    f.http
+        .delete(format!("{}/session/mediaHost", f.whip))
+        .send()
+        .await
+        .unwrap();
+    assert!(host.stop(), "the host's ICE/DTLS connected");
+    let events = c
+        .call(
+            Op::ListParticipantEvents,
+            json!({"stageArn": f.stage_arn, "sessionId": session, "participantId": "mediaHost"}),
+        )
+        .await
+        .ok();
+    let names: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["JOINED", "PUBLISH_STARTED", "PUBLISH_STOPPED", "LEFT"]
+    );
+    f.http
+        .delete(format!("{}/session/mediaViewer", f.whip))
+        .send()
+        .await
+        .unwrap();
+    assert!(viewer.stop(), "the viewer's ICE/DTLS connected");
+    assert!(f.stage().await.get("activeSessionId").is_none());
+}
