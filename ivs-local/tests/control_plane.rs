@@ -597,3 +597,38 @@ async fn quotas_of_stages_and_public_keys() {
         .await
         .assert_error("ValidationException", 400);
 }
+
+#[tokio::test]
+async fn sigint_shuts_it_down_cleanly() {
+    let mut ivs = IvsLocal::start(&[]);
+    ivs.client().call(Op::ListStages, json!({})).await.ok();
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &ivs.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = ivs
+        .wait_exit(Duration::from_secs(10))
+        .expect("ivs-local exits after SIGINT");
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn bad_flags_are_refused() {
+    for args in [
+        ["--rate-scale=-1"],
+        ["--account-id=12"],
+        ["--region=US_EAST"],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ivs-local"))
+            .args(["--port", "0", "--no-media"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("ivs-local:"),
+            "{args:?}"
+        );
+    }
+}
