@@ -75,7 +75,7 @@ async fn feed_events(app: Arc<App>, mut events: mpsc::Receiver<MediaEvent>) {
             MediaEvent::Disconnected {
                 stage_id,
                 participant_id,
-            } => store.on_disconnected(&stage_id, &participant_id, now),
+            } => store.media_disconnected(&stage_id, &participant_id, now),
         }
     }
 }

@@ -165,6 +165,11 @@ pub struct Store {
     connections: HashMap<String, Connection>,
     /// (stage id, participant id) revoked by DisconnectParticipant.
     revoked: HashSet<(String, String)>,
+    /// Participants whose end the registry already recorded (DELETE, DisconnectParticipant,
+    /// DeleteStage) while the media plane's Disconnected event is still to come: that event is
+    /// then not about a newer connection of the same token, and the token cannot reconnect
+    /// before it.
+    closing: HashSet<String>,
 }
 
 fn not_found(what: &str, arn: &str) -> IvsError {
@@ -233,6 +238,7 @@ impl Store {
             replications: Vec::new(),
             connections: HashMap::new(),
             revoked: HashSet::new(),
+            closing: HashSet::new(),
         }
     }
 
@@ -399,6 +405,7 @@ impl Store {
                 if p.state == ParticipantState::Connected {
                     Self::mark_left(p, now);
                     if self.connections.remove(&p.id).is_some() {
+                        self.closing.insert(p.id.clone());
                         to_close.push(p.id.clone());
                     }
                 }
@@ -612,7 +619,7 @@ impl Store {
         {
             return Err(AdmitError::Revoked);
         }
-        if self.connections.contains_key(&claims.jti) {
+        if self.connections.contains_key(&claims.jti) || self.closing.contains(&claims.jti) {
             return Err(AdmitError::TokenInUse);
         }
         let cap = match role {
@@ -754,8 +761,30 @@ impl Store {
         }
     }
 
-    /// Media event: the session ended (or DELETE of the WHIP resource).
-    pub fn on_disconnected(&mut self, stage_id: &str, pid: &str, now: i64) {
+    /// Media event: the media plane ended a session (peer gone, ICE timeout, or after one of
+    /// the closes below).
+    pub fn media_disconnected(&mut self, stage_id: &str, pid: &str, now: i64) {
+        if !self.closing.remove(pid) {
+            self.on_disconnected(stage_id, pid, now);
+        }
+    }
+
+    /// The registry ends a connection now and the media plane is told to close it (DELETE of
+    /// the WHIP resource); returns false if there was none on that stage.
+    pub fn end_connection(&mut self, stage_id: &str, pid: &str, now: i64) -> bool {
+        if self
+            .connections
+            .get(pid)
+            .is_none_or(|c| c.stage_id != stage_id)
+        {
+            return false;
+        }
+        self.on_disconnected(stage_id, pid, now);
+        self.closing.insert(pid.to_string());
+        true
+    }
+
+    fn on_disconnected(&mut self, stage_id: &str, pid: &str, now: i64) {
         let Some(conn) = self.connections.get(pid) else {
             return;
         };
@@ -812,10 +841,8 @@ impl Store {
             ));
         }
         self.revoked.insert((stage_id.clone(), pid.to_string()));
-        let had_media = self.connections.contains_key(pid);
-        if had_media {
-            self.on_disconnected(&stage_id, pid, now);
-        } else {
+        let had_media = self.end_connection(&stage_id, pid, now);
+        if !had_media {
             // A replica: stop its replication.
             let src = self.stages[&stage_id]
                 .session
@@ -1255,9 +1282,20 @@ mod tests {
         );
         s.on_published(ivs::stage_id_from_arn(&stage.arn).unwrap(), "host", 104);
         let stage_id = ivs::stage_id_from_arn(&stage.arn).unwrap().to_string();
-        s.on_disconnected(&stage_id, "host", 110);
+        s.media_disconnected(&stage_id, "host", 110);
         assert!(s.get_stage(&stage.arn).unwrap().active_session_id.is_some());
-        s.on_disconnected(&stage_id, "v1", 111);
+        assert!(s.end_connection(&stage_id, "v1", 111));
+        // Until the media plane confirms, the token cannot reconnect; its late event is
+        // not taken for a newer connection.
+        assert_eq!(
+            s.admit(&claims(&stage, "v1"), Role::Subscriber, 112, &[4; 13]),
+            Err(AdmitError::TokenInUse)
+        );
+        s.media_disconnected(&stage_id, "v1", 113);
+        assert!(s
+            .admit(&claims(&stage, "v1"), Role::Subscriber, 114, &[4; 13])
+            .is_ok());
+        s.media_disconnected(&stage_id, "v1", 115);
         assert_eq!(s.get_stage(&stage.arn).unwrap().active_session_id, None);
         let (list, _) = s
             .list_participants(&stage.arn, &sid, None, None, None, None, None)

@@ -241,11 +241,10 @@ pub async fn delete_session(State(app): State<Arc<App>>, Path(pid): Path<String>
             format!("no session for participant {pid}"),
         );
     };
+    // The registry does not wait for the media thread's Disconnected event.
+    app.store().end_connection(&conn.stage_id, &pid, unix_now());
     if let Some(media) = &app.media {
         media.disconnect(&pid);
     }
-    // The registry does not wait for the media thread's Disconnected event.
-    app.store()
-        .on_disconnected(&conn.stage_id, &pid, unix_now());
     cors(StatusCode::OK.into_response())
 }
