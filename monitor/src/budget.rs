@@ -2,9 +2,10 @@
 //! separately, 5 requests per second per account and region), plus a backoff that a
 //! throttling answer or a server fault switches on.
 //!
-//! The buckets hold one token, so calls of one operation are spaced at least `1 / rate`
-//! apart: in any one-second window at most `ceil(rate)` calls start, never a burst. The
-//! clock is tokio's, so tests can pause it.
+//! The buckets hold one token and refill at [`PACING`] times the budget, so calls of one
+//! operation start at least `1 / (PACING × rate)` apart: never a burst, and even with the
+//! network delaying one request more than the next, no one-second window at IVS sees more
+//! than `rate` of them. The clock is tokio's, so tests can pause it.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -14,6 +15,11 @@ use rand::Rng;
 use stagefan_core::ivs::Operation;
 use stagefan_core::policy::TokenBucket;
 use tokio::time::Instant;
+
+/// Calls are paced at this fraction of the budget. The margin absorbs the jitter between a
+/// call leaving the monitor and reaching IVS (which counts arrivals): at 2 calls/s, two
+/// calls 555 ms apart would have to be delayed 110 ms differently to land in one window.
+pub const PACING: f64 = 0.9;
 
 /// The first pause after a throttled or failed call; doubled per further failure.
 pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
@@ -87,7 +93,7 @@ impl Budget {
         let now_ms = self.millis(Instant::now());
         let rate = self.rate;
         let fam = families.entry(op).or_insert_with(|| Family {
-            bucket: TokenBucket::new(1, rate, now_ms),
+            bucket: TokenBucket::new(1, rate * PACING, now_ms),
             failures: 0,
             backoff_until: None,
         });
@@ -182,10 +188,11 @@ mod tests {
             budget.acquire(Operation::GetStage, far).await.unwrap();
             at.push(start.elapsed().as_millis());
         }
-        assert_eq!(at, vec![0, 500, 1000, 1500, 2000]);
+        // 2/s paced at 90%: one call every 556 ms.
+        assert_eq!(at, vec![0, 556, 1112, 1668, 2224]);
         // Another operation has its own bucket.
         budget.acquire(Operation::ListStages, far).await.unwrap();
-        assert_eq!(start.elapsed().as_millis(), 2000);
+        assert_eq!(start.elapsed().as_millis(), 2224);
     }
 
     #[tokio::test(start_paused = true)]
@@ -203,13 +210,13 @@ mod tests {
             )
             .await
             .unwrap_err();
-        assert_eq!(deferred.ready_at, start + Duration::from_secs(1));
+        assert_eq!(deferred.ready_at, start + Duration::from_millis(1112));
         assert_eq!(start.elapsed(), Duration::ZERO, "a deferral does not wait");
         budget
             .acquire(Operation::ListParticipants, start + Duration::from_secs(10))
             .await
             .unwrap();
-        assert_eq!(start.elapsed(), Duration::from_secs(1));
+        assert_eq!(start.elapsed(), Duration::from_millis(1112));
     }
 
     #[tokio::test(start_paused = true)]

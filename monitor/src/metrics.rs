@@ -4,7 +4,7 @@
 //! (seconds, ratios) and `_total` on counters. Label values come from typed enums
 //! ([`Operation`], [`ActionKind`], [`Outcome`], [`StageState`]) so a typo cannot split a series.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use prometheus::{
@@ -296,17 +296,6 @@ impl PoolMetrics {
     /// snapshot could not be read keep their previous gauges (`kept`).
     pub fn observe(&self, snapshots: &[Snapshot], kept: &[String], total_broadcasts: usize) {
         self.broadcasts.set(total_broadcasts as i64);
-        // Stages come and go: drop the series of stages no longer in a pool.
-        let keep = |labels: &HashMap<&str, &str>| {
-            labels
-                .get("broadcast")
-                .is_some_and(|b| kept.iter().any(|k| k == b))
-        };
-        for vec in [&self.stage_viewers, &self.stage_capacity] {
-            retain_int(vec, &["broadcast", "stage"], &keep);
-        }
-        retain_float(&self.stage_fill, &["broadcast", "stage"], &keep);
-        retain_int(&self.stages, &["broadcast", "state"], &keep);
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         for s in snapshots {
             let b = s.broadcast.as_str();
@@ -356,6 +345,44 @@ impl PoolMetrics {
                 advance_counter(&counter, prev, now);
             }
         }
+        drop(last);
+        // Stages and broadcasts come and go: drop the series no pool shows any more (after the
+        // new values are set, so a scrape never sees a gap). Broadcasts whose snapshot could
+        // not be read keep their last values.
+        let fresh: HashSet<(&str, &str)> = snapshots
+            .iter()
+            .flat_map(|s| {
+                s.stages
+                    .iter()
+                    .filter(|st| st.state != StageState::Deleted)
+                    .filter_map(move |st| {
+                        Some((s.broadcast.as_str(), stage_label(st.stage_arn.as_deref()?)))
+                    })
+            })
+            .collect();
+        let read: HashSet<&str> = snapshots.iter().map(|s| s.broadcast.as_str()).collect();
+        let keep_stage = |labels: &HashMap<&str, &str>| {
+            let b = labels.get("broadcast").copied().unwrap_or("");
+            let st = labels.get("stage").copied().unwrap_or("");
+            kept.iter().any(|k| k == b) || fresh.contains(&(b, st))
+        };
+        let keep_broadcast = |labels: &HashMap<&str, &str>| {
+            let b = labels.get("broadcast").copied().unwrap_or("");
+            kept.iter().any(|k| k == b) || read.contains(b)
+        };
+        for vec in [&self.stage_viewers, &self.stage_capacity] {
+            retain_int(vec, &["broadcast", "stage"], &keep_stage);
+        }
+        retain_float(&self.stage_fill, &["broadcast", "stage"], &keep_stage);
+        retain_int(&self.stages, &["broadcast", "state"], &keep_broadcast);
+        for vec in [
+            &self.broadcast_viewers,
+            &self.broadcast_capacity,
+            &self.peak_viewers,
+        ] {
+            retain_int(vec, &["broadcast"], &keep_broadcast);
+        }
+        retain_float(&self.broadcast_fill, &["broadcast"], &keep_broadcast);
     }
 }
 

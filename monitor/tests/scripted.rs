@@ -48,8 +48,8 @@ async fn a_thousand_stages_are_covered_round_robin_within_the_budget() {
             s.empty_since = None; // keep the policy out of this test
         }
     });
-    // 1,000 stages at 2 GetStage/s need 500 s; give it 520.
-    run_for(&mut h, poll, Duration::from_secs(520)).await;
+    // 1,000 stages at 2 GetStage/s paced at 90% need 556 s; give it 580.
+    run_for(&mut h, poll, Duration::from_secs(580)).await;
     for op in ["ListStages", "GetStage", "ListParticipants"] {
         let calls = h.ivs.calls_of(op);
         assert!(!calls.is_empty(), "{op} was called");
@@ -490,6 +490,31 @@ async fn pool_statistics_and_drift_are_exported_exactly() {
             "stagefan_stage_drift_viewers{broadcast=\"s\",stage=\"stats0000002\"}"
         ),
         None
+    );
+
+    // A broadcast that goes away takes its gauges along (its counters stay).
+    edge.0.lock().unwrap().pools.remove("s");
+    tokio::time::sleep(poll).await;
+    h.poller.round().await;
+    let text = h.metrics.encode();
+    assert_eq!(
+        series(&text, "stagefan_broadcast_viewers{broadcast=\"s\"}"),
+        None
+    );
+    assert_eq!(
+        series(
+            &text,
+            "stagefan_stage_viewers{broadcast=\"s\",stage=\"stats0000001\"}"
+        ),
+        None
+    );
+    assert_eq!(
+        series(&text, "stagefan_stages{broadcast=\"s\",state=\"live\"}"),
+        None
+    );
+    assert_eq!(
+        series(&text, "stagefan_joins_total{broadcast=\"s\"}"),
+        Some(200.0)
     );
 }
 
