@@ -8,7 +8,12 @@
 //!
 //! Routes: `GET /` (the page), `POST /publish?stage=` and `POST /subscribe?stage=` (SDP offer →
 //! `201` + `Location` + SDP answer), `DELETE /session/{id}`, `GET /stats` (JSON), `GET /events`
-//! (the media events seen so far, JSON lines). Prints `loopback listening on http://…` once ready.
+//! (the media events seen so far, one per line). Prints `loopback listening on http://…` once
+//! ready.
+//!
+//! Also the shape of ivs-local's signaling routes, for testing the pages without the control
+//! plane: `POST /whip`, `POST /whip/subscribe`, `DELETE /whip/session/{id}`, with CORS, where the
+//! Bearer "token" is just `<stage id>:<participant id>` (no verification at all).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
@@ -86,6 +91,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/publish", post(publish))
         .route("/subscribe", post(subscribe))
         .route("/session/{id}", delete(end_session))
+        .route("/whip", post(whip_publish).options(preflight))
+        .route("/whip/subscribe", post(whip_subscribe).options(preflight))
+        .route(
+            "/whip/session/{id}",
+            delete(whip_end_session).options(preflight),
+        )
         .route("/stats", get(stats))
         .route("/events", get(list_events))
         .with_state(app.clone());
@@ -122,6 +133,72 @@ async fn join(app: App, q: HashMap<String, String>, offer: String, role: Role) -
         Role::Publisher => format!("pub-{n}"),
         Role::Subscriber => format!("sub-{n}"),
     };
+    accept(app, stage_id, participant_id, offer, role, "/session").await
+}
+
+/// `Authorization: Bearer <stage>:<participant>` (the loopback's stand-in for a token).
+fn fake_token(headers: &HeaderMap) -> Option<(String, String)> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (stage, participant) = v.strip_prefix("Bearer ")?.split_once(':')?;
+    Some((stage.to_owned(), participant.to_owned()))
+}
+
+fn cors(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Location"),
+    );
+    r
+}
+
+async fn preflight() -> Response {
+    let mut r = cors(StatusCode::NO_CONTENT.into_response());
+    let h = r.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST, DELETE, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Authorization, Content-Type"),
+    );
+    r
+}
+
+async fn whip(app: App, headers: HeaderMap, offer: String, role: Role) -> Response {
+    let Some((stage, participant)) = fake_token(&headers) else {
+        let msg = "want Authorization: Bearer <stage>:<participant>";
+        return cors((StatusCode::UNAUTHORIZED, msg).into_response());
+    };
+    cors(accept(app, stage, participant, offer, role, "/whip/session").await)
+}
+
+async fn whip_publish(State(app): State<App>, headers: HeaderMap, offer: String) -> Response {
+    whip(app, headers, offer, Role::Publisher).await
+}
+
+async fn whip_subscribe(State(app): State<App>, headers: HeaderMap, offer: String) -> Response {
+    whip(app, headers, offer, Role::Subscriber).await
+}
+
+async fn whip_end_session(State(app): State<App>, Path(id): Path<String>) -> Response {
+    app.media.disconnect(&id);
+    cors(StatusCode::OK.into_response())
+}
+
+async fn accept(
+    app: App,
+    stage_id: String,
+    participant_id: String,
+    offer: String,
+    role: Role,
+    location: &str,
+) -> Response {
     let session = Session {
         stage_id,
         participant_id: participant_id.clone(),
@@ -132,13 +209,16 @@ async fn join(app: App, q: HashMap<String, String>, offer: String, role: Role) -
             StatusCode::CREATED,
             [
                 (header::CONTENT_TYPE, "application/sdp".to_owned()),
-                (header::LOCATION, format!("/session/{participant_id}")),
+                (header::LOCATION, format!("{location}/{participant_id}")),
             ],
             answer,
         )
             .into_response(),
         Err(e @ MediaError::InvalidOffer(_)) => {
             (StatusCode::BAD_REQUEST, e.to_string()).into_response()
+        }
+        Err(e @ MediaError::DuplicateParticipant(_)) => {
+            (StatusCode::CONFLICT, e.to_string()).into_response()
         }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }

@@ -303,8 +303,15 @@ impl Engine {
             Role::Publisher => {
                 stage.publishers.push(id);
                 if stage.source.is_none() {
+                    // A new host for subscribers that may have watched an earlier one: its
+                    // payload types may differ.
                     stage.source = Some(id);
                     stage.keyframes.reset();
+                    for sub in &stage.subscribers {
+                        if let Some(s) = self.peers.get_mut(sub) {
+                            s.pt_map.clear();
+                        }
+                    }
                 }
             }
             Role::Subscriber => stage.subscribers.push(id),
@@ -331,10 +338,7 @@ impl Engine {
             pt_map: Vec::new(),
             traffic: Traffic::default(),
         };
-        // Deliver the events accept_offer produced (MediaAdded: the m-lines).
-        if peer.rtc.handle_input(Input::Timeout(now)).is_err() {
-            peer.rtc.disconnect();
-        }
+        // accept_offer was the last mutation: drain it (MediaAdded events: the m-lines).
         drain(&mut peer, socket, &mut self.work, &mut self.send_drops);
         self.peers.insert(id, peer);
         self.stats_dirty = true;
