@@ -459,8 +459,11 @@ async fn ivs_request_rates_are_enforced_with_throttling_exception() {
     let ivs = IvsLocal::start(&[]);
     let c = ivs.client();
     // 12 ListStages back to back: IVS allows 5 per second.
+    // The bucket refills continuously, so a slow machine may let a few more through: the bound
+    // is 5 plus what the elapsed time refilled.
     let mut ok = 0;
     let mut throttled = 0;
+    let started = std::time::Instant::now();
     for _ in 0..12 {
         let r = c.call(Op::ListStages, json!({})).await;
         match r.status {
@@ -472,8 +475,14 @@ async fn ivs_request_rates_are_enforced_with_throttling_exception() {
             s => panic!("unexpected {s}: {r:?}"),
         }
     }
-    assert!((5..=6).contains(&ok), "{ok} allowed");
+    let elapsed = started.elapsed().as_secs_f64();
+    let bound = 5 + (elapsed * 5.0).ceil() as usize;
+    assert!(ok >= 5 && ok <= bound, "{ok} allowed in {elapsed:.3} s");
     assert_eq!(ok + throttled, 12);
+    assert!(
+        elapsed >= 1.4 || throttled > 0,
+        "nothing throttled in {elapsed:.3} s"
+    );
     // Another operation has its own budget.
     c.call(Op::ListPublicKeys, json!({})).await.ok();
     // A second later the budget is back.
@@ -485,17 +494,25 @@ async fn ivs_request_rates_are_enforced_with_throttling_exception() {
     // signing time does not spread them over more than a second.
     let missing = "arn:aws:ivs:us-east-1:123456789012:stage/NotThere1234";
     let calls = (0..70).map(|_| c.call(Op::CreateParticipantToken, json!({"stageArn": missing})));
+    let started = std::time::Instant::now();
     let results = futures_join_all(calls).await;
+    let elapsed = started.elapsed().as_secs_f64();
     let granted = results.iter().filter(|r| r.status == 404).count();
     let refused = results.iter().filter(|r| r.status == 429).count();
     assert_eq!(granted + refused, 70);
-    assert!((50..=53).contains(&granted), "{granted} admitted");
+    let bound = 50 + (elapsed * 50.0).ceil() as usize;
+    assert!(
+        granted >= 50 && granted <= bound,
+        "{granted} admitted in {elapsed:.3} s"
+    );
 
     let stats = ivs.stats().await;
     let ls = &stats["operations"]["ListStages"];
     assert_eq!(ls["throttled"], throttled);
     assert_eq!(ls["requests"], 13);
-    assert!(ls["maxAcceptedPerSecond"].as_u64().unwrap() <= 6, "{ls}");
+    // Within any one second: the burst of 5 plus at most 5 refilled.
+    assert!(ls["maxAcceptedPerSecond"].as_u64().unwrap() <= 10, "{ls}");
+    assert!(ls["maxAcceptedPerSecond"].as_u64().unwrap() >= 5, "{ls}");
     assert!(ls["maxRequestsPerSecond"].as_u64().unwrap() >= 12, "{ls}");
     assert_eq!(
         stats["operations"]["CreateParticipantToken"]["limitPerSecond"],
