@@ -1,1 +1,375 @@
-//! placeholder
+//! Test harness of stagefan's integration tests and benchmark: starts the real local stack
+//! (`scripts/stack.sh`: ivs-local + the worker under `wrangler dev`) on free ports, and talks to
+//! the edge API and to ivs-local (SigV4-signed, like the worker).
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use stagefan_core::sigv4::{self, Credentials, SigningParams, SigningSettings, UtcDateTime};
+
+pub const HOST_KEY: &str = "test-host-key";
+pub const ADMIN_KEY: &str = "test-admin-key";
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the repository")
+        .to_path_buf()
+}
+
+/// Where cargo put this build's binaries (`ivs-local`, `stagefan-monitor`): the directory of
+/// the running test executable, or its parent for `deps/`.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().expect("exe dir");
+    if dir.ends_with("deps") {
+        dir.parent().expect("target profile dir").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (a race with other processes is possible but unlikely).
+pub fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("bind udp 127.0.0.1:0")
+        .port()
+}
+
+/// A running local stack; dropping it stops every process it started.
+pub struct Stack {
+    child: Child,
+    pub edge: String,
+    pub ivs: String,
+    pub state_dir: PathBuf,
+}
+
+impl Stack {
+    /// Starts the stack with these worker variables (e.g. `STAGE_CAPACITY`), without the
+    /// monitor, and waits until the edge answers.
+    pub fn start(name: &str, vars: &[(&str, &str)]) -> Stack {
+        let edge_port = free_tcp_port();
+        let ivs_port = free_tcp_port();
+        let media_port = free_udp_port();
+        let inspector_port = free_tcp_port();
+        let state_dir = root().join(".stagefan").join(format!("test-{name}"));
+        let mut cmd = Command::new("bash");
+        cmd.arg(root().join("scripts/stack.sh"))
+            .current_dir(root())
+            .env("STAGEFAN_PORT", edge_port.to_string())
+            .env("IVS_LOCAL_PORT", ivs_port.to_string())
+            .env("IVS_LOCAL_MEDIA_PORT", media_port.to_string())
+            .env("STAGEFAN_INSPECTOR_PORT", inspector_port.to_string())
+            .env("STAGEFAN_MONITOR", "0")
+            .env("STAGEFAN_STATE_DIR", &state_dir)
+            .env("STAGEFAN_BIN_DIR", bin_dir())
+            .env("STAGEFAN_HOST_KEY", HOST_KEY)
+            .env("STAGEFAN_ADMIN_KEY", ADMIN_KEY)
+            .env("STAGEFAN_PARENT_PID", std::process::id().to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start scripts/stack.sh");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let ready = line.starts_with("STAGEFAN_READY");
+                if tx.send(line).is_err() || ready {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(900);
+        let mut stack = Stack {
+            child,
+            edge: format!("http://127.0.0.1:{edge_port}"),
+            ivs: format!("http://127.0.0.1:{ivs_port}"),
+            state_dir,
+        };
+        loop {
+            match rx.recv_timeout(Duration::from_millis(500)) {
+                Ok(line) if line.starts_with("STAGEFAN_READY") => return stack,
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if let Ok(Some(status)) = stack.child.try_wait() {
+                        panic!("scripts/stack.sh exited before it was ready: {status}");
+                    }
+                    assert!(Instant::now() < deadline, "the stack did not start in time");
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = stack.child.wait();
+                    panic!("scripts/stack.sh closed its output before it was ready: {status:?}");
+                }
+            }
+        }
+    }
+
+    pub fn api(&self) -> Api {
+        Api::new(&self.edge)
+    }
+
+    pub fn ivs_local(&self) -> IvsLocal {
+        IvsLocal::new(&self.ivs)
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // SIGTERM lets the script stop its process groups.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An answer of the edge.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+    pub retry_after: Option<String>,
+    pub elapsed: Duration,
+}
+
+impl Answer {
+    /// The `error.code` of an error answer.
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or_default()
+    }
+}
+
+/// A client of the edge API.
+#[derive(Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    pub base: String,
+}
+
+impl Api {
+    pub fn new(base: &str) -> Api {
+        Api {
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(256)
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("http client"),
+            base: base.trim_end_matches('/').to_string(),
+        }
+    }
+
+    /// `POST path` with a raw body and an optional bearer key.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+        key: Option<&str>,
+    ) -> Answer {
+        let mut req = self
+            .http
+            .post(format!("{}{}", self.base, path))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(key) = key {
+            req = req.bearer_auth(key);
+        }
+        Self::send(req).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value, key: Option<&str>) -> Answer {
+        self.post_raw(path, body.to_string(), key).await
+    }
+
+    pub async fn get(&self, path: &str, key: Option<&str>) -> Answer {
+        let mut req = self.http.get(format!("{}{}", self.base, path));
+        if let Some(key) = key {
+            req = req.bearer_auth(key);
+        }
+        Self::send(req).await
+    }
+
+    async fn send(req: reqwest::RequestBuilder) -> Answer {
+        let started = Instant::now();
+        let resp = req.send().await.expect("the edge answers");
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let bytes = resp.bytes().await.expect("a body");
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        Answer {
+            status,
+            body,
+            retry_after,
+            elapsed: started.elapsed(),
+        }
+    }
+
+    /// A viewer token for `user_id` in `broadcast`.
+    pub async fn viewer(&self, broadcast: &str, user_id: &str) -> Answer {
+        self.post(
+            "/api/token/viewer",
+            &serde_json::json!({"userId": user_id, "broadcast": broadcast}),
+            None,
+        )
+        .await
+    }
+
+    /// Creates a broadcast's pool (admin).
+    pub async fn create_broadcast(&self, broadcast: &str) -> Answer {
+        self.post(
+            &format!("/api/admin/broadcasts/{broadcast}"),
+            &serde_json::json!({}),
+            Some(ADMIN_KEY),
+        )
+        .await
+    }
+
+    /// The admin snapshot of a broadcast.
+    pub async fn snapshot(&self, broadcast: &str) -> Value {
+        let a = self
+            .get(
+                &format!("/api/admin/broadcasts/{broadcast}"),
+                Some(ADMIN_KEY),
+            )
+            .await;
+        assert_eq!(a.status, 200, "snapshot of {broadcast}: {a:?}");
+        a.body
+    }
+}
+
+/// A SigV4-signed client of ivs-local's control plane, with the local credentials.
+pub struct IvsLocal {
+    http: reqwest::Client,
+    base: String,
+    host: String,
+    credentials: Credentials,
+}
+
+impl IvsLocal {
+    pub fn new(base: &str) -> IvsLocal {
+        IvsLocal {
+            http: reqwest::Client::new(),
+            base: base.to_string(),
+            host: base.trim_start_matches("http://").to_string(),
+            credentials: Credentials::new("AKIDLOCALSTAGEFAN", "stagefan-local-secret", None),
+        }
+    }
+
+    /// `POST /<operation>` with a JSON body; the status and the JSON answer.
+    pub async fn call(&self, operation: &str, body: &Value) -> (u16, Value) {
+        let path = format!("/{operation}");
+        let body = body.to_string();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs() as i64;
+        let headers = [
+            ("host", self.host.as_str()),
+            ("content-type", "application/json"),
+        ];
+        let signed = sigv4::sign(
+            &sigv4::HttpRequest {
+                method: "POST",
+                path: &path,
+                query: "",
+                headers: &headers,
+                body: body.as_bytes(),
+            },
+            &SigningParams {
+                credentials: &self.credentials,
+                region: "us-east-1",
+                service: "ivs",
+                time: UtcDateTime::from_unix(now),
+                settings: SigningSettings::default(),
+            },
+        );
+        let mut req = self
+            .http
+            .post(format!("{}{}", self.base, path))
+            .header("content-type", "application/json")
+            .body(body);
+        for (name, value) in &signed.headers {
+            req = req.header(*name, value);
+        }
+        let resp = req.send().await.expect("ivs-local answers");
+        let status = resp.status().as_u16();
+        let value = resp.json().await.unwrap_or(Value::Null);
+        (status, value)
+    }
+
+    /// Every stage ivs-local has, following `nextToken`; retried when throttled (5 TPS).
+    pub async fn list_stages(&self) -> Vec<Value> {
+        let mut stages = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let mut body = serde_json::json!({"maxResults": 100});
+            if let Some(t) = &next {
+                body["nextToken"] = Value::String(t.clone());
+            }
+            let (status, page) = self.call("ListStages", &body).await;
+            if status == 429 {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                continue;
+            }
+            assert_eq!(status, 200, "ListStages: {page}");
+            stages.extend(page["stages"].as_array().cloned().unwrap_or_default());
+            match page["nextToken"].as_str() {
+                Some(t) if !t.is_empty() => next = Some(t.to_string()),
+                _ => return stages,
+            }
+        }
+    }
+
+    /// The ARNs of the stages tagged as stagefan's for `broadcast`.
+    pub async fn stage_arns_of(&self, broadcast: &str) -> Vec<String> {
+        let mut arns: Vec<String> = self
+            .list_stages()
+            .await
+            .into_iter()
+            .filter(|s| s["tags"]["stagefan:broadcast"].as_str() == Some(broadcast))
+            .filter(|s| s["tags"]["stagefan:managed"].as_str() == Some("true"))
+            .filter_map(|s| s["arn"].as_str().map(str::to_string))
+            .collect();
+        arns.sort();
+        arns
+    }
+}
+
+/// Percentile (0..=100) of sorted durations, in milliseconds.
+pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
+    sorted[rank.min(sorted.len() - 1)].as_secs_f64() * 1000.0
+}

@@ -1,1 +1,27 @@
-//! placeholder
+//! stagefan's edge: the Cloudflare Worker.
+//!
+//! The stateless front (`routes`) authenticates and validates requests and mints tokens; pool
+//! operations go to one `StagePool` Durable Object per broadcast (`pool_object`), the single
+//! writer of that broadcast's pool; a `Registry` Durable Object lists broadcasts and holds the
+//! public key's ARN.
+
+mod auth;
+mod body;
+mod error;
+mod ivs_client;
+mod pool_object;
+mod registry;
+mod routes;
+mod runtime;
+mod settings;
+mod tokens;
+
+use worker::{event, Context, Env, Request, Response, Result};
+
+pub use pool_object::StagePool;
+pub use registry::Registry;
+
+#[event(fetch)]
+async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+    Ok(routes::handle(req, env).await)
+}

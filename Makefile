@@ -1,0 +1,81 @@
+# stagefan — the two commands:
+#   make run    install what is missing, build, start ivs-local + the worker (wrangler dev) +
+#               the monitor, print the URLs; Ctrl-C stops everything
+#   make test   every check: fmt, clippy, unit tests, the wasm build, the integration tests
+#               through wrangler dev + ivs-local, ivs-local's AWS SDK test, the browser tests
+# Others: make setup | build | worker | bench | stack
+#
+# Every default below can be overridden from the environment (STAGE_CAPACITY=10 make run).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+export STAGEFAN_PORT ?= 8787
+export IVS_LOCAL_PORT ?= 8790
+export MONITOR_PORT ?= 9464
+export STAGE_CAPACITY ?= 50
+export TOKEN_MODE ?= self-signed
+export FANOUT_MODE ?= multi-publish
+export STAGEFAN_HOST_KEY ?= local-host-key
+export STAGEFAN_ADMIN_KEY ?= local-admin-key
+
+# Native builds use the default target/; the wasm build has its own (scripts/build-worker.sh).
+NATIVE_BINS := -p ivs-local -p stagefan-monitor
+
+
+.PHONY: help setup setup-test build worker pages run stack test lint unit integration sdk-test browser-test bench
+
+help:
+	@sed -n '2,8p' Makefile | sed 's/^# \{0,1\}//'
+
+setup:
+	@scripts/setup.sh
+
+setup-test:
+	@scripts/setup.sh --test
+
+# The wasm worker (worker/build/), rebuilt only when its inputs changed.
+worker: setup
+	@scripts/build-worker.sh
+
+# The pages (web/src → web/dist), served by the worker as static assets.
+pages: setup
+	@node web/build.mjs
+
+build: setup worker pages
+	cargo build $(NATIVE_BINS)
+
+run: build
+	@exec scripts/stack.sh
+
+# The stack without rebuilding (e.g. for the browser tests by hand).
+stack:
+	@exec scripts/stack.sh
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+unit:
+	cargo test --workspace --exclude stagefan-tests
+
+# Starts its own stacks on free ports (tests/src/stack.rs).
+integration: build
+	cargo test -p stagefan-tests -- --test-threads=1
+
+sdk-test: build
+	@scripts/sdk-test.sh
+
+# The browser tests run against a stack of their own (capacity 2: 6 viewers over 3 stages).
+browser-test: build
+	@if compgen -G "tests/browser/*.test.mjs" >/dev/null; then \
+	  STAGE_CAPACITY=2 scripts/with-stack.sh node --test --test-concurrency=1 tests/browser/*.test.mjs; \
+	else echo "no browser tests yet (tests/browser/)"; fi
+
+test: setup-test build lint unit integration sdk-test browser-test
+	@echo "make test: all checks passed"
+
+# A benchmark, not a test: prints tokens/s and latency, and the wasm size (docs/benchmarks.md).
+bench: build
+	cargo run --release -p stagefan-tests --bin stagefan-bench

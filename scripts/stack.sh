@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# Starts the local stack — ivs-local, the worker under `wrangler dev` pointed at it, and the
+# monitor — on the ports of the environment, waits until each answers, prints the URLs, and
+# stays in the foreground. Ctrl-C / SIGTERM stops everything it started (and only that).
+#
+# Used by `make run`, by the Rust integration tests (tests/) and by the browser tests
+# (tests/browser/): they start it with their own ports and state directory and wait for the
+# line `STAGEFAN_READY`.
+#
+# Environment (defaults in brackets):
+#   STAGEFAN_PORT [8787]  IVS_LOCAL_PORT [8790]  IVS_LOCAL_MEDIA_PORT [IVS_LOCAL_PORT+1]
+#   MONITOR_PORT [9464]   STAGEFAN_MONITOR [1]: 0 to run without the monitor
+#   STAGE_CAPACITY [50]  TOKEN_MODE [self-signed]  FANOUT_MODE [multi-publish]
+#   MIN_STAGES [1]  MAX_STAGES [100]  LEASE_TTL_SECONDS [60]  TOKEN_TTL_SECONDS [3600]
+#   HEADROOM  SCALE_DOWN_GRACE_SECONDS  TOKEN_SIGNER [webcrypto|rust]  DEFAULT_BROADCAST [default]
+#   STAGEFAN_HOST_KEY [local-host-key]  STAGEFAN_ADMIN_KEY [local-admin-key]
+#   STAGEFAN_STATE_DIR [.stagefan/stack-$STAGEFAN_PORT]: logs, wrangler's local storage
+#   STAGEFAN_FRESH [1]: start with empty Durable Object storage (ivs-local is in-memory)
+#   STAGEFAN_BIN_DIR [target/debug]: where ivs-local and stagefan-monitor are
+#   STAGEFAN_PARENT_PID: stop when this process is gone (test harnesses)
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+export STAGEFAN_PORT="${STAGEFAN_PORT:-8787}"
+export IVS_LOCAL_PORT="${IVS_LOCAL_PORT:-8790}"
+export IVS_LOCAL_MEDIA_PORT="${IVS_LOCAL_MEDIA_PORT:-$((IVS_LOCAL_PORT + 1))}"
+export MONITOR_PORT="${MONITOR_PORT:-9464}"
+export STAGEFAN_HOST_KEY="${STAGEFAN_HOST_KEY:-local-host-key}"
+export STAGEFAN_ADMIN_KEY="${STAGEFAN_ADMIN_KEY:-local-admin-key}"
+export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-AKIDLOCALSTAGEFAN}"
+export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-stagefan-local-secret}"
+export AWS_REGION="${AWS_REGION:-us-east-1}"
+export IVS_ENDPOINT="http://127.0.0.1:${IVS_LOCAL_PORT}"
+BIN_DIR="${STAGEFAN_BIN_DIR:-$ROOT/target/debug}"
+STATE_DIR="${STAGEFAN_STATE_DIR:-$ROOT/.stagefan/stack-$STAGEFAN_PORT}"
+WITH_MONITOR="${STAGEFAN_MONITOR:-1}"
+mkdir -p "$STATE_DIR"
+STATE_DIR="$(cd "$STATE_DIR" && pwd)"
+if [[ "${STAGEFAN_FRESH:-1}" == 1 ]]; then
+  rm -rf "$STATE_DIR/wrangler"
+fi
+
+say() { printf '[stack] %s\n' "$*" >&2; }
+
+PIDS=()
+cleanup() {
+  trap - EXIT INT TERM
+  for pid in "${PIDS[@]}"; do
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+  done
+  for _ in $(seq 1 50); do
+    local any=0
+    for pid in "${PIDS[@]}"; do alive "$pid" && any=1; done
+    ((any == 0)) && break
+    sleep 0.1
+  done
+  for pid in "${PIDS[@]}"; do
+    kill -KILL -- "-$pid" 2>/dev/null || true
+  done
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# A test harness passes its pid: when it dies without stopping us, we stop too.
+if [[ -n "${STAGEFAN_PARENT_PID:-}" ]]; then
+  (
+    while kill -0 "$STAGEFAN_PARENT_PID" 2>/dev/null; do sleep 2; done
+    kill -TERM $$ 2>/dev/null
+  ) &
+fi
+
+# Each child runs in its own process group, so that stopping it also stops what it started
+# (wrangler's workerd).
+start() { # name, command...
+  local name=$1
+  shift
+  setsid "$@" >"$STATE_DIR/$name.log" 2>&1 </dev/null &
+  PIDS+=("$!")
+}
+
+alive() { # a zombie is not alive
+  kill -0 "$1" 2>/dev/null && [[ "$(ps -o stat= -p "$1" 2>/dev/null)" != Z* ]]
+}
+
+wait_http() { # name, url, seconds, pid
+  local name=$1 url=$2 seconds=$3 pid=$4
+  local deadline=$((SECONDS + seconds))
+  until curl -s -o /dev/null --max-time 2 "$url"; do
+    if ! alive "$pid"; then
+      say "$name exited; its log ($STATE_DIR/$name.log):"
+      tail -n 40 "$STATE_DIR/$name.log" >&2
+      exit 1
+    fi
+    if ((SECONDS > deadline)); then
+      say "$name did not answer at $url within ${seconds}s; its log:"
+      tail -n 40 "$STATE_DIR/$name.log" >&2
+      exit 1
+    fi
+    sleep 0.2
+  done
+}
+
+for bin in ivs-local stagefan-monitor; do
+  if [[ "$bin" == stagefan-monitor && "$WITH_MONITOR" != 1 ]]; then continue; fi
+  [[ -x "$BIN_DIR/$bin" ]] || { say "missing $BIN_DIR/$bin: run 'cargo build -p $bin' (make build)"; exit 1; }
+done
+[[ -s .stagefan/keys/token-private.pem ]] || { say "missing the token key: run scripts/setup.sh"; exit 1; }
+
+# --- ivs-local ----------------------------------------------------------------------------
+start ivs-local "$BIN_DIR/ivs-local" --port "$IVS_LOCAL_PORT"
+IVS_PID=${PIDS[-1]}
+wait_http ivs-local "http://127.0.0.1:$IVS_LOCAL_PORT/" 60 "$IVS_PID"
+
+# --- the worker under wrangler dev --------------------------------------------------------
+ENV_FILE="$STATE_DIR/worker.env"
+{
+  echo "IVS_ENDPOINT=$IVS_ENDPOINT"
+  echo "IVS_REGION=$AWS_REGION"
+  echo "AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID"
+  echo "AWS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY"
+  echo "STAGEFAN_HOST_KEY=$STAGEFAN_HOST_KEY"
+  echo "STAGEFAN_ADMIN_KEY=$STAGEFAN_ADMIN_KEY"
+  for name in STAGE_CAPACITY TOKEN_MODE FANOUT_MODE MIN_STAGES MAX_STAGES LEASE_TTL_SECONDS \
+    TOKEN_TTL_SECONDS HEADROOM SCALE_DOWN_GRACE_SECONDS TOKEN_SIGNER DEFAULT_BROADCAST MEDIA_MODE; do
+    if [[ -n "${!name+x}" ]]; then echo "$name=${!name}"; fi
+  done
+  # One line: the worker reads `\n` as a line break.
+  printf 'TOKEN_PRIVATE_KEY="%s"\n' "$(awk '{printf "%s\\n", $0}' .stagefan/keys/token-private.pem)"
+} >"$ENV_FILE"
+chmod 600 "$ENV_FILE"
+
+export WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false WRANGLER_HIDE_BANNER=true
+export WRANGLER_LOG_PATH="$STATE_DIR/wrangler-logs"
+INSPECTOR_PORT="${STAGEFAN_INSPECTOR_PORT:-$((STAGEFAN_PORT + 10000))}"
+start wrangler node_modules/.bin/wrangler dev --ip 127.0.0.1 --port "$STAGEFAN_PORT" \
+  --inspector-port "$INSPECTOR_PORT" --env-file "$ENV_FILE" \
+  --persist-to "$STATE_DIR/wrangler" --show-interactive-dev-session=false --log-level warn
+WRANGLER_PID=${PIDS[-1]}
+# The first start may build the worker (a minute or more on a cold cache).
+wait_http wrangler "http://127.0.0.1:$STAGEFAN_PORT/api/config" 600 "$WRANGLER_PID"
+
+# --- the monitor --------------------------------------------------------------------------
+if [[ "$WITH_MONITOR" == 1 ]]; then
+  start monitor "$BIN_DIR/stagefan-monitor" --edge-url "http://127.0.0.1:$STAGEFAN_PORT" \
+    --admin-key "$STAGEFAN_ADMIN_KEY" --ivs-endpoint "$IVS_ENDPOINT" \
+    --listen "127.0.0.1:$MONITOR_PORT"
+  MONITOR_PID=${PIDS[-1]}
+  wait_http monitor "http://127.0.0.1:$MONITOR_PORT/live" 60 "$MONITOR_PID"
+fi
+
+EDGE="http://127.0.0.1:$STAGEFAN_PORT"
+cat <<EOF
+
+  stagefan is running (logs in $STATE_DIR)
+    host page     $EDGE/host#key=$STAGEFAN_HOST_KEY
+    viewer page   $EDGE/watch
+    status page   $EDGE/status
+    edge API      $EDGE/api/config
+    ivs-local     $IVS_ENDPOINT
+EOF
+if [[ "$WITH_MONITOR" == 1 ]]; then
+  echo "    metrics       http://127.0.0.1:$MONITOR_PORT/metrics"
+fi
+cat <<EOF
+    host key      $STAGEFAN_HOST_KEY
+    admin key     $STAGEFAN_ADMIN_KEY   (local development keys; set your own for anything else)
+
+  Ctrl-C stops everything.
+STAGEFAN_READY $EDGE
+EOF
+
+# Stay up until a child dies or we are told to stop.
+wait -n || true
+say "a process of the stack exited; stopping the rest (logs in $STATE_DIR)"
+exit 1

@@ -1,0 +1,213 @@
+//! Reading request bodies: a size limit, JSON that must be an object, and typed fields whose
+//! errors name the field.
+
+use serde_json::{Map, Value};
+use worker::Request;
+
+use crate::error::{AppError, AppResult};
+
+/// Larger bodies are refused before parsing; every body of this API is a few hundred bytes.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// A parsed JSON object body.
+pub struct JsonBody(Map<String, Value>);
+
+impl JsonBody {
+    /// Reads the body (at most `MAX_BODY_BYTES`) and parses it as a JSON object. An empty body
+    /// counts as `{}` so that `POST` routes whose fields are all optional accept it.
+    pub async fn read(req: &mut Request) -> AppResult<Self> {
+        if let Ok(Some(length)) = req.headers().get("content-length") {
+            if length
+                .trim()
+                .parse::<usize>()
+                .map_or(true, |n| n > MAX_BODY_BYTES)
+            {
+                return Err(AppError::BodyTooLarge {
+                    limit: MAX_BODY_BYTES,
+                });
+            }
+        }
+        let bytes = req
+            .bytes()
+            .await
+            .map_err(|e| AppError::bad_request("unreadable_body", format!("{e}")))?;
+        Self::parse(&bytes)
+    }
+
+    pub fn parse(bytes: &[u8]) -> AppResult<Self> {
+        if bytes.len() > MAX_BODY_BYTES {
+            return Err(AppError::BodyTooLarge {
+                limit: MAX_BODY_BYTES,
+            });
+        }
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(JsonBody(Map::new()));
+        }
+        match serde_json::from_slice::<Value>(bytes) {
+            Ok(Value::Object(map)) => Ok(JsonBody(map)),
+            Ok(_) => Err(AppError::bad_request(
+                "invalid_json",
+                "the body must be a JSON object",
+            )),
+            Err(e) => Err(AppError::bad_request(
+                "invalid_json",
+                format!("the body is not valid JSON: {e}"),
+            )),
+        }
+    }
+
+    /// A string field that must be present.
+    pub fn required_str(&self, field: &'static str) -> AppResult<&str> {
+        self.optional_str(field)?
+            .ok_or_else(|| AppError::bad_field(field, format!("`{field}` is required")))
+    }
+
+    /// A string field that may be absent or null.
+    pub fn optional_str(&self, field: &'static str) -> AppResult<Option<&str>> {
+        match self.0.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(AppError::bad_field(
+                field,
+                format!("`{field}` must be a string"),
+            )),
+        }
+    }
+
+    pub fn optional_u64(&self, field: &'static str) -> AppResult<Option<u64>> {
+        match self.0.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+                AppError::bad_field(field, format!("`{field}` must be a non-negative integer"))
+            }),
+        }
+    }
+
+    pub fn get(&self, field: &str) -> Option<&Value> {
+        self.0.get(field)
+    }
+}
+
+/// `[A-Za-z0-9_-]{1,64}`: broadcast ids go into Durable Object names and lease ids.
+pub fn validate_broadcast(field: &'static str, id: &str) -> AppResult<()> {
+    let ok = (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(AppError::bad_field(
+            field,
+            format!("`{field}` must be 1-64 characters of A-Z a-z 0-9 _ -"),
+        ))
+    }
+}
+
+/// `[A-Za-z0-9_.@:-]{1,128}`: user ids go into tokens (IVS allows 128 characters).
+pub fn validate_user_id(id: &str) -> AppResult<()> {
+    let ok = (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.@:-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(AppError::bad_field(
+            "userId",
+            "`userId` must be 1-128 characters of A-Z a-z 0-9 _ . @ : -",
+        ))
+    }
+}
+
+/// `{broadcast}.{22 url-safe characters}`; returns the broadcast part, which routes the lease
+/// to its pool.
+pub fn broadcast_of_lease(lease_id: &str) -> AppResult<&str> {
+    let bad = || {
+        AppError::bad_field(
+            "leaseId",
+            "`leaseId` must be a lease id returned by /api/token/viewer",
+        )
+    };
+    let (broadcast, secret) = lease_id.rsplit_once('.').ok_or_else(bad)?;
+    validate_broadcast("leaseId", broadcast).map_err(|_| bad())?;
+    let secret_ok = secret.len() == 22
+        && secret
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if secret_ok {
+        Ok(broadcast)
+    } else {
+        Err(bad())
+    }
+}
+
+/// Stage ARNs as IVS writes them; the pool checks that the stage is one of its own.
+pub fn validate_stage_arn(arn: &str) -> AppResult<()> {
+    let ok = arn.len() <= 256
+        && arn.starts_with("arn:aws")
+        && arn.contains(":stage/")
+        && arn.bytes().all(|b| b.is_ascii_graphic());
+    if ok {
+        Ok(())
+    } else {
+        Err(AppError::bad_field(
+            "stageArn",
+            "`stageArn` must be a stage ARN",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies() {
+        assert!(JsonBody::parse(b"").is_ok());
+        assert!(matches!(
+            JsonBody::parse(b"not json"),
+            Err(AppError::BadRequest {
+                code: "invalid_json",
+                ..
+            })
+        ));
+        assert!(matches!(
+            JsonBody::parse(b"[1]"),
+            Err(AppError::BadRequest {
+                code: "invalid_json",
+                ..
+            })
+        ));
+        let big = vec![b' '; MAX_BODY_BYTES + 1];
+        assert!(matches!(
+            JsonBody::parse(&big),
+            Err(AppError::BodyTooLarge { .. })
+        ));
+        let body = JsonBody::parse(br#"{"userId": 5}"#).unwrap();
+        assert!(matches!(
+            body.required_str("userId"),
+            Err(AppError::BadRequest { field: Some(ref f), .. }) if f == "userId"
+        ));
+        assert!(matches!(
+            body.required_str("leaseId"),
+            Err(AppError::BadRequest { field: Some(ref f), .. }) if f == "leaseId"
+        ));
+    }
+
+    #[test]
+    fn ids() {
+        assert!(validate_user_id("viewer-123@x.y:z").is_ok());
+        assert!(validate_user_id("").is_err());
+        assert!(validate_user_id("a\nb").is_err());
+        assert!(validate_user_id(&"a".repeat(129)).is_err());
+        assert!(validate_broadcast("broadcast", "default").is_ok());
+        assert!(validate_broadcast("broadcast", "de.fault").is_err());
+        assert_eq!(
+            broadcast_of_lease("default.abcdefghijABCDEFGHIJ-_").unwrap(),
+            "default"
+        );
+        assert!(broadcast_of_lease("default.short").is_err());
+        assert!(broadcast_of_lease("nodot").is_err());
+    }
+}

@@ -1,0 +1,947 @@
+//! The `StagePool` Durable Object: one per broadcast (`idFromName(broadcast)`), the single
+//! writer of that broadcast's `stagefan_core::pool::Pool`.
+//!
+//! The pool is loaded from SQLite once, lazily, on the first request; every mutation writes
+//! the rows it touched (`Pool::take_changes`) in the same turn of the event loop, so a
+//! response never reports a state that is not stored. Between awaits a Durable Object runs one
+//! thing at a time, so assignment is atomic; IVS calls are awaited, and what is in flight with
+//! IVS is explicit pool state (a `creating` stage is the create intent).
+//!
+//! The edge (`routes`) talks to it over internal requests `POST https://pool/<op>` with the
+//! broadcast in the `x-stagefan-broadcast` header; errors come back as the final HTTP error.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use stagefan_core::ivs::{
+    CreateStageRequest, CreateStageResponse, DeleteStageRequest, EmptyResponse, GetStageRequest,
+    GetStageResponse, ListStagesRequest, ListStagesResponse, Operation,
+};
+use stagefan_core::policy::{self, ScaleAction, TokenBucket};
+use stagefan_core::pool::{
+    AssignError, CreateIntent, DeleteIntent, Lease, Observation, Pool, PoolError, PoolMeta,
+    PoolRows, Snapshot, Stage, StageEndpoints, StageId, StageState, LEASE_RANDOM_BYTES,
+    TAG_BROADCAST,
+};
+use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlStorage, State};
+
+use crate::error::{AppError, AppResult};
+use crate::ivs_client::{CallError, IvsClient, Retry};
+use crate::registry;
+use crate::runtime;
+use crate::settings::Settings;
+
+/// How long a viewer who finds every stage full waits for a stage being created.
+const WAIT_FOR_CREATE_MS: u64 = 2_500;
+/// How often the waiting viewer looks again.
+const WAIT_POLL_MS: u64 = 40;
+/// Attempts of one `CreateStage` intent before it is given up.
+const CREATE_ATTEMPTS: u32 = 6;
+/// How often the alarm tidies the pool (expired leases, scale-down) while it has viewers or
+/// more stages than its minimum.
+const MAINTENANCE_INTERVAL_MS: u64 = 15_000;
+
+pub const BROADCAST_HEADER: &str = "x-stagefan-broadcast";
+
+/// A viewer's seat as the pool grants it; the edge mints the token.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinGrant {
+    pub broadcast: String,
+    pub lease_id: String,
+    pub stage_arn: String,
+    pub stage_state: StageState,
+    pub whip_url: String,
+    pub events_url: String,
+    pub lease_expires_at: u64,
+    pub lease_ttl_seconds: u64,
+    pub reconnected: bool,
+}
+
+/// A stage the host publishes to.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PublisherStage {
+    pub stage_arn: String,
+    pub state: StageState,
+    pub whip_url: String,
+    pub events_url: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PublisherStages {
+    pub broadcast: String,
+    pub fanout_mode: stagefan_core::config::FanoutMode,
+    pub stages: Vec<PublisherStage>,
+    /// Stages being created right now (the host page asks again to pick them up).
+    pub creating: u32,
+}
+
+/// The state shared by requests and by the background IVS calls they start.
+struct Shared {
+    sql: SqlStorage,
+    env: Env,
+    settings: std::result::Result<Settings, String>,
+    inner: RefCell<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    loaded: bool,
+    pool: Option<Pool>,
+    /// The `CreateStage` budget (IVS allows 5 per second per account and region).
+    bucket: Option<TokenBucket>,
+    /// Whether the maintenance alarm is set (saves a storage read per request).
+    alarm_set: bool,
+}
+
+#[durable_object]
+pub struct StagePool {
+    state: State,
+    shared: Rc<Shared>,
+}
+
+impl DurableObject for StagePool {
+    fn new(state: State, env: Env) -> Self {
+        let sql = state.storage().sql();
+        let settings = Settings::from_env(&env).map_err(|e| format!("{e:?}"));
+        StagePool {
+            state,
+            shared: Rc::new(Shared {
+                sql,
+                env,
+                settings,
+                inner: RefCell::new(Inner::default()),
+            }),
+        }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        let op = req.path().trim_start_matches('/').to_string();
+        let broadcast = req.headers().get(BROADCAST_HEADER)?.unwrap_or_default();
+        let body: Value = req.json().await.unwrap_or(Value::Null);
+        let result = self.handle(&op, &broadcast, body).await;
+        Ok(match result {
+            Ok(value) => Response::from_json(&value)?,
+            Err(e) => e.into_response(),
+        })
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        if let Err(e) = self.maintain().await {
+            worker::console_error!("pool maintenance: {e:?}");
+        }
+        Response::ok("ok")
+    }
+}
+
+impl StagePool {
+    async fn handle(&self, op: &str, broadcast: &str, body: Value) -> AppResult<Value> {
+        let shared = &self.shared;
+        let settings = shared
+            .settings
+            .as_ref()
+            .map_err(|e| AppError::Internal(e.clone()))?;
+        shared.load(broadcast)?;
+        let is_default = settings.config.default_broadcast.as_deref() == Some(broadcast);
+        match op {
+            "ensure" => {
+                self.ensure(broadcast).await?;
+                Ok(serde_json::to_value(self.snapshot()?)?)
+            }
+            "join" => {
+                if is_default {
+                    // The configured default broadcast exists by configuration.
+                    self.ensure(broadcast).await?;
+                }
+                let user_id = body["userId"].as_str().unwrap_or_default().to_string();
+                let grant = self.join(broadcast, &user_id).await?;
+                Ok(serde_json::to_value(grant)?)
+            }
+            "heartbeat" => {
+                let lease_id = body["leaseId"].as_str().unwrap_or_default();
+                let lease =
+                    shared.mutate(|pool, now| pool.heartbeat(lease_id, now).map_err(pool_error))?;
+                self.schedule_maintenance().await;
+                Ok(json!({"leaseId": lease.id, "expiresAt": lease.expires_at}))
+            }
+            "leave" => {
+                let lease_id = body["leaseId"].as_str().unwrap_or_default();
+                if shared.has_pool() {
+                    shared.mutate(|pool, now| Ok(pool.leave(lease_id, now)))?;
+                }
+                Ok(json!({"left": true}))
+            }
+            "publisher" => {
+                self.ensure(broadcast).await?;
+                Ok(serde_json::to_value(self.publisher_stages()?)?)
+            }
+            "published" => {
+                let arn = body["stageArn"].as_str().unwrap_or_default();
+                let participant = body["participantId"].as_str().unwrap_or_default();
+                shared.mutate(|pool, now| {
+                    let id = pool.stage_id(arn).map_err(pool_error)?;
+                    pool.mark_live(id, participant, now).map_err(pool_error)
+                })?;
+                Ok(json!({"stageArn": arn, "state": "live"}))
+            }
+            "summary" => {
+                if is_default {
+                    self.ensure(broadcast).await?;
+                }
+                Ok(public_summary(&self.snapshot()?))
+            }
+            "snapshot" => {
+                if is_default {
+                    self.ensure(broadcast).await?;
+                }
+                Ok(serde_json::to_value(self.snapshot()?)?)
+            }
+            "action" => self.action(body).await,
+            "observations" => {
+                let obs: Observation = serde_json::from_value(body).map_err(|e| {
+                    AppError::bad_request("invalid_json", format!("observations: {e}"))
+                })?;
+                let report = shared.mutate(|pool, now| Ok(pool.observe(&obs, now)))?;
+                Ok(serde_json::to_value(report)?)
+            }
+            _ => Err(AppError::NotFound {
+                code: "not_found",
+                message: format!("no pool operation {op:?}"),
+            }),
+        }
+    }
+
+    /// Creates the pool (and its first `MIN_STAGES` stages) if it does not exist.
+    async fn ensure(&self, broadcast: &str) -> AppResult<()> {
+        let shared = &self.shared;
+        if !shared.has_pool() {
+            let settings = shared.settings()?;
+            let now = runtime::now_ms();
+            let pool =
+                Pool::new(broadcast, settings.config.pool_settings(), now).map_err(pool_error)?;
+            {
+                let mut inner = shared.inner.borrow_mut();
+                inner.pool = Some(pool);
+            }
+            // The first write of a new pool is every row.
+            shared.write_all()?;
+            registry::register(&shared.env, broadcast, now).await?;
+        }
+        self.scale_up();
+        Ok(())
+    }
+
+    /// Decides and starts the creates the policy asks for (ahead of need).
+    fn scale_up(&self) -> u32 {
+        let intents = self.shared.plan_creates();
+        let started = intents.len() as u32;
+        for intent in intents {
+            let shared = self.shared.clone();
+            self.state.wait_until(async move {
+                create_stage(shared, intent).await;
+            });
+        }
+        started
+    }
+
+    async fn join(&self, broadcast: &str, user_id: &str) -> AppResult<JoinGrant> {
+        let shared = &self.shared;
+        if !shared.has_pool() {
+            return Err(AppError::NotFound {
+                code: "broadcast_not_found",
+                message: format!("no broadcast {broadcast:?}: the host has not started it"),
+            });
+        }
+        let deadline = runtime::now_ms() + WAIT_FOR_CREATE_MS;
+        loop {
+            let now = runtime::now_ms();
+            // A viewer with a seat keeps it; a new one needs a stage with room.
+            let has_room_or_seat = shared.with_pool(|pool| {
+                pool.lease_of_user(user_id).is_some() || pool.peek_assignment().is_some()
+            });
+            if !has_room_or_seat {
+                // Every stage is full: make more if the policy and the budget allow, and wait
+                // a little for stages being created.
+                self.scale_up();
+                let creating = shared.with_pool(|p| p.load_summary().creating);
+                if creating > 0 && now < deadline {
+                    worker::Delay::from(Duration::from_millis(WAIT_POLL_MS)).await;
+                    continue;
+                }
+            }
+            // Assign (this also records a refusal when there is no seat).
+            let random: [u8; LEASE_RANDOM_BYTES] = runtime::random();
+            let assigned = {
+                let mut inner = shared.inner.borrow_mut();
+                let pool = inner.pool.as_mut().ok_or_else(not_found_pool)?;
+                pool.assign(user_id, now, &random)
+            };
+            match assigned {
+                Ok(a) => {
+                    let grant = shared.with_pool(|pool| {
+                        let endpoints = pool
+                            .stage(a.stage)
+                            .and_then(|s| s.endpoints.clone())
+                            .unwrap_or_default();
+                        JoinGrant {
+                            broadcast: broadcast.to_string(),
+                            lease_id: a.lease_id,
+                            stage_arn: a.stage_arn,
+                            stage_state: a.stage_state,
+                            whip_url: endpoints.whip,
+                            events_url: endpoints.events,
+                            lease_expires_at: a.expires_at,
+                            lease_ttl_seconds: pool.settings().lease_ttl_ms / 1000,
+                            reconnected: a.reconnected,
+                        }
+                    });
+                    shared.persist()?;
+                    self.scale_up();
+                    self.schedule_maintenance().await;
+                    return Ok(grant);
+                }
+                Err(AssignError::LeaseIdTaken(_)) => continue,
+                Err(AssignError::NoSeat(_)) => {
+                    shared.persist()?;
+                    let retry_after_secs = shared.retry_after(now);
+                    return Err(AppError::NoCapacity { retry_after_secs });
+                }
+            }
+        }
+    }
+
+    fn publisher_stages(&self) -> AppResult<PublisherStages> {
+        let shared = &self.shared;
+        let inner = shared.inner.borrow();
+        let pool = inner.pool.as_ref().ok_or_else(not_found_pool)?;
+        let stages = pool
+            .publisher_stages()
+            .into_iter()
+            .filter_map(|s| {
+                let endpoints = s.endpoints.clone()?;
+                Some(PublisherStage {
+                    stage_arn: s.arn.clone()?,
+                    state: s.state,
+                    whip_url: endpoints.whip,
+                    events_url: endpoints.events,
+                })
+            })
+            .collect();
+        Ok(PublisherStages {
+            broadcast: pool.broadcast().to_string(),
+            fanout_mode: pool.fanout(),
+            stages,
+            creating: pool.load_summary().creating,
+        })
+    }
+
+    fn snapshot(&self) -> AppResult<Snapshot> {
+        self.shared.mutate(|pool, now| Ok(pool.snapshot(now)))
+    }
+
+    /// Admin scaling actions (`create`, `drain`, `delete`).
+    async fn action(&self, body: Value) -> AppResult<Value> {
+        let shared = &self.shared;
+        if !shared.has_pool() {
+            return Err(not_found_pool());
+        }
+        let action: ScaleAction = serde_json::from_value(body).map_err(|e| {
+            AppError::bad_field(
+                "action",
+                format!("`action` must be create, drain or delete (with `stageArn`): {e}"),
+            )
+        })?;
+        let outcome: std::result::Result<(), PoolError> = match &action {
+            ScaleAction::Create => {
+                let intent = shared.mutate(|pool, now| Ok(pool.begin_create(now)));
+                match intent? {
+                    Ok(intent) => {
+                        // An explicit create still respects IVS's rate: wait for a token.
+                        shared.wait_for_create_token().await;
+                        create_stage(shared.clone(), intent).await;
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            ScaleAction::Drain { stage_arn } => shared.mutate(|pool, now| {
+                let id = pool.stage_id(stage_arn).map_err(pool_error)?;
+                Ok(pool.drain(id, now))
+            })?,
+            ScaleAction::Delete { stage_arn } => {
+                let intent = shared.mutate(|pool, now| {
+                    let id = pool.stage_id(stage_arn).map_err(pool_error)?;
+                    Ok(pool.request_delete(id, now))
+                })?;
+                match intent {
+                    Ok(intent) => delete_stage(shared, intent).await,
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        let snapshot = self.snapshot()?;
+        Ok(match outcome {
+            Ok(()) => json!({"outcome": "done", "snapshot": snapshot}),
+            Err(e) => {
+                json!({"outcome": "refused", "reason": e.code(), "message": e.to_string(), "snapshot": snapshot})
+            }
+        })
+    }
+
+    /// Sets the alarm that sweeps expired leases and scales down, if none is set.
+    async fn schedule_maintenance(&self) {
+        if self.shared.inner.borrow().alarm_set {
+            return;
+        }
+        self.shared.inner.borrow_mut().alarm_set = true;
+        let storage = self.state.storage();
+        if let Ok(None) = storage.get_alarm().await {
+            let _ = storage
+                .set_alarm(Duration::from_millis(MAINTENANCE_INTERVAL_MS))
+                .await;
+        }
+    }
+
+    async fn maintain(&self) -> AppResult<()> {
+        let shared = &self.shared;
+        shared.inner.borrow_mut().alarm_set = false;
+        shared.load("")?;
+        if !shared.has_pool() {
+            return Ok(());
+        }
+        let settings = shared.settings()?;
+        let policy_cfg = settings.config.policy();
+        let snapshot = self.snapshot()?;
+        let now = runtime::now_ms();
+        for action in policy::scale_down(&policy_cfg, &snapshot, now) {
+            match action {
+                ScaleAction::Drain { stage_arn } => {
+                    let _ = shared.mutate(|pool, now| {
+                        let id = pool.stage_id(&stage_arn).map_err(pool_error)?;
+                        Ok(pool.drain(id, now))
+                    });
+                }
+                ScaleAction::Delete { stage_arn } => {
+                    let intent = shared.mutate(|pool, now| {
+                        let id = pool.stage_id(&stage_arn).map_err(pool_error)?;
+                        Ok(pool.request_delete(id, now))
+                    })?;
+                    if let Ok(intent) = intent {
+                        let _ = delete_stage(shared, intent).await;
+                    }
+                }
+                ScaleAction::Create => {}
+            }
+        }
+        // Creates whose instance died mid-call: resolved by looking the stage up by name,
+        // never by creating again.
+        let stale = policy::stale_creates(&policy_cfg, &snapshot, now);
+        if !stale.is_empty() {
+            let client = shared.ivs()?;
+            for id in stale {
+                let Some(intent) = shared.with_pool(|p| {
+                    p.stage(id).map(|s| CreateIntent {
+                        stage: id,
+                        name: s.name.clone(),
+                        tags: p.tags(),
+                        origin: s.origin,
+                    })
+                }) else {
+                    continue;
+                };
+                if let Ok(found) = find_stage_by_name(&client, &intent).await {
+                    let _ = shared.mutate(|pool, now| {
+                        Ok(match found {
+                            Some(stage) => {
+                                let endpoints = stage.endpoints.unwrap_or_default();
+                                pool.created(
+                                    id,
+                                    &stage.arn,
+                                    StageEndpoints {
+                                        whip: endpoints.whip.unwrap_or_default(),
+                                        events: endpoints.events.unwrap_or_default(),
+                                    },
+                                    now,
+                                )
+                            }
+                            None => pool.create_failed(id, now),
+                        })
+                    });
+                }
+            }
+        }
+        self.scale_up();
+        let busy = shared.with_pool(|p| {
+            let load = p.load_summary();
+            p.viewers() > 0
+                || load.creating > 0
+                || load.warming + load.live + load.draining > p.settings().min_stages
+        });
+        if busy {
+            self.schedule_maintenance().await;
+        }
+        Ok(())
+    }
+}
+
+impl Shared {
+    fn settings(&self) -> AppResult<&Settings> {
+        self.settings
+            .as_ref()
+            .map_err(|e| AppError::Internal(e.clone()))
+    }
+
+    fn has_pool(&self) -> bool {
+        self.inner.borrow().pool.is_some()
+    }
+
+    fn with_pool<T>(&self, f: impl FnOnce(&Pool) -> T) -> T {
+        let inner = self.inner.borrow();
+        f(inner.pool.as_ref().expect("pool loaded"))
+    }
+
+    /// Runs `f` on the pool at `now` and writes the rows it touched.
+    fn mutate<T>(&self, f: impl FnOnce(&mut Pool, u64) -> AppResult<T>) -> AppResult<T> {
+        let now = runtime::now_ms();
+        let result = {
+            let mut inner = self.inner.borrow_mut();
+            let pool = inner.pool.as_mut().ok_or_else(not_found_pool)?;
+            f(pool, now)
+        };
+        self.persist()?;
+        result
+    }
+
+    /// Loads the pool from SQLite, once.
+    fn load(&self, broadcast: &str) -> AppResult<()> {
+        if self.inner.borrow().loaded {
+            return Ok(());
+        }
+        for ddl in [
+            "CREATE TABLE IF NOT EXISTS meta (id INTEGER PRIMARY KEY CHECK (id = 1), row TEXT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS stages (id INTEGER PRIMARY KEY, row TEXT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS leases (id TEXT PRIMARY KEY, row TEXT NOT NULL)",
+        ] {
+            self.sql.exec(ddl, None)?;
+        }
+        #[derive(Deserialize)]
+        struct RowText {
+            row: String,
+        }
+        let read = |table: &str| -> AppResult<Vec<String>> {
+            let rows: Vec<RowText> = self
+                .sql
+                .exec(&format!("SELECT row FROM {table}"), None)?
+                .to_array()?;
+            Ok(rows.into_iter().map(|r| r.row).collect())
+        };
+        let meta = read("meta")?;
+        let pool = match meta.first() {
+            None => None,
+            Some(meta) => {
+                let meta: PoolMeta = serde_json::from_str(meta)?;
+                if meta.broadcast != broadcast && !broadcast.is_empty() {
+                    return Err(AppError::Internal(format!(
+                        "pool of {:?} asked as {broadcast:?}",
+                        meta.broadcast
+                    )));
+                }
+                let stages = read("stages")?
+                    .iter()
+                    .map(|r| serde_json::from_str::<Stage>(r))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                let leases = read("leases")?
+                    .iter()
+                    .map(|r| serde_json::from_str::<Lease>(r))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                let settings = self.settings()?.config.pool_settings();
+                Some(
+                    Pool::from_rows(
+                        settings,
+                        PoolRows {
+                            meta,
+                            stages,
+                            leases,
+                        },
+                    )
+                    .map_err(|e| AppError::Internal(format!("stored pool: {e}")))?,
+                )
+            }
+        };
+        let creating: Vec<StageId> = pool
+            .as_ref()
+            .map(|p| {
+                p.stages()
+                    .filter(|s| s.state == StageState::Creating)
+                    .map(|s| s.id)
+                    .collect()
+            })
+            .unwrap_or_default();
+        {
+            let mut inner = self.inner.borrow_mut();
+            inner.pool = pool;
+            inner.loaded = true;
+        }
+        if !creating.is_empty() {
+            // A previous instance died during these creates: they are resolved by the
+            // maintenance alarm through `policy::stale_creates` (looked up by name, never
+            // created twice).
+            worker::console_log!("{} create intents found in flight at load", creating.len());
+        }
+        Ok(())
+    }
+
+    /// Writes the rows the last mutations touched.
+    fn persist(&self) -> AppResult<()> {
+        let mut inner = self.inner.borrow_mut();
+        let Some(pool) = inner.pool.as_mut() else {
+            return Ok(());
+        };
+        let changes = pool.take_changes();
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let sql = &self.sql;
+        for id in &changes.stages {
+            if let Some(stage) = pool.stage(*id) {
+                sql.exec(
+                    "INSERT INTO stages (id, row) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET row = excluded.row",
+                    vec![(id.0 as i64).into(), serde_json::to_string(stage)?.into()],
+                )?;
+            }
+        }
+        for id in &changes.stages_removed {
+            sql.exec(
+                "DELETE FROM stages WHERE id = ?",
+                vec![(id.0 as i64).into()],
+            )?;
+        }
+        for id in &changes.leases_upserted {
+            if let Some(lease) = pool.lease(id) {
+                sql.exec(
+                    "INSERT INTO leases (id, row) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET row = excluded.row",
+                    vec![id.clone().into(), serde_json::to_string(lease)?.into()],
+                )?;
+            }
+        }
+        for id in &changes.leases_removed {
+            sql.exec("DELETE FROM leases WHERE id = ?", vec![id.clone().into()])?;
+        }
+        if changes.meta {
+            sql.exec(
+                "INSERT INTO meta (id, row) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET row = excluded.row",
+                vec![serde_json::to_string(pool.meta())?.into()],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Writes every row (a new pool).
+    fn write_all(&self) -> AppResult<()> {
+        {
+            let mut inner = self.inner.borrow_mut();
+            let pool = inner.pool.as_mut().ok_or_else(not_found_pool)?;
+            let rows = pool.export();
+            let _ = pool.take_changes();
+            self.sql.exec("DELETE FROM stages", None)?;
+            self.sql.exec("DELETE FROM leases", None)?;
+            self.sql.exec(
+                "INSERT INTO meta (id, row) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET row = excluded.row",
+                vec![serde_json::to_string(&rows.meta)?.into()],
+            )?;
+            for stage in &rows.stages {
+                self.sql.exec(
+                    "INSERT INTO stages (id, row) VALUES (?, ?)",
+                    vec![
+                        (stage.id.0 as i64).into(),
+                        serde_json::to_string(stage)?.into(),
+                    ],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The creates the scaling policy wants now, as intents already recorded in the pool.
+    fn plan_creates(&self) -> Vec<CreateIntent> {
+        let Ok(settings) = self.settings() else {
+            return Vec::new();
+        };
+        let policy_cfg = settings.config.policy();
+        let now = runtime::now_ms();
+        let intents = {
+            let mut inner = self.inner.borrow_mut();
+            let Inner { pool, bucket, .. } = &mut *inner;
+            let Some(pool) = pool.as_mut() else {
+                return Vec::new();
+            };
+            let bucket = bucket.get_or_insert_with(|| policy_cfg.create_bucket(now));
+            let decision = policy::scale_up(&policy_cfg, &pool.load_summary(), bucket, now);
+            (0..decision.create)
+                .map_while(|_| pool.begin_create(now).ok())
+                .collect::<Vec<_>>()
+        };
+        if !intents.is_empty() {
+            if let Err(e) = self.persist() {
+                worker::console_error!("persist create intents: {e:?}");
+            }
+        }
+        intents
+    }
+
+    /// Waits until the create budget has a token, and takes it.
+    async fn wait_for_create_token(&self) {
+        let Ok(settings) = self.settings() else {
+            return;
+        };
+        let policy_cfg = settings.config.policy();
+        loop {
+            let now = runtime::now_ms();
+            let wait = {
+                let mut inner = self.inner.borrow_mut();
+                let bucket = inner
+                    .bucket
+                    .get_or_insert_with(|| policy_cfg.create_bucket(now));
+                if bucket.try_take(now) {
+                    return;
+                }
+                bucket.time_until_available(now).max(1)
+            };
+            worker::Delay::from(Duration::from_millis(wait)).await;
+        }
+    }
+
+    /// When a refused viewer should come back: when the create budget has a token again, or
+    /// later when the pool is at its maximum of stages.
+    fn retry_after(&self, now: u64) -> u32 {
+        let inner = self.inner.borrow();
+        let mut retry_ms = 1_000;
+        if let Some(pool) = inner.pool.as_ref() {
+            if pool.load_summary().existing() >= pool.settings().max_stages {
+                retry_ms = 5_000;
+            }
+        }
+        if let Some(bucket) = inner.bucket.as_ref() {
+            retry_ms = retry_ms.max(bucket.time_until_available(now));
+        }
+        retry_ms.div_ceil(1000).max(1) as u32
+    }
+
+    fn ivs(&self) -> AppResult<IvsClient> {
+        let settings = self.settings()?;
+        Ok(IvsClient::new(
+            &settings.config.ivs_endpoint,
+            &settings.config.ivs_region,
+            settings.credentials()?.clone(),
+        ))
+    }
+}
+
+/// Carries out one create intent: `CreateStage` once, retried only when it surely did not
+/// happen (throttled); after an answer that may hide a create (5xx, no answer) the stage is
+/// looked up by its name before anything else.
+async fn create_stage(shared: Rc<Shared>, intent: CreateIntent) {
+    let client = match shared.ivs() {
+        Ok(c) => c,
+        Err(e) => {
+            worker::console_error!("create {}: {e:?}", intent.name);
+            let _ = shared.mutate(|pool, now| Ok(pool.create_failed(intent.stage, now)));
+            return;
+        }
+    };
+    let request = CreateStageRequest {
+        name: Some(intent.name.clone()),
+        tags: Some(intent.tags.clone()),
+        ..Default::default()
+    };
+    let mut attempt = 1;
+    let outcome = loop {
+        let result: std::result::Result<CreateStageResponse, CallError> = client
+            .call(Operation::CreateStage, &request, Retry::NONE)
+            .await;
+        match result {
+            Ok(resp) => break resp.stage,
+            Err(e) if attempt < CREATE_ATTEMPTS && e.is_retryable() => {
+                if e.is_throttling() {
+                    let now = runtime::now_ms();
+                    if let Some(b) = shared.inner.borrow_mut().bucket.as_mut() {
+                        b.drain_on_throttle(now);
+                    }
+                }
+                let wait = Retry::DEFAULT.backoff(attempt, runtime::random_fraction());
+                worker::Delay::from(wait.max(Duration::from_millis(50))).await;
+                if e.outcome_unknown() {
+                    if let Ok(Some(stage)) = find_stage_by_name(&client, &intent).await {
+                        break Some(stage);
+                    }
+                }
+                attempt += 1;
+            }
+            Err(e) => {
+                worker::console_error!("CreateStage {}: {e}", intent.name);
+                if e.outcome_unknown() {
+                    if let Ok(Some(stage)) = find_stage_by_name(&client, &intent).await {
+                        break Some(stage);
+                    }
+                }
+                break None;
+            }
+        }
+    };
+    let result = shared.mutate(|pool, now| {
+        Ok(match outcome {
+            Some(stage) => {
+                let endpoints = stage.endpoints.unwrap_or_default();
+                pool.created(
+                    intent.stage,
+                    &stage.arn,
+                    StageEndpoints {
+                        whip: endpoints.whip.unwrap_or_default(),
+                        events: endpoints.events.unwrap_or_default(),
+                    },
+                    now,
+                )
+            }
+            None => pool.create_failed(intent.stage, now),
+        })
+    });
+    if let Ok(Err(e)) | Err(e) = result.map_err(|e| PoolError::Corrupt(format!("{e:?}"))) {
+        worker::console_error!("recording create of {}: {e}", intent.name);
+    }
+}
+
+/// The stage of a create intent, if IVS has it (by name and broadcast tag).
+async fn find_stage_by_name(
+    client: &IvsClient,
+    intent: &CreateIntent,
+) -> std::result::Result<Option<stagefan_core::ivs::Stage>, CallError> {
+    let mut next_token = None;
+    loop {
+        let page: ListStagesResponse = client
+            .call(
+                Operation::ListStages,
+                &ListStagesRequest {
+                    next_token: next_token.take(),
+                    max_results: Some(100),
+                },
+                Retry::DEFAULT,
+            )
+            .await?;
+        let found = page.stages.iter().find(|s| {
+            s.name.as_deref() == Some(intent.name.as_str())
+                && s.tags.as_ref().and_then(|t| t.get(TAG_BROADCAST))
+                    == intent.tags.get(TAG_BROADCAST)
+        });
+        if let Some(summary) = found {
+            let got: GetStageResponse = client
+                .call(
+                    Operation::GetStage,
+                    &GetStageRequest {
+                        arn: summary.arn.clone(),
+                    },
+                    Retry::DEFAULT,
+                )
+                .await?;
+            return Ok(got.stage);
+        }
+        match page.next_token {
+            Some(t) if !t.is_empty() => next_token = Some(t),
+            _ => return Ok(None),
+        }
+    }
+}
+
+/// Carries out a delete intent: `DeleteStage` (idempotent in effect: a stage already gone is
+/// deleted too), then records it.
+async fn delete_stage(
+    shared: &Rc<Shared>,
+    intent: DeleteIntent,
+) -> std::result::Result<(), PoolError> {
+    let client = shared
+        .ivs()
+        .map_err(|e| PoolError::Corrupt(format!("{e:?}")))?;
+    let result: std::result::Result<EmptyResponse, CallError> = client
+        .call(
+            Operation::DeleteStage,
+            &DeleteStageRequest {
+                arn: intent.arn.clone(),
+            },
+            Retry::DEFAULT,
+        )
+        .await;
+    let gone = match &result {
+        Ok(_) => true,
+        Err(CallError::Ivs(e)) => e.status == 404,
+        Err(_) => false,
+    };
+    if !gone {
+        worker::console_error!(
+            "DeleteStage {}: {}",
+            intent.arn,
+            result.err().map(|e| e.to_string()).unwrap_or_default()
+        );
+        return Err(PoolError::Corrupt(
+            "DeleteStage failed; retried by the next action".into(),
+        ));
+    }
+    shared
+        .mutate(|pool, now| Ok(pool.deleted(intent.stage, now)))
+        .map_err(|e| PoolError::Corrupt(format!("{e:?}")))?
+        .map(|_evicted| ())
+}
+
+/// The public view of a pool: no hosts, no counters.
+pub fn public_summary(snapshot: &Snapshot) -> Value {
+    let stages: Vec<Value> = snapshot
+        .stages
+        .iter()
+        .filter(|s| s.state != StageState::Deleted)
+        .map(|s| {
+            json!({
+                "stageArn": s.stage_arn,
+                "state": s.state,
+                "load": s.load,
+                "capacity": s.capacity,
+            })
+        })
+        .collect();
+    json!({
+        "broadcast": snapshot.broadcast,
+        "capacity": snapshot.capacity,
+        "fanoutMode": snapshot.fanout_mode,
+        "viewers": snapshot.viewers,
+        "stages": stages,
+    })
+}
+
+fn not_found_pool() -> AppError {
+    AppError::NotFound {
+        code: "broadcast_not_found",
+        message: "no such broadcast: the host has not started it".into(),
+    }
+}
+
+fn pool_error(e: PoolError) -> AppError {
+    match e {
+        PoolError::Corrupt(detail) => AppError::Internal(detail),
+        e => match e.code() {
+            "lease_not_found" => AppError::NotFound {
+                code: "lease_not_found",
+                message: "no live lease with that id (it expired or was given back)".into(),
+            },
+            "unknown_stage" => AppError::NotFound {
+                code: "stage_not_found",
+                message: e.to_string(),
+            },
+            code => AppError::Conflict {
+                code,
+                message: e.to_string(),
+            },
+        },
+    }
+}

@@ -1,0 +1,263 @@
+//! The `Registry` Durable Object (a single instance): which broadcasts exist, and the ARN of
+//! stagefan's public key in IVS.
+//!
+//! The public key is imported lazily and once: `ListPublicKeys`, `GetPublicKey` of each to find
+//! one whose PEM is ours, else `ImportPublicKey`. The lookup runs inside
+//! `blockConcurrencyWhile`, so concurrent first requests make one set of IVS calls (IVS allows
+//! 3 per second for these operations and 3 keys per region).
+
+use std::cell::RefCell;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use stagefan_core::ivs::{
+    GetPublicKeyRequest, GetPublicKeyResponse, ImportPublicKeyRequest, ImportPublicKeyResponse,
+    ListPublicKeysRequest, ListPublicKeysResponse, Operation, TAG_MANAGED,
+};
+use worker::{
+    durable_object, DurableObject, Env, Headers, Method, Request, RequestInit, Response, Result,
+    SqlStorage, State,
+};
+
+use crate::error::{AppError, AppResult};
+use crate::ivs_client::{IvsClient, Retry};
+use crate::settings::Settings;
+use crate::tokens;
+
+const REGISTRY_NAME: &str = "registry";
+
+#[durable_object]
+pub struct Registry {
+    state: State,
+    env: Env,
+    sql: SqlStorage,
+    ready: RefCell<bool>,
+    key_arn: RefCell<Option<(String, String)>>,
+}
+
+impl DurableObject for Registry {
+    fn new(state: State, env: Env) -> Self {
+        let sql = state.storage().sql();
+        Registry {
+            state,
+            env,
+            sql,
+            ready: RefCell::new(false),
+            key_arn: RefCell::new(None),
+        }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        let op = req.path().trim_start_matches('/').to_string();
+        let body: Value = req.json().await.unwrap_or(Value::Null);
+        Ok(match self.handle(&op, body).await {
+            Ok(v) => Response::from_json(&v)?,
+            Err(e) => e.into_response(),
+        })
+    }
+}
+
+impl Registry {
+    async fn handle(&self, op: &str, body: Value) -> AppResult<Value> {
+        self.schema()?;
+        match op {
+            "register" => {
+                let broadcast = body["broadcast"].as_str().unwrap_or_default();
+                let now = body["now"].as_i64().unwrap_or_default();
+                self.sql.exec(
+                    "INSERT INTO broadcasts (id, created_at) VALUES (?, ?) ON CONFLICT(id) DO NOTHING",
+                    vec![broadcast.into(), now.into()],
+                )?;
+                Ok(json!({"broadcast": broadcast}))
+            }
+            "list" => {
+                #[derive(Deserialize)]
+                struct Row {
+                    id: String,
+                }
+                let rows: Vec<Row> = self
+                    .sql
+                    .exec("SELECT id FROM broadcasts ORDER BY id", None)?
+                    .to_array()?;
+                Ok(json!({"broadcasts": rows.into_iter().map(|r| r.id).collect::<Vec<_>>()}))
+            }
+            "public-key" => {
+                let pem = body["pem"].as_str().unwrap_or_default().to_string();
+                if let Some((cached_pem, arn)) = self.key_arn.borrow().as_ref() {
+                    if *cached_pem == pem {
+                        return Ok(json!({"arn": arn}));
+                    }
+                }
+                let sql = self.sql.clone();
+                let env = self.env.clone();
+                let pem2 = pem.clone();
+                let arn = self
+                    .state
+                    .block_concurrency_while(async move {
+                        ensure_public_key(&sql, &env, &pem2)
+                            .await
+                            .map_err(|e| worker::Error::RustError(format!("{e:?}")))
+                    })
+                    .await
+                    .map_err(|e| AppError::Upstream(format!("public key import: {e}")))?;
+                *self.key_arn.borrow_mut() = Some((pem, arn.clone()));
+                Ok(json!({"arn": arn}))
+            }
+            _ => Err(AppError::NotFound {
+                code: "not_found",
+                message: format!("no registry operation {op:?}"),
+            }),
+        }
+    }
+
+    fn schema(&self) -> AppResult<()> {
+        if *self.ready.borrow() {
+            return Ok(());
+        }
+        self.sql.exec(
+            "CREATE TABLE IF NOT EXISTS broadcasts (id TEXT PRIMARY KEY, created_at INTEGER NOT NULL)",
+            None,
+        )?;
+        self.sql.exec(
+            "CREATE TABLE IF NOT EXISTS public_keys (pem TEXT PRIMARY KEY, arn TEXT NOT NULL)",
+            None,
+        )?;
+        *self.ready.borrow_mut() = true;
+        Ok(())
+    }
+}
+
+/// The ARN of the key whose public PEM is `pem`: stored, found in IVS, or imported.
+async fn ensure_public_key(sql: &SqlStorage, env: &Env, pem: &str) -> AppResult<String> {
+    #[derive(Deserialize)]
+    struct Row {
+        arn: String,
+    }
+    let stored: Vec<Row> = sql
+        .exec(
+            "SELECT arn FROM public_keys WHERE pem = ?",
+            vec![pem.into()],
+        )?
+        .to_array()?;
+    if let Some(row) = stored.into_iter().next() {
+        return Ok(row.arn);
+    }
+    let settings = Settings::from_env(env)?;
+    let client = IvsClient::new(
+        &settings.config.ivs_endpoint,
+        &settings.config.ivs_region,
+        settings.credentials()?.clone(),
+    );
+    let upstream = |e: crate::ivs_client::CallError| AppError::Upstream(e.to_string());
+    let mut found = None;
+    let mut next_token = None;
+    'pages: loop {
+        let page: ListPublicKeysResponse = client
+            .call(
+                Operation::ListPublicKeys,
+                &ListPublicKeysRequest {
+                    next_token: next_token.take(),
+                    max_results: Some(100),
+                },
+                Retry::DEFAULT,
+            )
+            .await
+            .map_err(upstream)?;
+        for summary in &page.public_keys {
+            let Some(arn) = summary.arn.clone() else {
+                continue;
+            };
+            let got: GetPublicKeyResponse = client
+                .call(
+                    Operation::GetPublicKey,
+                    &GetPublicKeyRequest { arn: arn.clone() },
+                    Retry::DEFAULT,
+                )
+                .await
+                .map_err(upstream)?;
+            let material = got
+                .public_key
+                .and_then(|k| k.public_key_material)
+                .unwrap_or_default();
+            if tokens::same_pem(&material, pem) {
+                found = Some(arn);
+                break 'pages;
+            }
+        }
+        match page.next_token {
+            Some(t) if !t.is_empty() => next_token = Some(t),
+            _ => break,
+        }
+    }
+    let arn = match found {
+        Some(arn) => arn,
+        None => {
+            let imported: ImportPublicKeyResponse = client
+                .call(
+                    Operation::ImportPublicKey,
+                    &ImportPublicKeyRequest {
+                        public_key_material: pem.to_string(),
+                        name: Some("stagefan".into()),
+                        tags: Some([(TAG_MANAGED.to_string(), "true".to_string())].into()),
+                    },
+                    Retry::DEFAULT,
+                )
+                .await
+                .map_err(upstream)?;
+            imported
+                .public_key
+                .and_then(|k| k.arn)
+                .ok_or_else(|| AppError::Upstream("ImportPublicKey returned no ARN".into()))?
+        }
+    };
+    sql.exec(
+        "INSERT INTO public_keys (pem, arn) VALUES (?, ?) ON CONFLICT(pem) DO UPDATE SET arn = excluded.arn",
+        vec![pem.into(), arn.clone().into()],
+    )?;
+    Ok(arn)
+}
+
+/// Calls the registry.
+async fn call(env: &Env, op: &str, body: Value) -> AppResult<Value> {
+    let stub = env
+        .durable_object("REGISTRY")?
+        .id_from_name(REGISTRY_NAME)?
+        .get_stub()?;
+    let headers = Headers::new();
+    headers.set("content-type", "application/json")?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post)
+        .with_headers(headers)
+        .with_body(Some(body.to_string().into()));
+    let req = Request::new_with_init(&format!("https://registry/{op}"), &init)?;
+    let mut resp = stub.fetch_with_request(req).await?;
+    let status = resp.status_code();
+    let value: Value = resp.json().await?;
+    if status >= 400 {
+        return Err(AppError::Internal(format!(
+            "registry {op}: {status} {value}"
+        )));
+    }
+    Ok(value)
+}
+
+/// Records that `broadcast` exists.
+pub async fn register(env: &Env, broadcast: &str, now: u64) -> AppResult<()> {
+    call(env, "register", json!({"broadcast": broadcast, "now": now})).await?;
+    Ok(())
+}
+
+/// Every broadcast, sorted.
+pub async fn list(env: &Env) -> AppResult<Vec<String>> {
+    let v = call(env, "list", json!({})).await?;
+    Ok(serde_json::from_value(v["broadcasts"].clone())?)
+}
+
+/// The public-key ARN for our key (imported into IVS on first use).
+pub async fn public_key_arn(env: &Env, public_pem: &str) -> AppResult<String> {
+    let v = call(env, "public-key", json!({"pem": public_pem})).await?;
+    v["arn"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| AppError::Internal("registry returned no key ARN".into()))
+}

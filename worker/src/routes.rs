@@ -1,0 +1,504 @@
+//! The edge's HTTP API (docs/contract.md): a flat route table, one named `async fn` per route.
+//!
+//! Handlers authenticate and validate, hand pool operations to the broadcast's `StagePool`
+//! Durable Object, and mint tokens here at the edge (stateless, so minting scales out while
+//! the pool stays the single writer of its counts).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+use stagefan_core::config::TokenMode;
+use stagefan_core::ivs::{
+    CreateParticipantTokenRequest, CreateParticipantTokenResponse, Operation,
+    ParticipantTokenCapability,
+};
+use stagefan_core::sigv4::UtcDateTime;
+use stagefan_core::token::{participant_id, TokenBuilder};
+use worker::{Env, Headers, Method, Request, RequestInit, Response};
+
+use crate::auth::{self, Role};
+use crate::body::{self, JsonBody};
+use crate::error::{AppError, AppResult};
+use crate::ivs_client::{CallError, IvsClient, Retry};
+use crate::pool_object::{JoinGrant, PublisherStages, BROADCAST_HEADER};
+use crate::registry;
+use crate::runtime;
+use crate::settings::Settings;
+use crate::tokens::{SignerKind, TokenKey};
+
+/// What an isolate keeps between requests: parsed settings, the token key, the key's ARN.
+struct Isolate {
+    settings: Rc<Settings>,
+    key: Option<Rc<TokenKey>>,
+    signer: SignerKind,
+    key_arn: RefCell<Option<String>>,
+}
+
+thread_local! {
+    static ISOLATE: RefCell<Option<Rc<Isolate>>> = const { RefCell::new(None) };
+}
+
+/// One request's view: the bindings and the isolate's cache.
+pub struct Edge {
+    env: Env,
+    settings: Rc<Settings>,
+    key: Option<Rc<TokenKey>>,
+    signer: SignerKind,
+    isolate: Rc<Isolate>,
+}
+
+impl Edge {
+    fn new(env: Env) -> AppResult<Edge> {
+        let isolate = match ISOLATE.with(|c| c.borrow().clone()) {
+            Some(isolate) => isolate,
+            None => {
+                let settings = Rc::new(Settings::from_env(&env)?);
+                let key = match settings.token_private_key.as_deref() {
+                    Some(pem) => Some(TokenKey::from_pem(pem)?),
+                    None => None,
+                };
+                let isolate = Rc::new(Isolate {
+                    signer: SignerKind::parse(settings.token_signer.as_deref())?,
+                    key_arn: RefCell::new(settings.token_public_key_arn.clone()),
+                    settings,
+                    key,
+                });
+                ISOLATE.with(|slot| *slot.borrow_mut() = Some(isolate.clone()));
+                isolate
+            }
+        };
+        Ok(Edge {
+            env,
+            settings: isolate.settings.clone(),
+            key: isolate.key.clone(),
+            signer: isolate.signer,
+            isolate,
+        })
+    }
+}
+
+/// Every request enters here; the only place errors become responses, and CORS is added.
+pub async fn handle(req: Request, env: Env) -> Response {
+    let method = req.method();
+    let path = req.path();
+    let response = if method == Method::Options {
+        Response::empty()
+            .map(|r| r.with_status(204))
+            .map_err(AppError::from)
+    } else {
+        match Edge::new(env) {
+            Ok(edge) => dispatch(req, &edge, method, &path).await,
+            Err(e) => Err(e),
+        }
+    };
+    let response = response.unwrap_or_else(AppError::into_response);
+    with_cors(response)
+}
+
+/// The route table.
+async fn dispatch(req: Request, edge: &Edge, method: Method, path: &str) -> AppResult<Response> {
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    use Method::{Get, Post};
+    match (method, segments.as_slice()) {
+        (Get, ["api", "config"]) => get_config(edge).await,
+        (Post, ["api", "token", "viewer"]) => viewer_token(req, edge).await,
+        (Post, ["api", "viewer", "heartbeat"]) => viewer_heartbeat(req, edge).await,
+        (Post, ["api", "viewer", "leave"]) => viewer_leave(req, edge).await,
+        (Get, ["api", "broadcasts"]) => list_broadcasts(edge).await,
+        (Get, ["api", "broadcasts", id]) => get_broadcast(req, edge, id).await,
+        (Post, ["api", "token", "publisher-all"]) => publisher_all(req, edge).await,
+        (Post, ["api", "host", "published"]) => host_published(req, edge).await,
+        (Get, ["api", "admin", "broadcasts"]) => admin_list(req, edge).await,
+        (Get, ["api", "admin", "broadcasts", id]) => admin_snapshot(req, edge, id).await,
+        (Post, ["api", "admin", "broadcasts", id]) => admin_create(req, edge, id).await,
+        (Post, ["api", "admin", "broadcasts", id, "actions"]) => admin_action(req, edge, id).await,
+        (Post, ["api", "admin", "broadcasts", id, "observations"]) => {
+            admin_observations(req, edge, id).await
+        }
+        (_, ["api", "config" | "broadcasts" | "admin", ..])
+        | (_, ["api", "token" | "viewer" | "host", _]) => Err(AppError::MethodNotAllowed),
+        _ => Err(AppError::NotFound {
+            code: "not_found",
+            message: format!("no route {path}"),
+        }),
+    }
+}
+
+// ----- public routes ---------------------------------------------------------------------
+
+async fn get_config(edge: &Edge) -> AppResult<Response> {
+    let c = &edge.settings.config;
+    json_response(&json!({
+        "mediaMode": c.media_mode.as_str(),
+        "fanoutMode": c.fanout_mode.as_str(),
+        "tokenMode": c.token_mode.as_str(),
+        "defaultBroadcast": c.default_broadcast,
+    }))
+}
+
+async fn viewer_token(mut req: Request, edge: &Edge) -> AppResult<Response> {
+    let body = JsonBody::read(&mut req).await?;
+    let user_id = body.required_str("userId")?.to_string();
+    body::validate_user_id(&user_id)?;
+    let broadcast = resolve_broadcast(edge, &body)?;
+    let grant: JoinGrant =
+        pool_call(edge, &broadcast, "join", json!({ "userId": user_id })).await?;
+    let minted = mint(
+        edge,
+        &grant.stage_arn,
+        &grant.whip_url,
+        &grant.events_url,
+        &user_id,
+        false,
+    )
+    .await?;
+    json_response(&json!({
+        "token": minted.token,
+        "stageArn": grant.stage_arn,
+        "participantId": minted.participant_id,
+        "expiresAt": minted.expires_at,
+        "leaseId": grant.lease_id,
+        "leaseTtlSeconds": grant.lease_ttl_seconds,
+        "leaseExpiresAt": rfc3339_ms(grant.lease_expires_at),
+        "whipUrl": grant.whip_url,
+        "broadcast": grant.broadcast,
+        "stageState": grant.stage_state,
+        "reconnected": grant.reconnected,
+    }))
+}
+
+async fn viewer_heartbeat(mut req: Request, edge: &Edge) -> AppResult<Response> {
+    let body = JsonBody::read(&mut req).await?;
+    let lease_id = body.required_str("leaseId")?.to_string();
+    let broadcast = body::broadcast_of_lease(&lease_id)?.to_string();
+    let renewed: Value = pool_call(
+        edge,
+        &broadcast,
+        "heartbeat",
+        json!({ "leaseId": lease_id }),
+    )
+    .await?;
+    let expires_at = renewed["expiresAt"].as_u64().unwrap_or_default();
+    json_response(&json!({ "leaseId": lease_id, "expiresAt": rfc3339_ms(expires_at) }))
+}
+
+async fn viewer_leave(mut req: Request, edge: &Edge) -> AppResult<Response> {
+    let body = JsonBody::read(&mut req).await?;
+    let lease_id = body.required_str("leaseId")?.to_string();
+    let broadcast = body::broadcast_of_lease(&lease_id)?.to_string();
+    let _: Value = pool_call(edge, &broadcast, "leave", json!({ "leaseId": lease_id })).await?;
+    json_response(&json!({ "left": true }))
+}
+
+async fn list_broadcasts(edge: &Edge) -> AppResult<Response> {
+    let mut ids = registry::list(&edge.env).await?;
+    if let Some(default) = &edge.settings.config.default_broadcast {
+        if !ids.contains(default) {
+            ids.insert(0, default.clone());
+        }
+    }
+    let mut summaries = Vec::new();
+    for id in ids {
+        match pool_call::<Value>(edge, &id, "summary", json!({})).await {
+            Ok(summary) => summaries.push(summary),
+            Err(AppError::Forwarded { status: 404, .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    json_response(&json!({ "broadcasts": summaries }))
+}
+
+async fn get_broadcast(req: Request, edge: &Edge, id: &str) -> AppResult<Response> {
+    body::validate_broadcast("broadcast", id)?;
+    if auth::has(&req, edge.settings.admin_key.as_deref()) {
+        let snapshot: Value = pool_call(edge, id, "snapshot", json!({})).await?;
+        return json_response(&snapshot);
+    }
+    let summary: Value = pool_call(edge, id, "summary", json!({})).await?;
+    json_response(&summary)
+}
+
+// ----- host routes -----------------------------------------------------------------------
+
+async fn publisher_all(mut req: Request, edge: &Edge) -> AppResult<Response> {
+    auth::require(&req, Role::Host, edge.settings.host_key.as_deref())?;
+    let body = JsonBody::read(&mut req).await?;
+    let broadcast = resolve_broadcast(edge, &body)?;
+    let stages: PublisherStages = pool_call(edge, &broadcast, "publisher", json!({})).await?;
+    let mut tokens = Vec::with_capacity(stages.stages.len());
+    for stage in &stages.stages {
+        let minted = mint(
+            edge,
+            &stage.stage_arn,
+            &stage.whip_url,
+            &stage.events_url,
+            "host",
+            true,
+        )
+        .await?;
+        tokens.push(json!({
+            "stageArn": stage.stage_arn,
+            "token": minted.token,
+            "participantId": minted.participant_id,
+            "expiresAt": minted.expires_at,
+            "whipUrl": stage.whip_url,
+            "state": stage.state,
+        }));
+    }
+    json_response(&json!({
+        "broadcast": stages.broadcast,
+        "fanoutMode": stages.fanout_mode.as_str(),
+        "tokens": tokens,
+        "creating": stages.creating,
+    }))
+}
+
+async fn host_published(mut req: Request, edge: &Edge) -> AppResult<Response> {
+    auth::require(&req, Role::Host, edge.settings.host_key.as_deref())?;
+    let body = JsonBody::read(&mut req).await?;
+    let broadcast = resolve_broadcast(edge, &body)?;
+    let stage_arn = body.required_str("stageArn")?.to_string();
+    body::validate_stage_arn(&stage_arn)?;
+    let participant_id = body.required_str("participantId")?.to_string();
+    if !stagefan_core::token::is_valid_jti(&participant_id) {
+        return Err(AppError::bad_field(
+            "participantId",
+            "`participantId` must be 1-64 characters of A-Z a-z 0-9 _ -",
+        ));
+    }
+    let result: Value = pool_call(
+        edge,
+        &broadcast,
+        "published",
+        json!({ "stageArn": stage_arn, "participantId": participant_id }),
+    )
+    .await?;
+    json_response(&result)
+}
+
+// ----- admin routes (the monitor) --------------------------------------------------------
+
+async fn admin_list(req: Request, edge: &Edge) -> AppResult<Response> {
+    auth::require(&req, Role::Admin, edge.settings.admin_key.as_deref())?;
+    let ids = registry::list(&edge.env).await?;
+    json_response(&json!({ "broadcasts": ids }))
+}
+
+async fn admin_snapshot(req: Request, edge: &Edge, id: &str) -> AppResult<Response> {
+    auth::require(&req, Role::Admin, edge.settings.admin_key.as_deref())?;
+    body::validate_broadcast("broadcast", id)?;
+    let snapshot: Value = pool_call(edge, id, "snapshot", json!({})).await?;
+    json_response(&snapshot)
+}
+
+async fn admin_create(mut req: Request, edge: &Edge, id: &str) -> AppResult<Response> {
+    auth::require(&req, Role::Admin, edge.settings.admin_key.as_deref())?;
+    body::validate_broadcast("broadcast", id)?;
+    let _ = JsonBody::read(&mut req).await?;
+    let snapshot: Value = pool_call(edge, id, "ensure", json!({})).await?;
+    json_response(&snapshot)
+}
+
+async fn admin_action(mut req: Request, edge: &Edge, id: &str) -> AppResult<Response> {
+    auth::require(&req, Role::Admin, edge.settings.admin_key.as_deref())?;
+    body::validate_broadcast("broadcast", id)?;
+    let body = JsonBody::read(&mut req).await?;
+    let action = body.required_str("action")?.to_string();
+    let mut forwarded = json!({ "action": action });
+    match action.as_str() {
+        "create" => {}
+        "drain" | "delete" => {
+            let arn = body.required_str("stageArn")?.to_string();
+            body::validate_stage_arn(&arn)?;
+            forwarded["stageArn"] = json!(arn);
+        }
+        _ => {
+            return Err(AppError::bad_field(
+                "action",
+                "`action` must be one of create, drain, delete",
+            ))
+        }
+    }
+    let result: Value = pool_call(edge, id, "action", forwarded).await?;
+    json_response(&result)
+}
+
+async fn admin_observations(mut req: Request, edge: &Edge, id: &str) -> AppResult<Response> {
+    auth::require(&req, Role::Admin, edge.settings.admin_key.as_deref())?;
+    body::validate_broadcast("broadcast", id)?;
+    let body = JsonBody::read(&mut req).await?;
+    body.optional_u64("observedAt")?;
+    match body.get("stages") {
+        Some(Value::Array(_)) => {}
+        _ => {
+            return Err(AppError::bad_field(
+                "stages",
+                "`stages` must be an array of {stageArn, publishers, subscribers}",
+            ))
+        }
+    }
+    let value = Value::Object(
+        ["observedAt", "stages"]
+            .iter()
+            .filter_map(|k| body.get(k).map(|v| (k.to_string(), v.clone())))
+            .collect(),
+    );
+    let report: Value = pool_call(edge, id, "observations", value).await?;
+    json_response(&report)
+}
+
+// ----- helpers -----------------------------------------------------------------------------
+
+fn resolve_broadcast(edge: &Edge, body: &JsonBody) -> AppResult<String> {
+    let named = body.optional_str("broadcast")?;
+    if let Some(b) = named {
+        body::validate_broadcast("broadcast", b)?;
+    }
+    Ok(edge.settings.config.resolve_broadcast(named)?)
+}
+
+/// Calls the broadcast's pool; an error answer is sent on to the client unchanged.
+async fn pool_call<T: DeserializeOwned>(
+    edge: &Edge,
+    broadcast: &str,
+    op: &str,
+    body: Value,
+) -> AppResult<T> {
+    let stub = edge
+        .env
+        .durable_object("STAGE_POOL")?
+        .id_from_name(broadcast)?
+        .get_stub()?;
+    let headers = Headers::new();
+    headers.set("content-type", "application/json")?;
+    headers.set(BROADCAST_HEADER, broadcast)?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post)
+        .with_headers(headers)
+        .with_body(Some(body.to_string().into()));
+    let request = Request::new_with_init(&format!("https://pool/{op}"), &init)?;
+    let mut response = stub.fetch_with_request(request).await?;
+    let status = response.status_code();
+    if status >= 400 {
+        let retry_after = response.headers().get("retry-after").ok().flatten();
+        return Err(AppError::Forwarded {
+            status,
+            body: response.text().await?,
+            retry_after,
+        });
+    }
+    Ok(response.json().await?)
+}
+
+struct Minted {
+    token: String,
+    participant_id: String,
+    expires_at: String,
+}
+
+/// A participant token for one stage: self-signed (ES384) or from `CreateParticipantToken`.
+async fn mint(
+    edge: &Edge,
+    stage_arn: &str,
+    whip_url: &str,
+    events_url: &str,
+    user_id: &str,
+    publish: bool,
+) -> AppResult<Minted> {
+    let config = &edge.settings.config;
+    let ttl = i64::from(config.token_ttl_seconds);
+    match config.token_mode {
+        TokenMode::SelfSigned => {
+            let key = edge
+                .key
+                .as_ref()
+                .ok_or(AppError::NotConfigured("TOKEN_PRIVATE_KEY"))?;
+            let kid = key_arn(edge, key).await?;
+            let now = runtime::now_secs();
+            let pid = participant_id(&runtime::random::<12>());
+            let unsigned = TokenBuilder::new(&kid, stage_arn, whip_url, events_url)
+                .participant_id(pid.clone())
+                .user_id(user_id)
+                .capabilities(publish, true)
+                .valid_for(now, ttl)
+                .build()
+                .map_err(|e| AppError::Internal(format!("token claims: {e}")))?;
+            let token = key.sign(unsigned, edge.signer).await?;
+            Ok(Minted {
+                token,
+                participant_id: pid,
+                expires_at: UtcDateTime::from_unix(now + ttl).rfc3339(),
+            })
+        }
+        TokenMode::Api => {
+            let client = IvsClient::new(
+                &config.ivs_endpoint,
+                &config.ivs_region,
+                edge.settings.credentials()?.clone(),
+            );
+            let mut capabilities = vec![ParticipantTokenCapability::Subscribe];
+            if publish {
+                capabilities.insert(0, ParticipantTokenCapability::Publish);
+            }
+            let request = CreateParticipantTokenRequest {
+                stage_arn: stage_arn.to_string(),
+                duration: Some((config.token_ttl_seconds / 60).max(1)),
+                user_id: Some(user_id.to_string()),
+                capabilities: Some(capabilities),
+                ..Default::default()
+            };
+            let answer: CreateParticipantTokenResponse = client
+                .call(Operation::CreateParticipantToken, &request, Retry::DEFAULT)
+                .await
+                .map_err(|e| match e {
+                    e if e.is_throttling() => AppError::Throttled,
+                    CallError::Ivs(e) => AppError::Upstream(e.to_string()),
+                    e => AppError::Upstream(e.to_string()),
+                })?;
+            let token = answer
+                .participant_token
+                .ok_or_else(|| AppError::Upstream("CreateParticipantToken: no token".into()))?;
+            Ok(Minted {
+                token: token.token.unwrap_or_default(),
+                participant_id: token.participant_id.unwrap_or_default(),
+                expires_at: token.expiration_time.unwrap_or_default(),
+            })
+        }
+    }
+}
+
+/// The ARN of our public key in IVS, imported on first use (once per isolate, by the registry).
+async fn key_arn(edge: &Edge, key: &TokenKey) -> AppResult<String> {
+    if let Some(arn) = edge.isolate.key_arn.borrow().clone() {
+        return Ok(arn);
+    }
+    let arn = registry::public_key_arn(&edge.env, &key.public_pem).await?;
+    *edge.isolate.key_arn.borrow_mut() = Some(arn.clone());
+    Ok(arn)
+}
+
+fn rfc3339_ms(ms: u64) -> String {
+    UtcDateTime::from_unix((ms / 1000) as i64).rfc3339()
+}
+
+fn json_response(value: &Value) -> AppResult<Response> {
+    Ok(Response::from_json(value)?)
+}
+
+fn with_cors(response: Response) -> Response {
+    let headers = Headers::new();
+    for (name, value) in response.headers().entries() {
+        let _ = headers.set(&name, &value);
+    }
+    let _ = headers.set("access-control-allow-origin", "*");
+    let _ = headers.set("access-control-allow-methods", "GET, POST, OPTIONS");
+    let _ = headers.set(
+        "access-control-allow-headers",
+        "authorization, content-type",
+    );
+    let _ = headers.set("access-control-expose-headers", "retry-after");
+    let _ = headers.set("access-control-max-age", "86400");
+    response.with_headers(headers)
+}
