@@ -2,19 +2,53 @@
 // time from a viewer page's load to its first decoded frame.
 //
 //   node tests/bench/media-bench.mjs [--steps 0,25,50,100,150,200] [--window 10] [--viewers 5] [--debug]
+//        [--noise]
 //
 // Builds (release unless --debug) and starts ivs-local-media's loopback example, publishes
 // Chromium's fake camera at 1280×720 (H.264, ≤ 2.5 Mbit/s), adds str0m subscribers
 // (examples/bench_subscribers.rs: they receive every packet but do not decode) step by step while
 // sampling the server's CPU from /proc, then opens Chromium viewer pages one at a time and times
 // page load → first decoded frame. Prints JSON lines and a Markdown summary.
+//
+// Chromium's fake camera (a flat green frame) compresses to ≈0.5 Mbit/s at 720p. With --noise
+// the camera is a generated busy 1280×720 clip (tests/out/busy-720p.y4m, made on first use)
+// that the encoder sends at up to the 2.5 Mbit/s cap, like a busy real camera.
 import { spawn, spawnSync } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, openSync, writeSync } from 'node:fs';
+import { randomInt } from 'node:crypto';
 import { join } from 'node:path';
 import { launch, waitFor, videoHealth, sleep, ROOT } from '../browser/lib/browser.mjs';
 import { startLoopback } from '../browser/lib/loopback.mjs';
 
 const argv = process.argv.slice(2);
-const opt = (name, def) => { const i = argv.indexOf(name); return i >= 0 ? argv[i + 1] : def; };
+
+/**
+ * A 1280×720 30 fps Y4M clip (2 s, looped by Chromium): 16×16 blocks of random grey that change
+ * 8 % at a time, under a moving fine pattern. Busy enough that the encoder uses its whole
+ * bitrate cap, unlike the fake camera's flat frame (pure noise makes it stall instead).
+ */
+function noiseVideo() {
+  const dir = join(ROOT, 'tests', 'out');
+  const path = join(dir, 'busy-720p.y4m');
+  if (existsSync(path)) return path;
+  mkdirSync(dir, { recursive: true });
+  const w = 1280, h = 720, B = 16, bw = w / B;
+  const fd = openSync(path, 'w');
+  writeSync(fd, `YUV4MPEG2 W${w} H${h} F30:1 C420\n`);
+  const frame = Buffer.alloc(w * h * 3 / 2, 128);
+  const blocks = new Uint8Array(bw * (h / B)).map(() => randomInt(256));
+  for (let i = 0; i < 60; i++) {
+    for (let k = 0; k < blocks.length * 0.08; k++) blocks[randomInt(blocks.length)] = randomInt(256);
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < w; x++) frame[y * w + x] = blocks[((y / B) | 0) * bw + ((x / B) | 0)] ^ ((x * 7 + y * 13 + i) & 15);
+    }
+    writeSync(fd, 'FRAME\n');
+    writeSync(fd, frame);
+  }
+  closeSync(fd);
+  return path;
+}
+
 const release = !argv.includes('--debug');
 const steps = opt('--steps', '0,25,50,100,150,200');
 const windowSecs = opt('--window', '10');
@@ -32,8 +66,10 @@ if (b.status !== 0) process.exit(1);
 const profile = release ? 'release' : 'debug';
 process.env.LOOPBACK_BIN = join(target, profile, 'examples', 'loopback');
 
+const extraArgs = [];
+if (argv.includes('--noise')) extraArgs.push(`--use-file-for-fake-video-capture=${noiseVideo()}`);
 const server = await startLoopback({ release });
-const browser = await launch();
+const browser = await launch({ extraArgs });
 const results = { steps: [], firstFrameMs: [] };
 try {
   const ctx = await browser.newContext();

@@ -263,6 +263,8 @@ impl Engine {
                 reply,
             } => {
                 let r = self.add(session, *rtc, socket, now);
+                // The caller may read stats() as soon as accept() returns.
+                self.publish_stats(now);
                 let _ = reply.send(r);
             }
             Command::Disconnect(participant) => {
@@ -597,6 +599,8 @@ impl Engine {
         if let Some(s) = new_source {
             self.want_keyframe(s, socket, now);
         }
+        // Whoever handles the event sees stats without the session.
+        self.publish_stats(now);
         self.emit(MediaEvent::Disconnected {
             stage_id: peer.stage.to_string(),
             participant_id: peer.participant_id,
