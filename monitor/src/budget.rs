@@ -2,24 +2,26 @@
 //! separately, 5 requests per second per account and region), plus a backoff that a
 //! throttling answer or a server fault switches on.
 //!
-//! The buckets hold one token and refill at [`PACING`] times the budget, so calls of one
-//! operation start at least `1 / (PACING × rate)` apart: never a burst, and even with the
-//! network delaying one request more than the next, no one-second window at IVS sees more
-//! than `rate` of them. The clock is tokio's, so tests can pause it.
+//! Two rules per operation:
+//! - a token bucket (core's [`TokenBucket`]) of one token refilled at the budget's rate, so
+//!   calls never come in bursts;
+//! - one call in flight at a time, and the next one starts at least `1 / rate` after the
+//!   previous one *ended*. IVS counts a call when it handles it, which is between the start
+//!   and the end of the call; so however the network or a busy host delays requests, two
+//!   calls are handled more than `1 / rate` apart, and no one-second window at IVS ever
+//!   holds more than `rate` of them.
+//!
+//! The clock is tokio's, so tests can pause it.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
 use stagefan_core::ivs::Operation;
 use stagefan_core::policy::TokenBucket;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
-
-/// Calls are paced at this fraction of the budget. The margin absorbs the jitter between a
-/// call leaving the monitor and reaching IVS (which counts arrivals): at 2 calls/s, two
-/// calls 555 ms apart would have to be delayed 110 ms differently to land in one window.
-pub const PACING: f64 = 0.9;
 
 /// The first pause after a throttled or failed call; doubled per further failure.
 pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
@@ -50,6 +52,10 @@ struct Family {
     bucket: TokenBucket,
     failures: u32,
     backoff_until: Option<Instant>,
+    /// `1 / rate` after the end of the last call.
+    not_before: Option<Instant>,
+    /// One call in flight.
+    slot: Arc<Semaphore>,
 }
 
 /// Per-operation token buckets with backoff. Cheap to share behind an `Arc`.
@@ -58,6 +64,24 @@ pub struct Budget {
     rate: f64,
     origin: Instant,
     families: Mutex<HashMap<Operation, Family>>,
+}
+
+/// The right to make one call. Dropping it (when the call has ended) starts the spacing
+/// before the next call of the operation.
+#[derive(Debug)]
+pub struct Permit<'a> {
+    budget: &'a Budget,
+    op: Operation,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        let gap = Duration::from_secs_f64(1.0 / self.budget.rate);
+        let end = Instant::now();
+        self.budget
+            .with_family(self.op, |fam, _| fam.not_before = Some(end + gap));
+    }
 }
 
 /// What the budget of one operation looks like now (for metrics).
@@ -93,28 +117,45 @@ impl Budget {
         let now_ms = self.millis(Instant::now());
         let rate = self.rate;
         let fam = families.entry(op).or_insert_with(|| Family {
-            bucket: TokenBucket::new(1, rate * PACING, now_ms),
+            bucket: TokenBucket::new(1, rate, now_ms),
             failures: 0,
             backoff_until: None,
+            not_before: None,
+            slot: Arc::new(Semaphore::new(1)),
         });
         f(fam, now_ms)
     }
 
-    /// Waits for a token of `op`, unless it would come after `deadline`: then takes nothing
-    /// and returns [`Deferred`] at once.
-    pub async fn acquire(&self, op: Operation, deadline: Instant) -> Result<(), Deferred> {
+    /// Waits for the right to call `op` (a free slot, a token, the spacing after the previous
+    /// call, the end of any backoff), unless it would come after `deadline`: then takes
+    /// nothing and returns [`Deferred`].
+    pub async fn acquire(&self, op: Operation, deadline: Instant) -> Result<Permit<'_>, Deferred> {
+        let slot = self.with_family(op, |fam, _| fam.slot.clone());
+        let slot = match tokio::time::timeout_at(deadline, slot.acquire_owned()).await {
+            Ok(Ok(p)) => p,
+            _ => return Err(Deferred { ready_at: deadline }),
+        };
         loop {
             let now = Instant::now();
             let ready_at = self.with_family(op, |fam, now_ms| {
-                let in_backoff = fam.backoff_until.is_some_and(|t| t > now);
-                if !in_backoff && fam.bucket.try_take(now_ms) {
+                let wait_until = fam
+                    .backoff_until
+                    .into_iter()
+                    .chain(fam.not_before)
+                    .filter(|t| *t > now)
+                    .max();
+                if wait_until.is_none() && fam.bucket.try_take(now_ms) {
                     return None;
                 }
                 let token_at = now + Duration::from_millis(fam.bucket.time_until_available(now_ms));
-                Some(token_at.max(fam.backoff_until.unwrap_or(now)))
+                Some(token_at.max(wait_until.unwrap_or(now)))
             });
             let Some(ready_at) = ready_at else {
-                return Ok(());
+                return Ok(Permit {
+                    budget: self,
+                    op,
+                    _slot: slot,
+                });
             };
             if ready_at > deadline {
                 return Err(Deferred { ready_at });
@@ -185,14 +226,34 @@ mod tests {
         let far = start + Duration::from_secs(3600);
         let mut at = Vec::new();
         for _ in 0..5 {
-            budget.acquire(Operation::GetStage, far).await.unwrap();
+            let _permit = budget.acquire(Operation::GetStage, far).await.unwrap();
             at.push(start.elapsed().as_millis());
         }
-        // 2/s paced at 90%: one call every 556 ms.
-        assert_eq!(at, vec![0, 556, 1112, 1668, 2224]);
+        assert_eq!(at, vec![0, 500, 1000, 1500, 2000]);
         // Another operation has its own bucket.
-        budget.acquire(Operation::ListStages, far).await.unwrap();
-        assert_eq!(start.elapsed().as_millis(), 2224);
+        drop(budget.acquire(Operation::ListStages, far).await.unwrap());
+        assert_eq!(start.elapsed().as_millis(), 2000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_next_call_waits_for_the_previous_one_to_end_and_then_the_full_gap() {
+        let budget = Arc::new(Budget::new(2.0));
+        let start = Instant::now();
+        let far = start + Duration::from_secs(3600);
+        let permit = budget.acquire(Operation::GetStage, far).await.unwrap();
+        let other = {
+            let budget = budget.clone();
+            tokio::spawn(async move {
+                let _p = budget.acquire(Operation::GetStage, far).await.unwrap();
+                Instant::now()
+            })
+        };
+        // The first call takes 800 ms (slow network): the second may start only 500 ms
+        // after it ended, although a token was there after 500 ms.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        drop(permit);
+        let second = other.await.unwrap();
+        assert_eq!(second - start, Duration::from_millis(1300));
     }
 
     #[tokio::test(start_paused = true)]
@@ -210,13 +271,13 @@ mod tests {
             )
             .await
             .unwrap_err();
-        assert_eq!(deferred.ready_at, start + Duration::from_millis(1112));
+        assert_eq!(deferred.ready_at, start + Duration::from_secs(1));
         assert_eq!(start.elapsed(), Duration::ZERO, "a deferral does not wait");
         budget
             .acquire(Operation::ListParticipants, start + Duration::from_secs(10))
             .await
             .unwrap();
-        assert_eq!(start.elapsed(), Duration::from_millis(1112));
+        assert_eq!(start.elapsed(), Duration::from_secs(1));
     }
 
     #[tokio::test(start_paused = true)]
@@ -224,20 +285,20 @@ mod tests {
         let budget = Budget::new(2.0);
         let start = Instant::now();
         let far = start + Duration::from_secs(3600);
-        budget.acquire(Operation::GetStage, far).await.unwrap();
+        drop(budget.acquire(Operation::GetStage, far).await.unwrap());
         let p1 = budget
             .record(Operation::GetStage, CallResult::Throttled)
             .unwrap();
         assert!(p1 >= Duration::from_millis(500) && p1 <= Duration::from_secs(1));
         assert!(budget.state(Operation::GetStage).backoff_seconds > 0.0);
-        budget.acquire(Operation::GetStage, far).await.unwrap();
+        drop(budget.acquire(Operation::GetStage, far).await.unwrap());
         assert!(start.elapsed() >= p1);
         let p2 = budget
             .record(Operation::GetStage, CallResult::Failed)
             .unwrap();
         assert!(p2 >= Duration::from_secs(1) && p2 <= Duration::from_secs(2));
         let before = start.elapsed();
-        budget.acquire(Operation::GetStage, far).await.unwrap();
+        drop(budget.acquire(Operation::GetStage, far).await.unwrap());
         assert!(start.elapsed() - before >= p2);
         assert_eq!(
             budget.record(Operation::GetStage, CallResult::Answered),
@@ -252,7 +313,7 @@ mod tests {
         );
         // Other operations are not paused.
         let t = start.elapsed();
-        budget.acquire(Operation::ListStages, far).await.unwrap();
+        drop(budget.acquire(Operation::ListStages, far).await.unwrap());
         assert_eq!(start.elapsed(), t);
     }
 }

@@ -174,10 +174,13 @@ impl IvsClient {
         req: &Req,
         deadline: Instant,
     ) -> Result<Resp, CallError> {
-        if let Err(d) = self.budget.acquire(op, deadline).await {
-            self.metrics.ivs.deferred(op);
-            return Err(CallError::Deferred(op, d));
-        }
+        let permit = match self.budget.acquire(op, deadline).await {
+            Ok(p) => p,
+            Err(d) => {
+                self.metrics.ivs.deferred(op);
+                return Err(CallError::Deferred(op, d));
+            }
+        };
         let body = serde_json::to_vec(req).map_err(|e| CallError::Decode(op, e.to_string()))?;
         let path = op.path(None);
         let unix = SystemTime::now()
@@ -230,6 +233,8 @@ impl IvsClient {
             Err(e) => Err(e),
         };
         let seconds = started.elapsed().as_secs_f64();
+        // The call has ended: the spacing to the next one of this operation starts now.
+        drop(permit);
         let outcome = match result {
             Err(e) => {
                 self.metrics.ivs.observe_call(op, "error", seconds);

@@ -1,11 +1,17 @@
 //! The poll loop: one round every `poll_interval`.
 //!
-//! A round reads every pool from the edge, samples IVS within the budget (continuing a
-//! paginated `ListStages` pass, and `GetStage` + `ListParticipants` for the pools' stages,
-//! least recently sampled first, so a thousand stages are covered round-robin over several
-//! rounds), posts the observations to the pools, asks the pools to scale down as core's
-//! policy decides, and collects orphan stages. No IVS call waits past the round's end: what
-//! the budget cannot fit is put off to the next round.
+//! A round reads every pool from the edge, samples IVS within the budget, posts the
+//! observations to the pools, asks the pools to scale down as core's policy decides, and
+//! collects orphan stages. IVS sampling is spread over rounds:
+//! - a paginated `ListStages` pass (100 stages a page, tags and `activeSessionId` included)
+//!   runs continuously, a few pages a round: 1,000 stages take 10 calls;
+//! - a pool's stage that the last listing showed without a session has nobody connected and
+//!   costs no call; one with a session costs `ListParticipants` (per page of 100); one the
+//!   listing has not shown yet (just created) costs a `GetStage` first;
+//! - stages are taken least recently sampled first (round-robin).
+//!
+//! No IVS call waits past the round's end: what the budget cannot fit is put off to the next
+//! round.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -68,6 +74,13 @@ struct Listing {
     pages: Vec<StageSummary>,
 }
 
+/// What the last `ListStages` page showed of a stage: its active session, and when.
+#[derive(Debug, Clone)]
+struct Listed {
+    session: Option<String>,
+    at: Instant,
+}
+
 /// A stage's last IVS sample.
 #[derive(Debug, Clone)]
 struct Sample {
@@ -83,6 +96,7 @@ pub struct Poller {
     origin: Instant,
     origin_unix_ms: u64,
     listing: Listing,
+    listed: HashMap<String, Listed>,
     samples: HashMap<String, Sample>,
     sampled_broadcast: HashMap<String, String>,
     drift: HashMap<String, (String, i64)>,
@@ -110,6 +124,7 @@ impl Poller {
             origin: Instant::now(),
             origin_unix_ms,
             listing: Listing::default(),
+            listed: HashMap::new(),
             samples: HashMap::new(),
             sampled_broadcast: HashMap::new(),
             drift: HashMap::new(),
@@ -177,8 +192,21 @@ impl Poller {
         let candidates = sample_candidates(&snaps);
         let (listed, sampled) = tokio::join!(
             list_step(&self.ivs, &mut self.listing, deadline),
-            sample_step(&self.ivs, &self.samples, &candidates, deadline),
+            sample_step(
+                &self.ivs,
+                &self.samples,
+                &self.listed,
+                &candidates,
+                deadline
+            ),
         );
+        for (arn, entry) in &listed.seen {
+            self.listed.insert(arn.clone(), entry.clone());
+        }
+        if let Some(complete) = &listed.complete {
+            let present: HashSet<&str> = complete.iter().map(|s| s.arn.as_str()).collect();
+            self.listed.retain(|arn, _| present.contains(arn.as_str()));
+        }
         report.deferred = sampled.deferred || listed.deferred;
         report.sampled = sampled.observations.len();
         self.post_observations(&snaps, sampled.observations).await;
@@ -498,38 +526,48 @@ fn sample_candidates(snaps: &[Snapshot]) -> Vec<(String, String)> {
 
 struct ListOutcome {
     complete: Option<Vec<StageSummary>>,
+    seen: Vec<(String, Listed)>,
     deferred: bool,
 }
 
-/// Continues the `ListStages` pass; returns the full list when its last page arrives.
+/// Continues the `ListStages` pass; returns the full list when its last page arrives, and
+/// every stage's active session as the pages showed it.
 async fn list_step(ivs: &IvsClient, listing: &mut Listing, deadline: Instant) -> ListOutcome {
+    let mut out = ListOutcome {
+        complete: None,
+        seen: Vec::new(),
+        deferred: false,
+    };
     loop {
         match ivs.list_stages(listing.next_token.clone(), deadline).await {
             Ok(page) => {
+                let at = Instant::now();
+                for st in &page.stages {
+                    out.seen.push((
+                        st.arn.clone(),
+                        Listed {
+                            session: st.active_session_id.clone().filter(|s| !s.is_empty()),
+                            at,
+                        },
+                    ));
+                }
                 listing.pages.extend(page.stages);
                 match page.next_token {
                     Some(t) => listing.next_token = Some(t),
                     None => {
                         listing.next_token = None;
-                        return ListOutcome {
-                            complete: Some(std::mem::take(&mut listing.pages)),
-                            deferred: false,
-                        };
+                        out.complete = Some(std::mem::take(&mut listing.pages));
+                        return out;
                     }
                 }
             }
             Err(CallError::Deferred(..)) => {
-                return ListOutcome {
-                    complete: None,
-                    deferred: true,
-                }
+                out.deferred = true;
+                return out;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "ListStages failed; the pass goes on next round");
-                return ListOutcome {
-                    complete: None,
-                    deferred: false,
-                };
+                return out;
             }
         }
     }
@@ -551,10 +589,14 @@ struct SampleOutcome {
 }
 
 /// Samples the candidates least recently sampled first, until the budget has no room left
-/// before `deadline`.
+/// before `deadline`. A stage that the last `ListStages` page showed without a session has
+/// nobody connected: that costs no call. A stage with a session costs one
+/// `ListParticipants` per page; a stage the listing has not shown yet (just created) a
+/// `GetStage` first.
 async fn sample_step(
     ivs: &IvsClient,
     samples: &HashMap<String, Sample>,
+    listed: &HashMap<String, Listed>,
     candidates: &[(String, String)],
     deadline: Instant,
 ) -> SampleOutcome {
@@ -570,19 +612,31 @@ async fn sample_step(
         deferred: false,
     };
     for (broadcast, arn) in order {
-        match sample_stage(ivs, arn, deadline).await {
-            Ok(Some((publishers, subscribers))) => out.observations.push(StageSample {
+        let last = samples.get(arn).map(|s| s.at);
+        let sample = match listed.get(arn) {
+            Some(l) if l.session.is_none() => {
+                if last.is_some_and(|t| t >= l.at) {
+                    continue; // nothing new since; the next listing pass refreshes it
+                }
+                Ok(Some((Vec::new(), Vec::new(), l.at)))
+            }
+            _ if out.deferred => continue, // the budget is spent for this round
+            Some(l) => {
+                let session = l.session.clone().unwrap_or_default();
+                participants(ivs, arn, &session, deadline).await
+            }
+            None => sample_stage(ivs, arn, deadline).await,
+        };
+        match sample {
+            Ok(Some((publishers, subscribers, at))) => out.observations.push(StageSample {
                 broadcast: broadcast.clone(),
                 arn: arn.clone(),
-                at: Instant::now(),
+                at,
                 publishers,
                 subscribers,
             }),
             Ok(None) => {}
-            Err(SampleError::Deferred) => {
-                out.deferred = true;
-                break;
-            }
+            Err(SampleError::Deferred) => out.deferred = true,
         }
     }
     out
@@ -592,33 +646,47 @@ enum SampleError {
     Deferred,
 }
 
+/// Who a stage has: `(publishers, subscribers, when)`.
+type Participants = (Vec<String>, Vec<String>, Instant);
+
 /// `GetStage`, then every page of `ListParticipants` for its active session. `Ok(None)`:
 /// the sample failed (logged) and the stage is tried again in a later round.
 async fn sample_stage(
     ivs: &IvsClient,
     arn: &str,
     deadline: Instant,
-) -> Result<Option<(Vec<String>, Vec<String>)>, SampleError> {
+) -> Result<Option<Participants>, SampleError> {
     let stage = match ivs.get_stage(arn, deadline).await {
         Ok(s) => s,
         Err(CallError::Deferred(..)) => return Err(SampleError::Deferred),
         Err(e) if e.is_not_found() => {
             // The pool has a stage IVS does not: nobody can be connected to it.
             tracing::warn!(stage = %arn, "a pool's stage is missing in IVS");
-            return Ok(Some((Vec::new(), Vec::new())));
+            return Ok(Some((Vec::new(), Vec::new(), Instant::now())));
         }
         Err(e) => {
             tracing::warn!(stage = %arn, error = %e, "GetStage failed");
             return Ok(None);
         }
     };
-    let Some(session) = stage.active_session_id.filter(|s| !s.is_empty()) else {
-        return Ok(Some((Vec::new(), Vec::new())));
-    };
+    match stage.active_session_id.filter(|s| !s.is_empty()) {
+        None => Ok(Some((Vec::new(), Vec::new(), Instant::now()))),
+        Some(session) => participants(ivs, arn, &session, deadline).await,
+    }
+}
+
+/// Every page of `ListParticipants` of one session: the connected publishers and
+/// subscribers.
+async fn participants(
+    ivs: &IvsClient,
+    arn: &str,
+    session: &str,
+    deadline: Instant,
+) -> Result<Option<Participants>, SampleError> {
     let (mut publishers, mut subscribers) = (Vec::new(), Vec::new());
     let mut token = None;
     loop {
-        match ivs.list_participants(arn, &session, token, deadline).await {
+        match ivs.list_participants(arn, session, token, deadline).await {
             Ok(page) => {
                 for p in page.participants {
                     if p.state.is_some_and(|s| s != ParticipantState::Connected) {
@@ -637,12 +705,14 @@ async fn sample_stage(
                 }
             }
             Err(CallError::Deferred(..)) => return Err(SampleError::Deferred),
-            Err(e) if e.is_not_found() => return Ok(Some((Vec::new(), Vec::new()))),
+            Err(e) if e.is_not_found() => {
+                return Ok(Some((Vec::new(), Vec::new(), Instant::now())))
+            }
             Err(e) => {
                 tracing::warn!(stage = %arn, error = %e, "ListParticipants failed");
                 return Ok(None);
             }
         }
     }
-    Ok(Some((publishers, subscribers)))
+    Ok(Some((publishers, subscribers, Instant::now())))
 }
