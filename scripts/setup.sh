@@ -71,14 +71,21 @@ fi
 lock_version() {
   awk -v name="$1" '$0 == "name = \"" name "\"" { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock
 }
+# Compiled tools are also kept in a per-user cache, so that another clone on the same machine
+# (CI runs in a fresh clone) copies them instead of compiling them again.
+TOOL_CACHE="${STAGEFAN_TOOL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/stagefan/tools}"
 cargo_install() { # crate version binary
   local crate=$1 version=$2 bin=$3
   if [[ -x "$STATE/bin/$bin" ]] && grep -qx "$version" "$STATE/bin/.$bin.version" 2>/dev/null; then
     return 0
   fi
-  say "cargo install $crate $version (once; a few minutes)"
-  # Not --locked: the crates' own lock files may name yanked versions.
-  cargo install "$crate" --version "$version" --root "$STATE" --force --quiet
+  local cached="$TOOL_CACHE/$crate-$version/bin/$bin"
+  if [[ ! -x "$cached" ]]; then
+    say "cargo install $crate $version (once per machine; several minutes)"
+    # Not --locked: the crates' own lock files may name yanked versions.
+    cargo install "$crate" --version "$version" --root "$TOOL_CACHE/$crate-$version" --force --quiet
+  fi
+  cp "$cached" "$STATE/bin/$bin"
   echo "$version" >"$STATE/bin/.$bin.version"
 }
 WASM_BINDGEN_VERSION="$(lock_version wasm-bindgen)"
