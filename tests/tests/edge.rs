@@ -548,6 +548,10 @@ async fn join_storm(stack: &Stack, api: &Api) {
             other => panic!("unexpected answer {other}: {a:?}"),
         }
     }
+    eprintln!(
+        "join storm: {storm} concurrent viewers, {} seated, {refused} refused (503), capacity {CAPACITY} x {MAX_STAGES} stages",
+        granted.len()
+    );
     assert!(refused > 0, "300 viewers cannot all fit in {seats} seats");
     assert!(granted.len() < seats);
     let snap = check_counts(stack, api, b, 1 + granted.len()).await;
@@ -600,6 +604,9 @@ async fn join_storm(stack: &Stack, api: &Api) {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     assert_eq!(total, seats, "every seat of {MAX_STAGES} stages is given");
+    eprintln!(
+        "join storm: after the creates, {total} seats given = {MAX_STAGES} stages x {CAPACITY}"
+    );
     let snap = check_counts(stack, api, b, seats).await;
     let stages = snap["stages"]
         .as_array()
