@@ -147,6 +147,8 @@ test('host + viewers over ≥3 live stages, every viewer decodes the host', { sk
       body: JSON.stringify({ action: 'create' }),
     });
     assert.equal(r.status, 200, `create action: HTTP ${r.status}`);
+    const outcome = await r.json();
+    assert.equal(outcome.outcome, 'done', `create action: ${JSON.stringify(outcome)}`);
   } else {
     // Without the admin key, more viewers make the pool scale up.
     for (let i = VIEWERS; i < VIEWERS + 2 * capacity; i++) viewers.push(await openViewer(i));

@@ -11,7 +11,7 @@ import { ROOT } from './browser.mjs';
 const DIST = join(ROOT, 'web', 'dist');
 const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css', '.map': 'application/json' };
 
-export async function startScriptedEdge({ mediaUrl, capacity = 2, hostKey = 'test-host-key', leaseTtlSeconds = 6 }) {
+export async function startScriptedEdge({ mediaUrl, capacity = 2, hostKey = 'test-host-key', leaseTtlSeconds = 6, mediaMode = 'local' }) {
   const edge = {
     broadcast: 'default',
     capacity,
@@ -58,7 +58,7 @@ export async function startScriptedEdge({ mediaUrl, capacity = 2, hostKey = 'tes
     edge.calls.push(`${req.method} ${url.pathname}`);
     expire();
     const p = url.pathname;
-    if (p === '/api/config') return json(res, 200, { mediaMode: 'local', fanoutMode: 'multi-publish', tokenMode: 'self-signed', defaultBroadcast: 'default' });
+    if (p === '/api/config') return json(res, 200, { mediaMode, fanoutMode: 'multi-publish', tokenMode: 'self-signed', defaultBroadcast: 'default' });
     if (p === '/api/token/publisher-all') {
       if (req.headers.authorization !== `Bearer ${hostKey}`) return err(res, 401, 'unauthorized');
       return json(res, 200, {
