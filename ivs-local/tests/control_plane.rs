@@ -619,8 +619,9 @@ async fn quotas_of_stages_and_public_keys() {
 async fn sigint_shuts_it_down_cleanly() {
     let mut ivs = IvsLocal::start(&[]);
     ivs.client().call(Op::ListStages, json!({})).await.ok();
-    let killed = std::process::Command::new("kill")
-        .args(["-INT", &ivs.pid().to_string()])
+    // The shell's own `kill`, so no procps is needed.
+    let killed = std::process::Command::new("sh")
+        .args(["-c", &format!("kill -INT {}", ivs.pid())])
         .status()
         .unwrap();
     assert!(killed.success());
