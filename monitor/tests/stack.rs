@@ -1,11 +1,14 @@
 //! The monitor binary against the real local stack: the worker under `wrangler dev` (its
 //! pools, its admin API) and ivs-local. The test starts its own monitor on a free port; the
 //! stack must already run, without a monitor of its own (two monitors would race for the
-//! same scaling actions):
+//! same scaling actions). `scripts/with-stack.sh` starts such a stack on free ports and
+//! exports `STAGEFAN_URL`, `STAGEFAN_ADMIN_KEY` and `IVS_ENDPOINT`:
 //!
-//!     STAGEFAN_EDGE_URL=http://127.0.0.1:8787 STAGEFAN_ADMIN_KEY=<admin key> \
-//!     IVS_ENDPOINT=http://127.0.0.1:8790 \
-//!     cargo test -p stagefan-monitor --test stack -- --ignored --test-threads 1
+//!     cargo build -p ivs-local -p stagefan-monitor
+//!     scripts/with-stack.sh cargo test -p stagefan-monitor --test stack -- --ignored --test-threads 1
+//!
+//! or against a stack started by hand (`STAGEFAN_MONITOR=0 scripts/stack.sh`):
+//! `STAGEFAN_EDGE_URL` (or `STAGEFAN_URL`), `STAGEFAN_ADMIN_KEY`, `IVS_ENDPOINT`.
 //!
 //! Each test makes its own broadcast (admin `POST /api/admin/broadcasts/{id}`), so they do
 //! not disturb the stack's `default` broadcast.
@@ -28,7 +31,9 @@ fn stack() -> Stack {
     let admin_key = std::env::var("STAGEFAN_ADMIN_KEY")
         .expect("STAGEFAN_ADMIN_KEY: the running stack's admin key (see this file's header)");
     Stack {
-        edge: std::env::var("STAGEFAN_EDGE_URL").unwrap_or_else(|_| "http://127.0.0.1:8787".into()),
+        edge: std::env::var("STAGEFAN_EDGE_URL")
+            .or_else(|_| std::env::var("STAGEFAN_URL"))
+            .unwrap_or_else(|_| "http://127.0.0.1:8787".into()),
         admin_key,
         ivs: std::env::var("IVS_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:8790".into()),
     }
