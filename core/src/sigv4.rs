@@ -381,7 +381,8 @@ pub fn percent_decode(input: &str) -> Vec<u8> {
     out
 }
 
-/// Removes `.` and `..` segments and merges repeated slashes; a trailing slash is kept.
+/// Removes `.` and `..` segments and merges repeated slashes; a trailing slash is kept (and
+/// added after a final `.` or `..`).
 fn normalize_path(path: &str) -> String {
     let mut segments: Vec<&str> = Vec::new();
     for segment in path.split('/') {
@@ -396,7 +397,9 @@ fn normalize_path(path: &str) -> String {
     let mut out = String::with_capacity(path.len());
     out.push('/');
     out.push_str(&segments.join("/"));
-    if path.ends_with('/') && !segments.is_empty() {
+    // As RFC 3986 `remove_dot_segments`: a path ending in `/`, `/.` or `/..` keeps a slash.
+    let last = path.rsplit('/').next().unwrap_or_default();
+    if !segments.is_empty() && matches!(last, "" | "." | "..") {
         out.push('/');
     }
     out
