@@ -23,16 +23,25 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Where cargo put this build's binaries (`ivs-local`, `stagefan-monitor`): the directory of
-/// the running test executable, or its parent for `deps/`.
+/// Where `ivs-local` (and `stagefan-monitor`) are: `STAGEFAN_BIN_DIR`, else the profile
+/// directory of the running executable, else its sibling `debug/` (a release benchmark with
+/// the debug binaries `make build` made).
 pub fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().expect("exe dir");
-    if dir.ends_with("deps") {
-        dir.parent().expect("target profile dir").to_path_buf()
-    } else {
-        dir.to_path_buf()
+    if let Some(dir) = std::env::var_os("STAGEFAN_BIN_DIR") {
+        return PathBuf::from(dir);
     }
+    let exe = std::env::current_exe().expect("current exe");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir = dir.parent().expect("target profile dir").to_path_buf();
+    }
+    if !dir.join("ivs-local").exists() {
+        let debug = dir.with_file_name("debug");
+        if debug.join("ivs-local").exists() {
+            return debug;
+        }
+    }
+    dir
 }
 
 /// A free TCP port on 127.0.0.1 (a race with other processes is possible but unlikely).
@@ -66,7 +75,17 @@ impl Stack {
         let ivs_port = free_tcp_port();
         let media_port = free_udp_port();
         let inspector_port = free_tcp_port();
-        let state_dir = root().join(".stagefan").join(format!("test-{name}"));
+        let slug: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        let state_dir = root().join(".stagefan").join(format!("test-{slug}"));
         let mut cmd = Command::new("bash");
         cmd.arg(root().join("scripts/stack.sh"))
             .current_dir(root())
@@ -216,14 +235,25 @@ impl Api {
 
     async fn send(req: reqwest::RequestBuilder) -> Answer {
         let started = Instant::now();
-        let resp = req.send().await.expect("the edge answers");
+        let resp = match req.send().await {
+            Ok(resp) => resp,
+            // No answer (timeout, connection refused): status 0, for the caller to judge.
+            Err(e) => {
+                return Answer {
+                    status: 0,
+                    body: serde_json::json!({"error": {"code": "no_answer", "message": e.to_string()}}),
+                    retry_after: None,
+                    elapsed: started.elapsed(),
+                }
+            }
+        };
         let status = resp.status().as_u16();
         let retry_after = resp
             .headers()
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let bytes = resp.bytes().await.expect("a body");
+        let bytes = resp.bytes().await.unwrap_or_default();
         let body = serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
         Answer {
