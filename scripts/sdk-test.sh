@@ -6,7 +6,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 PY="$ROOT/.stagefan/venv/bin/python"
 [[ -x "$PY" ]] || { echo "no .stagefan/venv: run scripts/setup.sh --test" >&2; exit 1; }
-BIN="${STAGEFAN_BIN_DIR:-$ROOT/target/debug}/ivs-local"
+BIN="${STAGEFAN_BIN_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/debug}/ivs-local"
 PORT="$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 MEDIA="$("$PY" -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 mkdir -p .stagefan

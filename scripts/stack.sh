@@ -16,7 +16,7 @@
 #   STAGEFAN_HOST_KEY [local-host-key]  STAGEFAN_ADMIN_KEY [local-admin-key]
 #   STAGEFAN_STATE_DIR [.stagefan/stack-$STAGEFAN_PORT]: logs, wrangler's local storage
 #   STAGEFAN_FRESH [1]: start with empty Durable Object storage (ivs-local is in-memory)
-#   STAGEFAN_BIN_DIR [target/debug]: where ivs-local and stagefan-monitor are
+#   STAGEFAN_BIN_DIR [$CARGO_TARGET_DIR or target, /debug]: where ivs-local and stagefan-monitor are
 #   STAGEFAN_PARENT_PID: stop when this process is gone (test harnesses)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,7 +32,7 @@ export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-AKIDLOCALSTAGEFAN}"
 export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-stagefan-local-secret}"
 export AWS_REGION="${AWS_REGION:-us-east-1}"
 export IVS_ENDPOINT="http://127.0.0.1:${IVS_LOCAL_PORT}"
-BIN_DIR="${STAGEFAN_BIN_DIR:-$ROOT/target/debug}"
+BIN_DIR="${STAGEFAN_BIN_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/debug}"
 STATE_DIR="${STAGEFAN_STATE_DIR:-$ROOT/.stagefan/stack-$STAGEFAN_PORT}"
 WITH_MONITOR="${STAGEFAN_MONITOR:-1}"
 mkdir -p "$STATE_DIR"
