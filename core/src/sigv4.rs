@@ -972,6 +972,16 @@ mod tests {
     }
 
     #[test]
+    fn normalization_keeps_a_slash_after_final_dot_segments() {
+        // Found by the property test against aws-sigv4 (RFC 3986 remove_dot_segments).
+        assert_eq!(canonical_uri("/0/.", true), "/0/");
+        assert_eq!(canonical_uri("/a/b/..", true), "/a/");
+        assert_eq!(canonical_uri("/a/..", true), "/");
+        assert_eq!(canonical_uri("//a//b", true), "/a/b");
+        assert_eq!(canonical_uri("/0/.", false), "/0/.");
+    }
+
+    #[test]
     fn constant_time_eq_works() {
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
