@@ -592,6 +592,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_operation_of_core_is_routed() {
+        let arn = "arn:aws:ivs:us-east-1:123456789012:stage/abc";
+        for op in Operation::ALL {
+            let method: Method = op.http_method().parse().unwrap();
+            let path = op.path(Some(arn));
+            let routed = route(&method, &path);
+            assert_eq!(routed.as_ref().map(|r| r.0), Some(op), "{op} {path}");
+        }
+    }
+
+    #[test]
     fn routes_match_ivs_paths() {
         assert_eq!(
             route(&Method::POST, "/CreateStage"),
