@@ -10,11 +10,14 @@ parses the responses and errors with AWS's own service model. Prints one line pe
 ends with "N passed, M failed"; exits non-zero if any check failed.
 """
 import argparse
+import concurrent.futures
 import datetime
+import json
 import os
 import re
 import sys
 import traceback
+import urllib.request
 
 import boto3
 from botocore.config import Config
@@ -173,6 +176,41 @@ def main():
         for arn in (ctx["arn"], ctx["other"], ctx["second"]):
             ivs.delete_stage(arn=arn)
             expect_error(lambda: ivs.get_stage(arn=arn), "ResourceNotFoundException", 404)
+
+    @check
+    def throttling_is_a_retryable_sdk_error():
+        stats = json.load(urllib.request.urlopen(f"{args.endpoint}/_local/stats"))
+        if not stats.get("rateScale"):
+            print("     (throttling is off in this ivs-local: --rate-scale 0)")
+            return
+        once = boto3.client(
+            "ivs-realtime", endpoint_url=args.endpoint, region_name=args.region,
+            aws_access_key_id=args.access_key, aws_secret_access_key=args.secret_key,
+            config=Config(retries={"mode": "standard", "max_attempts": 1}),
+        )
+        limit = stats["operations"]["ListPublicKeys"]["limitPerSecond"]
+
+        def one(_):
+            try:
+                once.list_public_keys()
+                return 200
+            except ClientError as e:
+                assert e.response["Error"]["Code"] == "ThrottlingException", e
+                assert e.response["ResponseMetadata"]["HTTPStatusCode"] == 429
+                return 429
+
+        # Sent together from 12 threads, so they arrive faster than the budget.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=12) as pool:
+            codes = list(pool.map(one, range(int(limit * 6))))
+        seen = json.load(urllib.request.urlopen(f"{args.endpoint}/_local/stats"))["operations"]["ListPublicKeys"]
+        # A token bucket of one second's burst lets at most 2 × limit through in any second:
+        # when more than that arrived within a second, some must have been throttled.
+        if seen["maxRequestsPerSecond"] > 2 * limit:
+            assert 429 in codes, (codes, seen)
+        else:
+            print(f"     (machine too slow to send > {2 * limit:.0f} requests in a second; saw {seen})")
+        # With its retries on, the SDK gets through (backoff until the bucket refills).
+        ivs.list_public_keys()
 
     passed = failed = 0
     for fn in checks:
