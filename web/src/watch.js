@@ -21,7 +21,9 @@ function viewerId() {
 
 const userId = viewerId();
 const broadcastParam = q.get('broadcast') || undefined;
-const status = { state: 'joining', stageArn: null, leaseId: null, participantId: null, broadcast: null, joins: 0 };
+const status = {
+  state: 'joining', stageArn: null, leaseId: null, participantId: null, broadcast: null, joins: 0, firstFrameMs: null,
+};
 window.stagefanViewer = status; // for tests and diagnostics
 let closing = false;
 
@@ -128,6 +130,12 @@ async function run() {
   }
 }
 
+// Time from navigation start to the first decoded frame on screen (for tests and benchmarks).
+function watchFirstFrame() {
+  if (!('requestVideoFrameCallback' in HTMLVideoElement.prototype)) return;
+  video.requestVideoFrameCallback(() => { status.firstFrameMs ??= Math.round(performance.now()); });
+}
+watchFirstFrame();
 video.addEventListener('playing', () => { if (status.state === 'connected') setState('playing'); });
 video.addEventListener('resize', () => { $('video-info').textContent = `${video.videoWidth}×${video.videoHeight}`; });
 setInterval(() => {
