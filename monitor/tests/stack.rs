@@ -198,6 +198,7 @@ async fn a_join_storm_is_reflected_exactly_in_the_metrics() {
         }
     }
     assert_eq!(joined + refused, 150);
+    println!("join storm on {b}: {joined} seated, {refused} refused (503)");
     let snap = s.snapshot(&b).await;
     assert_eq!(snap["stats"]["joins"], joined);
     assert_eq!(snap["viewers"], joined);
