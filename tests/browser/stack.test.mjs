@@ -71,6 +71,24 @@ after(async () => {
   await browser?.close();
 });
 
+/** The host's upload: open publishing connections and their video+audio bitrate over `ms`. */
+async function hostUpload(host, ms = 3000) {
+  const sample = () => host.evaluate(async () => {
+    let bytes = 0;
+    let streams = 0;
+    for (const pc of window.__stagefanPcs || []) {
+      if (pc.connectionState !== 'connected') continue;
+      streams++;
+      (await pc.getStats()).forEach((s) => { if (s.type === 'outbound-rtp') bytes += s.bytesSent; });
+    }
+    return { bytes, streams, t: performance.now() };
+  });
+  const a = await sample();
+  await sleep(ms);
+  const b = await sample();
+  return { streams: b.streams, kbps: Math.round(((b.bytes - a.bytes) * 8) / (b.t - a.t)) };
+}
+
 /** On failure: what the host page, the viewers and the pool saw. */
 async function diagnose(host, viewers) {
   try {
@@ -147,6 +165,10 @@ async function scenario(viewers, setHost) {
       `the host publishes to live stage ${s.stageArn}`);
   }
 
+  const upload = await hostUpload(host);
+  console.log(`host upload with ${liveStages(p).length} live stages: ${upload.streams} connections, ${upload.kbps} kbit/s`);
+  assert.equal(upload.streams, hostStages.filter((h) => h.conn === 'publishing').length);
+
   // Screenshots: host, a viewer, the status page.
   await host.screenshot({ path: screenshotPath('host.png'), fullPage: true });
   await viewers[0].page.screenshot({ path: screenshotPath('viewer.png') });
@@ -193,6 +215,8 @@ async function scenario(viewers, setHost) {
   const seconds = (liveNew - tAdd) / 1000;
   console.log(`stage ${added.stageArn} added while live: host publishing and stage live after ${seconds.toFixed(1)} s`);
   assert.ok(seconds < 20, `the added stage took ${seconds} s to go live`);
+  const upload2 = await hostUpload(host);
+  console.log(`host upload after the added stage: ${upload2.streams} connections, ${upload2.kbps} kbit/s`);
 
   for (const v of viewers.slice(1)) await v.ctx.close();
   await statusCtx.close();
