@@ -22,12 +22,14 @@ async function failure(res) {
 }
 
 /** JSON request to the edge; throws ApiError on a non-2xx answer. */
-export async function api(path, { method = 'GET', body, key, signal } = {}) {
+export async function api(path, { method = 'GET', body, key, timeoutMs = 10000 } = {}) {
   const headers = {};
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   if (key) headers.Authorization = `Bearer ${key}`;
+  // A request that hangs must not stall a page's loop forever: it fails and is retried.
   const res = await fetch(path, {
-    method, headers, signal, body: body === undefined ? undefined : JSON.stringify(body),
+    method, headers, signal: AbortSignal.timeout(timeoutMs),
+    body: body === undefined ? undefined : JSON.stringify(body),
   });
   if (!res.ok) throw await failure(res);
   return res.status === 204 ? null : res.json();

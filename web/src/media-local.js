@@ -24,6 +24,7 @@ async function postOffer(url, token, pc) {
     method: 'POST',
     headers: { 'Content-Type': 'application/sdp', Authorization: `Bearer ${token}` },
     body: pc.localDescription.sdp,
+    signal: AbortSignal.timeout(15000),
   });
   if (res.status !== 201) {
     let code = `http_${res.status}`;
