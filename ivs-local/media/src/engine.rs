@@ -558,6 +558,10 @@ impl Engine {
         let Some(stage) = self.stages.get_mut(&peer.stage) else {
             return;
         };
+        if peer.role == Role::Publisher && stage.source != Some(id) {
+            // A gap in a publisher nobody watches: nothing to repair.
+            return;
+        }
         if !stage.keyframes.request(now) {
             return;
         }

@@ -26,6 +26,10 @@ struct Peer {
     audio_frames: usize,
     keyframe_requests: usize,
     frames_sent: u64,
+    /// Payload bytes per video frame this peer sends (tells publishers apart at the receiver).
+    frame_size: u32,
+    /// Sizes of the video frames received, in order.
+    video_sizes: Vec<usize>,
 }
 
 impl Peer {
@@ -58,6 +62,8 @@ impl Peer {
             audio_frames: 0,
             keyframe_requests: 0,
             frames_sent: 0,
+            frame_size: 3000,
+            video_sizes: Vec::new(),
         };
         (peer, offer.to_sdp_string())
     }
@@ -78,7 +84,10 @@ impl Peer {
                 }
                 Ok(Output::Event(e)) => match e {
                     Event::Connected => self.connected = true,
-                    Event::MediaData(d) if Some(d.mid) == self.video => self.video_frames += 1,
+                    Event::MediaData(d) if Some(d.mid) == self.video => {
+                        self.video_frames += 1;
+                        self.video_sizes.push(d.data.len());
+                    }
                     Event::MediaData(_) => self.audio_frames += 1,
                     Event::KeyframeRequest(_) => self.keyframe_requests += 1,
                     _ => {}
@@ -132,7 +141,7 @@ impl Peer {
         } else {
             h264.extend_from_slice(&[0, 0, 0, 1, 0x41]);
         }
-        h264.extend((0..3000u32).map(|i| (i.wrapping_mul(31) as u8) | 1));
+        h264.extend((0..self.frame_size).map(|i| (i.wrapping_mul(31) as u8) | 1));
         let now = Instant::now();
         let video = self.video.unwrap();
         let w = self.rtc.writer(video).unwrap();
@@ -165,14 +174,21 @@ impl Peer {
 
 /// Pumps every peer in turn for `d`, the publisher writing a frame every ~33 ms.
 fn run(peers: &mut [&mut Peer], publisher: Option<usize>, d: Duration) {
+    run_publishers(peers, publisher.as_slice(), d)
+}
+
+/// Pumps every peer in turn for `d`, each of `publishers` writing a frame every ~33 ms.
+fn run_publishers(peers: &mut [&mut Peer], publishers: &[usize], d: Duration) {
     let end = Instant::now() + d;
     let mut last_frame = Instant::now() - Duration::from_secs(1);
     while Instant::now() < end {
-        if let Some(p) = publisher {
-            if peers[p].connected && last_frame.elapsed() >= Duration::from_millis(33) {
-                peers[p].send_frame();
-                last_frame = Instant::now();
+        if last_frame.elapsed() >= Duration::from_millis(33) {
+            for &p in publishers {
+                if peers[p].connected && peers[p].rtc.is_alive() {
+                    peers[p].send_frame();
+                }
             }
+            last_frame = Instant::now();
         }
         for peer in peers.iter_mut() {
             peer.pump(Duration::from_millis(2));
@@ -402,4 +418,59 @@ async fn offers_that_cannot_work_are_refused() {
         .await;
     assert!(matches!(r, Err(MediaError::InvalidOffer(_))), "{r:?}");
     assert_eq!(plane.stats().sessions, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_get_the_first_publisher_then_the_next_when_it_leaves() {
+    let (plane, _rx) = start().await;
+    let (mut host, offer) = Peer::new(Direction::SendOnly);
+    host.answer(
+        &plane
+            .accept(session("s", "host", Role::Publisher), offer)
+            .await
+            .unwrap(),
+    );
+    let (mut guest, offer) = Peer::new(Direction::SendOnly);
+    guest.frame_size = 1500;
+    guest.answer(
+        &plane
+            .accept(session("s", "guest", Role::Publisher), offer)
+            .await
+            .unwrap(),
+    );
+    let (mut sub, offer) = Peer::new(Direction::RecvOnly);
+    sub.answer(
+        &plane
+            .accept(session("s", "viewer", Role::Subscriber), offer)
+            .await
+            .unwrap(),
+    );
+    run_publishers(
+        &mut [&mut host, &mut guest, &mut sub],
+        &[0, 1],
+        Duration::from_secs(2),
+    );
+    assert!(sub.video_frames >= 20, "got {}", sub.video_frames);
+    // Frames carry a 5-15 byte Annex B prefix: the host's are > 3000 bytes, the guest's < 1600.
+    assert!(
+        sub.video_sizes.iter().all(|&n| n > 3000),
+        "only the first publisher (the host) is forwarded: {:?}",
+        &sub.video_sizes[..sub.video_sizes.len().min(20)]
+    );
+
+    // The host leaves: the guest becomes what the subscriber sees.
+    plane.disconnect("host");
+    let seen = sub.video_sizes.len();
+    run_publishers(
+        &mut [&mut host, &mut guest, &mut sub],
+        &[1],
+        Duration::from_secs(2),
+    );
+    let after = &sub.video_sizes[seen..];
+    assert!(
+        after.iter().filter(|&&n| n < 1600).count() >= 20,
+        "the next publisher takes over: {after:?}"
+    );
+    // And the new source was asked for a keyframe for the subscriber.
+    assert!(guest.keyframe_requests >= 1);
 }
