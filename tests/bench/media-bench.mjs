@@ -82,9 +82,12 @@ try {
   }, 30000, 'the publisher to send 1280x720');
   console.log(`publisher: ${sent.codec} ${sent.width}x${sent.height}`);
 
-  const client = spawn(join(target, profile, 'examples', 'bench_subscribers'),
-    ['--url', server.url, '--pid', String(server.proc.pid), '--stage', 'bench', '--steps', steps, '--window', windowSecs],
-    { stdio: ['ignore', 'pipe', 'inherit'] });
+  // The load generator runs at the lowest priority: on a small machine it competes with the
+  // server and with Chromium's encoder; when it falls behind, its subscribers receive less (their
+  // columns drop) but the server's work is still what the server forwarded.
+  const client = spawn('nice', ['-n', '19', join(target, profile, 'examples', 'bench_subscribers'),
+    '--url', server.url, '--pid', String(server.proc.pid), '--stage', 'bench', '--steps', steps, '--window', windowSecs],
+  { stdio: ['ignore', 'pipe', 'inherit'] });
   let buf = '';
   client.stdout.on('data', async (d) => {
     buf += d;
@@ -123,23 +126,23 @@ try {
   await server.stop();
 }
 
-// Markdown summary. The headline figure comes from the largest step at which every subscriber
-// still received the publisher's full frame rate (on a shared 2-core machine the load generator
-// and Chromium's encoder compete with the server: past some point the publisher's encoder, not
-// the server, gives way — its `limitedBy` column says why).
+// Markdown summary. A row counts when the publisher kept its frame rate (the server had the
+// whole stream to forward); the cost per subscriber is then set against what the server actually
+// forwarded (its own counters), whatever the load generator managed to receive.
 const base = results.steps.find((s) => s.subscribers === 0)?.serverCpuCores ?? 0;
-const full = Math.max(...results.steps.map((s) => s.videoFpsPerSubscriber));
-console.log('\n| subscribers | connected | server CPU (cores) | Δ per subscriber (% of a core) | video fps / subscriber | Mbit/s / subscriber | publisher fps, size, limited by |');
-console.log('|---|---|---|---|---|---|---|');
+const pubFps = Math.max(...results.steps.map((s) => s.publisherVideo?.fps || 0));
+console.log('\n| subscribers | connected | server CPU (cores) | Δ per subscriber (% of a core) | forwarded Mbit/s per subscriber | forwarded packets/s | received fps / subscriber | publisher fps, size, limited by |');
+console.log('|---|---|---|---|---|---|---|---|');
 let headline = null;
 for (const s of results.steps) {
   const per = s.subscribers ? (s.serverCpuCores - base) / s.subscribers : 0;
   const p = s.publisherVideo || {};
-  console.log(`| ${s.subscribers} | ${s.connected} | ${s.serverCpuCores.toFixed(3)} | ${s.subscribers ? (per * 100).toFixed(3) : '–'} | ${s.videoFpsPerSubscriber.toFixed(1)} | ${s.receivedMbpsPerSubscriber.toFixed(2)} | ${p.fps ?? ''} ${p.width}x${p.height} ${p.limitedBy ?? ''} |`);
-  if (s.subscribers && s.connected === s.subscribers && s.videoFpsPerSubscriber >= 0.9 * full) headline = { ...s, per };
+  const fwd = s.subscribers ? (s.serverForwardedMbps / s.subscribers).toFixed(2) : '–';
+  console.log(`| ${s.subscribers} | ${s.connected} | ${s.serverCpuCores.toFixed(3)} | ${s.subscribers ? (per * 100).toFixed(3) : '–'} | ${fwd} | ${s.serverForwardedPps} | ${s.videoFpsPerSubscriber.toFixed(1)} | ${p.fps ?? ''} ${p.width}x${p.height} ${p.limitedBy ?? ''} |`);
+  if (s.subscribers && s.connected === s.subscribers && (p.fps || 0) >= 0.9 * pubFps) headline = { ...s, per };
 }
 if (headline) {
-  console.log(`\nat ${headline.subscribers} subscribers × ${headline.receivedMbpsPerSubscriber.toFixed(2)} Mbit/s, ${headline.videoFpsPerSubscriber.toFixed(0)} fps: ` +
+  console.log(`\nat ${headline.subscribers} subscribers, ${(headline.serverForwardedMbps / headline.subscribers).toFixed(2)} Mbit/s forwarded to each: ` +
     `${(headline.per * 100).toFixed(3)} % of a core per subscriber → ${(1 / headline.per).toFixed(0)} subscribers per core`);
 }
 const ff = [...results.firstFrameMs].sort((a, b) => a - b);

@@ -10,8 +10,8 @@
 //! Each subscriber is a str0m client with its own UDP socket (a browser has one per peer
 //! connection) posting a receive-only offer to `{url}/subscribe?stage=`. For every step it adds
 //! subscribers up to that count, lets them settle, then measures over `--window` seconds: the
-//! server's CPU (utime+stime of `--pid`), the frames and bytes each subscriber received, and
-//! prints one JSON line per step. tests/bench/media-bench.mjs drives it with a Chromium
+//! server's CPU (utime+stime of `--pid`), what the server forwarded (its `/stats`), the frames
+//! and bytes each subscriber received, and prints one JSON line per step. tests/bench/media-bench.mjs drives it with a Chromium
 //! publisher at 720p.
 
 use std::net::SocketAddr;
@@ -45,11 +45,31 @@ fn arg(name: &str, default: &str) -> String {
 
 /// Minimal HTTP/1.1 POST (the example has no HTTP client dependency): returns (status, body).
 async fn post_sdp(url: &str, body: &str) -> Result<(u16, String), Box<dyn std::error::Error>> {
+    http("POST", url, body).await
+}
+
+/// The server's forwarded (packets, bytes) so far, from `GET {base}/stats`.
+async fn forwarded(base: &str) -> (u64, u64) {
+    let Ok((200, body)) = http("GET", &format!("{base}/stats"), "").await else {
+        return (0, 0);
+    };
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    (
+        v["packetsForwarded"].as_u64().unwrap_or(0),
+        v["bytesForwarded"].as_u64().unwrap_or(0),
+    )
+}
+
+async fn http(
+    method: &str,
+    url: &str,
+    body: &str,
+) -> Result<(u16, String), Box<dyn std::error::Error>> {
     let rest = url.strip_prefix("http://").ok_or("only http:// URLs")?;
     let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let mut stream = TcpStream::connect(host).await?;
     let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/sdp\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/sdp\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
@@ -181,6 +201,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         tokio::time::sleep(Duration::from_secs(3)).await;
+        let (p0, fb0) = forwarded(&base).await;
         let (c0, v0, a0, b0, t0) = (
             cpu_seconds(pid),
             counters.video_frames.load(Ordering::Relaxed),
@@ -190,6 +211,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         tokio::time::sleep(Duration::from_secs(window)).await;
         let secs = t0.elapsed().as_secs_f64();
+        let (p1, fb1) = forwarded(&base).await;
+        let server_pps = (p1 - p0) as f64 / secs;
+        let server_mbps = (fb1 - fb0) as f64 * 8.0 / secs / 1e6;
         let cpu = (cpu_seconds(pid) - c0) / secs;
         let video_fps = (counters.video_frames.load(Ordering::Relaxed) - v0) as f64 / secs;
         let audio_fps = (counters.audio_frames.load(Ordering::Relaxed) - a0) as f64 / secs;
@@ -198,7 +222,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!(
             "{{\"subscribers\":{target},\"connected\":{},\"failed\":{},\"serverCpuCores\":{cpu:.4},\
              \"videoFpsPerSubscriber\":{:.2},\"audioFpsPerSubscriber\":{:.2},\
-             \"receivedMbpsTotal\":{mbps:.2},\"receivedMbpsPerSubscriber\":{:.3}}}",
+             \"receivedMbpsTotal\":{mbps:.2},\"receivedMbpsPerSubscriber\":{:.3},\
+             \"serverForwardedPps\":{server_pps:.0},\"serverForwardedMbps\":{server_mbps:.2}}}",
             counters.connected.load(Ordering::Relaxed),
             counters.failed.load(Ordering::Relaxed),
             per_sub(video_fps),
