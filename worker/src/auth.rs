@@ -24,11 +24,16 @@ impl Role {
 
 /// Checks the request's bearer key against the configured key of `role`.
 pub fn require(req: &Request, role: Role, configured: Option<&str>) -> AppResult<()> {
+    check(presented_key(req).as_deref(), role, configured)
+}
+
+/// The decision of [`require`], on the key presented (if any).
+pub fn check(presented: Option<&str>, role: Role, configured: Option<&str>) -> AppResult<()> {
     let configured = match configured {
         Some(k) if !k.is_empty() => k,
         _ => return Err(AppError::NotConfigured(role.var())),
     };
-    if presented_key(req).is_some_and(|key| keys_equal(&key, configured)) {
+    if presented.is_some_and(|key| keys_equal(key, configured)) {
         Ok(())
     } else {
         Err(AppError::Unauthorized)
@@ -64,7 +69,31 @@ pub fn keys_equal(presented: &str, configured: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::keys_equal;
+    use super::*;
+
+    #[test]
+    fn unconfigured_keys_close_the_routes() {
+        for configured in [None, Some("")] {
+            assert!(matches!(
+                check(Some("anything"), Role::Host, configured),
+                Err(AppError::NotConfigured("STAGEFAN_HOST_KEY"))
+            ));
+            assert!(matches!(
+                check(None, Role::Admin, configured),
+                Err(AppError::NotConfigured("STAGEFAN_ADMIN_KEY"))
+            ));
+        }
+        assert!(check(Some("k"), Role::Admin, Some("k")).is_ok());
+        assert!(matches!(
+            check(Some("x"), Role::Admin, Some("k")),
+            Err(AppError::Unauthorized)
+        ));
+        assert!(matches!(
+            check(None, Role::Host, Some("k")),
+            Err(AppError::Unauthorized)
+        ));
+        assert_eq!(AppError::NotConfigured("STAGEFAN_HOST_KEY").status(), 503);
+    }
 
     #[test]
     fn compares_keys() {
