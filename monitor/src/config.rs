@@ -3,7 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use stagefan_core::sigv4::Credentials;
 
 use crate::ivs::IvsSettings;
@@ -58,16 +59,19 @@ pub struct Config {
     /// Admin listen address for /metrics, /live, /ready (`host:port`, or just a port).
     #[arg(long, env = "MONITOR_PORT", default_value = "127.0.0.1:9464", value_parser = parse_listen)]
     pub listen: SocketAddr,
-    /// How long a stage stays empty before it is drained.
+    /// How long a stage stays empty before it is drained (else the worker's
+    /// `SCALE_DOWN_GRACE_SECONDS`, if set).
     #[arg(long, env = "MONITOR_SCALE_DOWN_GRACE", default_value = "5m", value_parser = parse_duration)]
     pub scale_down_grace: Duration,
-    /// How long a drained stage stays (empty, without the host) before it is deleted.
-    #[arg(long, env = "MONITOR_DELETE_GRACE", default_value = "30s", value_parser = parse_duration)]
+    /// How long a drained stage stays (empty, without the host) before it is deleted (else the
+    /// worker's `SCALE_DOWN_GRACE_SECONDS`, if set, as core's policy does).
+    #[arg(long, env = "MONITOR_DELETE_GRACE", default_value = "5m", value_parser = parse_duration)]
     pub delete_grace: Duration,
     /// How long a stagefan-tagged stage unknown to every pool is left before it is deleted.
     #[arg(long, env = "MONITOR_ORPHAN_GRACE", default_value = "10m", value_parser = parse_duration)]
     pub orphan_grace: Duration,
-    /// Free seats to keep when scaling down, as a fraction of a stage's capacity.
+    /// Free seats to keep when scaling down, as a fraction of a stage's capacity (else the
+    /// worker's `HEADROOM`, if set).
     #[arg(long, env = "MONITOR_HEADROOM", default_value_t = stagefan_core::config::DEFAULT_HEADROOM)]
     pub headroom: f64,
     /// Timeout of one HTTP request (edge or IVS).
@@ -99,6 +103,44 @@ impl std::fmt::Debug for Config {
 }
 
 impl Config {
+    /// Parses the process's arguments and environment.
+    pub fn load() -> Config {
+        let matches = Config::command().get_matches();
+        match Config::from_matches(&matches, |k| std::env::var(k).ok()) {
+            Ok(c) => c,
+            Err(e) => e.exit(),
+        }
+    }
+
+    /// The configuration of parsed arguments. Where a knob was left at its default, the
+    /// worker's own setting (`HEADROOM`, `SCALE_DOWN_GRACE_SECONDS`, read with `env`) is
+    /// taken, so that the monitor and the pools it acts on follow one policy.
+    pub fn from_matches(
+        matches: &ArgMatches,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, clap::Error> {
+        let mut c = Config::from_arg_matches(matches)?;
+        let defaulted = |id: &str| matches.value_source(id) == Some(ValueSource::DefaultValue);
+        if defaulted("headroom") {
+            if let Some(h) = env("HEADROOM").and_then(|v| v.trim().parse::<f64>().ok()) {
+                if h > 0.0 && h.is_finite() {
+                    c.headroom = h;
+                }
+            }
+        }
+        if let Some(secs) =
+            env("SCALE_DOWN_GRACE_SECONDS").and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            if defaulted("scale_down_grace") {
+                c.scale_down_grace = Duration::from_secs(secs);
+            }
+            if defaulted("delete_grace") {
+                c.delete_grace = Duration::from_secs(secs);
+            }
+        }
+        Ok(c)
+    }
+
     /// How to reach IVS.
     pub fn ivs(&self) -> IvsSettings {
         IvsSettings {
@@ -234,5 +276,45 @@ mod tests {
             "9"
         ])
         .is_err());
+    }
+
+    fn parse_with(args: &[&str], env: &[(&str, &str)]) -> Config {
+        let matches = Config::command().try_get_matches_from(args).unwrap();
+        Config::from_matches(&matches, |k| {
+            env.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn the_workers_policy_settings_fill_in_the_defaults_but_never_override_a_flag() {
+        let c = parse_with(&["m", "--admin-key", "k"], &[]);
+        assert_eq!(c.scale_down_grace, Duration::from_secs(300));
+        assert_eq!(c.delete_grace, Duration::from_secs(300));
+        assert_eq!(c.headroom, 0.5);
+        let env = [("SCALE_DOWN_GRACE_SECONDS", "20"), ("HEADROOM", "1.5")];
+        let c = parse_with(&["m", "--admin-key", "k"], &env);
+        assert_eq!(c.scale_down_grace, Duration::from_secs(20));
+        assert_eq!(c.delete_grace, Duration::from_secs(20));
+        assert_eq!(c.headroom, 1.5);
+        let c = parse_with(
+            &[
+                "m",
+                "--admin-key",
+                "k",
+                "--delete-grace",
+                "2s",
+                "--headroom",
+                "0",
+            ],
+            &env,
+        );
+        assert_eq!(c.scale_down_grace, Duration::from_secs(20));
+        assert_eq!(c.delete_grace, Duration::from_secs(2));
+        assert_eq!(c.headroom, 0.0);
+        let c = parse_with(&["m", "--admin-key", "k"], &[("HEADROOM", "junk")]);
+        assert_eq!(c.headroom, 0.5);
     }
 }

@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use clap::Parser;
 use stagefan_monitor::admin::{self, AdminState};
 use stagefan_monitor::budget::Budget;
 use stagefan_monitor::config::Config;
@@ -19,7 +18,7 @@ use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = Config::parse();
+    let config = Config::load();
     init_tracing(&config.log_format);
     match run(config).await {
         Ok(code) => code,
