@@ -36,8 +36,39 @@ async fn self_signed_stack() {
     bad_inputs(&api).await;
     sticky_reconnect_and_leave(&api).await;
     even_spread_over_live_stages(&api).await;
+    admin_actions_and_observations(&api).await;
     publisher_all_covers_added_stages(&stack, &api).await;
     join_storm(&stack, &api).await;
+
+    // The registry lists every broadcast made above; the public list shows their pools.
+    let admin = api.get("/api/admin/broadcasts", Some(ADMIN_KEY)).await;
+    assert_eq!(admin.status, 200);
+    let ids: BTreeSet<&str> = admin.body["broadcasts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for b in ["inputs", "sticky", "even", "pub", "storm"] {
+        assert!(ids.contains(b), "{b} missing from {ids:?}");
+    }
+    let public = api.get("/api/broadcasts", None).await;
+    assert_eq!(public.status, 200);
+    let storm = public.body["broadcasts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["broadcast"] == "storm")
+        .expect("storm in the public list")
+        .clone();
+    assert_eq!(
+        storm["viewers"].as_u64().unwrap(),
+        u64::from(CAPACITY * MAX_STAGES)
+    );
+    assert!(
+        storm.get("stats").is_none(),
+        "the public view has no counters"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -287,6 +318,24 @@ async fn bad_inputs(api: &Api) {
         None,
     );
 
+    // CORS for the pages: a preflight is answered, and answers carry the headers.
+    let preflight = reqwest::Client::new()
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/api/token/viewer", api.base),
+        )
+        .header("origin", "http://example.test")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 204);
+    assert_eq!(preflight.headers()["access-control-allow-origin"], "*");
+    assert!(preflight.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .contains("authorization"));
+
     // Nothing of the above changed the pool.
     let after = api.snapshot(b).await;
     assert_eq!(before["viewers"], after["viewers"]);
@@ -500,6 +549,75 @@ async fn even_spread_over_live_stages(api: &Api) {
     assert_eq!(live.iter().sum::<u64>(), 24);
     let (min, max) = (live.iter().min().unwrap(), live.iter().max().unwrap());
     assert!(max - min <= 1, "uneven loads {live:?}");
+}
+
+/// The monitor's routes: drain and delete (refused while viewers hold seats), observations
+/// (drift between the pool's loads and IVS's subscriber lists).
+async fn admin_actions_and_observations(api: &Api) {
+    let b = "even";
+    let action = |body: Value| {
+        let api = api.clone();
+        async move {
+            let a = api
+                .post(
+                    &format!("/api/admin/broadcasts/{b}/actions"),
+                    &body,
+                    Some(ADMIN_KEY),
+                )
+                .await;
+            assert_eq!(a.status, 200, "{a:?}");
+            a.body
+        }
+    };
+    let snap = api.snapshot(b).await;
+    let stage = snap["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["state"] == "live" && s["load"].as_u64().unwrap() > 0)
+        .expect("a live stage with viewers")
+        .clone();
+    let arn = stage["stageArn"].as_str().unwrap().to_string();
+
+    let refused = action(json!({"action": "delete", "stageArn": arn})).await;
+    assert_eq!(refused["outcome"], "refused", "{refused}");
+    assert!(refused["reason"].as_str().is_some());
+    let drained = action(json!({"action": "drain", "stageArn": arn})).await;
+    assert_eq!(drained["outcome"], "done", "{drained}");
+    let after = drained["snapshot"]["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stageArn"] == arn.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(after["state"], "draining");
+    assert_eq!(after["load"], stage["load"], "draining keeps its viewers");
+    // A new viewer never lands on a draining stage.
+    let v = api.viewer(b, "after-drain").await;
+    assert_eq!(v.status, 200, "{v:?}");
+    assert_ne!(v.body["stageArn"], arn.as_str());
+
+    let obs = api
+        .post(
+            &format!("/api/admin/broadcasts/{b}/observations"),
+            &json!({"observedAt": 1, "stages": [{"stageArn": arn, "publishers": [], "subscribers": ["x"]}]}),
+            Some(ADMIN_KEY),
+        )
+        .await;
+    assert_eq!(obs.status, 200, "{obs:?}");
+    let drift = obs.body["drift"].as_array().unwrap();
+    assert_eq!(drift.len(), 1, "{obs:?}");
+    assert_eq!(drift[0]["ivs"], 1);
+    assert_eq!(drift[0]["pool"], stage["load"]);
+    let bad = api
+        .post(
+            &format!("/api/admin/broadcasts/{b}/observations"),
+            &json!({"stages": "nope"}),
+            Some(ADMIN_KEY),
+        )
+        .await;
+    assert_error(&bad, 400, "invalid_field", Some("stages"));
 }
 
 async fn concurrent_viewers(api: &Api, broadcast: &str, prefix: &str, n: usize) -> Vec<Answer> {
