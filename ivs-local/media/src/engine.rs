@@ -35,6 +35,17 @@ pub(crate) enum Command {
     },
     Disconnect(String),
     CloseStage(String),
+    /// The publisher `participant_id` of `source_stage` becomes a publisher of `dest_stage` too.
+    Replicate {
+        participant_id: String,
+        source_stage: String,
+        dest_stage: String,
+    },
+    /// Ends a replication started by [`Command::Replicate`].
+    StopReplication {
+        participant_id: String,
+        dest_stage: String,
+    },
 }
 
 type PeerId = u64;
@@ -82,6 +93,9 @@ struct Peer {
     video_rid: Option<Rid>,
     /// Subscriber: the publisher's payload type → ours, learned on the first frame of each.
     pt_map: Vec<(Pt, Pt)>,
+    /// Publisher: keyframe requests towards it, from every stage that shows it (its own and
+    /// the destinations of its replications), coalesced to one per interval.
+    keyframes: KeyframeThrottle,
     traffic: Traffic,
 }
 
@@ -104,15 +118,48 @@ impl Peer {
     }
 }
 
+/// A publisher of a stage: a session of the stage itself, or a replica of a publisher of
+/// another stage (IVS participant replication).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Feed {
+    Local(PeerId),
+    Replica {
+        participant_id: String,
+        source_stage: Arc<str>,
+    },
+}
+
 #[derive(Default)]
 struct Stage {
-    /// In join order: the first is the host, whom subscribers receive.
-    publishers: Vec<PeerId>,
+    /// In join (or replication start) order: the first one with media is the host, whom
+    /// subscribers receive.
+    feeds: Vec<Feed>,
     subscribers: Vec<PeerId>,
+    /// The session whose frames the subscribers get: a local publisher, or the source session
+    /// of a replica (while it is connected to its own stage).
     source: Option<PeerId>,
-    keyframes: KeyframeThrottle,
     /// Counters of sessions that have left.
     retired: Traffic,
+}
+
+impl Stage {
+    fn local_publishers(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.feeds.iter().filter_map(|f| match f {
+            Feed::Local(id) => Some(*id),
+            Feed::Replica { .. } => None,
+        })
+    }
+
+    fn replicas(&self) -> usize {
+        self.feeds
+            .iter()
+            .filter(|f| matches!(f, Feed::Replica { .. }))
+            .count()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.feeds.is_empty() && self.subscribers.is_empty()
+    }
 }
 
 /// Work that crosses sessions, done after the session that caused it is drained.
@@ -134,6 +181,8 @@ pub(crate) struct Engine {
     /// Remote address → session, learned from `Rtc::accepts` on the first datagram.
     by_addr: HashMap<SocketAddr, PeerId>,
     stages: HashMap<Arc<str>, Stage>,
+    /// Replicated participant id → the stages it is replicated into.
+    replicated: HashMap<String, Vec<Arc<str>>>,
     work: VecDeque<Work>,
     events: mpsc::Sender<MediaEvent>,
     shared_stats: Arc<Mutex<MediaStats>>,
@@ -187,6 +236,7 @@ impl Engine {
             by_participant: HashMap::new(),
             by_addr: HashMap::new(),
             stages: HashMap::new(),
+            replicated: HashMap::new(),
             work: VecDeque::new(),
             events,
             shared_stats,
@@ -243,9 +293,7 @@ impl Engine {
             if p.next_timeout < t {
                 t = p.next_timeout;
             }
-        }
-        for s in self.stages.values() {
-            if let Some(k) = s.keyframes.deadline() {
+            if let Some(k) = p.keyframes.deadline() {
                 t = t.min(k);
             }
         }
@@ -273,14 +321,178 @@ impl Engine {
                 }
             }
             Command::CloseStage(stage) => {
+                // Replications into or out of a deleted stage end with it.
+                let mut ended = Vec::new();
+                for (pid, dests) in &self.replicated {
+                    for d in dests {
+                        let from_here = self.stages.get(d).is_some_and(|s| {
+                            s.feeds.iter().any(|f| {
+                                matches!(f, Feed::Replica { participant_id, source_stage }
+                                    if participant_id == pid && **source_stage == *stage)
+                            })
+                        });
+                        if **d == *stage || from_here {
+                            ended.push((pid.clone(), d.to_string()));
+                        }
+                    }
+                }
+                for (pid, dest) in ended {
+                    self.stop_replication(&pid, &dest, socket, now);
+                }
                 let ids: Vec<PeerId> = match self.stages.get(stage.as_str()) {
-                    Some(s) => s.publishers.iter().chain(&s.subscribers).copied().collect(),
+                    Some(s) => s
+                        .local_publishers()
+                        .chain(s.subscribers.iter().copied())
+                        .collect(),
                     None => return,
                 };
                 for id in ids {
                     self.end(id, socket);
                 }
             }
+            Command::Replicate {
+                participant_id,
+                source_stage,
+                dest_stage,
+            } => self.replicate(participant_id, &source_stage, &dest_stage, socket, now),
+            Command::StopReplication {
+                participant_id,
+                dest_stage,
+            } => self.stop_replication(&participant_id, &dest_stage, socket, now),
+        }
+    }
+
+    fn stage_key(&self, stage: &str) -> Arc<str> {
+        match self.stages.get_key_value(stage) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(stage),
+        }
+    }
+
+    /// `participant_id` (a publisher of `source_stage`, now or later) is shown in `dest_stage`
+    /// too. Its frames reach the destination's subscribers whenever it is connected to its
+    /// own stage (a source that reconnects with the same id resumes the replica).
+    fn replicate(
+        &mut self,
+        participant_id: String,
+        source_stage: &str,
+        dest_stage: &str,
+        socket: &UdpSocket,
+        now: Instant,
+    ) {
+        if source_stage == dest_stage {
+            return;
+        }
+        let source_key = self.stage_key(source_stage);
+        let dest_key = self.stage_key(dest_stage);
+        let feed = Feed::Replica {
+            participant_id: participant_id.clone(),
+            source_stage: source_key,
+        };
+        let stage = self.stages.entry(dest_key.clone()).or_default();
+        if !stage.feeds.contains(&feed) {
+            stage.feeds.push(feed);
+        }
+        let dests = self.replicated.entry(participant_id.clone()).or_default();
+        if !dests.contains(&dest_key) {
+            dests.push(dest_key.clone());
+        }
+        info!(participant = %participant_id, from = %source_stage, to = %dest_stage, "replication started");
+        self.stats_dirty = true;
+        self.refresh_source(&dest_key, socket, now);
+    }
+
+    fn stop_replication(
+        &mut self,
+        participant_id: &str,
+        dest_stage: &str,
+        socket: &UdpSocket,
+        now: Instant,
+    ) {
+        if let Some(dests) = self.replicated.get_mut(participant_id) {
+            dests.retain(|d| **d != *dest_stage);
+            if dests.is_empty() {
+                self.replicated.remove(participant_id);
+            }
+        }
+        let Some(key) = self
+            .stages
+            .get_key_value(dest_stage)
+            .map(|(k, _)| k.clone())
+        else {
+            return;
+        };
+        let stage = self.stages.get_mut(&key).expect("just found");
+        let before = stage.feeds.len();
+        stage.feeds.retain(
+            |f| !matches!(f, Feed::Replica { participant_id: p, .. } if p == participant_id),
+        );
+        if stage.feeds.len() == before {
+            return;
+        }
+        info!(participant = %participant_id, to = %dest_stage, "replication stopped");
+        self.stats_dirty = true;
+        self.refresh_source(&key, socket, now);
+        if self.stages.get(&key).is_some_and(Stage::is_empty) {
+            self.stages.remove(&key);
+        }
+    }
+
+    /// The session a feed's frames come from now, if it has one.
+    fn feed_session(&self, feed: &Feed) -> Option<PeerId> {
+        match feed {
+            Feed::Local(id) => Some(*id),
+            Feed::Replica {
+                participant_id,
+                source_stage,
+            } => {
+                let id = *self.by_participant.get(participant_id)?;
+                let p = self.peers.get(&id)?;
+                (p.role == Role::Publisher && p.stage == *source_stage && !p.ended).then_some(id)
+            }
+        }
+    }
+
+    /// Recomputes which session a stage's subscribers receive. On a change their payload type
+    /// maps are reset (the new source may number its codecs differently) and, when they can
+    /// decode nothing until its next keyframe, the new source is asked for one.
+    fn refresh_source(&mut self, stage: &Arc<str>, socket: &UdpSocket, now: Instant) {
+        let Some(st) = self.stages.get(stage) else {
+            return;
+        };
+        let source = st.feeds.iter().find_map(|f| self.feed_session(f));
+        if source == st.source {
+            return;
+        }
+        let st = self.stages.get_mut(stage).expect("checked");
+        st.source = source;
+        let has_subscribers = !st.subscribers.is_empty();
+        for sub in &st.subscribers {
+            if let Some(s) = self.peers.get_mut(sub) {
+                s.pt_map.clear();
+            }
+        }
+        if let (Some(s), true) = (source, has_subscribers) {
+            self.want_keyframe(s, socket, now);
+        }
+    }
+
+    /// Refreshes the stage of a publisher and every stage it is replicated into.
+    fn refresh_sources_of(
+        &mut self,
+        stage: &Arc<str>,
+        participant_id: &str,
+        socket: &UdpSocket,
+        now: Instant,
+    ) {
+        self.refresh_source(stage, socket, now);
+        let dests = self
+            .replicated
+            .get(participant_id)
+            .cloned()
+            .unwrap_or_default();
+        for d in dests {
+            self.refresh_source(&d, socket, now);
         }
     }
 
@@ -296,26 +508,10 @@ impl Engine {
         }
         let id = self.next_id;
         self.next_id += 1;
-        let stage_key: Arc<str> = match self.stages.get_key_value(session.stage_id.as_str()) {
-            Some((k, _)) => k.clone(),
-            None => Arc::from(session.stage_id.as_str()),
-        };
+        let stage_key = self.stage_key(&session.stage_id);
         let stage = self.stages.entry(stage_key.clone()).or_default();
         match session.role {
-            Role::Publisher => {
-                stage.publishers.push(id);
-                if stage.source.is_none() {
-                    // A new host for subscribers that may have watched an earlier one: its
-                    // payload types may differ.
-                    stage.source = Some(id);
-                    stage.keyframes.reset();
-                    for sub in &stage.subscribers {
-                        if let Some(s) = self.peers.get_mut(sub) {
-                            s.pt_map.clear();
-                        }
-                    }
-                }
-            }
+            Role::Publisher => stage.feeds.push(Feed::Local(id)),
             Role::Subscriber => stage.subscribers.push(id),
         }
         debug!(
@@ -326,7 +522,7 @@ impl Engine {
             .insert(session.participant_id.clone(), id);
         let mut peer = Peer {
             id,
-            stage: stage_key,
+            stage: stage_key.clone(),
             participant_id: session.participant_id,
             role: session.role,
             rtc,
@@ -338,12 +534,19 @@ impl Engine {
             video_mid: None,
             video_rid: None,
             pt_map: Vec::new(),
+            keyframes: KeyframeThrottle::default(),
             traffic: Traffic::default(),
         };
         // accept_offer was the last mutation: drain it (MediaAdded events: the m-lines).
         drain(&mut peer, socket, &mut self.work, &mut self.send_drops);
+        let (role, participant_id) = (peer.role, peer.participant_id.clone());
         self.peers.insert(id, peer);
         self.stats_dirty = true;
+        if role == Role::Publisher {
+            // A new host for subscribers of its stage (and of the stages it is replicated into,
+            // when it comes back within the reconnect window) that may have watched another.
+            self.refresh_sources_of(&stage_key, &participant_id, socket, now);
+        }
         Ok(())
     }
 
@@ -431,11 +634,9 @@ impl Engine {
                 drain(peer, socket, &mut self.work, &mut self.send_drops);
             }
         }
-        for stage in self.stages.values_mut() {
-            if stage.keyframes.poll(now) {
-                if let Some(source) = stage.source.and_then(|id| self.peers.get_mut(&id)) {
-                    request_keyframe(source, socket, &mut self.work, &mut self.send_drops);
-                }
+        for peer in self.peers.values_mut() {
+            if peer.keyframes.poll(now) {
+                request_keyframe(peer, socket, &mut self.work, &mut self.send_drops);
             }
         }
     }
@@ -460,10 +661,9 @@ impl Engine {
             stage_id: peer.stage.to_string(),
             participant_id: peer.participant_id.clone(),
         });
-        if peer.role == Role::Subscriber {
-            // A new viewer cannot decode until the next keyframe: ask for one now.
-            self.want_keyframe(id, socket, now);
-        }
+        // A new viewer cannot decode until the next keyframe: ask for one now. So can a source
+        // that (re)connects to viewers already waiting, in its stage or in replica stages.
+        self.want_keyframe(id, socket, now);
     }
 
     /// A frame from publisher `from`: write it to every connected subscriber of its stage, if
@@ -496,76 +696,49 @@ impl Engine {
                 return;
             }
         }
-        let Some(stage) = self.stages.get(&publisher.stage) else {
-            return;
-        };
-        if stage.source != Some(from) {
-            return;
-        }
-        for sub_id in &stage.subscribers {
-            let Some(sub) = self.peers.get_mut(sub_id) else {
-                continue;
-            };
-            if !sub.connected || sub.ended {
-                continue;
-            }
-            let Some(mid) = sub.mid_for(kind) else {
-                continue;
-            };
-            let cached = sub
-                .pt_map
-                .iter()
-                .find(|(src, _)| *src == data.pt)
-                .map(|(_, out)| *out);
-            let Some(writer) = sub.rtc.writer(mid) else {
-                continue;
-            };
-            let pt = match cached {
-                Some(pt) => pt,
-                None => {
-                    let Some(pt) = choose_pt(&writer, data.params) else {
-                        debug!(participant = %sub.participant_id, codec = ?data.params.spec().codec,
-                            "subscriber did not negotiate the publisher's codec");
-                        continue;
-                    };
-                    sub.pt_map.push((data.pt, pt));
-                    // `writer` borrowed `sub.rtc`; take it again after the map update.
-                    let Some(w) = sub.rtc.writer(mid) else {
-                        continue;
-                    };
-                    if let Err(e) = w.write(pt, data.network_time, data.time, data.data.clone()) {
-                        debug!(participant = %sub.participant_id, "write failed: {e}");
-                        sub.rtc.disconnect();
-                    }
-                    drain(sub, socket, &mut self.work, &mut self.send_drops);
-                    continue;
-                }
-            };
-            if let Err(e) = writer.write(pt, data.network_time, data.time, data.data.clone()) {
-                debug!(participant = %sub.participant_id, "write failed: {e}");
-                sub.rtc.disconnect();
-            }
-            drain(sub, socket, &mut self.work, &mut self.send_drops);
+        let own_stage = publisher.stage.clone();
+        let replicated = self.replicated.get(publisher.participant_id.as_str());
+        let own = std::iter::once(&own_stage);
+        let stages = &self.stages;
+        let targets = own
+            .chain(replicated.into_iter().flatten())
+            .filter_map(|key| stages.get(key))
+            .filter(|st| st.source == Some(from));
+        for stage in targets {
+            write_to_subscribers(
+                stage,
+                kind,
+                &data,
+                &mut self.peers,
+                socket,
+                &mut self.work,
+                &mut self.send_drops,
+            );
         }
     }
 
-    /// Peer `id` (a subscriber, or the source itself after a gap) needs a keyframe from its
-    /// stage's source: throttled per stage.
+    /// Peer `id` (a subscriber, or a publisher with a gap in its video) needs a keyframe from
+    /// the session its stage shows: throttled per publisher, across every stage showing it.
     fn want_keyframe(&mut self, id: PeerId, socket: &UdpSocket, now: Instant) {
         let Some(peer) = self.peers.get(&id) else {
             return;
         };
-        let Some(stage) = self.stages.get_mut(&peer.stage) else {
+        let source = match peer.role {
+            Role::Subscriber => self.stages.get(&peer.stage).and_then(|s| s.source),
+            // A gap in a publisher nobody watches (anywhere): nothing to repair.
+            Role::Publisher => self
+                .stages
+                .values()
+                .any(|s| s.source == Some(id))
+                .then_some(id),
+        };
+        let Some(source) = source.and_then(|s| self.peers.get_mut(&s)) else {
             return;
         };
-        if peer.role == Role::Publisher && stage.source != Some(id) {
-            // A gap in a publisher nobody watches: nothing to repair.
+        if !source.connected || source.ended {
             return;
         }
-        if !stage.keyframes.request(now) {
-            return;
-        }
-        if let Some(source) = stage.source.and_then(|s| self.peers.get_mut(&s)) {
+        if source.keyframes.request(now) {
             request_keyframe(source, socket, &mut self.work, &mut self.send_drops);
         }
     }
@@ -580,28 +753,18 @@ impl Engine {
         self.retired.add(&peer.traffic);
         self.stats_dirty = true;
         info!(stage = %peer.stage, participant = %peer.participant_id, role = ?peer.role, "disconnected");
-        let mut new_source = None;
         if let Some(stage) = self.stages.get_mut(&peer.stage) {
-            stage.publishers.retain(|p| *p != id);
+            stage.feeds.retain(|f| *f != Feed::Local(id));
             stage.subscribers.retain(|p| *p != id);
             stage.retired.add(&peer.traffic);
-            if stage.source == Some(id) {
-                // The next publisher in join order becomes what subscribers see.
-                stage.source = stage.publishers.first().copied();
-                stage.keyframes.reset();
-                for sub in &stage.subscribers {
-                    if let Some(s) = self.peers.get_mut(sub) {
-                        s.pt_map.clear();
-                    }
-                }
-                new_source = stage.source;
-            }
-            if stage.publishers.is_empty() && stage.subscribers.is_empty() {
-                self.stages.remove(&peer.stage);
-            }
         }
-        if let Some(s) = new_source {
-            self.want_keyframe(s, socket, now);
+        if peer.role == Role::Publisher {
+            // The next publisher in join order becomes what subscribers see, here and in the
+            // stages it is replicated into (where it comes back if it reconnects in time).
+            self.refresh_sources_of(&peer.stage, &peer.participant_id, socket, now);
+        }
+        if self.stages.get(&peer.stage).is_some_and(Stage::is_empty) {
+            self.stages.remove(&peer.stage);
         }
         // Whoever handles the event sees stats without the session.
         self.publish_stats(now);
@@ -640,14 +803,18 @@ impl Engine {
         let mut stages: Vec<StageStats> = Vec::with_capacity(self.stages.len());
         for (id, stage) in &self.stages {
             let mut t = stage.retired;
-            for p in stage.publishers.iter().chain(&stage.subscribers) {
-                if let Some(p) = self.peers.get(p) {
+            for p in stage
+                .local_publishers()
+                .chain(stage.subscribers.iter().copied())
+            {
+                if let Some(p) = self.peers.get(&p) {
                     t.add(&p.traffic);
                 }
             }
             stages.push(StageStats {
                 stage_id: id.to_string(),
-                publishers: stage.publishers.len(),
+                publishers: stage.local_publishers().count(),
+                replicas: stage.replicas(),
                 subscribers: stage.subscribers.len(),
                 packets_received: t.packets_received,
                 bytes_received: t.bytes_received,
@@ -672,6 +839,57 @@ impl Engine {
             Ok(mut g) => *g = s,
             Err(poisoned) => *poisoned.into_inner() = s,
         }
+    }
+}
+
+/// Writes a publisher's frame to every connected subscriber of `stage`.
+fn write_to_subscribers(
+    stage: &Stage,
+    kind: MediaKind,
+    data: &MediaData,
+    peers: &mut HashMap<PeerId, Peer>,
+    socket: &UdpSocket,
+    work: &mut VecDeque<Work>,
+    send_drops: &mut u64,
+) {
+    for sub_id in &stage.subscribers {
+        let Some(sub) = peers.get_mut(sub_id) else {
+            continue;
+        };
+        if !sub.connected || sub.ended {
+            continue;
+        }
+        let Some(mid) = sub.mid_for(kind) else {
+            continue;
+        };
+        let cached = sub
+            .pt_map
+            .iter()
+            .find(|(src, _)| *src == data.pt)
+            .map(|(_, out)| *out);
+        let pt = match cached {
+            Some(pt) => pt,
+            None => {
+                let Some(writer) = sub.rtc.writer(mid) else {
+                    continue;
+                };
+                let Some(pt) = choose_pt(&writer, data.params) else {
+                    debug!(participant = %sub.participant_id, codec = ?data.params.spec().codec,
+                        "subscriber did not negotiate the publisher's codec");
+                    continue;
+                };
+                sub.pt_map.push((data.pt, pt));
+                pt
+            }
+        };
+        let Some(writer) = sub.rtc.writer(mid) else {
+            continue;
+        };
+        if let Err(e) = writer.write(pt, data.network_time, data.time, data.data.clone()) {
+            debug!(participant = %sub.participant_id, "write failed: {e}");
+            sub.rtc.disconnect();
+        }
+        drain(sub, socket, work, send_drops);
     }
 }
 

@@ -55,12 +55,6 @@ impl KeyframeThrottle {
         })
     }
 
-    /// Forget the history, e.g. when the stage's source publisher changes.
-    pub fn reset(&mut self) {
-        self.last_sent = None;
-        self.pending = false;
-    }
-
     fn may_send(&self, now: Instant) -> bool {
         self.last_sent
             .is_none_or(|t| now.saturating_duration_since(t) >= KEYFRAME_INTERVAL)
@@ -116,16 +110,5 @@ mod tests {
         for w in sent.windows(2) {
             assert!(w[1] - w[0] >= KEYFRAME_INTERVAL);
         }
-    }
-
-    #[test]
-    fn reset_allows_an_immediate_request() {
-        let t0 = Instant::now();
-        let mut k = KeyframeThrottle::default();
-        assert!(k.request(t0));
-        assert!(!k.request(t0 + ms(100)));
-        k.reset();
-        assert_eq!(k.deadline(), None);
-        assert!(k.request(t0 + ms(110)));
     }
 }

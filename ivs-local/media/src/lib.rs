@@ -9,7 +9,10 @@
 //! session, ICE-lite with a single host candidate. Frames are depacketised once per publisher and
 //! shared (`Arc<[u8]>`) by all of a stage's subscribers. H.264 (preferred, as IVS ingests it),
 //! VP8 and Opus are negotiated. Keyframe requests from subscribers go back to the publisher,
-//! throttled to one per 500 ms; a subscriber that connects triggers one.
+//! throttled to one per 500 ms per publisher; a subscriber that connects triggers one.
+//!
+//! Participant replication ([`MediaPlane::replicate`]) shows a publisher of one stage in other
+//! stages too: their subscribers get the same frames, so the publisher uploads once.
 
 mod engine;
 mod keyframe;
@@ -100,7 +103,10 @@ pub enum MediaError {
 #[serde(rename_all = "camelCase")]
 pub struct StageStats {
     pub stage_id: String,
+    /// Publishing sessions of the stage itself.
     pub publishers: usize,
+    /// Publishers of other stages replicated into this one.
+    pub replicas: usize,
     pub subscribers: usize,
     pub packets_received: u64,
     pub bytes_received: u64,
@@ -237,12 +243,36 @@ impl MediaPlane {
             .send(engine::Command::Disconnect(participant_id.to_owned()));
     }
 
-    /// Ends every session of a stage (DeleteStage).
+    /// Ends every session of a stage (DeleteStage), and the replications into or out of it.
     pub fn close_stage(&self, stage_id: &str) {
         let _ = self
             .inner
             .commands
             .send(engine::Command::CloseStage(stage_id.to_owned()));
+    }
+
+    /// Participant replication: the publisher `participant_id` of `source_stage` becomes a
+    /// publisher of `dest_stage` as well. The destination's subscribers receive its audio and
+    /// video when it is the destination's first publisher with media (as with a local one), and
+    /// their keyframe requests reach it (throttled per publisher, across all the stages that
+    /// show it). The replica outlives a disconnect of its source: a source that connects again
+    /// to `source_stage` with the same participant id feeds it again, until
+    /// [`MediaPlane::stop_replication`] (the registry decides when a reconnect window ends).
+    /// May be called before the source connects. Repeating it is a no-op.
+    pub fn replicate(&self, source_stage: &str, participant_id: &str, dest_stage: &str) {
+        let _ = self.inner.commands.send(engine::Command::Replicate {
+            participant_id: participant_id.to_owned(),
+            source_stage: source_stage.to_owned(),
+            dest_stage: dest_stage.to_owned(),
+        });
+    }
+
+    /// Ends the replica of `participant_id` in `dest_stage`. Unknown ones are ignored.
+    pub fn stop_replication(&self, participant_id: &str, dest_stage: &str) {
+        let _ = self.inner.commands.send(engine::Command::StopReplication {
+            participant_id: participant_id.to_owned(),
+            dest_stage: dest_stage.to_owned(),
+        });
     }
 
     /// The latest snapshot of sessions and traffic.

@@ -474,3 +474,166 @@ async fn subscribers_get_the_first_publisher_then_the_next_when_it_leaves() {
     // And the new source was asked for a keyframe for the subscriber.
     assert!(guest.keyframe_requests >= 1);
 }
+
+async fn join(plane: &MediaPlane, stage: &str, participant: &str, role: Role) -> Peer {
+    let dir = match role {
+        Role::Publisher => Direction::SendOnly,
+        Role::Subscriber => Direction::RecvOnly,
+    };
+    let (mut peer, offer) = Peer::new(dir);
+    peer.answer(
+        &plane
+            .accept(session(stage, participant, role), offer)
+            .await
+            .unwrap(),
+    );
+    peer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replicated_publisher_reaches_the_subscribers_of_the_destination_stage() {
+    let (plane, _rx) = start().await;
+    let mut host = join(&plane, "origin", "host", Role::Publisher).await;
+    let mut at_origin = join(&plane, "origin", "v-origin", Role::Subscriber).await;
+    let mut at_replica = join(&plane, "replica", "v-replica", Role::Subscriber).await;
+    let mut elsewhere = join(&plane, "other", "v-other", Role::Subscriber).await;
+
+    // Before replication the replica stage has no host: nothing reaches its subscriber.
+    run(
+        &mut [&mut host, &mut at_origin, &mut at_replica, &mut elsewhere],
+        Some(0),
+        Duration::from_secs(1),
+    );
+    assert!(
+        at_origin.video_frames >= 10,
+        "origin got {}",
+        at_origin.video_frames
+    );
+    assert_eq!(at_replica.video_frames, 0);
+
+    plane.replicate("origin", "host", "replica");
+    let requests_before = host.keyframe_requests;
+    run(
+        &mut [&mut host, &mut at_origin, &mut at_replica, &mut elsewhere],
+        Some(0),
+        Duration::from_secs(2),
+    );
+    assert!(
+        at_replica.video_frames >= 20,
+        "replica got {} video frames",
+        at_replica.video_frames
+    );
+    assert!(
+        at_replica.audio_frames >= 20,
+        "replica got {} audio frames",
+        at_replica.audio_frames
+    );
+    assert!(at_replica.video_sizes.iter().all(|&n| n > 3000));
+    assert_eq!(
+        elsewhere.video_frames, 0,
+        "a stage without the replica gets nothing"
+    );
+    // The replica's subscriber, already connected, needed a keyframe: the source was asked.
+    assert!(host.keyframe_requests > requests_before);
+
+    let stats = plane.stats();
+    let replica_stage = stats
+        .stages
+        .iter()
+        .find(|s| s.stage_id == "replica")
+        .unwrap();
+    assert_eq!((replica_stage.publishers, replica_stage.replicas), (0, 1));
+    assert!(replica_stage.packets_forwarded > 0);
+    // One upload: the publisher's packets are received once, in its own stage.
+    assert_eq!(stats.publishers, 1);
+
+    // Keyframe requests from both stages' subscribers reach the source, throttled per
+    // publisher: a request every ~10 ms from each for 2 s gives at most ~5 upstream.
+    let before = host.keyframe_requests;
+    let end = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < end {
+        at_origin.request_keyframe();
+        at_replica.request_keyframe();
+        run(
+            &mut [&mut host, &mut at_origin, &mut at_replica],
+            Some(0),
+            Duration::from_millis(10),
+        );
+    }
+    let upstream = host.keyframe_requests - before;
+    assert!(
+        (2..=6).contains(&upstream),
+        "{upstream} keyframe requests reached the publisher in 2 s"
+    );
+
+    // Stopped: the replica stage's subscriber gets nothing more; the origin's still does.
+    plane.stop_replication("host", "replica");
+    run(
+        &mut [&mut host, &mut at_origin, &mut at_replica],
+        Some(0),
+        Duration::from_millis(300),
+    );
+    let (replica_seen, origin_seen) = (at_replica.video_frames, at_origin.video_frames);
+    run(
+        &mut [&mut host, &mut at_origin, &mut at_replica],
+        Some(0),
+        Duration::from_secs(1),
+    );
+    assert_eq!(at_replica.video_frames, replica_seen);
+    assert!(at_origin.video_frames >= origin_seen + 10);
+    assert!(plane
+        .stats()
+        .stages
+        .iter()
+        .find(|s| s.stage_id == "replica")
+        .is_none_or(|s| s.replicas == 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_resumes_when_its_source_reconnects_with_the_same_id() {
+    let (plane, _rx) = start().await;
+    let mut host = join(&plane, "origin", "host", Role::Publisher).await;
+    let mut viewer = join(&plane, "replica", "viewer", Role::Subscriber).await;
+    plane.replicate("origin", "host", "replica");
+    run(
+        &mut [&mut host, &mut viewer],
+        Some(0),
+        Duration::from_secs(1),
+    );
+    assert!(viewer.video_frames >= 10, "got {}", viewer.video_frames);
+
+    // The source drops; the replica stays (the registry owns the reconnect window).
+    plane.disconnect("host");
+    run(
+        &mut [&mut host, &mut viewer],
+        None,
+        Duration::from_millis(500),
+    );
+    let seen = viewer.video_sizes.len();
+
+    // It comes back with the same participant id (a smaller frame size tells it apart).
+    let mut again = join(&plane, "origin", "host", Role::Publisher).await;
+    again.frame_size = 1500;
+    run(
+        &mut [&mut again, &mut viewer],
+        Some(0),
+        Duration::from_secs(2),
+    );
+    let after = &viewer.video_sizes[seen..];
+    assert!(
+        after.iter().filter(|&&n| n < 1600).count() >= 20,
+        "the reconnected source feeds the replica again: {} frames",
+        after.len()
+    );
+    // The viewer's decoder needed a keyframe from the new session.
+    assert!(again.keyframe_requests >= 1);
+
+    // Deleting the destination stage ends the replica with it.
+    plane.close_stage("replica");
+    run(
+        &mut [&mut again, &mut viewer],
+        Some(0),
+        Duration::from_millis(500),
+    );
+    assert!(plane.stats().stages.iter().all(|s| s.stage_id != "replica"));
+}
