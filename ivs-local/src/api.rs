@@ -224,14 +224,16 @@ pub async fn control_plane(State(app): State<Arc<App>>, req: Request) -> Respons
                     if app.limits.admit(op, Instant::now()) == crate::limits::Verdict::Throttled {
                         Err(IvsError::new(ErrorKind::Throttling, "Rate exceeded"))
                     } else {
-                        dispatch(
+                        let r = dispatch(
                             &app,
                             op,
                             arn.as_deref(),
                             parts.uri.query().unwrap_or(""),
                             &bytes,
                             now,
-                        )
+                        );
+                        app.sync_media();
+                        r
                     }
                 }
             }
@@ -527,6 +529,7 @@ fn dispatch(
                 &r.source_stage_arn,
                 &r.destination_stage_arn,
                 &r.participant_id,
+                r.reconnect_window_seconds.unwrap_or(0),
                 r.attributes,
                 now,
                 &rand::random(),
@@ -545,7 +548,9 @@ fn dispatch(
         }
         O::ListParticipantReplicas => {
             let r: ListParticipantReplicasRequest = parse(body)?;
-            let (replicas, next_token) = app.store().list_replicas(
+            let mut store = app.store();
+            store.expire_replications(now);
+            let (replicas, next_token) = store.list_replicas(
                 &r.source_stage_arn,
                 &r.participant_id,
                 r.next_token.as_deref(),

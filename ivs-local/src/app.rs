@@ -9,7 +9,7 @@ use stagefan_core::sigv4::Credentials;
 use stagefan_core::token::SigningKey;
 
 use crate::limits::Limits;
-use crate::state::Store;
+use crate::state::{MediaAction, Store};
 
 /// Everything a handler needs.
 pub struct App {
@@ -68,6 +68,29 @@ impl App {
     /// The store, locked (held only for the duration of one operation, never across `.await`).
     pub fn store(&self) -> MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies the media-plane work the registry decided (replications started or ended).
+    /// Called after every operation that may change replications, outside the store's lock
+    /// for the media calls (they only queue commands for the media thread).
+    pub fn sync_media(&self) {
+        let actions = self.store().take_media_actions();
+        let Some(media) = &self.media else {
+            return;
+        };
+        for action in actions {
+            match action {
+                MediaAction::Replicate {
+                    participant_id,
+                    source_stage,
+                    dest_stage,
+                } => media.replicate(&source_stage, &participant_id, &dest_stage),
+                MediaAction::StopReplication {
+                    participant_id,
+                    dest_stage,
+                } => media.stop_replication(&participant_id, &dest_stage),
+            }
+        }
     }
 
     /// Counts a WHIP outcome (`published`, `subscribed`, or an error code).

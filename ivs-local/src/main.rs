@@ -77,6 +77,19 @@ async fn feed_events(app: Arc<App>, mut events: mpsc::Receiver<MediaEvent>) {
                 participant_id,
             } => store.media_disconnected(&stage_id, &participant_id, now),
         }
+        drop(store);
+        app.sync_media();
+    }
+}
+
+/// Ends replications whose source did not come back within its reconnect window, once a
+/// second (operations that touch replications also check).
+async fn replication_clock(app: Arc<App>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        app.store().expire_replications(unix_now());
+        app.sync_media();
     }
 }
 
@@ -175,6 +188,7 @@ async fn main() {
     if let Some(events) = media_events {
         tokio::spawn(feed_events(app.clone(), events));
     }
+    tokio::spawn(replication_clock(app.clone()));
     tracing::info!(
         http = %http_addr,
         media = ?media_addr,

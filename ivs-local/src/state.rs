@@ -124,6 +124,34 @@ struct ReplicationRec {
     destination_session_id: String,
     participant_id: String,
     state: ReplicationState,
+    /// How long the replication waits for a source that left to come back (0–300 s).
+    reconnect_window_seconds: i64,
+    /// When the source left, while the replication waits for it.
+    source_left_at: Option<i64>,
+    /// The replica's attributes in the destination (the token's, merged with the request's).
+    attributes: Attributes,
+}
+
+/// What the media plane must do after a registry change (stage ids, not ARNs). The HTTP layer
+/// takes these with [`Store::take_media_actions`] after every operation and applies them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MediaAction {
+    /// Forward `participant_id`'s media from `source_stage` to `dest_stage`'s subscribers.
+    Replicate {
+        /// The replicated publisher.
+        participant_id: String,
+        /// Its stage id.
+        source_stage: String,
+        /// The destination stage id.
+        dest_stage: String,
+    },
+    /// Stop forwarding it there.
+    StopReplication {
+        /// The replicated publisher.
+        participant_id: String,
+        /// The destination stage id.
+        dest_stage: String,
+    },
 }
 
 /// A live media connection (one per token `jti`).
@@ -170,6 +198,8 @@ pub struct Store {
     /// then not about a newer connection of the same token, and the token cannot reconnect
     /// before it.
     closing: HashSet<String>,
+    /// Media-plane work decided by the registry, not yet applied.
+    media_actions: Vec<MediaAction>,
 }
 
 fn not_found(what: &str, arn: &str) -> IvsError {
@@ -239,7 +269,13 @@ impl Store {
             connections: HashMap::new(),
             revoked: HashSet::new(),
             closing: HashSet::new(),
+            media_actions: Vec::new(),
         }
+    }
+
+    /// The media-plane work decided since the last call (see [`MediaAction`]).
+    pub fn take_media_actions(&mut self) -> Vec<MediaAction> {
+        std::mem::take(&mut self.media_actions)
     }
 
     fn endpoints(&self) -> StageEndpoints {
@@ -671,8 +707,12 @@ impl Store {
         push_event(&mut rec, event(EventName::Joined, &claims.jti, now));
         session.participants.push(rec);
         let session_id = session.id.clone();
+        let stage_arn = stage.arn.clone();
         self.connections
             .insert(claims.jti.clone(), Connection { stage_id, role });
+        if role == Role::Publisher {
+            self.source_came_back(&stage_arn, &claims.jti, &session_id, now, random_session);
+        }
         Ok(session_id)
     }
 
@@ -803,19 +843,45 @@ impl Store {
             }
             None => return,
         };
-        // Its replicas end with it (the reconnect window is not emulated).
-        let reps: Vec<(String, String)> = self
+        // Its replicas leave their stages with it. A replication without a reconnect window
+        // ends now; one with a window waits for the source (see `expire_replications`).
+        let reps: Vec<(String, i64)> = self
             .replications
             .iter()
             .filter(|r| {
                 r.state == ReplicationState::Active
                     && r.source_stage_arn == stage_arn
                     && r.participant_id == pid
+                    && r.source_left_at.is_none()
             })
-            .map(|r| (r.source_stage_arn.clone(), r.destination_stage_arn.clone()))
+            .map(|r| (r.destination_stage_arn.clone(), r.reconnect_window_seconds))
             .collect();
-        for (src, dst) in reps {
-            self.stop_replication_inner(&src, &dst, pid, now);
+        for (dst, window) in reps {
+            if window == 0 {
+                self.stop_replication_inner(&stage_arn, &dst, pid, now);
+                continue;
+            }
+            if let Some(r) = self.replications.iter_mut().find(|r| {
+                r.state == ReplicationState::Active
+                    && r.source_stage_arn == stage_arn
+                    && r.destination_stage_arn == dst
+                    && r.participant_id == pid
+            }) {
+                r.source_left_at = Some(now);
+            }
+            if let Some(id) = ivs::stage_id_from_arn(&dst).map(str::to_string) {
+                if let Some(p) = self
+                    .stages
+                    .get_mut(&id)
+                    .and_then(|s| s.session.as_mut())
+                    .and_then(|s| s.find_mut(pid))
+                {
+                    if p.state == ParticipantState::Connected {
+                        Self::mark_left(p, now);
+                    }
+                }
+                self.maybe_end_session(&id);
+            }
         }
         self.maybe_end_session(stage_id);
     }
@@ -968,17 +1034,20 @@ impl Store {
 
     // ---- replication ------------------------------------------------------------------------
 
-    /// StartParticipantReplication: the participant (connected in the source) appears in the
-    /// destination as a REPLICA publisher.
+    /// StartParticipantReplication: the participant (a connected publisher of the source)
+    /// appears in the destination as a REPLICA publisher (and is SOURCE in its own stage).
+    #[allow(clippy::too_many_arguments)]
     pub fn start_replication(
         &mut self,
         source_arn: &str,
         dest_arn: &str,
         pid: &str,
+        reconnect_window_seconds: u32,
         attributes: Option<Attributes>,
         now: i64,
         random_session: &[u8; 13],
     ) -> Result<(), IvsError> {
+        self.expire_replications(now);
         if let Some(a) = &attributes {
             if ivs::attributes_size(a) > ivs::MAX_ATTRIBUTES_BYTES {
                 return Err(validation("attributes must be at most 1 KB in total"));
@@ -1000,6 +1069,9 @@ impl Store {
                 .ok_or_else(|| not_found("Publishing participant in the source stage", pid))?;
             (session.expect("found in it").id.clone(), p.clone())
         };
+        if source_p.replication_type == ReplicationType::Replica {
+            return Err(validation("A replica cannot be replicated"));
+        }
         let active =
             |r: &&ReplicationRec| r.state == ReplicationState::Active && r.participant_id == pid;
         if self
@@ -1020,8 +1092,7 @@ impl Store {
             ));
         }
         let cap = self.cfg.publisher_cap;
-        let dst = self.stages.get_mut(&dst_id).expect("checked");
-        if dst
+        if self.stages[&dst_id]
             .session
             .as_ref()
             .map_or(0, |s| s.connected(Role::Publisher))
@@ -1032,17 +1103,57 @@ impl Store {
                 format!("The destination stage already has {cap} publishers"),
             ));
         }
+        let mut merged = source_p.attributes.clone().unwrap_or_default();
+        merged.extend(attributes.unwrap_or_default());
+        self.replications.push(ReplicationRec {
+            source_stage_arn: source_arn.to_string(),
+            source_session_id,
+            destination_stage_arn: dest_arn.to_string(),
+            destination_session_id: String::new(),
+            participant_id: pid.to_string(),
+            state: ReplicationState::Active,
+            reconnect_window_seconds: i64::from(reconnect_window_seconds),
+            source_left_at: None,
+            attributes: merged,
+        });
+        let index = self.replications.len() - 1;
+        self.enter_replica(index, &source_p, now, random_session);
+        self.media_actions.push(MediaAction::Replicate {
+            participant_id: pid.to_string(),
+            source_stage: src_id,
+            dest_stage: dst_id,
+        });
+        Ok(())
+    }
+
+    /// Puts the replica of replication `index` into its destination stage as a connected
+    /// REPLICA publisher (opening a session there if none is active), with the source's
+    /// `published` flag, and records REPLICATION_STARTED on both sides.
+    fn enter_replica(
+        &mut self,
+        index: usize,
+        source_p: &ParticipantRec,
+        now: i64,
+        random_session: &[u8; 13],
+    ) {
+        let rep = self.replications[index].clone();
+        let pid = rep.participant_id.as_str();
+        let Some(dst_id) = ivs::stage_id_from_arn(&rep.destination_stage_arn).map(str::to_string)
+        else {
+            return;
+        };
+        let Some(dst) = self.stages.get_mut(&dst_id) else {
+            return;
+        };
         let session = dst.session.get_or_insert_with(|| SessionRec {
             id: ivs::session_id(random_session),
             participants: Vec::new(),
         });
         let destination_session_id = session.id.clone();
-        let mut merged = source_p.attributes.clone().unwrap_or_default();
-        merged.extend(attributes.unwrap_or_default());
         let mut replica = ParticipantRec {
             id: pid.to_string(),
             user_id: source_p.user_id.clone(),
-            attributes: Some(merged),
+            attributes: Some(rep.attributes.clone()),
             role: Role::Publisher,
             state: ParticipantState::Connected,
             first_join_time: now,
@@ -1050,13 +1161,19 @@ impl Store {
             events: Vec::new(),
             replication_type: ReplicationType::Replica,
             replication_state: Some(ReplicationState::Active),
-            source_stage_arn: Some(source_arn.to_string()),
-            source_session_id: Some(source_session_id.clone()),
+            source_stage_arn: Some(rep.source_stage_arn.clone()),
+            source_session_id: Some(rep.source_session_id.clone()),
         };
-        session.participants.retain(|p| p.id != pid);
+        // The same participant in the same session again (a source that came back): one row,
+        // its history kept.
+        if let Some(old) = session.participants.iter().position(|p| p.id == pid) {
+            let old = session.participants.remove(old);
+            replica.first_join_time = old.first_join_time;
+            replica.events = old.events;
+        }
         push_event(&mut replica, event(EventName::Joined, pid, now));
         let mut started = event(EventName::ReplicationStarted, pid, now);
-        started.destination_stage_arn = Some(dest_arn.to_string());
+        started.destination_stage_arn = Some(rep.destination_stage_arn.clone());
         started.destination_session_id = Some(destination_session_id.clone());
         started.replica = Some(true);
         push_event(&mut replica, started.clone());
@@ -1064,9 +1181,9 @@ impl Store {
             push_event(&mut replica, event(EventName::PublishStarted, pid, now));
         }
         session.participants.push(replica);
-        if let Some(p) = self
-            .stages
-            .get_mut(&src_id)
+        self.replications[index].destination_session_id = destination_session_id;
+        if let Some(p) = ivs::stage_id_from_arn(&rep.source_stage_arn)
+            .and_then(|id| self.stages.get_mut(id))
             .and_then(|s| s.session.as_mut())
             .and_then(|s| s.find_mut(pid))
         {
@@ -1075,15 +1192,72 @@ impl Store {
             started.replica = Some(false);
             push_event(p, started);
         }
-        self.replications.push(ReplicationRec {
-            source_stage_arn: source_arn.to_string(),
-            source_session_id,
-            destination_stage_arn: dest_arn.to_string(),
-            destination_session_id,
-            participant_id: pid.to_string(),
-            state: ReplicationState::Active,
-        });
-        Ok(())
+    }
+
+    /// A publisher connected to `stage_arn` as `pid`: replications waiting for it (it left
+    /// within their reconnect window) resume, and it appears again in their destinations.
+    fn source_came_back(
+        &mut self,
+        stage_arn: &str,
+        pid: &str,
+        session_id: &str,
+        now: i64,
+        random_session: &[u8; 13],
+    ) {
+        self.expire_replications(now);
+        let waiting: Vec<usize> = (0..self.replications.len())
+            .filter(|&i| {
+                let r = &self.replications[i];
+                r.state == ReplicationState::Active
+                    && r.source_stage_arn == stage_arn
+                    && r.participant_id == pid
+                    && r.source_left_at.is_some()
+            })
+            .collect();
+        if waiting.is_empty() {
+            return;
+        }
+        let Some(source_p) = ivs::stage_id_from_arn(stage_arn)
+            .and_then(|id| self.stages.get(id))
+            .and_then(|s| s.session.as_ref())
+            .and_then(|s| s.find(pid))
+            .cloned()
+        else {
+            return;
+        };
+        for i in waiting {
+            let r = &mut self.replications[i];
+            r.source_left_at = None;
+            r.source_session_id = session_id.to_string();
+            // It publishes again once its media flows (PUBLISH_STARTED in both stages).
+            let mut fresh = source_p.clone();
+            fresh.published = false;
+            self.enter_replica(i, &fresh, now, random_session);
+        }
+    }
+
+    /// Ends the replications whose source left more than their reconnect window ago. Called
+    /// by the operations that read or change replications, and by ivs-local's clock tick.
+    pub fn expire_replications(&mut self, now: i64) {
+        let expired: Vec<(String, String, String)> = self
+            .replications
+            .iter()
+            .filter(|r| {
+                r.state == ReplicationState::Active
+                    && r.source_left_at
+                        .is_some_and(|t| now >= t + r.reconnect_window_seconds)
+            })
+            .map(|r| {
+                (
+                    r.source_stage_arn.clone(),
+                    r.destination_stage_arn.clone(),
+                    r.participant_id.clone(),
+                )
+            })
+            .collect();
+        for (src, dst, pid) in expired {
+            self.stop_replication_inner(&src, &dst, &pid, now);
+        }
     }
 
     fn stop_replication_inner(&mut self, src: &str, dst: &str, pid: &str, now: i64) -> bool {
@@ -1096,7 +1270,14 @@ impl Store {
             return false;
         };
         rep.state = ReplicationState::Stopped;
+        rep.source_left_at = None;
         let dest_session = rep.destination_session_id.clone();
+        if let Some(dst_id) = ivs::stage_id_from_arn(dst) {
+            self.media_actions.push(MediaAction::StopReplication {
+                participant_id: pid.to_string(),
+                dest_stage: dst_id.to_string(),
+            });
+        }
         let mut stopped = event(EventName::ReplicationStopped, pid, now);
         stopped.destination_stage_arn = Some(dst.to_string());
         stopped.destination_session_id = Some(dest_session);
@@ -1147,6 +1328,7 @@ impl Store {
         pid: &str,
         now: i64,
     ) -> Result<(), IvsError> {
+        self.expire_replications(now);
         self.stage_id_of(source_arn)?;
         self.stage_id_of(dest_arn)?;
         if self.stop_replication_inner(source_arn, dest_arn, pid, now) {

@@ -157,6 +157,8 @@ async fn try_join(
         ));
     }
     let admitted = app.store().admit(&claims, role, now, &rand::random());
+    // A source back within its reconnect window resumes its replicas.
+    app.sync_media();
     if let Err(e) = admitted {
         return Err(match e {
             AdmitError::StageNotFound => (
@@ -214,6 +216,7 @@ async fn try_join(
         Err(e) => {
             app.store()
                 .join_failed(&claims.topic, &claims.jti, unix_now());
+            app.sync_media();
             Err(match e {
                 MediaError::InvalidOffer(m) => (StatusCode::BAD_REQUEST, "BAD_OFFER", m),
                 MediaError::DuplicateParticipant(m) => (
@@ -243,6 +246,7 @@ pub async fn delete_session(State(app): State<Arc<App>>, Path(pid): Path<String>
     };
     // The registry does not wait for the media thread's Disconnected event.
     app.store().end_connection(&conn.stage_id, &pid, unix_now());
+    app.sync_media();
     if let Some(media) = &app.media {
         media.disconnect(&pid);
     }

@@ -490,10 +490,20 @@ async fn without_media_the_routes_say_so() {
 struct Peer {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<bool>>,
+    /// Media frames received (a subscriber's view of what the stage forwards).
+    received: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Peer {
     async fn join(f: &Fixture, token: &str, publish: bool) -> Peer {
+        match Self::try_join(f, token, publish).await {
+            Ok(peer) => peer,
+            Err((status, body)) => panic!("join refused: {status} {body}"),
+        }
+    }
+
+    /// Joins, or the refusal's status and body.
+    async fn try_join(f: &Fixture, token: &str, publish: bool) -> Result<Peer, (u16, String)> {
         use str0m::change::SdpAnswer;
         use str0m::Candidate;
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -514,17 +524,23 @@ impl Peer {
                 offer.to_sdp_string(),
             )
             .await;
-        assert_eq!(status, 201, "{answer}");
+        if status != 201 {
+            return Err((status, answer));
+        }
         rtc.sdp_api()
             .accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap())
             .unwrap();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stopped = stop.clone();
-        let thread = std::thread::spawn(move || run_peer(rtc, socket, mid, publish, &stopped));
-        Peer {
+        let received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = received.clone();
+        let thread =
+            std::thread::spawn(move || run_peer(rtc, socket, mid, publish, &stopped, &counter));
+        Ok(Peer {
             stop,
             thread: Some(thread),
-        }
+            received,
+        })
     }
 
     /// Stops the loop; returns whether ICE and DTLS connected.
@@ -540,6 +556,7 @@ fn run_peer(
     mid: str0m::media::Mid,
     publish: bool,
     stop: &std::sync::atomic::AtomicBool,
+    received: &std::sync::atomic::AtomicUsize,
 ) -> bool {
     use std::time::{Duration, Instant};
     use str0m::media::{Frequency, MediaTime};
@@ -575,6 +592,9 @@ fn run_peer(
                     let _ = socket.send_to(&t.contents, t.destination);
                 }
                 Ok(Output::Event(Event::Connected)) => connected = true,
+                Ok(Output::Event(Event::MediaData(_))) => {
+                    received.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
                 Ok(Output::Event(_)) => {}
                 Err(_) => return connected,
             }
@@ -704,4 +724,279 @@ async fn media_events_feed_the_participant_registry() {
         .unwrap();
     assert!(viewer.stop(), "the viewer's ICE/DTLS connected");
     assert!(f.stage().await.get("activeSessionId").is_none());
+}
+
+/// The participants of the active session of `arn` (empty without one).
+async fn participants_of(f: &Fixture, arn: &str) -> Vec<Value> {
+    let c = f.ivs.client();
+    let stage = c.call(Op::GetStage, json!({"arn": arn})).await.ok()["stage"].clone();
+    let Some(session) = stage["activeSessionId"].as_str() else {
+        return Vec::new();
+    };
+    c.call(
+        Op::ListParticipants,
+        json!({"stageArn": arn, "sessionId": session}),
+    )
+    .await
+    .ok()["participants"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// Polls (10 s at most) until `pred` holds for `pid` in the active session of `arn`.
+async fn wait_participant<F: Fn(&Value) -> bool>(
+    f: &Fixture,
+    arn: &str,
+    pid: &str,
+    what: &str,
+    pred: F,
+) -> Value {
+    for _ in 0..100 {
+        if let Some(p) = participants_of(f, arn)
+            .await
+            .into_iter()
+            .find(|p| p["participantId"] == pid)
+        {
+            if pred(&p) {
+                return p;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!(
+        "{pid} never became {what} in {arn}: {:?}",
+        participants_of(f, arn).await
+    );
+}
+
+async fn replicas(f: &Fixture, pid: &str) -> Vec<Value> {
+    f.ivs
+        .client()
+        .call(
+            Op::ListParticipantReplicas,
+            json!({"sourceStageArn": f.stage_arn, "participantId": pid}),
+        )
+        .await
+        .ok()["replicas"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+async fn frames_grow(peer: &Peer, within: std::time::Duration) -> bool {
+    let before = peer.received.load(std::sync::atomic::Ordering::SeqCst);
+    let end = std::time::Instant::now() + within;
+    while std::time::Instant::now() < end {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if peer.received.load(std::sync::atomic::Ordering::SeqCst) > before + 10 {
+            return true;
+        }
+    }
+    false
+}
+
+#[tokio::test]
+async fn participant_replication_shows_and_forwards_the_host_in_other_stages() {
+    let f = Fixture::new(&[]).await;
+    let c = f.ivs.client();
+    let mut dests = Vec::new();
+    for i in 0..6 {
+        let stage = c
+            .call(Op::CreateStage, json!({"name": format!("dest-{i}")}))
+            .await
+            .ok();
+        dests.push(stage["stage"]["arn"].as_str().unwrap().to_string());
+    }
+    let start = |dest: &str, window: u32| {
+        json!({"sourceStageArn": f.stage_arn, "destinationStageArn": dest,
+               "participantId": "replHost", "reconnectWindowSeconds": window})
+    };
+
+    // The source must be a connected publisher of the source stage.
+    c.call(Op::StartParticipantReplication, start(&dests[0], 3))
+        .await
+        .assert_error("ResourceNotFoundException", 404);
+    let host_token = f.token("replHost", true, false);
+    let host = Peer::join(&f, &host_token, true).await;
+    wait_participant(&f, &f.stage_arn, "replHost", "published", |p| {
+        p["published"] == true
+    })
+    .await;
+    // The destination must exist and differ from the source; the window is 0-300 s.
+    let gone = f
+        .stage_arn
+        .replace(stage_id_from_arn(&f.stage_arn).unwrap(), "AAAAAAAAAAAA");
+    c.call(Op::StartParticipantReplication, start(&gone, 0))
+        .await
+        .assert_error("ResourceNotFoundException", 404);
+    c.call(Op::StartParticipantReplication, start(&f.stage_arn, 0))
+        .await
+        .assert_error("ValidationException", 400);
+    c.call(Op::StartParticipantReplication, start(&dests[0], 301))
+        .await
+        .assert_error("ValidationException", 400);
+
+    // A viewer of the destination stage, before the replica exists.
+    let viewer_token = f.token_for(&dests[0], "replViewer", false, true, unix_now(), 600);
+    let viewer = Peer::join(&f, &viewer_token, false).await;
+    assert!(
+        !frames_grow(&viewer, std::time::Duration::from_millis(800)).await,
+        "no host yet"
+    );
+
+    c.call(Op::StartParticipantReplication, start(&dests[0], 3))
+        .await
+        .ok();
+    c.call(Op::StartParticipantReplication, start(&dests[0], 3))
+        .await
+        .assert_error("ConflictException", 409);
+    let replica = wait_participant(&f, &dests[0], "replHost", "a published replica", |p| {
+        p["published"] == true && p["state"] == "CONNECTED"
+    })
+    .await;
+    assert_eq!(replica["replicationType"], "REPLICA");
+    assert_eq!(replica["replicationState"], "ACTIVE");
+    assert_eq!(replica["sourceStageArn"], f.stage_arn.as_str());
+    let source = wait_participant(&f, &f.stage_arn, "replHost", "a source", |p| {
+        p["replicationType"] == "SOURCE"
+    })
+    .await;
+    assert_eq!(source["replicationState"], "ACTIVE");
+    // Its media really is forwarded into the destination stage.
+    assert!(
+        frames_grow(&viewer, std::time::Duration::from_secs(5)).await,
+        "the viewer of the replica stage receives the host"
+    );
+    let stats = f.ivs.stats().await;
+    let dest_id = stage_id_from_arn(&dests[0]).unwrap();
+    let dest_stats = stats["media"]["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stageId"] == dest_id)
+        .cloned()
+        .unwrap();
+    assert_eq!(dest_stats["replicas"], 1);
+    assert!(
+        dest_stats["packetsForwarded"].as_u64().unwrap() > 0,
+        "{dest_stats}"
+    );
+
+    // At most 5 replications per participant.
+    for d in &dests[1..5] {
+        c.call(Op::StartParticipantReplication, start(d, 0))
+            .await
+            .ok();
+    }
+    c.call(Op::StartParticipantReplication, start(&dests[5], 0))
+        .await
+        .assert_error("ServiceQuotaExceededException", 402);
+    let listed = replicas(&f, "replHost").await;
+    assert_eq!(
+        listed
+            .iter()
+            .filter(|r| r["replicationState"] == "ACTIVE")
+            .count(),
+        5
+    );
+    assert!(listed.iter().all(|r| r["sourceSessionId"]
+        .as_str()
+        .is_some_and(|s| s.starts_with("st-"))));
+
+    // Stop ends one (its replica leaves), a second Stop is a 404; deleting a destination stage
+    // ends another.
+    let stop = json!({"sourceStageArn": f.stage_arn, "destinationStageArn": dests[4], "participantId": "replHost"});
+    c.call(Op::StopParticipantReplication, stop.clone())
+        .await
+        .ok();
+    c.call(Op::StopParticipantReplication, stop)
+        .await
+        .assert_error("ResourceNotFoundException", 404);
+    c.call(Op::DeleteStage, json!({"arn": dests[3]})).await.ok();
+    let states: Vec<(String, String)> = replicas(&f, "replHost")
+        .await
+        .iter()
+        .map(|r| {
+            (
+                r["destinationStageArn"].as_str().unwrap().to_string(),
+                r["replicationState"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for (i, d) in dests[..5].iter().enumerate() {
+        let want = if i >= 3 { "STOPPED" } else { "ACTIVE" };
+        assert!(
+            states.contains(&(d.clone(), want.to_string())),
+            "{d} {want}: {states:?}"
+        );
+    }
+    // Now there is room for a fifth again.
+    c.call(Op::StartParticipantReplication, start(&dests[5], 0))
+        .await
+        .ok();
+
+    // The host drops and comes back within the 3 s window of dests[0] with the same
+    // participant id: it is back in both stages, and its media reaches the replica's viewer.
+    f.http
+        .delete(format!("{}/session/replHost", f.whip))
+        .send()
+        .await
+        .unwrap();
+    assert!(host.stop());
+    wait_participant(&f, &dests[0], "replHost", "disconnected", |p| {
+        p["state"] == "DISCONNECTED"
+    })
+    .await;
+    // The window-less replications ended with the source.
+    let states = replicas(&f, "replHost").await;
+    for r in &states {
+        let active = r["replicationState"] == "ACTIVE";
+        assert_eq!(active, r["destinationStageArn"] == dests[0].as_str(), "{r}");
+    }
+    let mut host = None;
+    for _ in 0..50 {
+        // The token can reconnect once the media plane has closed the old session (409 before).
+        match Peer::try_join(&f, &host_token, true).await {
+            Ok(peer) => {
+                host = Some(peer);
+                break;
+            }
+            Err((409, _)) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            Err(other) => panic!("rejoin refused: {other:?}"),
+        }
+    }
+    let host = host.expect("the host reconnected");
+    let back = wait_participant(&f, &dests[0], "replHost", "back and published", |p| {
+        p["state"] == "CONNECTED" && p["published"] == true
+    })
+    .await;
+    assert_eq!(back["replicationType"], "REPLICA");
+    assert!(
+        frames_grow(&viewer, std::time::Duration::from_secs(5)).await,
+        "media resumes in the replica stage"
+    );
+
+    // It leaves for longer than the window: the replication ends.
+    f.http
+        .delete(format!("{}/session/replHost", f.whip))
+        .send()
+        .await
+        .unwrap();
+    assert!(host.stop());
+    let mut stopped = false;
+    for _ in 0..60 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let r = replicas(&f, "replHost").await;
+        if r.iter().all(|r| r["replicationState"] == "STOPPED") {
+            stopped = true;
+            break;
+        }
+    }
+    assert!(stopped, "the replication ends after its reconnect window");
+    let gone = participants_of(&f, &dests[0]).await;
+    assert!(gone
+        .iter()
+        .all(|p| p["participantId"] != "replHost" || p["state"] == "DISCONNECTED"));
+    viewer.stop();
 }
