@@ -8,5 +8,6 @@ pub mod config;
 pub mod ivs;
 pub mod policy;
 pub mod pool;
+pub mod replication;
 pub mod sigv4;
 pub mod token;
