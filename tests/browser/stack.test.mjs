@@ -18,7 +18,13 @@ const HOST_KEY = process.env.STAGEFAN_HOST_KEY;
 const ADMIN_KEY = process.env.STAGEFAN_ADMIN_KEY;
 const VIEWERS = Number(process.env.STAGEFAN_VIEWERS || 6);
 const HEIGHT = Number(process.env.STAGEFAN_HOST_HEIGHT || 360);
-const skip = !BASE || !HOST_KEY ? 'set STAGEFAN_URL and STAGEFAN_HOST_KEY to a running local stack' : false;
+let skip = !BASE || !HOST_KEY ? 'set STAGEFAN_URL and STAGEFAN_HOST_KEY to a running local stack' : false;
+if (!skip) {
+  // This is the multi-publish scenario (the host uploads to every stage); replicate.test.mjs
+  // covers FANOUT_MODE=replicate.
+  const cfg = await fetch(`${BASE}/api/config`).then((r) => r.json()).catch(() => null);
+  if (cfg?.fanoutMode === 'replicate') skip = 'the stack runs FANOUT_MODE=replicate (see replicate.test.mjs)';
+}
 
 let browser;
 let broadcast;

@@ -1,5 +1,7 @@
 // The host page: camera preview, then "Go live" publishes to every stage of the broadcast's pool
 // (multi-publish), follows the pool as it adds and drains stages, and reconnects dropped stages.
+// In replicate mode the pool hands out origin stages only (one per six stages): the page
+// uploads to those, and lists the stages that receive it by replication, and from which origin.
 import { api, config, stageId, el, badge, backoff } from './api.js';
 import { media } from './media.js';
 
@@ -23,6 +25,9 @@ let live = false;
 let broadcast = null;
 /** stageArn → { arn, poolState, conn, participantId, session, gen, failures, retryAt, reported, since } */
 const stages = new Map();
+/** Replicate mode: [{ stageArn, originArn, state, receiving }] from the last poll. */
+let replicas = [];
+let fanoutMode = '';
 let wake = () => {};
 
 function log(msg) {
@@ -35,17 +40,32 @@ function showError(msg) { $('error').textContent = msg || ''; }
 function setState(s) { $('state').replaceChildren(badge(s)); }
 
 function render() {
-  const rows = [...stages.values()].map((s) => el('tr', { 'data-stage': s.arn },
+  const rows = [...stages.values()].map((s) => el('tr', { 'data-stage': s.arn, 'data-via': 'upload' },
     el('td', { class: 'mono', title: s.arn }, stageId(s.arn)),
+    el('td', {}, fanoutMode === 'replicate' ? 'origin: this page uploads' : 'this page uploads'),
     el('td', {}, badge(s.poolState || 'unknown')),
     el('td', {}, badge(s.conn)),
     el('td', { class: 'mono' }, s.participantId || ''),
     el('td', { class: 'muted' }, s.since ? new Date(s.since).toLocaleTimeString() : ''),
   ));
+  const origins = new Map([...stages.values()].map((s) => [s.arn, s]));
+  for (const r of replicas) {
+    rows.push(el('tr', { 'data-stage': r.stageArn, 'data-via': 'replica', 'data-origin': r.originArn },
+      el('td', { class: 'mono', title: r.stageArn }, stageId(r.stageArn)),
+      el('td', { title: r.originArn }, `replica of ${stageId(r.originArn)}`),
+      el('td', {}, badge(r.state)),
+      el('td', {}, badge(r.receiving ? 'receiving' : 'waiting')),
+      el('td', { class: 'mono' }, origins.get(r.originArn)?.participantId || ''),
+      el('td', { class: 'muted' }, ''),
+    ));
+  }
   $('stages').replaceChildren(...(rows.length ? rows
-    : [el('tr', {}, el('td', { colspan: 5, class: 'muted' }, live ? 'Waiting for the pool…' : 'Not live.'))]));
-  $('count').textContent = String(stages.size);
+    : [el('tr', {}, el('td', { colspan: 6, class: 'muted' }, live ? 'Waiting for the pool…' : 'Not live.'))]));
+  $('count').textContent = String(stages.size + replicas.length);
   $('uploads').textContent = String([...stages.values()].filter((s) => s.session).length);
+  $('replicated').textContent = fanoutMode === 'replicate'
+    ? `${replicas.filter((r) => r.receiving).length} of ${replicas.length} receiving`
+    : 'off (multi-publish)';
 }
 
 async function startCamera() {
@@ -145,6 +165,8 @@ async function sync() {
   const body = broadcast ? { broadcast } : {};
   const res = await api('/api/token/publisher-all', { method: 'POST', key: hostKey, body });
   broadcast = res.broadcast || broadcast;
+  fanoutMode = res.fanoutMode || fanoutMode;
+  replicas = (res.replicas || []).filter((r) => r.state !== 'deleted');
   const tokens = new Map(res.tokens.map((t) => [t.stageArn, t]));
   for (const s of [...stages.values()]) {
     const t = tokens.get(s.arn);
@@ -202,6 +224,7 @@ async function goLive() {
 function stop() {
   live = false;
   for (const s of [...stages.values()]) leave(s, 'stopped');
+  replicas = [];
   wake();
   setState('stopped');
   $('live').disabled = !stream;
@@ -220,11 +243,15 @@ window.addEventListener('pagehide', () => { for (const s of stages.values()) s.s
 window.stagefanHost = {
   stages: () => [...stages.values()].map(({ arn, poolState, conn, participantId, reported }) =>
     ({ stageArn: arn, poolState, conn, participantId, reported })),
+  replicas: () => replicas.map((r) => ({ ...r })),
+  fanoutMode: () => fanoutMode,
   live: () => live,
 };
 
 config().then((c) => {
   $('mode').textContent = `media: ${c.mediaMode} · fan-out: ${c.fanoutMode}`;
+  fanoutMode = fanoutMode || c.fanoutMode;
+  render();
   if (!q.get('broadcast') && c.defaultBroadcast) $('broadcast').placeholder = c.defaultBroadcast;
 }).catch((e) => showError(`Cannot read /api/config: ${e.message}`));
 

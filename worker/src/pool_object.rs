@@ -34,6 +34,8 @@ use crate::registry;
 use crate::runtime;
 use crate::settings::Settings;
 
+mod replication;
+
 /// How long a viewer who finds every stage full waits for a stage being created.
 const WAIT_FOR_CREATE_MS: u64 = 2_500;
 /// How often the waiting viewer looks again.
@@ -79,6 +81,9 @@ pub struct PublisherStages {
     pub stages: Vec<PublisherStage>,
     /// Stages being created right now (the host page asks again to pick them up).
     pub creating: u32,
+    /// Replicate mode: the stages that receive the host by replication, and from which origin.
+    #[serde(default)]
+    pub replicas: Vec<replication::ReplicaStage>,
 }
 
 /// The state shared by requests and by the background IVS calls they start.
@@ -97,6 +102,8 @@ struct Inner {
     bucket: Option<TokenBucket>,
     /// Whether the maintenance alarm is set (saves a storage read per request).
     alarm_set: bool,
+    /// Replicate mode: replications being brought up (memory only).
+    replication: replication::Replicator,
 }
 
 #[durable_object]
@@ -178,6 +185,7 @@ impl StagePool {
             }
             "publisher" => {
                 self.ensure(broadcast).await?;
+                refuse_mode_switch(shared, &body)?;
                 Ok(serde_json::to_value(self.publisher_stages()?)?)
             }
             "published" => {
@@ -187,6 +195,8 @@ impl StagePool {
                     let id = pool.stage_id(arn).map_err(pool_error)?;
                     pool.mark_live(id, participant, now).map_err(pool_error)
                 })?;
+                // Replicate mode: copy the host into the origin's replica stages.
+                replication::spawn(shared);
                 Ok(json!({"stageArn": arn, "state": "live"}))
             }
             "summary" => {
@@ -337,6 +347,7 @@ impl StagePool {
             fanout_mode: pool.fanout(),
             stages,
             creating: pool.load_summary().creating,
+            replicas: replication::replica_stages(pool),
         })
     }
 
@@ -476,6 +487,7 @@ impl StagePool {
             }
         }
         self.scale_up();
+        replication::spawn(shared);
         let busy = shared.with_pool(|p| {
             let load = p.load_summary();
             p.viewers() > 0
@@ -813,6 +825,8 @@ async fn create_stage(shared: Rc<Shared>, intent: CreateIntent) {
     if let Ok(Err(e)) | Err(e) = result.map_err(|e| PoolError::Corrupt(format!("{e:?}"))) {
         worker::console_error!("recording create of {}: {e}", intent.name);
     }
+    // A replica stage created while the host is live gets its replication started.
+    replication::spawn(&shared);
 }
 
 /// The stage of a create intent, if IVS has it (by name and broadcast tag).
@@ -862,6 +876,7 @@ async fn delete_stage(
     shared: &Rc<Shared>,
     intent: DeleteIntent,
 ) -> std::result::Result<(), PoolError> {
+    replication::stop_before_delete(shared, &intent).await;
     let client = shared
         .ivs()
         .map_err(|e| PoolError::Corrupt(format!("{e:?}")))?;
@@ -917,6 +932,29 @@ pub fn public_summary(snapshot: &Snapshot) -> Value {
         "viewers": snapshot.viewers,
         "stages": stages,
     })
+}
+
+/// A pool keeps the fan-out mode it was created with: a host asking for the other mode
+/// (`fanoutMode` in `publisher-all`) is refused with 409 `fanout_mode_locked`.
+fn refuse_mode_switch(shared: &Shared, body: &Value) -> AppResult<()> {
+    let Some(asked) = body.get("fanoutMode").and_then(Value::as_str) else {
+        return Ok(());
+    };
+    let asked = stagefan_core::config::FanoutMode::parse(asked)
+        .map_err(|e| AppError::bad_field("fanoutMode", e.to_string()))?;
+    let current = shared.with_pool(|p| p.fanout());
+    if asked != current {
+        return Err(AppError::Conflict {
+            code: "fanout_mode_locked",
+            message: format!(
+                "this broadcast runs in {} mode since it was created; a running broadcast \
+                 cannot switch to {} (end it, or use another broadcast id)",
+                current.as_str(),
+                asked.as_str()
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn not_found_pool() -> AppError {

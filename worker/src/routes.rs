@@ -226,7 +226,15 @@ async fn publisher_all(mut req: Request, edge: &Edge) -> AppResult<Response> {
     auth::require(&req, Role::Host, edge.settings.host_key.as_deref())?;
     let body = JsonBody::read(&mut req).await?;
     let broadcast = resolve_broadcast(edge, &body)?;
-    let stages: PublisherStages = pool_call(edge, &broadcast, "publisher", json!({})).await?;
+    // A host may name the mode it expects; a pool in the other mode refuses (409).
+    let asked_mode = body.optional_str("fanoutMode")?.map(str::to_string);
+    let stages: PublisherStages = pool_call(
+        edge,
+        &broadcast,
+        "publisher",
+        json!({ "fanoutMode": asked_mode }),
+    )
+    .await?;
     let mut tokens = Vec::with_capacity(stages.stages.len());
     for stage in &stages.stages {
         let minted = mint(
@@ -252,6 +260,7 @@ async fn publisher_all(mut req: Request, edge: &Edge) -> AppResult<Response> {
         "fanoutMode": stages.fanout_mode.as_str(),
         "tokens": tokens,
         "creating": stages.creating,
+        "replicas": stages.replicas,
     }))
 }
 

@@ -1,0 +1,186 @@
+// Replicate fan-out through real Chromium: the host page uploads to origin stages only (one per
+// six stages), IVS participant replication (ivs-local's media plane) copies it into the other
+// stages, and every viewer — on an origin or on a replica stage — decodes the host's camera.
+//
+//   STAGEFAN_URL=http://127.0.0.1:8787 STAGEFAN_HOST_KEY=… STAGEFAN_ADMIN_KEY=… \
+//     node --test tests/browser/replicate.test.mjs
+//
+// The stack must run with FANOUT_MODE=replicate and STAGE_CAPACITY=2 (`make browser-test`
+// starts one); on a multi-publish stack this test skips. Optional: STAGEFAN_BROADCAST,
+// STAGEFAN_VIEWERS (default 8), STAGEFAN_HOST_HEIGHT (default 360). Screenshots: tests/out/.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { launch, waitFor, videoHealth, screenshotPath, sleep } from './lib/browser.mjs';
+
+const BASE = process.env.STAGEFAN_URL?.replace(/\/$/, '');
+const HOST_KEY = process.env.STAGEFAN_HOST_KEY;
+const ADMIN_KEY = process.env.STAGEFAN_ADMIN_KEY;
+const VIEWERS = Number(process.env.STAGEFAN_VIEWERS || 8);
+const HEIGHT = Number(process.env.STAGEFAN_HOST_HEIGHT || 360);
+
+let skip = !BASE || !HOST_KEY || !ADMIN_KEY
+  ? 'set STAGEFAN_URL, STAGEFAN_HOST_KEY and STAGEFAN_ADMIN_KEY to a running local stack'
+  : false;
+if (!skip) {
+  const cfg = await fetch(`${BASE}/api/config`).then((r) => r.json()).catch(() => null);
+  if (cfg?.fanoutMode !== 'replicate') skip = `the stack runs FANOUT_MODE=${cfg?.fanoutMode}, not replicate`;
+}
+
+let browser;
+let broadcast;
+const run = Date.now().toString(36);
+
+async function get(path, key) {
+  const r = await fetch(BASE + path, { headers: key ? { Authorization: `Bearer ${key}` } : {} });
+  assert.equal(r.status, 200, `GET ${path}: HTTP ${r.status} ${await r.clone().text()}`);
+  return r.json();
+}
+
+/** The admin snapshot: every stage with its state, load and origin (null for an origin). */
+const snapshot = () => get(`/api/broadcasts/${encodeURIComponent(broadcast)}`, ADMIN_KEY);
+const existing = (snap) => snap.stages.filter((s) => !['deleted', 'creating'].includes(s.state));
+
+before(async () => {
+  if (skip) return;
+  const cfg = await get('/api/config');
+  assert.equal(cfg.mediaMode, 'local', 'this test drives the local media plane');
+  broadcast = process.env.STAGEFAN_BROADCAST || cfg.defaultBroadcast;
+  browser = await launch();
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+/** The host page's publishing connections (its WHIP sessions) and their upload over `ms`. */
+async function hostUpload(host, ms = 3000) {
+  const sample = () => host.evaluate(async () => {
+    let bytes = 0;
+    let streams = 0;
+    for (const pc of window.__stagefanPcs || []) {
+      if (pc.connectionState !== 'connected') continue;
+      streams++;
+      (await pc.getStats()).forEach((s) => { if (s.type === 'outbound-rtp') bytes += s.bytesSent; });
+    }
+    return { bytes, streams, t: performance.now() };
+  });
+  const a = await sample();
+  await sleep(ms);
+  const b = await sample();
+  return { streams: b.streams, kbps: Math.round(((b.bytes - a.bytes) * 8) / (b.t - a.t)) };
+}
+
+async function decodes(v, ms) {
+  const first = await waitFor(async () => {
+    const h = await videoHealth(v.page, '#video');
+    return h.framesDecoded > 0 && h.litFraction > 0.05 ? h : null;
+  }, ms, `viewer ${v.i} to decode a non-black frame`);
+  await sleep(1500);
+  const later = await videoHealth(v.page, '#video');
+  assert.ok(later.framesDecoded > first.framesDecoded,
+    `viewer ${v.i}: framesDecoded did not rise (${first.framesDecoded} → ${later.framesDecoded})`);
+  return later;
+}
+
+test('replicate mode: one host upload per six stages, every viewer decodes', { skip, timeout: 300_000 }, async () => {
+  const viewers = [];
+  const hostCtx = await browser.newContext();
+  const host = await hostCtx.newPage();
+  try {
+    await host.goto(`${BASE}/host?live=1&height=${HEIGHT}&broadcast=${encodeURIComponent(broadcast)}#key=${encodeURIComponent(HOST_KEY)}`);
+    await waitFor(async () => (await host.evaluate(() => window.stagefanHost.stages()))
+      .some((s) => s.conn === 'publishing' && s.reported), 30_000, 'the host to publish to the origin');
+    assert.equal(await host.evaluate(() => window.stagefanHost.fanoutMode()), 'replicate');
+
+    // A running broadcast does not switch modes: asking for the other one is a clear 409.
+    const r = await fetch(`${BASE}/api/token/publisher-all`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${HOST_KEY}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ broadcast, fanoutMode: 'multi-publish' }),
+    });
+    assert.equal(r.status, 409);
+    const refusal = await r.json();
+    assert.equal(refusal.error.code, 'fanout_mode_locked', JSON.stringify(refusal));
+    assert.match(refusal.error.message, /replicate/);
+
+    const snap0 = await snapshot();
+    assert.equal(snap0.fanoutMode, 'replicate');
+    assert.ok(snap0.capacity * 4 <= VIEWERS,
+      `the stack runs with capacity ${snap0.capacity}; start it with STAGE_CAPACITY=2`);
+
+    for (let i = 0; i < VIEWERS; i++) {
+      const ctx = await browser.newContext();
+      const page = await ctx.newPage();
+      await page.goto(`${BASE}/watch?broadcast=${encodeURIComponent(broadcast)}&userId=repl-${run}-${i}`,
+        { waitUntil: 'domcontentloaded' });
+      const v = { ctx, page, i };
+      viewers.push(v);
+      await waitFor(async () => (await page.evaluate(() => window.stagefanViewer?.stageArn)), 60_000,
+        `viewer ${i} to get a seat`);
+    }
+
+    // Every viewer decodes the host, whichever stage it sits on.
+    for (const v of viewers) await decodes(v, 90_000);
+    const seats = await Promise.all(viewers.map((v) => v.page.evaluate(() => ({ ...window.stagefanViewer }))));
+
+    const snap = await snapshot();
+    const stages = existing(snap);
+    const origins = stages.filter((s) => !s.originArn);
+    const replicaStages = stages.filter((s) => s.originArn);
+    const byArn = new Map(stages.map((s) => [s.stageArn, s]));
+    const onReplicas = seats.filter((s) => byArn.get(s.stageArn)?.originArn);
+    console.log(`${stages.length} stages (${origins.length} origins, ${replicaStages.length} replicas); ` +
+      `${onReplicas.length} of ${VIEWERS} viewers on replica stages`);
+    assert.ok(stages.length >= VIEWERS / snap.capacity, `${stages.length} stages for ${VIEWERS} viewers`);
+    assert.ok(onReplicas.length > 0, 'some viewers watch through a replica stage');
+    for (const s of stages) assert.ok(s.load <= s.capacity, `stage ${s.stageArn} over capacity`);
+    // A stage with viewers has the host: an origin it publishes to, or a replica seen live.
+    for (const seat of seats) {
+      assert.equal(byArn.get(seat.stageArn)?.state, 'live', `viewer stage ${seat.stageArn} is live`);
+    }
+    for (const o of origins) {
+      assert.ok(replicaStages.filter((s) => s.originArn === o.stageArn).length <= 5, 'at most 5 replicas per origin');
+    }
+
+    // The host uploads to at most one stage per six: its peer connections are its origins.
+    const upload = await hostUpload(host);
+    const allowed = Math.ceil(stages.length / 6);
+    console.log(`host upload with ${stages.length} stages: ${upload.streams} connection(s), ${upload.kbps} kbit/s`);
+    assert.ok(upload.streams >= 1 && upload.streams <= allowed,
+      `${upload.streams} upload connections for ${stages.length} stages (want 1..${allowed})`);
+    const hostStages = await host.evaluate(() => window.stagefanHost.stages());
+    assert.deepEqual(hostStages.map((h) => h.stageArn).sort(), origins.map((o) => o.stageArn).sort(),
+      'the host page publishes to the origins only');
+
+    // The page shows which stages receive it by replication, and from which origin.
+    const shown = await waitFor(async () => {
+      const rows = await host.evaluate(() => window.stagefanHost.replicas());
+      const receiving = new Set(rows.filter((x) => x.receiving).map((x) => x.stageArn));
+      return onReplicas.every((seat) => receiving.has(seat.stageArn)) ? rows : null;
+    }, 15_000, 'the host page to list the replica stages as receiving');
+    for (const r of replicaStages) {
+      const row = shown.find((x) => x.stageArn === r.stageArn);
+      assert.ok(row, `the host page lists replica ${r.stageArn}`);
+      assert.equal(row.originArn, r.originArn);
+    }
+    const domRows = await host.evaluate(() => [...document.querySelectorAll('tr[data-via="replica"]')].length);
+    assert.equal(domRows, shown.length);
+    await host.screenshot({ path: screenshotPath('host-replicate.png'), fullPage: true });
+    await viewers.find((v) => byArn.get(seats[v.i].stageArn)?.originArn)
+      .page.screenshot({ path: screenshotPath('viewer-replica.png') });
+  } catch (e) {
+    try {
+      console.log('host stages:', JSON.stringify(await host.evaluate(() => window.stagefanHost.stages())));
+      console.log('host replicas:', JSON.stringify(await host.evaluate(() => window.stagefanHost.replicas())));
+      console.log('host log:\n' + await host.evaluate(() => document.getElementById('log').textContent));
+      console.log('snapshot:', JSON.stringify(await snapshot()));
+      await host.screenshot({ path: screenshotPath('failure-host-replicate.png'), fullPage: true });
+    } catch (d) {
+      console.log('diagnosis failed:', d.message);
+    }
+    throw e;
+  } finally {
+    for (const v of viewers) await v.ctx.close();
+    await hostCtx.close();
+  }
+});

@@ -1,0 +1,322 @@
+//! Replicate fan-out mode in the `StagePool` Durable Object: the host publishes to origin
+//! stages only, and the pool copies the host's participant into each origin's replica stages
+//! with IVS participant replication.
+//!
+//! What to call and when is `stagefan_core::replication` (pure); this module makes the calls:
+//! `StartParticipantReplication` (a `ConflictException` means it already runs), then
+//! `GetStage` + `ListParticipants` on the replica stage until the host's replica is listed as
+//! a published participant, which is reported to the pool as an observation: only then does
+//! the replica stage go live and take viewers. Calls are paced by a token bucket within IVS's
+//! rate (5 per second per operation; the monitor's polling shares that budget, so we keep to
+//! 4), and one loop runs at a time per pool. Before a replica stage is deleted its replication
+//! is stopped.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use stagefan_core::config::FanoutMode;
+use stagefan_core::ivs::{
+    EmptyResponse, ErrorKind, GetStageRequest, GetStageResponse, ListParticipantsRequest,
+    ListParticipantsResponse, Operation, ParticipantState, StartParticipantReplicationRequest,
+    StopParticipantReplicationRequest,
+};
+use stagefan_core::policy::TokenBucket;
+use stagefan_core::pool::{
+    DeleteIntent, Observation, Pool, Replication, StageObservation, StageState,
+};
+use stagefan_core::replication::{ReplicationTracker, Step};
+
+use super::Shared;
+use crate::ivs_client::{CallError, IvsClient, Retry};
+use crate::runtime;
+
+/// Replication calls per second we allow ourselves (IVS allows 5 per operation).
+const CALLS_PER_SECOND: f64 = 4.0;
+/// How long one loop keeps trying before it leaves the rest to the maintenance alarm.
+const LOOP_BUDGET_MS: u64 = 120_000;
+/// How long a source may be gone before IVS ends its replications (a host page that reloads
+/// reconnects with a new participant id, which is replicated anew).
+const RECONNECT_WINDOW_SECONDS: u32 = 10;
+
+/// The replication state the Durable Object keeps in memory (see `stagefan_core::replication`).
+#[derive(Default)]
+pub(super) struct Replicator {
+    tracker: ReplicationTracker,
+    bucket: Option<TokenBucket>,
+    running: bool,
+}
+
+/// A stage that receives the host by replication, for the host page.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaStage {
+    pub stage_arn: String,
+    /// The origin stage the host publishes to.
+    pub origin_arn: String,
+    pub state: StageState,
+    /// Whether the replica of the origin's current host is known to publish there.
+    pub receiving: bool,
+}
+
+/// The replica stages of a replicate-mode pool (warming, live or draining), oldest first.
+pub(super) fn replica_stages(pool: &Pool) -> Vec<ReplicaStage> {
+    pool.stages()
+        .filter(|s| {
+            matches!(
+                s.state,
+                StageState::Warming | StageState::Live | StageState::Draining
+            )
+        })
+        .filter_map(|s| {
+            let origin = pool.stage(s.origin?)?;
+            Some(ReplicaStage {
+                stage_arn: s.arn.clone()?,
+                origin_arn: origin.arn.clone()?,
+                state: s.state,
+                // The replica of the origin's current host (not of an earlier connection).
+                receiving: s.host_publishing
+                    && s.host_participant_id.is_some()
+                    && s.host_participant_id == origin.host_participant_id,
+            })
+        })
+        .collect()
+}
+
+/// Brings up the replications the pool needs, in the background. A no-op in multi-publish
+/// mode or while a loop already runs (it picks up the new work).
+pub(super) fn spawn(shared: &Rc<Shared>) {
+    let replicate = shared
+        .inner
+        .borrow()
+        .pool
+        .as_ref()
+        .is_some_and(|p| p.fanout() == FanoutMode::Replicate);
+    if !replicate || shared.inner.borrow().replication.running {
+        return;
+    }
+    shared.inner.borrow_mut().replication.running = true;
+    let shared = shared.clone();
+    wasm_bindgen_futures::spawn_local(async move {
+        run(&shared).await;
+        shared.inner.borrow_mut().replication.running = false;
+    });
+}
+
+async fn run(shared: &Rc<Shared>) {
+    let client = match shared.ivs() {
+        Ok(c) => c,
+        Err(e) => {
+            worker::console_error!("replication: {e:?}");
+            return;
+        }
+    };
+    let started = runtime::now_ms();
+    loop {
+        let now = runtime::now_ms();
+        if now > started + LOOP_BUDGET_MS {
+            return;
+        }
+        let plan = {
+            let mut inner = shared.inner.borrow_mut();
+            let super::Inner {
+                pool, replication, ..
+            } = &mut *inner;
+            let Some(pool) = pool.as_ref() else {
+                return;
+            };
+            replication.tracker.plan(pool, now)
+        };
+        for step in plan.steps {
+            take_call_token(shared).await;
+            match step {
+                Step::Start(r) => start(shared, &client, &r).await,
+                Step::Verify(r) => verify(shared, &client, &r).await,
+            }
+        }
+        let Some(next_at) = plan.next_at else {
+            return;
+        };
+        let wait = next_at.saturating_sub(runtime::now_ms()).clamp(50, 5_000);
+        worker::Delay::from(Duration::from_millis(wait)).await;
+    }
+}
+
+/// Waits for a call token of our replication budget.
+async fn take_call_token(shared: &Rc<Shared>) {
+    loop {
+        let now = runtime::now_ms();
+        let wait = {
+            let mut inner = shared.inner.borrow_mut();
+            let bucket = inner
+                .replication
+                .bucket
+                .get_or_insert_with(|| TokenBucket::new(4, CALLS_PER_SECOND, now));
+            if bucket.try_take(now) {
+                return;
+            }
+            bucket.time_until_available(now).max(1)
+        };
+        worker::Delay::from(Duration::from_millis(wait)).await;
+    }
+}
+
+async fn start(shared: &Rc<Shared>, client: &IvsClient, r: &Replication) {
+    let Some(pid) = r.host_participant_id.clone() else {
+        return;
+    };
+    let request = StartParticipantReplicationRequest {
+        source_stage_arn: r.origin_arn.clone(),
+        destination_stage_arn: r.replica_arn.clone(),
+        participant_id: pid,
+        reconnect_window_seconds: Some(RECONNECT_WINDOW_SECONDS),
+        attributes: None,
+    };
+    let result: Result<EmptyResponse, CallError> = client
+        .call(
+            Operation::StartParticipantReplication,
+            &request,
+            Retry::NONE,
+        )
+        .await;
+    let now = runtime::now_ms();
+    let mut inner = shared.inner.borrow_mut();
+    let replication = &mut inner.replication;
+    match result {
+        // Conflict: it already runs (a start of ours whose answer was lost, or before a restart).
+        Ok(_) => replication.tracker.started(r.replica, now),
+        Err(CallError::Ivs(e)) if e.kind == ErrorKind::Conflict => {
+            replication.tracker.started(r.replica, now)
+        }
+        Err(e) => {
+            let throttled = e.is_throttling();
+            if throttled {
+                if let Some(b) = replication.bucket.as_mut() {
+                    b.drain_on_throttle(now);
+                }
+            }
+            let failures = replication.tracker.failures(r.replica) + 1;
+            worker::console_error!(
+                "StartParticipantReplication {} -> {} (failure {failures}): {e}",
+                r.origin_arn,
+                r.replica_arn
+            );
+            replication
+                .tracker
+                .start_failed(r.replica, now, throttled.then_some(1_000));
+        }
+    }
+}
+
+async fn verify(shared: &Rc<Shared>, client: &IvsClient, r: &Replication) {
+    let Some(pid) = r.host_participant_id.clone() else {
+        return;
+    };
+    let seen = match replica_published(client, &r.replica_arn, &pid).await {
+        Ok(seen) => seen,
+        Err(e) => {
+            worker::console_error!("checking the replica in {}: {e}", r.replica_arn);
+            false
+        }
+    };
+    let now = runtime::now_ms();
+    if seen {
+        let observation = Observation {
+            observed_at: now,
+            stages: vec![StageObservation {
+                stage_arn: r.replica_arn.clone(),
+                publishers: vec![pid],
+                subscribers: Vec::new(),
+            }],
+        };
+        let report = shared.mutate(|pool, now| Ok(pool.observe(&observation, now)));
+        if let Err(e) = report {
+            worker::console_error!("recording the replica in {}: {e:?}", r.replica_arn);
+        }
+    } else {
+        shared
+            .inner
+            .borrow_mut()
+            .replication
+            .tracker
+            .not_seen(r.replica, now);
+    }
+}
+
+/// Whether `pid` is a connected, published participant of the stage's active session.
+async fn replica_published(client: &IvsClient, arn: &str, pid: &str) -> Result<bool, CallError> {
+    let stage: GetStageResponse = client
+        .call(
+            Operation::GetStage,
+            &GetStageRequest {
+                arn: arn.to_string(),
+            },
+            Retry::DEFAULT,
+        )
+        .await?;
+    let Some(session_id) = stage.stage.and_then(|s| s.active_session_id) else {
+        return Ok(false);
+    };
+    let mut next_token = None;
+    loop {
+        let page: ListParticipantsResponse = client
+            .call(
+                Operation::ListParticipants,
+                &ListParticipantsRequest {
+                    stage_arn: arn.to_string(),
+                    session_id: session_id.clone(),
+                    filter_by_published: Some(true),
+                    next_token: next_token.take(),
+                    max_results: Some(100),
+                    ..Default::default()
+                },
+                Retry::DEFAULT,
+            )
+            .await?;
+        if page.participants.iter().any(|p| {
+            p.participant_id.as_deref() == Some(pid)
+                && p.state == Some(ParticipantState::Connected)
+                && p.published == Some(true)
+        }) {
+            return Ok(true);
+        }
+        match page.next_token {
+            Some(t) if !t.is_empty() => next_token = Some(t),
+            _ => return Ok(false),
+        }
+    }
+}
+
+/// Before a replica stage is deleted: stop the host's replication into it (IVS would end it
+/// with the stage anyway; stopping first frees the host's replication slot at once). Errors
+/// are logged and do not block the delete.
+pub(super) async fn stop_before_delete(shared: &Rc<Shared>, intent: &DeleteIntent) {
+    let found = shared.with_pool(|pool| {
+        let stage = pool.stage(intent.stage)?;
+        let origin = pool.stage(stage.origin?)?;
+        Some((origin.arn.clone()?, origin.host_participant_id.clone()?))
+    });
+    let Some((origin_arn, pid)) = found else {
+        return;
+    };
+    let Ok(client) = shared.ivs() else {
+        return;
+    };
+    let result: Result<EmptyResponse, CallError> = client
+        .call(
+            Operation::StopParticipantReplication,
+            &StopParticipantReplicationRequest {
+                source_stage_arn: origin_arn,
+                destination_stage_arn: intent.arn.clone(),
+                participant_id: pid,
+            },
+            Retry::DEFAULT,
+        )
+        .await;
+    match result {
+        Ok(_) => {}
+        // Not running (never started, or ended with its source): nothing to stop.
+        Err(CallError::Ivs(e)) if e.status == 404 => {}
+        Err(e) => worker::console_error!("StopParticipantReplication {}: {e}", intent.arn),
+    }
+}
