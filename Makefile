@@ -61,8 +61,12 @@ unit:
 	cargo test --workspace --exclude stagefan-tests
 
 # Starts its own stacks on free ports (tests/src/stack.rs).
+# The monitor's tests against the real ivs-local (1,000 stages within its IVS budget, about
+# 5 minutes; orphans; backing off) and against a whole stack without a monitor of its own.
 integration: build
 	cargo test -p stagefan-tests -- --test-threads=1
+	cargo test -p stagefan-monitor --test ivs_local -- --ignored --test-threads=1
+	MAX_STAGES=2 scripts/with-stack.sh cargo test -p stagefan-monitor --test stack -- --ignored --test-threads=1
 
 sdk-test: build
 	@scripts/sdk-test.sh

@@ -19,6 +19,9 @@ export STAGEFAN_PARENT_PID=$$
 mkdir -p "$STAGEFAN_STATE_DIR"
 OUT="$STAGEFAN_STATE_DIR/stack.out"
 
+# Empty it first: the background redirection would do it too, but possibly after the wait
+# below has already read a previous run's STAGEFAN_READY.
+: >"$OUT"
 scripts/stack.sh >"$OUT" 2>&1 &
 STACK=$!
 stop() { kill -TERM "$STACK" 2>/dev/null || true; wait "$STACK" 2>/dev/null || true; }
