@@ -196,7 +196,7 @@ impl StagePool {
                     pool.mark_live(id, participant, now).map_err(pool_error)
                 })?;
                 // Replicate mode: copy the host into the origin's replica stages.
-                replication::spawn(shared);
+                replication::spawn(shared, &self.state);
                 Ok(json!({"stageArn": arn, "state": "live"}))
             }
             "summary" => {
@@ -253,7 +253,9 @@ impl StagePool {
         for intent in intents {
             let shared = self.shared.clone();
             self.state.wait_until(async move {
-                create_stage(shared, intent).await;
+                create_stage(shared.clone(), intent).await;
+                // A replica stage created while the host is live gets its replication started.
+                replication::run(&shared).await;
             });
         }
         started
@@ -375,6 +377,7 @@ impl StagePool {
                         // An explicit create still respects IVS's rate: wait for a token.
                         shared.wait_for_create_token().await;
                         create_stage(shared.clone(), intent).await;
+                        replication::spawn(shared, &self.state);
                         Ok(())
                     }
                     Err(e) => Err(e),
@@ -487,7 +490,7 @@ impl StagePool {
             }
         }
         self.scale_up();
-        replication::spawn(shared);
+        replication::spawn(shared, &self.state);
         let busy = shared.with_pool(|p| {
             let load = p.load_summary();
             p.viewers() > 0
@@ -825,8 +828,6 @@ async fn create_stage(shared: Rc<Shared>, intent: CreateIntent) {
     if let Ok(Err(e)) | Err(e) = result.map_err(|e| PoolError::Corrupt(format!("{e:?}"))) {
         worker::console_error!("recording create of {}: {e}", intent.name);
     }
-    // A replica stage created while the host is live gets its replication started.
-    replication::spawn(&shared);
 }
 
 /// The stage of a create intent, if IVS has it (by name and broadcast tag).

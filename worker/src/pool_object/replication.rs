@@ -8,7 +8,8 @@
 //! a published participant, which is reported to the pool as an observation: only then does
 //! the replica stage go live and take viewers. Calls are paced by a token bucket within IVS's
 //! rate (5 per second per operation; the monitor's polling shares that budget, so we keep to
-//! 4), and one loop runs at a time per pool. Before a replica stage is deleted its replication
+//! 4), and one loop runs at a time per pool, registered with `waitUntil` (a loop started by
+//! a request must not be cut off with it). Before a replica stage is deleted its replication
 //! is stopped.
 
 use std::rc::Rc;
@@ -38,13 +39,17 @@ const LOOP_BUDGET_MS: u64 = 120_000;
 /// How long a source may be gone before IVS ends its replications (a host page that reloads
 /// reconnects with a new participant id, which is replicated anew).
 const RECONNECT_WINDOW_SECONDS: u32 = 10;
+/// A loop that has not planned for this long is taken for gone (IVS calls time out well
+/// before: each is retried at most a few times within seconds).
+const STALE_LOOP_MS: u64 = 60_000;
 
 /// The replication state the Durable Object keeps in memory (see `stagefan_core::replication`).
 #[derive(Default)]
 pub(super) struct Replicator {
     tracker: ReplicationTracker,
     bucket: Option<TokenBucket>,
-    running: bool,
+    /// While a loop runs: when it last planned.
+    running_since: Option<u64>,
 }
 
 /// A stage that receives the host by replication, for the host page.
@@ -83,27 +88,49 @@ pub(super) fn replica_stages(pool: &Pool) -> Vec<ReplicaStage> {
         .collect()
 }
 
-/// Brings up the replications the pool needs, in the background. A no-op in multi-publish
-/// mode or while a loop already runs (it picks up the new work).
-pub(super) fn spawn(shared: &Rc<Shared>) {
-    let replicate = shared
-        .inner
-        .borrow()
-        .pool
-        .as_ref()
-        .is_some_and(|p| p.fanout() == FanoutMode::Replicate);
-    if !replicate || shared.inner.borrow().replication.running {
+/// Brings up the replications the pool needs, in the background (registered with the Durable
+/// Object's `waitUntil`, so its IVS calls outlive the request that started it).
+pub(super) fn spawn(shared: &Rc<Shared>, state: &worker::State) {
+    if !claim(shared) {
         return;
     }
-    shared.inner.borrow_mut().replication.running = true;
     let shared = shared.clone();
-    wasm_bindgen_futures::spawn_local(async move {
-        run(&shared).await;
-        shared.inner.borrow_mut().replication.running = false;
+    state.wait_until(async move {
+        work(&shared).await;
+        shared.inner.borrow_mut().replication.running_since = None;
     });
 }
 
-async fn run(shared: &Rc<Shared>) {
+/// The same, awaited (for a caller already running in the background).
+pub(super) async fn run(shared: &Rc<Shared>) {
+    if !claim(shared) {
+        return;
+    }
+    work(shared).await;
+    shared.inner.borrow_mut().replication.running_since = None;
+}
+
+/// Whether to start a loop: replicate mode, and no live loop (one that stopped beating for
+/// longer than `STALE_LOOP_MS` was cut off with its request and is replaced).
+fn claim(shared: &Rc<Shared>) -> bool {
+    let now = runtime::now_ms();
+    let mut inner = shared.inner.borrow_mut();
+    let replicate = inner
+        .pool
+        .as_ref()
+        .is_some_and(|p| p.fanout() == FanoutMode::Replicate);
+    let busy = inner
+        .replication
+        .running_since
+        .is_some_and(|beat| now < beat + STALE_LOOP_MS);
+    if !replicate || busy {
+        return false;
+    }
+    inner.replication.running_since = Some(now);
+    true
+}
+
+async fn work(shared: &Rc<Shared>) {
     let client = match shared.ivs() {
         Ok(c) => c,
         Err(e) => {
@@ -125,6 +152,7 @@ async fn run(shared: &Rc<Shared>) {
             let Some(pool) = pool.as_ref() else {
                 return;
             };
+            replication.running_since = Some(now);
             replication.tracker.plan(pool, now)
         };
         for step in plan.steps {
