@@ -10,7 +10,8 @@
 // added with the admin `create` action; each step waits until every stage is live (the host
 // publishes there, or its replica is seen there), lets the encoders settle, then samples.
 // Env: BENCH_STAGES (default "1,6,12"), BENCH_SETTLE_MS (10000), BENCH_WINDOW_MS (5000),
-// STAGEFAN_HOST_HEIGHT (360).
+// STAGEFAN_HOST_HEIGHT (360), BENCH_VIDEO (a .y4m clip for Chromium's fake camera instead of its
+// flat green frame, e.g. tests/out/busy-720p.y4m from `tests/bench/media-bench.mjs --noise`).
 import { launch, waitFor, sleep } from './lib/browser.mjs';
 
 const BASE = process.env.STAGEFAN_URL?.replace(/\/$/, '');
@@ -55,7 +56,9 @@ async function sample(host) {
   });
 }
 
-const browser = await launch();
+const extraArgs = process.env.BENCH_VIDEO
+  ? [`--use-file-for-fake-video-capture=${process.env.BENCH_VIDEO}`] : [];
+const browser = await launch({ extraArgs });
 const host = await (await browser.newContext()).newPage();
 await host.goto(`${BASE}/host?live=1&height=${HEIGHT}&broadcast=${broadcast}#key=${encodeURIComponent(HOST_KEY)}`);
 await waitFor(async () => (await host.evaluate(() => window.stagefanHost.stages()))
@@ -92,6 +95,16 @@ for (const n of STEPS) {
     kbps: Math.round(kbps),
     kbpsPerUpload: b.streams ? Math.round(kbps / b.streams) : 0,
     liveAfterSeconds: Number(liveAfter.toFixed(1)),
+    // Why the encoders hold back, if they do (cpu: the host's machine cannot encode more).
+    limitation: await host.evaluate(async () => {
+      const seen = new Set();
+      for (const pc of window.__stagefanPcs || []) {
+        (await pc.getStats()).forEach((s) => {
+          if (s.type === 'outbound-rtp' && s.kind === 'video') seen.add(s.qualityLimitationReason);
+        });
+      }
+      return [...seen].join('+');
+    }),
   };
   rows.push(row);
   console.log(JSON.stringify(row));
