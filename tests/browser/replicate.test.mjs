@@ -15,6 +15,8 @@ import { launch, waitFor, videoHealth, screenshotPath, sleep } from './lib/brows
 const BASE = process.env.STAGEFAN_URL?.replace(/\/$/, '');
 const HOST_KEY = process.env.STAGEFAN_HOST_KEY;
 const ADMIN_KEY = process.env.STAGEFAN_ADMIN_KEY;
+// ivs-local (scripts/with-stack.sh sets it): used to cut the host's upload.
+const IVS_ENDPOINT = process.env.IVS_ENDPOINT?.replace(/\/$/, '');
 const VIEWERS = Number(process.env.STAGEFAN_VIEWERS || 8);
 const HEIGHT = Number(process.env.STAGEFAN_HOST_HEIGHT || 360);
 
@@ -166,8 +168,35 @@ test('replicate mode: one host upload per six stages, every viewer decodes', { s
     const domRows = await host.evaluate(() => [...document.querySelectorAll('tr[data-via="replica"]')].length);
     assert.equal(domRows, shown.length);
     await host.screenshot({ path: screenshotPath('host-replicate.png'), fullPage: true });
-    await viewers.find((v) => byArn.get(seats[v.i].stageArn)?.originArn)
-      .page.screenshot({ path: screenshotPath('viewer-replica.png') });
+    const onReplica = viewers.find((v) => byArn.get(seats[v.i].stageArn)?.originArn);
+    await onReplica.page.screenshot({ path: screenshotPath('viewer-replica.png') });
+
+    // The host's upload drops (its WHIP session is ended at ivs-local): the page reconnects
+    // with a new participant id, the pool replicates that one, and the replica stage's viewer
+    // decodes again.
+    if (IVS_ENDPOINT) {
+      const before = hostStages[0];
+      const del = await fetch(`${IVS_ENDPOINT}/whip/session/${before.participantId}`, { method: 'DELETE' });
+      assert.equal(del.status, 200, 'ending the host session at ivs-local');
+      const t0 = Date.now();
+      await waitFor(async () => (await host.evaluate(() => window.stagefanHost.stages()))
+        .some((s) => s.participantId !== before.participantId && s.conn === 'publishing' && s.reported),
+      60_000, 'the host to publish again under a new participant id');
+      const replicaArn = seats[onReplica.i].stageArn;
+      await waitFor(async () => {
+        const s = (await snapshot()).stages.find((x) => x.stageArn === replicaArn);
+        const origin = (await snapshot()).stages.find((x) => x.stageArn === s.originArn);
+        return s.hostPublishing && s.hostParticipantId === origin.hostParticipantId
+          && s.hostParticipantId !== before.participantId;
+      }, 60_000, 'the replica stage to get the reconnected host');
+      const h = await videoHealth(onReplica.page, '#video');
+      await sleep(2000);
+      const h2 = await videoHealth(onReplica.page, '#video');
+      console.log(`host reconnected and replicated again after ${((Date.now() - t0) / 1000).toFixed(1)} s; ` +
+        `replica viewer framesDecoded ${h.framesDecoded} → ${h2.framesDecoded}`);
+      assert.ok(h2.framesDecoded > h.framesDecoded && h2.litFraction > 0.05,
+        'the viewer on the replica stage decodes the reconnected host');
+    }
   } catch (e) {
     try {
       console.log('host stages:', JSON.stringify(await host.evaluate(() => window.stagefanHost.stages())));
