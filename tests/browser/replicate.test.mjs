@@ -171,6 +171,30 @@ test('replicate mode: one host upload per six stages, every viewer decodes', { s
     const onReplica = viewers.find((v) => byArn.get(seats[v.i].stageArn)?.originArn);
     await onReplica.page.screenshot({ path: screenshotPath('viewer-replica.png') });
 
+    // A replica stage added while live gets the host by replication and goes live; deleting
+    // it (empty) stops its replication first.
+    if (IVS_ENDPOINT) {
+      const activeReplications = async () =>
+        (await fetch(`${IVS_ENDPOINT}/_local/stats`).then((r) => r.json())).state.activeReplications;
+      const known = new Set(stages.map((x) => x.stageArn));
+      const replicationsBefore = await activeReplications();
+      const action = (body) => fetch(`${BASE}/api/admin/broadcasts/${encodeURIComponent(broadcast)}/actions`, {
+        method: 'POST', headers: { Authorization: `Bearer ${ADMIN_KEY}`, 'Content-Type': 'application/json' },
+        body: JSON.stringify(body),
+      }).then((x) => x.json());
+      const t0 = Date.now();
+      assert.equal((await action({ action: 'create' })).outcome, 'done');
+      const added = await waitFor(async () => existing(await snapshot())
+        .find((x) => !known.has(x.stageArn) && x.state === 'live'), 30_000, 'the added replica stage to go live');
+      console.log(`replica stage added while live: live after ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+      assert.ok(added.originArn, 'the 6th stage of an origin is a replica');
+      assert.equal(await activeReplications(), replicationsBefore + 1);
+      const outcome = await action({ action: 'delete', stageArn: added.stageArn });
+      assert.equal(outcome.outcome, 'done', JSON.stringify(outcome));
+      assert.equal((await snapshot()).stages.find((x) => x.stageArn === added.stageArn)?.state ?? 'deleted', 'deleted');
+      assert.equal(await activeReplications(), replicationsBefore, 'its replication was stopped');
+    }
+
     // The host's upload drops (its WHIP session is ended at ivs-local): the page reconnects
     // with a new participant id, the pool replicates that one, and the replica stage's viewer
     // decodes again.

@@ -388,6 +388,7 @@ impl StagePool {
                 Ok(pool.drain(id, now))
             })?,
             ScaleAction::Delete { stage_arn } => {
+                replication::release_for_delete(shared, stage_arn).await;
                 let intent = shared.mutate(|pool, now| {
                     let id = pool.stage_id(stage_arn).map_err(pool_error)?;
                     Ok(pool.request_delete(id, now))
@@ -441,6 +442,7 @@ impl StagePool {
                     });
                 }
                 ScaleAction::Delete { stage_arn } => {
+                    replication::release_for_delete(shared, &stage_arn).await;
                     let intent = shared.mutate(|pool, now| {
                         let id = pool.stage_id(&stage_arn).map_err(pool_error)?;
                         Ok(pool.request_delete(id, now))

@@ -315,36 +315,74 @@ async fn replica_published(client: &IvsClient, arn: &str, pid: &str) -> Result<b
     }
 }
 
-/// Before a replica stage is deleted: stop the host's replication into it (IVS would end it
-/// with the stage anyway; stopping first frees the host's replication slot at once). Errors
-/// are logged and do not block the delete.
+/// Before a replica stage without viewers is deleted: its host is a replica that IVS keeps
+/// publishing there until the replication stops, and the pool never deletes a stage its host
+/// publishes on. So the replication is stopped first and the host marked gone from the stage;
+/// then the delete can go ahead (if the pool still refuses it, e.g. below its minimum, the
+/// replication loop starts the replication again). Does nothing for a stage with viewers, an
+/// origin, or a replica without its host.
+pub(super) async fn release_for_delete(shared: &Rc<Shared>, stage_arn: &str) {
+    let target = shared.with_pool(|pool| {
+        let stage = pool.stage_by_arn(stage_arn)?;
+        if stage.load > 0 || !stage.host_publishing {
+            return None;
+        }
+        let origin = pool.stage(stage.origin?)?;
+        let pid = stage
+            .host_participant_id
+            .clone()
+            .or_else(|| origin.host_participant_id.clone())?;
+        Some((stage.id, origin.arn.clone()?, pid))
+    });
+    let Some((id, origin_arn, pid)) = target else {
+        return;
+    };
+    if stop(shared, &origin_arn, stage_arn, &pid).await {
+        let _ =
+            shared.mutate(|pool, now| pool.host_unpublished(id, now).map_err(super::pool_error));
+    }
+}
+
+/// When a replica stage is deleted anyway (DeleteStage ends its replications too): stop the
+/// replication first, which frees the host's replication slot at once.
 pub(super) async fn stop_before_delete(shared: &Rc<Shared>, intent: &DeleteIntent) {
     let found = shared.with_pool(|pool| {
         let stage = pool.stage(intent.stage)?;
         let origin = pool.stage(stage.origin?)?;
-        Some((origin.arn.clone()?, origin.host_participant_id.clone()?))
+        let pid = stage
+            .host_participant_id
+            .clone()
+            .or_else(|| origin.host_participant_id.clone())?;
+        Some((origin.arn.clone()?, pid))
     });
-    let Some((origin_arn, pid)) = found else {
-        return;
-    };
+    if let Some((origin_arn, pid)) = found {
+        stop(shared, &origin_arn, &intent.arn, &pid).await;
+    }
+}
+
+/// `StopParticipantReplication`; true when it is stopped (or was not running).
+async fn stop(shared: &Rc<Shared>, origin_arn: &str, replica_arn: &str, pid: &str) -> bool {
     let Ok(client) = shared.ivs() else {
-        return;
+        return false;
     };
     let result: Result<EmptyResponse, CallError> = client
         .call(
             Operation::StopParticipantReplication,
             &StopParticipantReplicationRequest {
-                source_stage_arn: origin_arn,
-                destination_stage_arn: intent.arn.clone(),
-                participant_id: pid,
+                source_stage_arn: origin_arn.to_string(),
+                destination_stage_arn: replica_arn.to_string(),
+                participant_id: pid.to_string(),
             },
             Retry::DEFAULT,
         )
         .await;
     match result {
-        Ok(_) => {}
+        Ok(_) => true,
         // Not running (never started, or ended with its source): nothing to stop.
-        Err(CallError::Ivs(e)) if e.status == 404 => {}
-        Err(e) => worker::console_error!("StopParticipantReplication {}: {e}", intent.arn),
+        Err(CallError::Ivs(e)) if e.status == 404 => true,
+        Err(e) => {
+            worker::console_error!("StopParticipantReplication {replica_arn}: {e}");
+            false
+        }
     }
 }
