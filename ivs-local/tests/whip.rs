@@ -868,18 +868,26 @@ async fn participant_replication_shows_and_forwards_the_host_in_other_stages() {
         frames_grow(&viewer, std::time::Duration::from_secs(5)).await,
         "the viewer of the replica stage receives the host"
     );
-    let stats = f.ivs.stats().await;
+    // The media plane's stats (refreshed every 250 ms) count the replica and its forwarding.
     let dest_id = stage_id_from_arn(&dests[0]).unwrap();
-    let dest_stats = stats["media"]["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["stageId"] == dest_id)
-        .cloned()
-        .unwrap();
-    assert_eq!(dest_stats["replicas"], 1);
+    let mut dest_stats = Value::Null;
+    for _ in 0..40 {
+        let stats = f.ivs.stats().await;
+        dest_stats = stats["media"]["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["stageId"] == dest_id)
+            .cloned()
+            .unwrap_or_default();
+        if dest_stats["packetsForwarded"].as_u64().unwrap_or(0) > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(dest_stats["replicas"], 1, "{dest_stats}");
     assert!(
-        dest_stats["packetsForwarded"].as_u64().unwrap() > 0,
+        dest_stats["packetsForwarded"].as_u64().unwrap_or(0) > 0,
         "{dest_stats}"
     );
 
