@@ -415,24 +415,10 @@ impl Store {
         let id = self.stage_id_of(arn)?;
         let stage_arn = self.stages[&id].arn.clone();
         // Replications from or into this stage stop.
-        let affected: Vec<(String, String, String)> = self
-            .replications
-            .iter()
-            .filter(|r| {
-                r.state == ReplicationState::Active
-                    && (r.source_stage_arn == stage_arn || r.destination_stage_arn == stage_arn)
-            })
-            .map(|r| {
-                (
-                    r.source_stage_arn.clone(),
-                    r.destination_stage_arn.clone(),
-                    r.participant_id.clone(),
-                )
-            })
-            .collect();
-        for (src, dst, pid) in affected {
-            self.stop_replication_inner(&src, &dst, &pid, now);
-        }
+        self.stop_active_replications(
+            |r| r.source_stage_arn == stage_arn || r.destination_stage_arn == stage_arn,
+            now,
+        );
         let mut stage = self.stages.remove(&id).expect("checked");
         self.order.retain(|x| x != &id);
         let mut to_close = Vec::new();
@@ -1239,14 +1225,21 @@ impl Store {
     /// Ends the replications whose source left more than their reconnect window ago. Called
     /// by the operations that read or change replications, and by ivs-local's clock tick.
     pub fn expire_replications(&mut self, now: i64) {
-        let expired: Vec<(String, String, String)> = self
+        self.stop_active_replications(
+            |r| {
+                r.source_left_at
+                    .is_some_and(|t| now >= t + r.reconnect_window_seconds)
+            },
+            now,
+        );
+    }
+
+    /// Stops every active replication that `which` selects.
+    fn stop_active_replications(&mut self, which: impl Fn(&ReplicationRec) -> bool, now: i64) {
+        let selected: Vec<(String, String, String)> = self
             .replications
             .iter()
-            .filter(|r| {
-                r.state == ReplicationState::Active
-                    && r.source_left_at
-                        .is_some_and(|t| now >= t + r.reconnect_window_seconds)
-            })
+            .filter(|r| r.state == ReplicationState::Active && which(r))
             .map(|r| {
                 (
                     r.source_stage_arn.clone(),
@@ -1255,7 +1248,7 @@ impl Store {
                 )
             })
             .collect();
-        for (src, dst, pid) in expired {
+        for (src, dst, pid) in selected {
             self.stop_replication_inner(&src, &dst, &pid, now);
         }
     }
