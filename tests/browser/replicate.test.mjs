@@ -10,7 +10,9 @@
 // STAGEFAN_VIEWERS (default 8), STAGEFAN_HOST_HEIGHT (default 360). Screenshots: tests/out/.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { launch, waitFor, videoHealth, screenshotPath, sleep } from './lib/browser.mjs';
+import {
+  launch, waitFor, videoHealth, screenshotPath, sleep, decodes, hostUpload,
+} from './lib/browser.mjs';
 
 const BASE = process.env.STAGEFAN_URL?.replace(/\/$/, '');
 const HOST_KEY = process.env.STAGEFAN_HOST_KEY;
@@ -53,36 +55,6 @@ before(async () => {
 after(async () => {
   await browser?.close();
 });
-
-/** The host page's publishing connections (its WHIP sessions) and their upload over `ms`. */
-async function hostUpload(host, ms = 3000) {
-  const sample = () => host.evaluate(async () => {
-    let bytes = 0;
-    let streams = 0;
-    for (const pc of window.__stagefanPcs || []) {
-      if (pc.connectionState !== 'connected') continue;
-      streams++;
-      (await pc.getStats()).forEach((s) => { if (s.type === 'outbound-rtp') bytes += s.bytesSent; });
-    }
-    return { bytes, streams, t: performance.now() };
-  });
-  const a = await sample();
-  await sleep(ms);
-  const b = await sample();
-  return { streams: b.streams, kbps: Math.round(((b.bytes - a.bytes) * 8) / (b.t - a.t)) };
-}
-
-async function decodes(v, ms) {
-  const first = await waitFor(async () => {
-    const h = await videoHealth(v.page, '#video');
-    return h.framesDecoded > 0 && h.litFraction > 0.05 ? h : null;
-  }, ms, `viewer ${v.i} to decode a non-black frame`);
-  await sleep(1500);
-  const later = await videoHealth(v.page, '#video');
-  assert.ok(later.framesDecoded > first.framesDecoded,
-    `viewer ${v.i}: framesDecoded did not rise (${first.framesDecoded} → ${later.framesDecoded})`);
-  return later;
-}
 
 test('replicate mode: one host upload per six stages, every viewer decodes', { skip, timeout: 300_000 }, async () => {
   const viewers = [];

@@ -11,7 +11,9 @@
 // Screenshots go to tests/out/.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { launch, waitFor, videoHealth, screenshotPath, sleep } from './lib/browser.mjs';
+import {
+  launch, waitFor, videoHealth, screenshotPath, sleep, decodes, hostUpload,
+} from './lib/browser.mjs';
 
 const BASE = process.env.STAGEFAN_URL?.replace(/\/$/, '');
 const HOST_KEY = process.env.STAGEFAN_HOST_KEY;
@@ -52,19 +54,6 @@ async function viewerStatus(v) {
   return v.page.evaluate(() => ({ ...window.stagefanViewer }));
 }
 
-/** Waits until the viewer decodes non-black video whose framesDecoded keeps rising. */
-async function decodes(v, ms) {
-  const first = await waitFor(async () => {
-    const h = await videoHealth(v.page, '#video');
-    return h.framesDecoded > 0 && h.litFraction > 0.05 ? h : null;
-  }, ms, `viewer ${v.i} to decode a non-black frame`);
-  await sleep(1500);
-  const later = await videoHealth(v.page, '#video');
-  assert.ok(later.framesDecoded > first.framesDecoded,
-    `viewer ${v.i}: framesDecoded did not rise (${first.framesDecoded} → ${later.framesDecoded})`);
-  return later;
-}
-
 before(async () => {
   if (skip) return;
   const cfg = await get('/api/config');
@@ -76,24 +65,6 @@ before(async () => {
 after(async () => {
   await browser?.close();
 });
-
-/** The host's upload: open publishing connections and their video+audio bitrate over `ms`. */
-async function hostUpload(host, ms = 3000) {
-  const sample = () => host.evaluate(async () => {
-    let bytes = 0;
-    let streams = 0;
-    for (const pc of window.__stagefanPcs || []) {
-      if (pc.connectionState !== 'connected') continue;
-      streams++;
-      (await pc.getStats()).forEach((s) => { if (s.type === 'outbound-rtp') bytes += s.bytesSent; });
-    }
-    return { bytes, streams, t: performance.now() };
-  });
-  const a = await sample();
-  await sleep(ms);
-  const b = await sample();
-  return { streams: b.streams, kbps: Math.round(((b.bytes - a.bytes) * 8) / (b.t - a.t)) };
-}
 
 /** On failure: what the host page, the viewers and the pool saw. */
 async function diagnose(host, viewers) {

@@ -1,6 +1,7 @@
 // Shared helpers for the browser tests: Debian's Chromium through playwright-core, a fake camera,
 // and checks that a <video> really shows decoded, non-black pictures.
 import { chromium } from 'playwright-core';
+import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -97,4 +98,37 @@ export async function videoHealth(page, sel = 'video') {
     }
     return { framesDecoded, codec, width, height, litFraction };
   }, sel);
+}
+
+/** Waits until a stack viewer `{ page, i }` shows a decoded, non-black frame, then checks that
+ *  its decoded-frame count keeps rising; returns the last `videoHealth`. */
+export async function decodes(v, ms) {
+  const first = await waitFor(async () => {
+    const h = await videoHealth(v.page, '#video');
+    return h.framesDecoded > 0 && h.litFraction > 0.05 ? h : null;
+  }, ms, `viewer ${v.i} to decode a non-black frame`);
+  await sleep(1500);
+  const later = await videoHealth(v.page, '#video');
+  assert.ok(later.framesDecoded > first.framesDecoded,
+    `viewer ${v.i}: framesDecoded did not rise (${first.framesDecoded} → ${later.framesDecoded})`);
+  return later;
+}
+
+/** The host page's upload: its connected publishing peer connections (`window.__stagefanPcs`)
+ *  and their outbound video+audio bitrate over `ms`. */
+export async function hostUpload(host, ms = 3000) {
+  const sample = () => host.evaluate(async () => {
+    let bytes = 0;
+    let streams = 0;
+    for (const pc of window.__stagefanPcs || []) {
+      if (pc.connectionState !== 'connected') continue;
+      streams++;
+      (await pc.getStats()).forEach((s) => { if (s.type === 'outbound-rtp') bytes += s.bytesSent; });
+    }
+    return { bytes, streams, t: performance.now() };
+  });
+  const a = await sample();
+  await sleep(ms);
+  const b = await sample();
+  return { streams: b.streams, kbps: Math.round(((b.bytes - a.bytes) * 8) / (b.t - a.t)) };
 }
