@@ -10,8 +10,11 @@
 //! The edge (`routes`) talks to it over internal requests `POST https://pool/<op>` with the
 //! broadcast in the `x-stagefan-broadcast` header; errors come back as the final HTTP error.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::pin;
 use std::rc::Rc;
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -36,10 +39,11 @@ use crate::settings::Settings;
 
 mod replication;
 
-/// How long a viewer who finds every stage full waits for a stage being created.
-const WAIT_FOR_CREATE_MS: u64 = 2_500;
-/// How often the waiting viewer looks again.
-const WAIT_POLL_MS: u64 = 40;
+/// How long a viewer who finds every stage full waits for a stage being created (a join storm
+/// on a fresh pool needs about two seconds of IVS's 5/s CreateStage for ten stages).
+const WAIT_FOR_CREATE_MS: u64 = 4_000;
+/// The shortest sleep of a viewer waiting for the CreateStage budget (no busy loop).
+const WAIT_MIN_MS: u64 = 50;
 /// Attempts of one `CreateStage` intent before it is given up.
 const CREATE_ATTEMPTS: u32 = 6;
 /// How often the alarm tidies the pool (expired leases, scale-down) while it has viewers or
@@ -92,6 +96,8 @@ struct Shared {
     env: Env,
     settings: std::result::Result<Settings, String>,
     inner: RefCell<Inner>,
+    /// Signalled whenever a create intent ends.
+    create_done: CreateSignal,
 }
 
 #[derive(Default)]
@@ -104,6 +110,50 @@ struct Inner {
     alarm_set: bool,
     /// Replicate mode: replications being brought up (memory only).
     replication: replication::Replicator,
+}
+
+/// Wakes the viewers waiting for a stage being created when a create ends (either way), so
+/// that hundreds of waiters in a join storm sleep instead of polling the pool.
+#[derive(Default)]
+struct CreateSignal {
+    generation: Cell<u64>,
+    wakers: RefCell<Vec<Waker>>,
+}
+
+impl CreateSignal {
+    fn notify(&self) {
+        self.generation.set(self.generation.get().wrapping_add(1));
+        for waker in self.wakers.borrow_mut().drain(..) {
+            waker.wake();
+        }
+    }
+
+    /// Resolves at the next `notify` after this call.
+    fn next(&self) -> impl Future<Output = ()> + '_ {
+        let seen = self.generation.get();
+        std::future::poll_fn(move |cx| {
+            if self.generation.get() != seen {
+                Poll::Ready(())
+            } else {
+                self.wakers.borrow_mut().push(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+    }
+
+    /// Waits for the next `notify`, or `timeout`, whichever comes first.
+    async fn wait(&self, timeout: Duration) {
+        let mut next = pin!(self.next());
+        let mut delay = pin!(worker::Delay::from(timeout));
+        std::future::poll_fn(|cx| {
+            if next.as_mut().poll(cx).is_ready() || delay.as_mut().poll(cx).is_ready() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    }
 }
 
 #[durable_object]
@@ -123,6 +173,7 @@ impl DurableObject for StagePool {
                 env,
                 settings,
                 inner: RefCell::new(Inner::default()),
+                create_done: CreateSignal::default(),
             }),
         }
     }
@@ -280,10 +331,25 @@ impl StagePool {
                 // Every stage is full: make more if the policy and the budget allow, and wait
                 // a little for stages being created.
                 self.scale_up();
-                let creating = shared.with_pool(|p| p.load_summary().creating);
-                if creating > 0 && now < deadline {
-                    worker::Delay::from(Duration::from_millis(WAIT_POLL_MS)).await;
-                    continue;
+                let (creating, can_grow) = shared.with_pool(|p| {
+                    let sum = p.load_summary();
+                    (sum.creating, sum.existing() < p.settings().max_stages)
+                });
+                if now < deadline {
+                    if creating > 0 {
+                        shared
+                            .create_done
+                            .wait(Duration::from_millis(deadline - now))
+                            .await;
+                        continue;
+                    }
+                    // Only the CreateStage budget holds the next stage back: wait for its next
+                    // token (or a create ending), then ask the policy again.
+                    let refill = shared.create_budget_wait(now).max(WAIT_MIN_MS);
+                    if can_grow && now + refill < deadline {
+                        shared.create_done.wait(Duration::from_millis(refill)).await;
+                        continue;
+                    }
                 }
             }
             // Assign (this also records a refusal when there is no seat).
@@ -488,6 +554,7 @@ impl StagePool {
                             None => pool.create_failed(id, now),
                         })
                     });
+                    shared.create_done.notify();
                 }
             }
         }
@@ -711,6 +778,15 @@ impl Shared {
         intents
     }
 
+    /// Milliseconds until the CreateStage budget has a token (0 when it has one now).
+    fn create_budget_wait(&self, now: u64) -> u64 {
+        self.inner
+            .borrow()
+            .bucket
+            .as_ref()
+            .map_or(0, |b| b.time_until_available(now))
+    }
+
     /// Waits until the create budget has a token, and takes it.
     async fn wait_for_create_token(&self) {
         let Ok(settings) = self.settings() else {
@@ -768,6 +844,7 @@ async fn create_stage(shared: Rc<Shared>, intent: CreateIntent) {
         Err(e) => {
             worker::console_error!("create {}: {e:?}", intent.name);
             let _ = shared.mutate(|pool, now| Ok(pool.create_failed(intent.stage, now)));
+            shared.create_done.notify();
             return;
         }
     };
@@ -827,6 +904,7 @@ async fn create_stage(shared: Rc<Shared>, intent: CreateIntent) {
             None => pool.create_failed(intent.stage, now),
         })
     });
+    shared.create_done.notify();
     if let Ok(Err(e)) | Err(e) = result.map_err(|e| PoolError::Corrupt(format!("{e:?}"))) {
         worker::console_error!("recording create of {}: {e}", intent.name);
     }
