@@ -371,18 +371,18 @@ impl PoolMetrics {
             kept.iter().any(|k| k == b) || read.contains(b)
         };
         for vec in [&self.stage_viewers, &self.stage_capacity] {
-            retain_int(vec, &["broadcast", "stage"], &keep_stage);
+            retain(vec, &["broadcast", "stage"], &keep_stage);
         }
-        retain_float(&self.stage_fill, &["broadcast", "stage"], &keep_stage);
-        retain_int(&self.stages, &["broadcast", "state"], &keep_broadcast);
+        retain(&self.stage_fill, &["broadcast", "stage"], &keep_stage);
+        retain(&self.stages, &["broadcast", "state"], &keep_broadcast);
         for vec in [
             &self.broadcast_viewers,
             &self.broadcast_capacity,
             &self.peak_viewers,
         ] {
-            retain_int(vec, &["broadcast"], &keep_broadcast);
+            retain(vec, &["broadcast"], &keep_broadcast);
         }
-        retain_float(&self.broadcast_fill, &["broadcast"], &keep_broadcast);
+        retain(&self.broadcast_fill, &["broadcast"], &keep_broadcast);
     }
 }
 
@@ -411,28 +411,12 @@ pub fn stage_label(arn: &str) -> &str {
     arn.rsplit('/').next().unwrap_or(arn)
 }
 
-/// Removes the series of a vector whose labels `keep` rejects.
-fn retain_int(vec: &IntGaugeVec, names: &[&str], keep: &dyn Fn(&HashMap<&str, &str>) -> bool) {
-    use prometheus::core::Collector;
-    for mf in vec.collect() {
-        for m in mf.get_metric() {
-            let labels: HashMap<&str, &str> = m
-                .get_label()
-                .iter()
-                .map(|l| (l.name(), l.value()))
-                .collect();
-            if !keep(&labels) {
-                let values: Vec<&str> = names
-                    .iter()
-                    .map(|n| labels.get(n).copied().unwrap_or(""))
-                    .collect();
-                let _ = vec.remove_label_values(&values);
-            }
-        }
-    }
-}
-
-fn retain_float(vec: &GaugeVec, names: &[&str], keep: &dyn Fn(&HashMap<&str, &str>) -> bool) {
+/// Removes the series of a vector (integer or float gauges) whose labels `keep` rejects.
+fn retain<T: prometheus::core::MetricVecBuilder>(
+    vec: &prometheus::core::MetricVec<T>,
+    names: &[&str],
+    keep: &dyn Fn(&HashMap<&str, &str>) -> bool,
+) {
     use prometheus::core::Collector;
     for mf in vec.collect() {
         for m in mf.get_metric() {
