@@ -134,9 +134,10 @@ chmod 600 "$ENV_FILE"
 export WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false WRANGLER_HIDE_BANNER=true
 export WRANGLER_LOG_PATH="$STATE_DIR/wrangler-logs"
 INSPECTOR_PORT="${STAGEFAN_INSPECTOR_PORT:-$((STAGEFAN_PORT + 10000))}"
-start wrangler node_modules/.bin/wrangler dev --ip 127.0.0.1 --port "$STAGEFAN_PORT" \
-  --inspector-port "$INSPECTOR_PORT" --env-file "$ENV_FILE" \
-  --persist-to "$STATE_DIR/wrangler" --show-interactive-dev-session=false --log-level warn
+# wrangler's dev server through its API (scripts/dev-worker.mjs says why not the `wrangler dev`
+# command: its always-on inspector costs more CPU per Durable Object call than the call).
+start wrangler node scripts/dev-worker.mjs --ip 127.0.0.1 --port "$STAGEFAN_PORT" \
+  --inspector-port "$INSPECTOR_PORT" --env-file "$ENV_FILE" --persist-to "$STATE_DIR/wrangler"
 WRANGLER_PID=${PIDS[-1]}
 # The first start may build the worker (a minute or more on a cold cache).
 wait_http wrangler "http://127.0.0.1:$STAGEFAN_PORT/api/config" 600 "$WRANGLER_PID"

@@ -6,7 +6,7 @@
 //! size, raw and gzipped.
 //!
 //!   make bench          (or: cargo run --release -p stagefan-tests --bin stagefan-bench)
-//!   BENCH_REQUESTS=4000 BENCH_CONCURRENCY=64 to change the load.
+//!   BENCH_REQUESTS=10000 BENCH_CONCURRENCY=64 (the defaults) to change the load.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -216,7 +216,7 @@ async fn main() {
     let requests: usize = std::env::var("BENCH_REQUESTS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(3000);
+        .unwrap_or(10000);
     let concurrency: usize = std::env::var("BENCH_CONCURRENCY")
         .ok()
         .and_then(|v| v.parse().ok())
