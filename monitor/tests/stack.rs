@@ -192,7 +192,10 @@ async fn a_join_storm_is_reflected_exactly_in_the_metrics() {
                     joined += 1;
                     leases.push(v["leaseId"].as_str().unwrap().to_string());
                 }
-                503 => refused += 1,
+                503 => {
+                    assert_eq!(v["error"]["code"], "no_capacity", "a refusal says why: {v}");
+                    refused += 1
+                }
                 other => panic!("join answered {other}: {v}"),
             }
         }
@@ -201,6 +204,7 @@ async fn a_join_storm_is_reflected_exactly_in_the_metrics() {
     println!("join storm on {b}: {joined} seated, {refused} refused (503)");
     let snap = s.snapshot(&b).await;
     assert_eq!(snap["stats"]["joins"], joined);
+    assert_eq!(snap["stats"]["refusals"], refused);
     assert_eq!(snap["viewers"], joined);
 
     // Within a few rounds the monitor shows exactly what the pool counted.
@@ -208,8 +212,12 @@ async fn a_join_storm_is_reflected_exactly_in_the_metrics() {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let text = loop {
         let text = metrics(port).await;
+        // All three: a scrape between the last seat and the last refusal already shows every
+        // join and viewer, but not every refusal.
         if series(&text, &format!("stagefan_joins_total{label}")) == Some(joined as f64)
             && series(&text, &format!("stagefan_broadcast_viewers{label}")) == Some(joined as f64)
+            && series(&text, &format!("stagefan_refusals_total{label}")).unwrap_or(0.0)
+                == refused as f64
         {
             break text;
         }
@@ -219,10 +227,6 @@ async fn a_join_storm_is_reflected_exactly_in_the_metrics() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    assert_eq!(
-        series(&text, &format!("stagefan_refusals_total{label}")).unwrap_or(0.0),
-        refused as f64
-    );
     let per_stage = sum_series(
         &text,
         &format!("stagefan_stage_viewers{{broadcast=\"{b}\","),
