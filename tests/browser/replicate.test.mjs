@@ -143,6 +143,51 @@ test('replicate mode: one host upload per six stages, every viewer decodes', { s
     const onReplica = viewers.find((v) => byArn.get(seats[v.i].stageArn)?.originArn);
     await onReplica.page.screenshot({ path: screenshotPath('viewer-replica.png') });
 
+    // The public summary and the status page say which stages are origins and which are
+    // replicas, and of which origin; the page lists each replica under its origin.
+    const summary = await get(`/api/broadcasts/${encodeURIComponent(broadcast)}`);
+    for (const s of stages) {
+      const pub = summary.stages.find((x) => x.stageArn === s.stageArn);
+      assert.ok(pub, `the summary lists ${s.stageArn}`);
+      assert.equal(pub.role, s.originArn ? 'replica' : 'origin', JSON.stringify(pub));
+      assert.equal(pub.originArn, s.originArn ?? undefined, JSON.stringify(pub));
+    }
+    const statusCtx = await browser.newContext();
+    try {
+      const status = await statusCtx.newPage();
+      await status.goto(`${BASE}/status`);
+      const rows = await waitFor(async () => {
+        const r = await status.evaluate((b) => [...document.querySelectorAll(`section[data-broadcast="${b}"] tr[data-stage]`)]
+          .map((tr) => ({ stageArn: tr.dataset.stage, role: tr.dataset.role, origin: tr.dataset.origin ?? null, text: tr.innerText })),
+        broadcast);
+        return stages.every((s) => r.some((x) => x.stageArn === s.stageArn)) ? r : null;
+      }, 10_000, 'the status page to list every stage');
+      const shortId = (arn) => arn.split('/').pop();
+      for (const s of stages) {
+        const i = rows.findIndex((x) => x.stageArn === s.stageArn);
+        const row = rows[i];
+        if (s.originArn) {
+          assert.equal(row.role, 'replica', row.text);
+          assert.equal(row.origin, s.originArn);
+          assert.match(row.text, new RegExp(`replica\\s+of ${shortId(s.originArn)}`), row.text);
+          const o = rows.findIndex((x) => x.stageArn === s.originArn);
+          assert.ok(o >= 0 && o < i, `replica ${s.stageArn} is listed after its origin`);
+          assert.ok(rows.slice(o + 1, i).every((x) => x.role === 'replica' && x.origin === s.originArn),
+            `only replicas of the same origin between ${s.originArn} and its replica ${s.stageArn}`);
+        } else {
+          assert.equal(row.role, 'origin', row.text);
+          assert.equal(row.origin, null);
+          assert.match(row.text, /origin\s+host uploads/, row.text);
+        }
+      }
+      const heading = await status.evaluate((b) => document.querySelector(`section[data-broadcast="${b}"] h2`).innerText, broadcast);
+      const counted = heading.match(/replicate: (\d+) origins?, (\d+) replicas?/);
+      assert.ok(counted && Number(counted[1]) >= origins.length && Number(counted[2]) >= replicaStages.length, heading);
+      await status.screenshot({ path: screenshotPath('status-replicate.png'), fullPage: true });
+    } finally {
+      await statusCtx.close();
+    }
+
     // A replica stage added while live gets the host by replication and goes live; deleting
     // it (empty) stops its replication first.
     if (IVS_ENDPOINT) {
