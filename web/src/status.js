@@ -50,7 +50,7 @@ function broadcastPanel(b) {
   replicate ? roleCell(s) : [],
   el('td', {}, badge(s.state)),
   el('td', {}, `${s.load} / ${s.capacity ?? b.capacity}`),
-  el('td', { style: 'width: 40%' }, fillBar(s.load, s.capacity ?? b.capacity)),
+  el('td', { style: `width: ${replicate ? 40 : 45}%` }, fillBar(s.load, s.capacity ?? b.capacity)),
   ));
   const origins = stages.filter((s) => s.role === 'origin').length;
   const fanout = replicate
