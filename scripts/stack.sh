@@ -18,6 +18,10 @@
 #   STAGEFAN_FRESH [1]: start with empty Durable Object storage (ivs-local is in-memory)
 #   STAGEFAN_BIN_DIR [$CARGO_TARGET_DIR or target, /debug]: where ivs-local and stagefan-monitor are
 #   STAGEFAN_PARENT_PID: stop when this process is gone (test harnesses)
+#
+# SIGUSR1 restarts the worker alone (wrangler's dev server, same local storage; ivs-local and
+# the monitor keep running), like a Durable Object eviction; each restart done appends a line
+# to $STAGEFAN_STATE_DIR/worker-restarts.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -136,11 +140,15 @@ export WRANGLER_LOG_PATH="$STATE_DIR/wrangler-logs"
 INSPECTOR_PORT="${STAGEFAN_INSPECTOR_PORT:-$((STAGEFAN_PORT + 10000))}"
 # wrangler's dev server through its API (scripts/dev-worker.mjs says why not the `wrangler dev`
 # command: its always-on inspector costs more CPU per Durable Object call than the call).
-start wrangler node scripts/dev-worker.mjs --ip 127.0.0.1 --port "$STAGEFAN_PORT" \
-  --inspector-port "$INSPECTOR_PORT" --env-file "$ENV_FILE" --persist-to "$STATE_DIR/wrangler"
-WRANGLER_PID=${PIDS[-1]}
-# The first start may build the worker (a minute or more on a cold cache).
-wait_http wrangler "http://127.0.0.1:$STAGEFAN_PORT/api/config" 600 "$WRANGLER_PID"
+start_worker() {
+  start wrangler node scripts/dev-worker.mjs --ip 127.0.0.1 --port "$STAGEFAN_PORT" \
+    --inspector-port "$INSPECTOR_PORT" --env-file "$ENV_FILE" --persist-to "$STATE_DIR/wrangler"
+  WRANGLER_PID=${PIDS[-1]}
+  # The first start may build the worker (a minute or more on a cold cache).
+  wait_http wrangler "http://127.0.0.1:$STAGEFAN_PORT/api/config" 600 "$WRANGLER_PID"
+}
+start_worker
+rm -f "$STATE_DIR/worker-restarts"
 
 # --- the monitor --------------------------------------------------------------------------
 if [[ "$WITH_MONITOR" == 1 ]]; then
@@ -172,7 +180,27 @@ cat <<EOF
 STAGEFAN_READY $EDGE
 EOF
 
-# Stay up until a child dies or we are told to stop.
-wait -n || true
+# Stay up until a child dies or we are told to stop (SIGUSR1: restart the worker).
+RESTART_WORKER=0
+trap 'RESTART_WORKER=1' USR1
+while true; do
+  wait -n || true
+  if ((RESTART_WORKER)); then
+    RESTART_WORKER=0
+    say "restarting the worker (its storage stays in $STATE_DIR/wrangler)"
+    kill -TERM -- "-$WRANGLER_PID" 2>/dev/null || true
+    wait "$WRANGLER_PID" 2>/dev/null || true
+    KEEP=()
+    for pid in "${PIDS[@]}"; do [[ "$pid" == "$WRANGLER_PID" ]] || KEEP+=("$pid"); done
+    PIDS=("${KEEP[@]}")
+    # The port is free again once the old server is gone.
+    while curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$STAGEFAN_PORT/api/config"; do sleep 0.1; done
+    start_worker
+    date -u +%FT%TZ >>"$STATE_DIR/worker-restarts"
+    say "worker restarted"
+    continue
+  fi
+  break
+done
 say "a process of the stack exited; stopping the rest (logs in $STATE_DIR)"
 exit 1

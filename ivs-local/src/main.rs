@@ -52,7 +52,9 @@ fn router(app: Arc<App>) -> Router {
         )
         .route(
             "/whip/session/{participant_id}",
-            delete(whip::delete_session).options(whip::preflight),
+            delete(whip::delete_session)
+                .get(whip::session_status)
+                .options(whip::preflight),
         )
         .fallback(api::control_plane)
         .with_state(app)

@@ -44,7 +44,7 @@ pub async fn preflight() -> Response {
     let h = resp.headers_mut();
     h.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("POST, DELETE, OPTIONS"),
+        HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
     );
     h.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
@@ -232,6 +232,20 @@ async fn try_join(
             })
         }
     }
+}
+
+/// `GET /whip/session/{participantId}`: `204` while the session exists, `404` once it ended.
+/// A page whose connection went quiet asks, to tell a session the server ended (a browser
+/// notices that only from missing ICE responses, seconds later) from a passing network gap.
+pub async fn session_status(State(app): State<Arc<App>>, Path(pid): Path<String>) -> Response {
+    if app.store().connection(&pid).is_some() {
+        return cors(StatusCode::NO_CONTENT.into_response());
+    }
+    error(
+        StatusCode::NOT_FOUND,
+        "SESSION_NOT_FOUND",
+        format!("no session for participant {pid}"),
+    )
 }
 
 /// `DELETE /whip/session/{participantId}`: ends a publish or subscribe session.

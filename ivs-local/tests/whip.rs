@@ -198,6 +198,16 @@ async fn publish_and_subscribe_register_participants_and_sessions() {
         .ok();
     assert_eq!(got["participant"]["protocol"], "WHIP");
 
+    // GET tells whether a session exists (204), for a page whose connection went quiet.
+    let r = f
+        .http
+        .get(format!("{}/session/host1", f.whip))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+
     // DELETE ends sessions; the stage's session ends with the last participant.
     for pid in ["host1", "viewer1"] {
         let r = f
@@ -215,6 +225,14 @@ async fn publish_and_subscribe_register_participants_and_sessions() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+    let r = f
+        .http
+        .get(format!("{}/session/host1", f.whip))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "an ended session is gone");
+    assert_eq!(code(&r.text().await.unwrap()), "SESSION_NOT_FOUND");
     assert!(
         f.stage().await.get("activeSessionId").is_some(),
         "one subscriber is still there"

@@ -40,6 +40,41 @@ async function get(path, key) {
   return r.json();
 }
 
+/** Starts logging, every 100 ms in the page, the video frames its peer connections decoded. */
+async function startFrameLog(page) {
+  await page.evaluate(() => {
+    window.__frameLog = [];
+    clearInterval(window.__frameTimer);
+    window.__frameTimer = setInterval(async () => {
+      let frames = 0;
+      for (const pc of window.__stagefanPcs || []) {
+        if (pc.connectionState === 'closed') continue;
+        (await pc.getStats()).forEach((x) => {
+          if (x.type === 'inbound-rtp' && x.kind === 'video') frames += x.framesDecoded || 0;
+        });
+      }
+      window.__frameLog.push([Date.now(), frames]);
+    }, 100);
+  });
+}
+
+/** The longest time without a newly decoded frame since `from` (ms), and when it ended; from
+ *  the page's frame log (a count that changes, also downwards after a reconnect, is progress). */
+async function longestStall(page, from) {
+  const log = await page.evaluate(() => window.__frameLog);
+  let last = null;
+  let lastAt = from;
+  let stall = { ms: 0, endedAt: null };
+  for (const [t, frames] of log) {
+    if (last !== null && frames !== last) {
+      if (t >= from && t - lastAt > stall.ms) stall = { ms: t - lastAt, endedAt: t };
+      lastAt = Math.max(t, from);
+    }
+    last = frames;
+  }
+  return stall;
+}
+
 /** The admin snapshot: every stage with its state, load and origin (null for an origin). */
 const snapshot = () => get(`/api/broadcasts/${encodeURIComponent(broadcast)}`, ADMIN_KEY);
 const existing = (snap) => snap.stages.filter((s) => !['deleted', 'creating'].includes(s.state));
@@ -143,6 +178,51 @@ test('replicate mode: one host upload per six stages, every viewer decodes', { s
     const onReplica = viewers.find((v) => byArn.get(seats[v.i].stageArn)?.originArn);
     await onReplica.page.screenshot({ path: screenshotPath('viewer-replica.png') });
 
+    // The public summary and the status page say which stages are origins and which are
+    // replicas, and of which origin; the page lists each replica under its origin.
+    const summary = await get(`/api/broadcasts/${encodeURIComponent(broadcast)}`);
+    for (const s of stages) {
+      const pub = summary.stages.find((x) => x.stageArn === s.stageArn);
+      assert.ok(pub, `the summary lists ${s.stageArn}`);
+      assert.equal(pub.role, s.originArn ? 'replica' : 'origin', JSON.stringify(pub));
+      assert.equal(pub.originArn, s.originArn ?? undefined, JSON.stringify(pub));
+    }
+    const statusCtx = await browser.newContext();
+    try {
+      const status = await statusCtx.newPage();
+      await status.goto(`${BASE}/status`);
+      const rows = await waitFor(async () => {
+        const r = await status.evaluate((b) => [...document.querySelectorAll(`section[data-broadcast="${b}"] tr[data-stage]`)]
+          .map((tr) => ({ stageArn: tr.dataset.stage, role: tr.dataset.role, origin: tr.dataset.origin ?? null, text: tr.innerText })),
+        broadcast);
+        return stages.every((s) => r.some((x) => x.stageArn === s.stageArn)) ? r : null;
+      }, 10_000, 'the status page to list every stage');
+      const shortId = (arn) => arn.split('/').pop();
+      for (const s of stages) {
+        const i = rows.findIndex((x) => x.stageArn === s.stageArn);
+        const row = rows[i];
+        if (s.originArn) {
+          assert.equal(row.role, 'replica', row.text);
+          assert.equal(row.origin, s.originArn);
+          assert.match(row.text, new RegExp(`replica\\s+of ${shortId(s.originArn)}`), row.text);
+          const o = rows.findIndex((x) => x.stageArn === s.originArn);
+          assert.ok(o >= 0 && o < i, `replica ${s.stageArn} is listed after its origin`);
+          assert.ok(rows.slice(o + 1, i).every((x) => x.role === 'replica' && x.origin === s.originArn),
+            `only replicas of the same origin between ${s.originArn} and its replica ${s.stageArn}`);
+        } else {
+          assert.equal(row.role, 'origin', row.text);
+          assert.equal(row.origin, null);
+          assert.match(row.text, /origin\s+host uploads/, row.text);
+        }
+      }
+      const heading = await status.evaluate((b) => document.querySelector(`section[data-broadcast="${b}"] h2`).innerText, broadcast);
+      const counted = heading.match(/replicate: (\d+) origins?, (\d+) replicas?/);
+      assert.ok(counted && Number(counted[1]) >= origins.length && Number(counted[2]) >= replicaStages.length, heading);
+      await status.screenshot({ path: screenshotPath('status-replicate.png'), fullPage: true });
+    } finally {
+      await statusCtx.close();
+    }
+
     // A replica stage added while live gets the host by replication and goes live; deleting
     // it (empty) stops its replication first.
     if (IVS_ENDPOINT) {
@@ -170,28 +250,70 @@ test('replicate mode: one host upload per six stages, every viewer decodes', { s
     // The host's upload drops (its WHIP session is ended at ivs-local): the page reconnects
     // with a new participant id, the pool replicates that one, and the replica stage's viewer
     // decodes again.
+    const replicaArn = seats[onReplica.i].stageArn;
+    const replicaHasHost = async (not) => {
+      const snap = await snapshot();
+      const s = snap.stages.find((x) => x.stageArn === replicaArn);
+      const origin = snap.stages.find((x) => x.stageArn === s.originArn);
+      return s.hostPublishing && s.hostParticipantId === origin.hostParticipantId
+        && s.hostParticipantId !== not;
+    };
     if (IVS_ENDPOINT) {
       const before = hostStages[0];
+      await startFrameLog(onReplica.page);
+      await host.evaluate(() => {
+        window.__pcLog = [];
+        for (const pc of window.__stagefanPcs) {
+          pc.addEventListener('connectionstatechange', () => window.__pcLog.push([Date.now(), pc.connectionState]));
+        }
+      });
       const del = await fetch(`${IVS_ENDPOINT}/whip/session/${before.participantId}`, { method: 'DELETE' });
       assert.equal(del.status, 200, 'ending the host session at ivs-local');
       const t0 = Date.now();
       await waitFor(async () => (await host.evaluate(() => window.stagefanHost.stages()))
         .some((s) => s.participantId !== before.participantId && s.conn === 'publishing' && s.reported),
       60_000, 'the host to publish again under a new participant id');
-      const replicaArn = seats[onReplica.i].stageArn;
-      await waitFor(async () => {
-        const s = (await snapshot()).stages.find((x) => x.stageArn === replicaArn);
-        const origin = (await snapshot()).stages.find((x) => x.stageArn === s.originArn);
-        return s.hostPublishing && s.hostParticipantId === origin.hostParticipantId
-          && s.hostParticipantId !== before.participantId;
-      }, 60_000, 'the replica stage to get the reconnected host');
+      const tPublishing = Date.now();
+      const pcLog = await host.evaluate(() => window.__pcLog);
+      console.log('the old upload connection: ' +
+        pcLog.map(([t, st]) => `${st} at ${((t - t0) / 1000).toFixed(1)} s`).join(', '));
+      await waitFor(() => replicaHasHost(before.participantId), 60_000, 'the replica stage to get the reconnected host');
+      const tReplicated = Date.now();
       const h = await videoHealth(onReplica.page, '#video');
       await sleep(2000);
       const h2 = await videoHealth(onReplica.page, '#video');
-      console.log(`host reconnected and replicated again after ${((Date.now() - t0) / 1000).toFixed(1)} s; ` +
-        `replica viewer framesDecoded ${h.framesDecoded} → ${h2.framesDecoded}`);
+      const stall = await longestStall(onReplica.page, t0);
+      console.log(`host upload cut at ivs-local: the page publishes again after ${((tPublishing - t0) / 1000).toFixed(1)} s, ` +
+        `replicated again after ${((tReplicated - t0) / 1000).toFixed(1)} s; the replica viewer went ` +
+        `${(stall.ms / 1000).toFixed(1)} s without a new frame; framesDecoded ${h.framesDecoded} → ${h2.framesDecoded}`);
       assert.ok(h2.framesDecoded > h.framesDecoded && h2.litFraction > 0.05,
         'the viewer on the replica stage decodes the reconnected host');
+      // Chrome reports the connection disconnected ~6.5 s after the server ended it; the page
+      // then learns at once that the session is gone (without that: 5 s more, ~12 s in all).
+      assert.ok(stall.ms < 10_000, `the replica viewer went ${stall.ms} ms without video`);
+    }
+
+    // The host page reloads (its sessions end on pagehide; the new page goes live under new
+    // participant ids): the replica stage's viewer decodes the host again.
+    {
+      const before = (await host.evaluate(() => window.stagefanHost.stages()))[0];
+      await startFrameLog(onReplica.page);
+      const t0 = Date.now();
+      await host.goto(`${BASE}/host?live=1&height=${HEIGHT}&broadcast=${encodeURIComponent(broadcast)}&reload=1#key=${encodeURIComponent(HOST_KEY)}`);
+      await waitFor(async () => (await host.evaluate(() => window.stagefanHost.stages()))
+        .some((s) => s.participantId !== before.participantId && s.conn === 'publishing' && s.reported),
+      60_000, 'the reloaded host page to publish');
+      const tPublishing = Date.now();
+      await waitFor(() => replicaHasHost(before.participantId), 60_000, 'the replica stage to get the reloaded host');
+      const tReplicated = Date.now();
+      await decodes(onReplica, 30_000);
+      await sleep(1000);
+      const stall = await longestStall(onReplica.page, t0);
+      console.log(`host page reloaded: it publishes again after ${((tPublishing - t0) / 1000).toFixed(1)} s, ` +
+        `replicated again after ${((tReplicated - t0) / 1000).toFixed(1)} s; the replica viewer went ` +
+        `${(stall.ms / 1000).toFixed(1)} s without a new frame (until ${((stall.endedAt - t0) / 1000).toFixed(1)} s after the reload)`);
+      assert.ok(stall.endedAt, 'the replica viewer decoded new frames after the reload');
+      assert.ok(stall.ms < 5_000, `the replica viewer went ${stall.ms} ms without video after the reload`);
     }
   } catch (e) {
     try {

@@ -148,6 +148,31 @@ impl Stack {
     pub fn ivs_local(&self) -> IvsLocal {
         IvsLocal::new(&self.ivs)
     }
+
+    /// Restarts the worker alone (a new workerd on the same local Durable Object storage, as
+    /// after an eviction; ivs-local keeps its state) and waits until it answers again.
+    pub fn restart_worker(&self) {
+        let marker = self.state_dir.join("worker-restarts");
+        let restarts = || {
+            std::fs::read_to_string(&marker)
+                .map(|s| s.lines().count())
+                .unwrap_or(0)
+        };
+        let before = restarts();
+        let sent = Command::new("kill")
+            .args(["-USR1", &self.child.id().to_string()])
+            .status()
+            .expect("kill -USR1");
+        assert!(sent.success(), "signalling scripts/stack.sh");
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while restarts() == before {
+            assert!(
+                Instant::now() < deadline,
+                "the worker did not restart in time"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }
 
 impl Drop for Stack {

@@ -39,9 +39,11 @@ async function postOffer(url, token, pc) {
 
 /**
  * Watches a peer connection: calls onState('connected' | 'failed' | 'closed'). A
- * 'disconnected' that does not recover within 5 s counts as failed.
+ * 'disconnected' that does not recover within 5 s counts as failed, or at once when
+ * `isGone()` finds that the server ended the session (the browser notices that only from
+ * missing ICE answers, ~6 s later; the 5 s grace is for a network gap that passes).
  */
-function watch(pc, onState) {
+function watch(pc, onState, isGone) {
   let timer;
   let done = false;
   const finish = (s) => { if (!done) { done = true; clearTimeout(timer); onState(s); } };
@@ -51,9 +53,23 @@ function watch(pc, onState) {
     if (s === 'connected') onState('connected');
     else if (s === 'failed') finish('failed');
     else if (s === 'closed') finish('closed');
-    else if (s === 'disconnected') timer = setTimeout(() => finish('failed'), 5000);
+    else if (s === 'disconnected') {
+      timer = setTimeout(() => finish('failed'), 5000);
+      isGone().then((gone) => {
+        if (gone && pc.connectionState === 'disconnected') finish('failed');
+      }, () => { /* cannot tell: the grace decides */ });
+    }
   });
   return () => { done = true; clearTimeout(timer); };
+}
+
+/** Whether ivs-local ended the session at `ref.url` (GET: 204 while it exists, 404 after). */
+function sessionGone(ref) {
+  return async () => {
+    if (!ref.url) return false;
+    const res = await fetch(ref.url, { signal: AbortSignal.timeout(2000) });
+    return res.status === 404;
+  };
 }
 
 class LocalSession {
@@ -90,10 +106,11 @@ export async function publish({ whipUrl, token, participantId, stream, onState, 
   const pc = new RTCPeerConnection();
   window.__stagefanPcs.add(pc);
   let published = false;
+  const session = { url: null };
   const stopWatching = watch(pc, (s) => {
     onState(s);
     if (s === 'connected' && !published && onPublished) { published = true; onPublished(); }
-  });
+  }, sessionGone(session));
   try {
     for (const track of stream.getTracks()) {
       const t = pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
@@ -105,7 +122,8 @@ export async function publish({ whipUrl, token, participantId, stream, onState, 
       }
     }
     const location = await postOffer(whipUrl, token, pc);
-    return new LocalSession(pc, sessionUrl(location, whipUrl, participantId), token, stopWatching);
+    session.url = sessionUrl(location, whipUrl, participantId);
+    return new LocalSession(pc, session.url, token, stopWatching);
   } catch (e) {
     stopWatching();
     pc.close();
@@ -118,7 +136,8 @@ export async function publish({ whipUrl, token, participantId, stream, onState, 
 export async function subscribe({ whipUrl, token, participantId, video, onState }) {
   const pc = new RTCPeerConnection();
   window.__stagefanPcs.add(pc);
-  const stopWatching = watch(pc, onState);
+  const session = { url: null };
+  const stopWatching = watch(pc, onState, sessionGone(session));
   try {
     pc.addTransceiver('audio', { direction: 'recvonly' });
     pc.addTransceiver('video', { direction: 'recvonly' });
@@ -130,7 +149,8 @@ export async function subscribe({ whipUrl, token, participantId, video, onState 
     });
     const base = whipUrl.replace(/\/$/, '');
     const location = await postOffer(`${base}/subscribe`, token, pc);
-    return new LocalSession(pc, sessionUrl(location, whipUrl, participantId), token, stopWatching);
+    session.url = sessionUrl(location, whipUrl, participantId);
+    return new LocalSession(pc, session.url, token, stopWatching);
   } catch (e) {
     stopWatching();
     pc.close();

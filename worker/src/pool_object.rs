@@ -254,7 +254,10 @@ impl StagePool {
                 if is_default {
                     self.ensure(broadcast).await?;
                 }
-                Ok(public_summary(&self.snapshot()?))
+                let snapshot = self.snapshot()?;
+                Ok(shared.with_pool(|pool| {
+                    public_summary(&snapshot, |id| pool.stage(id).and_then(|s| s.origin))
+                }))
             }
             "snapshot" => {
                 if is_default {
@@ -991,19 +994,35 @@ async fn delete_stage(
         .map(|_evicted| ())
 }
 
-/// The public view of a pool: no hosts, no counters.
-pub fn public_summary(snapshot: &Snapshot) -> Value {
+/// The public view of a pool: no hosts, no counters. In replicate mode each stage also says
+/// whether it is an `origin` (the host uploads to it) or a `replica` (it gets the host by
+/// replication from `originArn`, `null` while that origin is being created); `origin_of`
+/// gives a stage's origin. Multi-publish stages carry neither field.
+pub fn public_summary(
+    snapshot: &Snapshot,
+    origin_of: impl Fn(StageId) -> Option<StageId>,
+) -> Value {
+    let replicate = snapshot.fanout_mode == stagefan_core::config::FanoutMode::Replicate;
     let stages: Vec<Value> = snapshot
         .stages
         .iter()
         .filter(|s| s.state != StageState::Deleted)
         .map(|s| {
-            json!({
+            let mut stage = json!({
                 "stageArn": s.stage_arn,
                 "state": s.state,
                 "load": s.load,
                 "capacity": s.capacity,
-            })
+            });
+            if replicate {
+                if origin_of(s.id).is_some() {
+                    stage["role"] = json!("replica");
+                    stage["originArn"] = json!(s.origin_arn);
+                } else {
+                    stage["role"] = json!("origin");
+                }
+            }
+            stage
         })
         .collect();
     json!({
@@ -1062,5 +1081,81 @@ fn pool_error(e: PoolError) -> AppError {
                 message: e.to_string(),
             },
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stagefan_core::config::FanoutMode;
+    use stagefan_core::pool::PoolSettings;
+
+    const T0: u64 = 1_764_160_000_000;
+
+    /// A pool of `created` stages with ARNs, plus one more being created.
+    fn pool(fanout: FanoutMode, created: u64) -> Pool {
+        let settings = PoolSettings {
+            fanout,
+            max_stages: 20,
+            ..PoolSettings::default()
+        };
+        let mut pool = Pool::new("b", settings, T0).unwrap();
+        for n in 0..created {
+            let intent = pool.begin_create(T0).unwrap();
+            let arn = format!("arn:aws:ivs:us-east-1:123456789012:stage/abcdEFGH{n:04}");
+            pool.created(intent.stage, &arn, StageEndpoints::default(), T0)
+                .unwrap();
+        }
+        pool.begin_create(T0).unwrap();
+        pool
+    }
+
+    fn summary(pool: &mut Pool) -> Value {
+        let snapshot = pool.snapshot(T0);
+        public_summary(&snapshot, |id| pool.stage(id).and_then(|s| s.origin))
+    }
+
+    #[test]
+    fn replicate_mode_marks_origins_and_their_replicas() {
+        let mut p = pool(FanoutMode::Replicate, 7);
+        let s = summary(&mut p);
+        let stages = s["stages"].as_array().unwrap();
+        assert_eq!(stages.len(), 8);
+        let arn = |n: usize| stages[n]["stageArn"].clone();
+        // One origin per six stages: 0 and 6; 1-5 replicate 0, 7 (being created) replicates 6.
+        for (n, stage) in stages.iter().enumerate() {
+            match n {
+                0 | 6 => {
+                    assert_eq!(stage["role"], "origin", "{stage}");
+                    assert!(stage.get("originArn").is_none(), "{stage}");
+                }
+                1..=5 => {
+                    assert_eq!(stage["role"], "replica", "{stage}");
+                    assert_eq!(stage["originArn"], arn(0));
+                }
+                _ => {
+                    assert_eq!(stage["role"], "replica", "{stage}");
+                    assert_eq!(stage["state"], "creating");
+                    assert_eq!(stage["stageArn"], Value::Null);
+                    assert_eq!(stage["originArn"], arn(6));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn multi_publish_stages_carry_no_role() {
+        let mut p = pool(FanoutMode::MultiPublish, 2);
+        let s = summary(&mut p);
+        for stage in s["stages"].as_array().unwrap() {
+            let keys: Vec<&str> = stage
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(|k| k.as_str())
+                .collect();
+            assert_eq!(keys, ["capacity", "load", "stageArn", "state"], "{stage}");
+        }
+        assert_eq!(s["fanoutMode"], "multi-publish");
     }
 }

@@ -11,6 +11,12 @@
 //! 4), and one loop runs at a time per pool, registered with `waitUntil` (a loop started by
 //! a request must not be cut off with it). Before a replica stage is deleted its replication
 //! is stopped.
+//!
+//! The tracker (which replications were started, for which host participant, when; failed
+//! starts and their backoff) is stored write-through in the pool's SQLite storage, table
+//! `replications` (one JSON row per replica stage, like the pool's rows), and loaded lazily
+//! when a loop first runs: a Durable Object that was evicted or restarted checks the
+//! replications it had started instead of starting them again.
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -26,9 +32,10 @@ use stagefan_core::policy::TokenBucket;
 use stagefan_core::pool::{
     DeleteIntent, Observation, Pool, Replication, StageObservation, StageState,
 };
-use stagefan_core::replication::{ReplicationTracker, Step};
+use stagefan_core::replication::{ReplicationTracker, Step, TrackedReplication, TrackerChanges};
 
 use super::Shared;
+use crate::error::AppResult;
 use crate::ivs_client::{CallError, IvsClient, Retry};
 use crate::runtime;
 
@@ -43,10 +50,13 @@ const RECONNECT_WINDOW_SECONDS: u32 = 10;
 /// before: each is retried at most a few times within seconds).
 const STALE_LOOP_MS: u64 = 60_000;
 
-/// The replication state the Durable Object keeps in memory (see `stagefan_core::replication`).
+/// The replication state of the Durable Object (see `stagefan_core::replication`); the
+/// tracker is also stored (table `replications`).
 #[derive(Default)]
 pub(super) struct Replicator {
     tracker: ReplicationTracker,
+    /// Whether the tracker was loaded from storage.
+    loaded: bool,
     bucket: Option<TokenBucket>,
     /// While a loop runs: when it last planned.
     running_since: Option<u64>,
@@ -127,7 +137,80 @@ fn claim(shared: &Rc<Shared>) -> bool {
         return false;
     }
     inner.replication.running_since = Some(now);
+    if !inner.replication.loaded {
+        inner.replication.loaded = true;
+        match load(shared) {
+            Ok(tracker) => inner.replication.tracker = tracker,
+            // Storage failing: carry on from memory (a start IVS already has answers 409).
+            Err(e) => worker::console_error!("loading the replication tracker: {e:?}"),
+        }
+    }
     true
+}
+
+/// Reads the stored tracker rows (creating the table on first use).
+fn load(shared: &Shared) -> AppResult<ReplicationTracker> {
+    shared.sql.exec(
+        "CREATE TABLE IF NOT EXISTS replications (replica INTEGER PRIMARY KEY, row TEXT NOT NULL)",
+        None,
+    )?;
+    #[derive(Deserialize)]
+    struct RowText {
+        row: String,
+    }
+    let rows: Vec<RowText> = shared
+        .sql
+        .exec("SELECT row FROM replications", None)?
+        .to_array()?;
+    let rows = rows
+        .iter()
+        .map(|r| serde_json::from_str::<TrackedReplication>(&r.row))
+        .collect::<Result<Vec<_>, _>>()?;
+    if !rows.is_empty() {
+        worker::console_log!("replication: {} tracked replications reloaded", rows.len());
+    }
+    Ok(ReplicationTracker::from_rows(rows))
+}
+
+/// Runs `f` on the tracker and writes the rows it changed.
+fn with_tracker<T>(shared: &Shared, f: impl FnOnce(&mut ReplicationTracker) -> T) -> T {
+    let (result, changes) = {
+        let mut inner = shared.inner.borrow_mut();
+        let tracker = &mut inner.replication.tracker;
+        let result = f(tracker);
+        (result, tracker.take_changes())
+    };
+    store(shared, &changes);
+    result
+}
+
+/// Writes the tracker's changed rows (a failure is logged: the tracker in memory stays right,
+/// and a start repeated after a restart answers 409, which counts as started).
+fn store(shared: &Shared, changes: &TrackerChanges) {
+    if !changes.is_empty() {
+        if let Err(e) = persist(shared, changes) {
+            worker::console_error!("storing the replication tracker: {e:?}");
+        }
+    }
+}
+
+fn persist(shared: &Shared, changes: &TrackerChanges) -> AppResult<()> {
+    for row in &changes.upserted {
+        shared.sql.exec(
+            "INSERT INTO replications (replica, row) VALUES (?, ?) ON CONFLICT(replica) DO UPDATE SET row = excluded.row",
+            vec![
+                (row.replica.0 as i64).into(),
+                serde_json::to_string(row)?.into(),
+            ],
+        )?;
+    }
+    for id in &changes.removed {
+        shared.sql.exec(
+            "DELETE FROM replications WHERE replica = ?",
+            vec![(id.0 as i64).into()],
+        )?;
+    }
+    Ok(())
 }
 
 async fn work(shared: &Rc<Shared>) {
@@ -145,15 +228,20 @@ async fn work(shared: &Rc<Shared>) {
             return;
         }
         let plan = {
-            let mut inner = shared.inner.borrow_mut();
-            let super::Inner {
-                pool, replication, ..
-            } = &mut *inner;
-            let Some(pool) = pool.as_ref() else {
-                return;
+            let (plan, changes) = {
+                let mut inner = shared.inner.borrow_mut();
+                let super::Inner {
+                    pool, replication, ..
+                } = &mut *inner;
+                let Some(pool) = pool.as_ref() else {
+                    return;
+                };
+                replication.running_since = Some(now);
+                let plan = replication.tracker.plan(pool, now);
+                (plan, replication.tracker.take_changes())
             };
-            replication.running_since = Some(now);
-            replication.tracker.plan(pool, now)
+            store(shared, &changes);
+            plan
         };
         for step in plan.steps {
             take_call_token(shared).await;
@@ -208,30 +296,29 @@ async fn start(shared: &Rc<Shared>, client: &IvsClient, r: &Replication) {
         )
         .await;
     let now = runtime::now_ms();
-    let mut inner = shared.inner.borrow_mut();
-    let replication = &mut inner.replication;
     match result {
-        // Conflict: it already runs (a start of ours whose answer was lost, or before a restart).
-        Ok(_) => replication.tracker.started(r.replica, now),
+        // Conflict: it already runs (a start of ours whose answer was lost, or one made before
+        // the tracker's row was written).
+        Ok(_) => with_tracker(shared, |t| t.started(r.replica, now)),
         Err(CallError::Ivs(e)) if e.kind == ErrorKind::Conflict => {
-            replication.tracker.started(r.replica, now)
+            with_tracker(shared, |t| t.started(r.replica, now))
         }
         Err(e) => {
             let throttled = e.is_throttling();
             if throttled {
-                if let Some(b) = replication.bucket.as_mut() {
+                if let Some(b) = shared.inner.borrow_mut().replication.bucket.as_mut() {
                     b.drain_on_throttle(now);
                 }
             }
-            let failures = replication.tracker.failures(r.replica) + 1;
-            worker::console_error!(
-                "StartParticipantReplication {} -> {} (failure {failures}): {e}",
-                r.origin_arn,
-                r.replica_arn
-            );
-            replication
-                .tracker
-                .start_failed(r.replica, now, throttled.then_some(1_000));
+            with_tracker(shared, |t| {
+                let failures = t.failures(r.replica) + 1;
+                worker::console_error!(
+                    "StartParticipantReplication {} -> {} (failure {failures}): {e}",
+                    r.origin_arn,
+                    r.replica_arn
+                );
+                t.start_failed(r.replica, now, throttled.then_some(1_000));
+            });
         }
     }
 }
@@ -262,12 +349,7 @@ async fn verify(shared: &Rc<Shared>, client: &IvsClient, r: &Replication) {
             worker::console_error!("recording the replica in {}: {e:?}", r.replica_arn);
         }
     } else {
-        shared
-            .inner
-            .borrow_mut()
-            .replication
-            .tracker
-            .not_seen(r.replica, now);
+        with_tracker(shared, |t| t.not_seen(r.replica, now));
     }
 }
 
