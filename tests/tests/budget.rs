@@ -144,6 +144,10 @@ async fn pools_share_one_ivs_budget() {
          requests, at most {} in any 1 s window, {} throttled",
         delete["requests"], delete["maxRequestsPerSecond"], delete["throttled"],
     );
+    eprintln!(
+        "budget: slots given up by a pool that woke too late (taken anew): {}",
+        wrangler_log(&stack).matches("slot missed").count()
+    );
     for a in &answers {
         assert_eq!(a.status, 200, "{a:?}");
         assert_eq!(a.body["outcome"], "done", "{a:?}");
@@ -264,6 +268,19 @@ async fn check_pool(api: &Api, b: &str, seats: usize, outcomes: &[Seating]) {
     }
     let stats = &snap["stats"];
     assert_eq!(stats["createFailures"], 0, "{b}: {stats}");
+}
+
+/// This run's wrangler log (the worker's warnings and errors).
+fn wrangler_log(stack: &Stack) -> String {
+    let dir = stack.state_dir.join("wrangler-logs");
+    let newest = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .max();
+    newest
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_default()
 }
 
 async fn ivs_stats(stack: &Stack) -> Value {

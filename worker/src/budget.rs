@@ -37,8 +37,7 @@ use crate::settings::Settings;
 pub struct Slot {
     /// The instant (unix ms, the budget's clock) the call may be made.
     pub at: u64,
-    /// Milliseconds from the budget's `now` until then: the caller sleeps this long from when
-    /// it has the answer (immune to clock differences between instances).
+    /// Milliseconds from the budget's `now` until then (for logs).
     pub wait_ms: u64,
 }
 

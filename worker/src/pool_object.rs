@@ -49,6 +49,8 @@ const WAIT_FOR_CREATE_MS: u64 = 4_000;
 const CREATE_ATTEMPTS: u32 = 6;
 /// Attempts of a `DeleteStage` or `StopParticipantReplication` (each in its own budget slot).
 const BUDGETED_ATTEMPTS: u32 = 4;
+/// Slots a call may miss (its instance too busy to call on time) before it calls anyway.
+const MAX_MISSED_SLOTS: u32 = 10;
 /// How often the alarm tidies the pool (expired leases, scale-down) while it has viewers or
 /// more stages than its minimum.
 const MAINTENANCE_INTERVAL_MS: u64 = 15_000;
@@ -809,16 +811,47 @@ impl Shared {
         retry_ms.div_ceil(1000).max(1) as u32
     }
 
-    /// The instant (this instance's clock) this pool may make the next `op` call: a slot of
-    /// the account-wide budget, or, when the budget cannot be reached, of the pool's own
-    /// schedule at the same rate (logged). `throttled`: IVS throttled the last attempt.
+    /// Waits until this pool may make an `op` call: its slot of the account-wide budget (or,
+    /// when the budget cannot be reached, of the pool's own schedule at the same rate).
+    /// `throttled`: IVS throttled the last attempt. `create`: the create that waits, so that
+    /// viewers know when its stage can come.
+    ///
+    /// A slot is honoured only on time: a caller that wakes up later than half the guard
+    /// after its slot (this instance was busy) could reach IVS in the next window's company,
+    /// so it gives the slot up (it stays counted) and takes a new one.
+    async fn wait_for_slot(&self, op: Operation, mut throttled: bool, create: Option<StageId>) {
+        let tolerance = self
+            .settings()
+            .map_or(5, |s| (s.config.budget.guard_ms / 2).max(5));
+        for _ in 0..MAX_MISSED_SLOTS {
+            let at = self.reserve_slot(op, throttled).await;
+            throttled = false;
+            if let Some(id) = create {
+                self.inner.borrow_mut().create_slots.insert(id, at);
+                self.create_done.notify();
+            }
+            sleep_until(at).await;
+            if let Some(id) = create {
+                self.inner.borrow_mut().create_slots.remove(&id);
+            }
+            let late = runtime::now_ms().saturating_sub(at);
+            if late <= tolerance {
+                return;
+            }
+            worker::console_warn!("{} slot missed by {late} ms: taking a new one", op.name());
+        }
+    }
+
+    /// The instant this pool may make the next `op` call: a slot of the account-wide budget
+    /// (the budget's clock; instances' clocks agree to well within the guard), or, when the
+    /// budget cannot be reached, of the pool's own schedule at the same rate (logged).
     async fn reserve_slot(&self, op: Operation, throttled: bool) -> u64 {
         let Ok(settings) = self.settings() else {
             return runtime::now_ms();
         };
         let cfg = &settings.config;
         match budget::reserve(&self.env, &cfg.ivs_endpoint, &cfg.ivs_region, op, throttled).await {
-            Ok(slot) => runtime::now_ms() + slot.wait_ms,
+            Ok(slot) => slot.at,
             Err(e) => {
                 worker::console_error!(
                     "IVS budget unreachable ({e:?}): {} paced by this pool alone",
@@ -871,15 +904,9 @@ async fn create_stage(shared: Rc<Shared>, intent: CreateIntent) {
     let outcome = loop {
         // Every attempt waits for its own slot in the account-wide CreateStage budget; the
         // viewers waiting for this stage learn when it comes.
-        let at = shared.reserve_slot(Operation::CreateStage, throttled).await;
         shared
-            .inner
-            .borrow_mut()
-            .create_slots
-            .insert(intent.stage, at);
-        shared.create_done.notify();
-        sleep_until(at).await;
-        shared.inner.borrow_mut().create_slots.remove(&intent.stage);
+            .wait_for_slot(Operation::CreateStage, throttled, Some(intent.stage))
+            .await;
         let result: std::result::Result<CreateStageResponse, CallError> = client
             .call(Operation::CreateStage, &request, Retry::NONE)
             .await;
@@ -1036,8 +1063,7 @@ async fn call_budgeted<Req: Serialize, Resp: serde::de::DeserializeOwned>(
     let mut attempt = 1;
     let mut throttled = false;
     loop {
-        let at = shared.reserve_slot(op, throttled).await;
-        sleep_until(at).await;
+        shared.wait_for_slot(op, throttled, None).await;
         match client.call(op, body, Retry::NONE).await {
             Err(e) if attempt < attempts && e.is_retryable() => {
                 throttled = e.is_throttling();
