@@ -118,6 +118,9 @@ pub const MAX_TOKEN_TTL_SECONDS: u32 = 14 * 24 * 3_600;
 pub const DEFAULT_HEADROOM: f64 = 0.5;
 /// Default grace before an empty stage is drained, and before a drained stage is deleted.
 pub const DEFAULT_SCALE_DOWN_GRACE_SECONDS: u32 = 300;
+/// Largest rate accepted for a budgeted IVS operation (IVS's are 5; a raised quota is not
+/// expected beyond this).
+pub const MAX_OPERATION_TPS: u32 = 100;
 /// Default AWS region.
 pub const DEFAULT_IVS_REGION: &str = "us-east-1";
 /// Default broadcast when a request names none.
@@ -158,6 +161,10 @@ pub struct Config {
     /// `DEFAULT_BROADCAST`: the broadcast used when a request names none; default `default`;
     /// set it to the empty string to require every request to name one.
     pub default_broadcast: Option<String>,
+    /// `IVS_CREATE_STAGE_TPS`, `IVS_DELETE_STAGE_TPS`, `IVS_REPLICATION_TPS` (each 1..=100,
+    /// default 5, IVS's rate) and `IVS_BUDGET_GUARD_MS` (0..=1000, default 100): the
+    /// account-wide budget of IVS stage operations shared by every pool.
+    pub budget: crate::budget::BudgetConfig,
 }
 
 impl Default for Config {
@@ -283,6 +290,27 @@ impl Config {
             None => format!("https://ivsrealtime.{ivs_region}.amazonaws.com"),
             Some(e) => validate_endpoint(&e)?,
         };
+        let tps = |name: &str| {
+            parse_int(
+                name,
+                get(name),
+                crate::budget::IVS_STAGE_OPERATION_TPS,
+                1,
+                MAX_OPERATION_TPS,
+            )
+        };
+        let budget = crate::budget::BudgetConfig {
+            create_stage_tps: tps("IVS_CREATE_STAGE_TPS")?,
+            delete_stage_tps: tps("IVS_DELETE_STAGE_TPS")?,
+            replication_tps: tps("IVS_REPLICATION_TPS")?,
+            guard_ms: u64::from(parse_int(
+                "IVS_BUDGET_GUARD_MS",
+                get("IVS_BUDGET_GUARD_MS"),
+                crate::budget::DEFAULT_GUARD_MS as u32,
+                0,
+                1_000,
+            )?),
+        };
         let media_mode = match get("MEDIA_MODE") {
             Some(v) => MediaMode::parse(&v)?,
             None if is_loopback_url(&ivs_endpoint) => MediaMode::Local,
@@ -303,6 +331,7 @@ impl Config {
             ivs_endpoint,
             ivs_region,
             default_broadcast,
+            budget,
         })
     }
 

@@ -4,6 +4,7 @@
 //! random bytes are always arguments, so every function is deterministic and runs the same
 //! natively (tests) and on wasm32 (the Cloudflare Worker).
 
+pub mod budget;
 pub mod config;
 pub mod ivs;
 pub mod policy;

@@ -1,6 +1,7 @@
-//! The scaling policy of a pool, pure: when to create stages (ahead of need, within IVS's
-//! `CreateStage` rate), when to drain and delete them, which IVS stages are orphans; and the
-//! [`TokenBucket`] that budgets calls to IVS.
+//! The scaling policy of a pool, pure: when to create stages (ahead of need, a bounded number
+//! in flight; their calls are paced by the account-wide budget, [`crate::budget`]), when to
+//! drain and delete them, which IVS stages are orphans; and the [`TokenBucket`] that paces
+//! other calls to IVS.
 //!
 //! The policy only decides. The pool carries decisions out (it alone writes), so the same
 //! functions serve the worker's Durable Object (which has the [`Pool`](crate::pool::Pool))
@@ -131,10 +132,10 @@ pub struct PolicyConfig {
     pub scale_down_grace_ms: u64,
     /// How long a stage drains before it is deleted (once empty and without the host).
     pub delete_grace_ms: u64,
-    /// `CreateStage` calls per second for the create budget.
-    pub create_rate_per_second: f64,
-    /// Burst of the create budget.
-    pub create_burst: u32,
+    /// Creates a pool has in flight at most (waiting for their slot in the account-wide
+    /// `CreateStage` budget, or calling IVS): one pool never queues more than about a second
+    /// of the account's budget ahead of the other broadcasts.
+    pub max_creating: u32,
     /// A create intent older than this is stale (its adapter likely died mid-call): resolve it
     /// by looking the stage up by name in IVS, never by creating again.
     pub creating_timeout_ms: u64,
@@ -155,18 +156,10 @@ impl Default for PolicyConfig {
             max_stages: crate::config::DEFAULT_MAX_STAGES,
             scale_down_grace_ms: grace,
             delete_grace_ms: grace,
-            create_rate_per_second: IVS_CREATE_STAGE_TPS,
-            create_burst: 5,
+            max_creating: crate::budget::IVS_STAGE_OPERATION_TPS,
             creating_timeout_ms: 60_000,
             orphan_grace_ms: 10 * 60_000,
         }
-    }
-}
-
-impl PolicyConfig {
-    /// A create budget bucket with this policy's rate, full at `now`.
-    pub fn create_bucket(&self, now: Millis) -> TokenBucket {
-        TokenBucket::new(self.create_burst, self.create_rate_per_second, now)
     }
 }
 
@@ -176,19 +169,16 @@ impl PolicyConfig {
 pub enum ScaleLimit {
     /// `max_stages` reached.
     MaxStages,
-    /// The create budget is spent; a token comes in `retry_after_ms`.
-    Rate {
-        /// Milliseconds until the next create may be made.
-        retry_after_ms: u64,
-    },
+    /// `max_creating` creates are in flight already.
+    InFlight,
 }
 
 /// A scale-up decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ScaleUp {
-    /// Stages to create now (their tokens are already taken from the bucket): call
-    /// `begin_create` this many times.
+    /// Stages to create now: call `begin_create` this many times (each create then waits
+    /// for its slot in the account-wide `CreateStage` budget).
     pub create: u32,
     /// Stages that would be needed without limits.
     pub wanted: u32,
@@ -198,13 +188,10 @@ pub struct ScaleUp {
 
 /// Decides how many stages to create now: enough that free seats on live and warming stages
 /// plus the seats of stages being created reach `headroom_seats` (and that `min_stages`
-/// stages exist), bounded by `max_stages` and by the create budget, whose tokens it takes.
-pub fn scale_up(
-    cfg: &PolicyConfig,
-    load: &LoadSummary,
-    bucket: &mut TokenBucket,
-    now: Millis,
-) -> ScaleUp {
+/// stages exist), bounded by `max_stages` and by `max_creating` creates in flight. The rate
+/// of the calls is not decided here: each create waits for its slot in the account-wide
+/// budget ([`crate::budget`]).
+pub fn scale_up(cfg: &PolicyConfig, load: &LoadSummary) -> ScaleUp {
     let capacity = u64::from(load.capacity.max(1));
     let free = load.free_live_seats + load.free_warming_seats + load.creating_seats;
     let headroom = u64::from(cfg.headroom_seats);
@@ -224,21 +211,14 @@ pub fn scale_up(
         };
     }
     let room = cfg.max_stages.saturating_sub(load.existing());
-    let mut create = 0;
-    let mut limited_by = None;
-    while create < wanted {
-        if create >= room {
-            limited_by = Some(ScaleLimit::MaxStages);
-            break;
-        }
-        if !bucket.try_take(now) {
-            limited_by = Some(ScaleLimit::Rate {
-                retry_after_ms: bucket.time_until_available(now),
-            });
-            break;
-        }
-        create += 1;
-    }
+    let in_flight_room = cfg.max_creating.saturating_sub(load.creating);
+    let (create, limited_by) = if wanted > room && room <= in_flight_room {
+        (room, Some(ScaleLimit::MaxStages))
+    } else if wanted > in_flight_room {
+        (in_flight_room, Some(ScaleLimit::InFlight))
+    } else {
+        (wanted, None)
+    };
     ScaleUp {
         create,
         wanted,

@@ -220,7 +220,7 @@ fn derived_pool_settings_and_policy() {
     assert_eq!(p.scale_down_grace_ms, 120_000);
     assert_eq!(p.delete_grace_ms, 120_000);
     assert_eq!((p.min_stages, p.max_stages), (2, 9));
-    assert_eq!(p.create_rate_per_second, 5.0);
+    assert_eq!(p.max_creating, 5);
     assert_eq!(headroom_seats(3, 0.1), 1, "at least one seat");
     assert_eq!(headroom_seats(10_000, 0.5), 5_000);
     assert_eq!(headroom_seats(7, 1.5), 11, "rounded up");

@@ -3,10 +3,12 @@
 //! The stateless front (`routes`) authenticates and validates requests and mints tokens; pool
 //! operations go to one `StagePool` Durable Object per broadcast (`pool_object`), the single
 //! writer of that broadcast's pool; a `Registry` Durable Object lists broadcasts and holds the
-//! public key's ARN.
+//! public key's ARN; an `IvsBudget` Durable Object per IVS endpoint and region hands every pool
+//! its time slots for IVS's rate-limited stage operations.
 
 mod auth;
 mod body;
+mod budget;
 mod error;
 mod ivs_client;
 mod pool_object;
@@ -18,6 +20,7 @@ mod tokens;
 
 use worker::{event, Context, Env, Request, Response, Result};
 
+pub use budget::IvsBudget;
 pub use pool_object::StagePool;
 pub use registry::Registry;
 

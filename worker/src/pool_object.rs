@@ -11,6 +11,7 @@
 //! broadcast in the `x-stagefan-broadcast` header; errors come back as the final HTTP error.
 
 use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::pin;
 use std::rc::Rc;
@@ -19,11 +20,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use stagefan_core::budget::SlotSchedule;
 use stagefan_core::ivs::{
     CreateStageRequest, CreateStageResponse, DeleteStageRequest, EmptyResponse, GetStageRequest,
     GetStageResponse, ListStagesRequest, ListStagesResponse, Operation,
 };
-use stagefan_core::policy::{self, ScaleAction, TokenBucket};
+use stagefan_core::policy::{self, ScaleAction};
 use stagefan_core::pool::{
     AssignError, CreateIntent, DeleteIntent, Lease, Observation, Pool, PoolError, PoolMeta,
     PoolRows, Snapshot, Stage, StageEndpoints, StageId, StageState, LEASE_RANDOM_BYTES,
@@ -31,6 +33,7 @@ use stagefan_core::pool::{
 };
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlStorage, State};
 
+use crate::budget;
 use crate::error::{AppError, AppResult};
 use crate::ivs_client::{CallError, IvsClient, Retry};
 use crate::registry;
@@ -42,10 +45,12 @@ mod replication;
 /// How long a viewer who finds every stage full waits for a stage being created (a join storm
 /// on a fresh pool needs about two seconds of IVS's 5/s CreateStage for ten stages).
 const WAIT_FOR_CREATE_MS: u64 = 4_000;
-/// The shortest sleep of a viewer waiting for the CreateStage budget (no busy loop).
-const WAIT_MIN_MS: u64 = 50;
 /// Attempts of one `CreateStage` intent before it is given up.
 const CREATE_ATTEMPTS: u32 = 6;
+/// Attempts of a `DeleteStage` or `StopParticipantReplication` (each in its own budget slot).
+const BUDGETED_ATTEMPTS: u32 = 4;
+/// Slots a call may miss (its instance too busy to call on time) before it calls anyway.
+const MAX_MISSED_SLOTS: u32 = 10;
 /// How often the alarm tidies the pool (expired leases, scale-down) while it has viewers or
 /// more stages than its minimum.
 const MAINTENANCE_INTERVAL_MS: u64 = 15_000;
@@ -96,7 +101,7 @@ struct Shared {
     env: Env,
     settings: std::result::Result<Settings, String>,
     inner: RefCell<Inner>,
-    /// Signalled whenever a create intent ends.
+    /// Signalled whenever a create intent ends or gets its slot.
     create_done: CreateSignal,
 }
 
@@ -104,16 +109,21 @@ struct Shared {
 struct Inner {
     loaded: bool,
     pool: Option<Pool>,
-    /// The `CreateStage` budget (IVS allows 5 per second per account and region).
-    bucket: Option<TokenBucket>,
+    /// Creates waiting for their slot in the account-wide `CreateStage` budget: when each may
+    /// call IVS (this instance's clock).
+    create_slots: BTreeMap<StageId, u64>,
+    /// This pool's own schedules, used only when the account-wide budget cannot be reached
+    /// (so that the pool still never exceeds IVS's rate on its own).
+    fallback: BTreeMap<&'static str, SlotSchedule>,
     /// Whether the maintenance alarm is set (saves a storage read per request).
     alarm_set: bool,
     /// Replicate mode: replications being brought up (memory only).
     replication: replication::Replicator,
 }
 
-/// Wakes the viewers waiting for a stage being created when a create ends (either way), so
-/// that hundreds of waiters in a join storm sleep instead of polling the pool.
+/// Wakes the viewers waiting for a stage being created when a create ends (either way) or
+/// learns its slot, so that hundreds of waiters in a join storm sleep instead of polling the
+/// pool.
 #[derive(Default)]
 struct CreateSignal {
     generation: Cell<u64>,
@@ -331,28 +341,19 @@ impl StagePool {
                 pool.lease_of_user(user_id).is_some() || pool.peek_assignment().is_some()
             });
             if !has_room_or_seat {
-                // Every stage is full: make more if the policy and the budget allow, and wait
-                // a little for stages being created.
+                // Every stage is full: make more if the policy allows, and wait a little for
+                // stages being created, unless their slots in the account-wide CreateStage
+                // budget come after the wait (then the viewer is told when to come back).
                 self.scale_up();
-                let (creating, can_grow) = shared.with_pool(|p| {
-                    let sum = p.load_summary();
-                    (sum.creating, sum.existing() < p.settings().max_stages)
-                });
-                if now < deadline {
-                    if creating > 0 {
-                        shared
-                            .create_done
-                            .wait(Duration::from_millis(deadline - now))
-                            .await;
-                        continue;
-                    }
-                    // Only the CreateStage budget holds the next stage back: wait for its next
-                    // token (or a create ending), then ask the policy again.
-                    let refill = shared.create_budget_wait(now).max(WAIT_MIN_MS);
-                    if can_grow && now + refill < deadline {
-                        shared.create_done.wait(Duration::from_millis(refill)).await;
-                        continue;
-                    }
+                let creating = shared.with_pool(|p| p.load_summary().creating);
+                let next_stage_by_deadline =
+                    shared.next_create_at(now).is_none_or(|at| at < deadline);
+                if now < deadline && creating > 0 && next_stage_by_deadline {
+                    shared
+                        .create_done
+                        .wait(Duration::from_millis(deadline - now))
+                        .await;
+                    continue;
                 }
             }
             // Assign (this also records a refusal when there is no seat).
@@ -443,8 +444,7 @@ impl StagePool {
                 let intent = shared.mutate(|pool, now| Ok(pool.begin_create(now)));
                 match intent? {
                     Ok(intent) => {
-                        // An explicit create still respects IVS's rate: wait for a token.
-                        shared.wait_for_create_token().await;
+                        // An explicit create waits for its slot in the budget like any other.
                         create_stage(shared.clone(), intent).await;
                         replication::spawn(shared, &self.state);
                         Ok(())
@@ -763,12 +763,10 @@ impl Shared {
         let now = runtime::now_ms();
         let intents = {
             let mut inner = self.inner.borrow_mut();
-            let Inner { pool, bucket, .. } = &mut *inner;
-            let Some(pool) = pool.as_mut() else {
+            let Some(pool) = inner.pool.as_mut() else {
                 return Vec::new();
             };
-            let bucket = bucket.get_or_insert_with(|| policy_cfg.create_bucket(now));
-            let decision = policy::scale_up(&policy_cfg, &pool.load_summary(), bucket, now);
+            let decision = policy::scale_up(&policy_cfg, &pool.load_summary());
             (0..decision.create)
                 .map_while(|_| pool.begin_create(now).ok())
                 .collect::<Vec<_>>()
@@ -781,51 +779,99 @@ impl Shared {
         intents
     }
 
-    /// Milliseconds until the CreateStage budget has a token (0 when it has one now).
-    fn create_budget_wait(&self, now: u64) -> u64 {
-        self.inner
-            .borrow()
-            .bucket
-            .as_ref()
-            .map_or(0, |b| b.time_until_available(now))
-    }
-
-    /// Waits until the create budget has a token, and takes it.
-    async fn wait_for_create_token(&self) {
-        let Ok(settings) = self.settings() else {
-            return;
-        };
-        let policy_cfg = settings.config.policy();
-        loop {
-            let now = runtime::now_ms();
-            let wait = {
-                let mut inner = self.inner.borrow_mut();
-                let bucket = inner
-                    .bucket
-                    .get_or_insert_with(|| policy_cfg.create_bucket(now));
-                if bucket.try_take(now) {
-                    return;
-                }
-                bucket.time_until_available(now).max(1)
-            };
-            worker::Delay::from(Duration::from_millis(wait)).await;
-        }
-    }
-
-    /// When a refused viewer should come back: when the create budget has a token again, or
-    /// later when the pool is at its maximum of stages.
-    fn retry_after(&self, now: u64) -> u32 {
+    /// When the next stage being created can come at the earliest: `None` when a create is
+    /// already calling IVS (or asking for its slot), else the earliest slot of those waiting.
+    fn next_create_at(&self, now: u64) -> Option<u64> {
         let inner = self.inner.borrow();
-        let mut retry_ms = 1_000;
-        if let Some(pool) = inner.pool.as_ref() {
-            if pool.load_summary().existing() >= pool.settings().max_stages {
-                retry_ms = 5_000;
-            }
+        let creating = inner.pool.as_ref().map_or(0, |p| p.load_summary().creating) as usize;
+        let waiting: Vec<u64> = inner
+            .create_slots
+            .values()
+            .copied()
+            .filter(|at| *at > now)
+            .collect();
+        if waiting.len() < creating {
+            return None;
         }
-        if let Some(bucket) = inner.bucket.as_ref() {
-            retry_ms = retry_ms.max(bucket.time_until_available(now));
+        waiting.into_iter().min()
+    }
+
+    /// When a refused viewer should come back: when the next stage being created may be made
+    /// (its slot in the account-wide budget), at least a second; later when the pool is at
+    /// its maximum of stages.
+    fn retry_after(&self, now: u64) -> u32 {
+        let mut retry_ms = 1_000;
+        let at_max = self.inner.borrow().pool.as_ref().is_some_and(|pool| {
+            let sum = pool.load_summary();
+            sum.creating == 0 && sum.existing() >= pool.settings().max_stages
+        });
+        if at_max {
+            retry_ms = 5_000;
+        }
+        if let Some(at) = self.next_create_at(now) {
+            retry_ms = retry_ms.max(at.saturating_sub(now));
         }
         retry_ms.div_ceil(1000).max(1) as u32
+    }
+
+    /// Waits until this pool may make an `op` call: its slot of the account-wide budget (or,
+    /// when the budget cannot be reached, of the pool's own schedule at the same rate).
+    /// `throttled`: IVS throttled the last attempt. `create`: the create that waits, so that
+    /// viewers know when its stage can come.
+    ///
+    /// A slot is honoured only on time: a caller that wakes up later than half the guard
+    /// after its slot (this instance was busy) could reach IVS in the next window's company,
+    /// so it gives the slot up (it stays counted) and takes a new one.
+    async fn wait_for_slot(&self, op: Operation, mut throttled: bool, create: Option<StageId>) {
+        let tolerance = self
+            .settings()
+            .map_or(5, |s| (s.config.budget.guard_ms / 2).max(5));
+        for _ in 0..MAX_MISSED_SLOTS {
+            let at = self.reserve_slot(op, throttled).await;
+            throttled = false;
+            if let Some(id) = create {
+                self.inner.borrow_mut().create_slots.insert(id, at);
+                self.create_done.notify();
+            }
+            sleep_until(at).await;
+            if let Some(id) = create {
+                self.inner.borrow_mut().create_slots.remove(&id);
+            }
+            let late = runtime::now_ms().saturating_sub(at);
+            if late <= tolerance {
+                return;
+            }
+            worker::console_warn!("{} slot missed by {late} ms: taking a new one", op.name());
+        }
+    }
+
+    /// The instant this pool may make the next `op` call: a slot of the account-wide budget
+    /// (the budget's clock; instances' clocks agree to well within the guard), or, when the
+    /// budget cannot be reached, of the pool's own schedule at the same rate (logged).
+    async fn reserve_slot(&self, op: Operation, throttled: bool) -> u64 {
+        let Ok(settings) = self.settings() else {
+            return runtime::now_ms();
+        };
+        let cfg = &settings.config;
+        match budget::reserve(&self.env, &cfg.ivs_endpoint, &cfg.ivs_region, op, throttled).await {
+            Ok(slot) => slot.at,
+            Err(e) => {
+                worker::console_error!(
+                    "IVS budget unreachable ({e:?}): {} paced by this pool alone",
+                    op.name()
+                );
+                let now = runtime::now_ms();
+                let Some(rate) = cfg.budget.rate(op) else {
+                    return now;
+                };
+                let mut inner = self.inner.borrow_mut();
+                let schedule = inner.fallback.entry(op.name()).or_default();
+                if throttled {
+                    schedule.throttled(&rate, now);
+                }
+                schedule.reserve(&rate, now)
+            }
+        }
     }
 
     fn ivs(&self) -> AppResult<IvsClient> {
@@ -857,21 +903,25 @@ async fn create_stage(shared: Rc<Shared>, intent: CreateIntent) {
         ..Default::default()
     };
     let mut attempt = 1;
+    let mut throttled = false;
     let outcome = loop {
+        // Every attempt waits for its own slot in the account-wide CreateStage budget; the
+        // viewers waiting for this stage learn when it comes.
+        shared
+            .wait_for_slot(Operation::CreateStage, throttled, Some(intent.stage))
+            .await;
         let result: std::result::Result<CreateStageResponse, CallError> = client
             .call(Operation::CreateStage, &request, Retry::NONE)
             .await;
         match result {
             Ok(resp) => break resp.stage,
             Err(e) if attempt < CREATE_ATTEMPTS && e.is_retryable() => {
-                if e.is_throttling() {
-                    let now = runtime::now_ms();
-                    if let Some(b) = shared.inner.borrow_mut().bucket.as_mut() {
-                        b.drain_on_throttle(now);
-                    }
+                throttled = e.is_throttling();
+                if !throttled {
+                    // A 5xx or no answer: back off (a throttle is paced by the budget).
+                    let wait = Retry::DEFAULT.backoff(attempt, runtime::random_fraction());
+                    worker::Delay::from(wait.max(Duration::from_millis(50))).await;
                 }
-                let wait = Retry::DEFAULT.backoff(attempt, runtime::random_fraction());
-                worker::Delay::from(wait.max(Duration::from_millis(50))).await;
                 if e.outcome_unknown() {
                     if let Ok(Some(stage)) = find_stage_by_name(&client, &intent).await {
                         break Some(stage);
@@ -964,15 +1014,16 @@ async fn delete_stage(
     let client = shared
         .ivs()
         .map_err(|e| PoolError::Corrupt(format!("{e:?}")))?;
-    let result: std::result::Result<EmptyResponse, CallError> = client
-        .call(
-            Operation::DeleteStage,
-            &DeleteStageRequest {
-                arn: intent.arn.clone(),
-            },
-            Retry::DEFAULT,
-        )
-        .await;
+    let result: std::result::Result<EmptyResponse, CallError> = call_budgeted(
+        shared,
+        &client,
+        Operation::DeleteStage,
+        &DeleteStageRequest {
+            arn: intent.arn.clone(),
+        },
+        BUDGETED_ATTEMPTS,
+    )
+    .await;
     let gone = match &result {
         Ok(_) => true,
         Err(CallError::Ivs(e)) => e.status == 404,
@@ -992,6 +1043,42 @@ async fn delete_stage(
         .mutate(|pool, now| Ok(pool.deleted(intent.stage, now)))
         .map_err(|e| PoolError::Corrupt(format!("{e:?}")))?
         .map(|_evicted| ())
+}
+
+/// Sleeps until `at` (this instance's clock).
+async fn sleep_until(at: u64) {
+    let wait = at.saturating_sub(runtime::now_ms());
+    if wait > 0 {
+        worker::Delay::from(Duration::from_millis(wait)).await;
+    }
+}
+
+/// Calls a budgeted IVS operation: each attempt waits for its slot in the account-wide budget
+/// (a throttled attempt tells the budget); 5xx and no answer are retried with backoff, up to
+/// `attempts` in all. Only for operations that are safe to repeat.
+async fn call_budgeted<Req: Serialize, Resp: serde::de::DeserializeOwned>(
+    shared: &Shared,
+    client: &IvsClient,
+    op: Operation,
+    body: &Req,
+    attempts: u32,
+) -> std::result::Result<Resp, CallError> {
+    let mut attempt = 1;
+    let mut throttled = false;
+    loop {
+        shared.wait_for_slot(op, throttled, None).await;
+        match client.call(op, body, Retry::NONE).await {
+            Err(e) if attempt < attempts && e.is_retryable() => {
+                throttled = e.is_throttling();
+                if !throttled {
+                    let wait = Retry::DEFAULT.backoff(attempt, runtime::random_fraction());
+                    worker::Delay::from(wait.max(Duration::from_millis(50))).await;
+                }
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
 }
 
 /// The public view of a pool: no hosts, no counters. In replicate mode each stage also says

@@ -8,7 +8,8 @@
 //! a published participant, which is reported to the pool as an observation: only then does
 //! the replica stage go live and take viewers. Calls are paced by a token bucket within IVS's
 //! rate (5 per second per operation; the monitor's polling shares that budget, so we keep to
-//! 4), and one loop runs at a time per pool, registered with `waitUntil` (a loop started by
+//! 4); Start and Stop also wait for their slot in the account-wide budget (`crate::budget`),
+//! which every pool shares. One loop runs at a time per pool, registered with `waitUntil` (a loop started by
 //! a request must not be cut off with it). Before a replica stage is deleted its replication
 //! is stopped.
 //!
@@ -288,13 +289,16 @@ async fn start(shared: &Rc<Shared>, client: &IvsClient, r: &Replication) {
         reconnect_window_seconds: Some(RECONNECT_WINDOW_SECONDS),
         attributes: None,
     };
-    let result: Result<EmptyResponse, CallError> = client
-        .call(
-            Operation::StartParticipantReplication,
-            &request,
-            Retry::NONE,
-        )
-        .await;
+    // One attempt in its slot of the account-wide budget; a failed start is retried by the
+    // tracker's backoff.
+    let result: Result<EmptyResponse, CallError> = super::call_budgeted(
+        shared,
+        client,
+        Operation::StartParticipantReplication,
+        &request,
+        1,
+    )
+    .await;
     let now = runtime::now_ms();
     match result {
         // Conflict: it already runs (a start of ours whose answer was lost, or one made before
@@ -447,17 +451,18 @@ async fn stop(shared: &Rc<Shared>, origin_arn: &str, replica_arn: &str, pid: &st
     let Ok(client) = shared.ivs() else {
         return false;
     };
-    let result: Result<EmptyResponse, CallError> = client
-        .call(
-            Operation::StopParticipantReplication,
-            &StopParticipantReplicationRequest {
-                source_stage_arn: origin_arn.to_string(),
-                destination_stage_arn: replica_arn.to_string(),
-                participant_id: pid.to_string(),
-            },
-            Retry::DEFAULT,
-        )
-        .await;
+    let result: Result<EmptyResponse, CallError> = super::call_budgeted(
+        shared,
+        &client,
+        Operation::StopParticipantReplication,
+        &StopParticipantReplicationRequest {
+            source_stage_arn: origin_arn.to_string(),
+            destination_stage_arn: replica_arn.to_string(),
+            participant_id: pid.to_string(),
+        },
+        super::BUDGETED_ATTEMPTS,
+    )
+    .await;
     match result {
         Ok(_) => true,
         // Not running (never started, or ended with its source): nothing to stop.

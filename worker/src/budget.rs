@@ -1,0 +1,174 @@
+//! The `IvsBudget` Durable Object: the account-wide budget of IVS stage operations, one
+//! instance per IVS endpoint and region (`idFromName("{endpoint} {region}")`), shared by every
+//! `StagePool`.
+//!
+//! IVS limits `CreateStage`, `DeleteStage` and the participant-replication calls to 5 per
+//! second per account and region, whatever the number of broadcasts. A pool asks
+//! `POST https://budget/reserve {"operation":"CreateStage"}` before each such call and gets
+//! the earliest instant it may make it (`stagefan_core::budget::SlotSchedule`); it sleeps until
+//! then. A reservation is read, decided and written in one synchronous turn (no await in
+//! between), so no two callers get the same slot; the schedule is stored in SQLite so that a
+//! restarted instance does not hand out slots that are already taken.
+//!
+//! A class of its own rather than a part of the `Registry`: the registry holds its input gate
+//! closed during the public-key import (several IVS calls), which would stall every
+//! reservation behind it, and a budget per endpoint and region is a different key than the
+//! one registry.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use stagefan_core::budget::{BudgetConfig, SlotSchedule};
+use stagefan_core::ivs::Operation;
+use worker::{
+    durable_object, DurableObject, Env, Headers, Method, Request, RequestInit, Response, Result,
+    SqlStorage, State,
+};
+
+use crate::error::{AppError, AppResult};
+use crate::runtime;
+use crate::settings::Settings;
+
+/// A slot granted by the budget.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Slot {
+    /// The instant (unix ms, the budget's clock) the call may be made.
+    pub at: u64,
+    /// Milliseconds from the budget's `now` until then (for logs).
+    pub wait_ms: u64,
+}
+
+#[durable_object]
+pub struct IvsBudget {
+    sql: SqlStorage,
+    config: std::result::Result<BudgetConfig, String>,
+    schedules: RefCell<Option<BTreeMap<String, SlotSchedule>>>,
+}
+
+impl DurableObject for IvsBudget {
+    fn new(state: State, env: Env) -> Self {
+        IvsBudget {
+            sql: state.storage().sql(),
+            config: Settings::from_env(&env)
+                .map(|s| s.config.budget)
+                .map_err(|e| format!("{e:?}")),
+            schedules: RefCell::new(None),
+        }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        let op = req.path().trim_start_matches('/').to_string();
+        let body: Value = req.json().await.unwrap_or(Value::Null);
+        let result = match op.as_str() {
+            "reserve" => self
+                .reserve(&body)
+                .and_then(|slot| Ok(serde_json::to_value(slot)?)),
+            _ => Err(AppError::NotFound {
+                code: "not_found",
+                message: format!("no budget operation {op:?}"),
+            }),
+        };
+        Ok(match result {
+            Ok(value) => Response::from_json(&value)?,
+            Err(e) => e.into_response(),
+        })
+    }
+}
+
+impl IvsBudget {
+    /// Reserves the next slot of `body.operation`; `body.throttled` says the caller's last
+    /// call of it was throttled by IVS, which pushes the schedule a window back first.
+    fn reserve(&self, body: &Value) -> AppResult<Slot> {
+        let config = self
+            .config
+            .as_ref()
+            .map_err(|e| AppError::Internal(e.clone()))?;
+        let name = body["operation"].as_str().unwrap_or_default();
+        let rate = Operation::from_name(name)
+            .and_then(|op| config.rate(op))
+            .ok_or_else(|| {
+                AppError::bad_field("operation", format!("{name:?} has no budget here"))
+            })?;
+        let now = runtime::now_ms();
+        let mut schedules = self.schedules.borrow_mut();
+        let schedules = match schedules.as_mut() {
+            Some(s) => s,
+            None => schedules.insert(self.load()?),
+        };
+        let schedule = schedules.entry(name.to_string()).or_default();
+        if body["throttled"].as_bool() == Some(true) {
+            schedule.throttled(&rate, now);
+        }
+        let at = schedule.reserve(&rate, now);
+        self.sql.exec(
+            "INSERT INTO schedules (operation, row) VALUES (?, ?) ON CONFLICT(operation) DO UPDATE SET row = excluded.row",
+            vec![name.into(), serde_json::to_string(schedule)?.into()],
+        )?;
+        Ok(Slot {
+            at,
+            wait_ms: at.saturating_sub(now),
+        })
+    }
+
+    fn load(&self) -> AppResult<BTreeMap<String, SlotSchedule>> {
+        self.sql.exec(
+            "CREATE TABLE IF NOT EXISTS schedules (operation TEXT PRIMARY KEY, row TEXT NOT NULL)",
+            None,
+        )?;
+        #[derive(Deserialize)]
+        struct Row {
+            operation: String,
+            row: String,
+        }
+        let rows: Vec<Row> = self
+            .sql
+            .exec("SELECT operation, row FROM schedules", None)?
+            .to_array()?;
+        let mut schedules = BTreeMap::new();
+        for r in rows {
+            // A row that does not read (an older format) is an empty schedule: at worst one
+            // window of calls too early after a deploy, which IVS's throttling then paces.
+            let schedule = serde_json::from_str(&r.row).unwrap_or_default();
+            schedules.insert(r.operation, schedule);
+        }
+        Ok(schedules)
+    }
+}
+
+/// Asks the budget of `endpoint` + `region` for the next slot of `op`.
+pub async fn reserve(
+    env: &Env,
+    endpoint: &str,
+    region: &str,
+    op: Operation,
+    throttled: bool,
+) -> AppResult<Slot> {
+    let stub = env
+        .durable_object("IVS_BUDGET")?
+        .id_from_name(&format!("{endpoint} {region}"))?
+        .get_stub()?;
+    let headers = Headers::new();
+    headers.set("content-type", "application/json")?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post)
+        .with_headers(headers)
+        .with_body(Some(
+            serde_json::json!({"operation": op.name(), "throttled": throttled})
+                .to_string()
+                .into(),
+        ));
+    let req = Request::new_with_init("https://budget/reserve", &init)?;
+    let mut resp = stub.fetch_with_request(req).await?;
+    let status = resp.status_code();
+    let value: Value = resp.json().await?;
+    if status >= 400 {
+        return Err(AppError::Internal(format!(
+            "budget reserve {}: {status} {value}",
+            op.name()
+        )));
+    }
+    Ok(serde_json::from_value(value)?)
+}
