@@ -7,8 +7,8 @@
 //! thing at a time, so assignment is atomic; IVS calls are awaited, and what is in flight with
 //! IVS is explicit pool state (a `creating` stage is the create intent).
 //!
-//! The edge (`routes`) talks to it over internal requests `POST https://pool/<op>` with the
-//! broadcast in the `x-stagefan-broadcast` header; errors come back as the final HTTP error.
+//! The edge (`routes`) talks to it over internal requests `POST https://pool/<op>/<broadcast>`
+//! (JSON body, no headers); errors come back as the final HTTP error.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -54,8 +54,6 @@ const MAX_MISSED_SLOTS: u32 = 10;
 /// How often the alarm tidies the pool (expired leases, scale-down) while it has viewers or
 /// more stages than its minimum.
 const MAINTENANCE_INTERVAL_MS: u64 = 15_000;
-
-pub const BROADCAST_HEADER: &str = "x-stagefan-broadcast";
 
 /// A viewer's seat as the pool grants it; the edge mints the token.
 #[derive(Debug, Serialize, Deserialize)]
@@ -189,8 +187,12 @@ impl DurableObject for StagePool {
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
-        let op = req.path().trim_start_matches('/').to_string();
-        let broadcast = req.headers().get(BROADCAST_HEADER)?.unwrap_or_default();
+        let path = req.path();
+        let (op, broadcast) = path
+            .trim_start_matches('/')
+            .split_once('/')
+            .unwrap_or((path.trim_start_matches('/'), ""));
+        let (op, broadcast) = (op.to_string(), broadcast.to_string());
         let body: Value = req.json().await.unwrap_or(Value::Null);
         let result = self.handle(&op, &broadcast, body).await;
         Ok(match result {
