@@ -106,9 +106,16 @@ test('host follows the pool; viewers play, wait out 503, heartbeat and leave', {
   assert.equal(s1.leases.size + s2.leases.size, 3, 'leases survive their TTL through heartbeats');
 
   // A closed viewer page leaves (sendBeacon) and frees its seat; its media session ends.
+  // The session ends at once when the page's keepalive DELETE gets through; a page torn down
+  // before that (the DELETE is cross-origin, so it needs a preflight) ends it by ICE: ivs-local
+  // is ICE-lite and drops a peer once no binding request came on any of its candidate pairs
+  // for 15 s (str0m checks an idle agent every 3 s: up to ≈18 s after the page went away).
+  // This waited 20 s and failed twice when the DELETE was lost; both ways end within 30 s.
+  const closedAt = Date.now();
   await v2.ctx.close();
   await waitFor(() => s1.leases.size === 1, 5000, 'the closed viewer to leave');
-  await waitFor(async () => (await stageStats(s1.id))?.subscribers === 1, 20000, 'its media session to end');
+  await waitFor(async () => (await stageStats(s1.id))?.subscribers === 1, 30000, 'its media session to end');
+  console.log(`closed viewer's media session ended after ${Date.now() - closedAt} ms`);
 
   // The pool drains stage 1: the host leaves it (viewer 1 is then asked to move by the pool,
   // which is the edge's job, not the page's).
