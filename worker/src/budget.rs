@@ -22,12 +22,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use stagefan_core::budget::{BudgetConfig, SlotSchedule};
 use stagefan_core::ivs::Operation;
-use worker::{
-    durable_object, DurableObject, Env, Headers, Method, Request, RequestInit, Response, Result,
-    SqlStorage, State,
-};
+use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlStorage, State};
 
 use crate::error::{AppError, AppResult};
+use crate::internal;
 use crate::runtime;
 use crate::settings::Settings;
 
@@ -146,29 +144,14 @@ pub async fn reserve(
     op: Operation,
     throttled: bool,
 ) -> AppResult<Slot> {
-    let stub = env
-        .durable_object("IVS_BUDGET")?
-        .id_from_name(&format!("{endpoint} {region}"))?
-        .get_stub()?;
-    let headers = Headers::new();
-    headers.set("content-type", "application/json")?;
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post)
-        .with_headers(headers)
-        .with_body(Some(
-            serde_json::json!({"operation": op.name(), "throttled": throttled})
-                .to_string()
-                .into(),
-        ));
-    let req = Request::new_with_init("https://budget/reserve", &init)?;
-    let mut resp = stub.fetch_with_request(req).await?;
-    let status = resp.status_code();
-    let value: Value = resp.json().await?;
-    if status >= 400 {
-        return Err(AppError::Internal(format!(
-            "budget reserve {}: {status} {value}",
-            op.name()
-        )));
-    }
+    let value = internal::post_json(
+        env,
+        "IVS_BUDGET",
+        &format!("{endpoint} {region}"),
+        "https://budget/reserve",
+        &serde_json::json!({"operation": op.name(), "throttled": throttled}),
+        &format!("budget reserve {}", op.name()),
+    )
+    .await?;
     Ok(serde_json::from_value(value)?)
 }

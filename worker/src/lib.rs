@@ -10,6 +10,7 @@ mod auth;
 mod body;
 mod budget;
 mod error;
+mod internal;
 mod ivs_client;
 mod pool_object;
 mod registry;

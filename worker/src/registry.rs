@@ -14,12 +14,10 @@ use stagefan_core::ivs::{
     GetPublicKeyRequest, GetPublicKeyResponse, ImportPublicKeyRequest, ImportPublicKeyResponse,
     ListPublicKeysRequest, ListPublicKeysResponse, Operation, TAG_MANAGED,
 };
-use worker::{
-    durable_object, DurableObject, Env, Headers, Method, Request, RequestInit, Response, Result,
-    SqlStorage, State,
-};
+use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlStorage, State};
 
 use crate::error::{AppError, AppResult};
+use crate::internal;
 use crate::ivs_client::{IvsClient, Retry};
 use crate::settings::Settings;
 use crate::tokens;
@@ -219,26 +217,15 @@ async fn ensure_public_key(sql: &SqlStorage, env: &Env, pem: &str) -> AppResult<
 
 /// Calls the registry.
 async fn call(env: &Env, op: &str, body: Value) -> AppResult<Value> {
-    let stub = env
-        .durable_object("REGISTRY")?
-        .id_from_name(REGISTRY_NAME)?
-        .get_stub()?;
-    let headers = Headers::new();
-    headers.set("content-type", "application/json")?;
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post)
-        .with_headers(headers)
-        .with_body(Some(body.to_string().into()));
-    let req = Request::new_with_init(&format!("https://registry/{op}"), &init)?;
-    let mut resp = stub.fetch_with_request(req).await?;
-    let status = resp.status_code();
-    let value: Value = resp.json().await?;
-    if status >= 400 {
-        return Err(AppError::Internal(format!(
-            "registry {op}: {status} {value}"
-        )));
-    }
-    Ok(value)
+    internal::post_json(
+        env,
+        "REGISTRY",
+        REGISTRY_NAME,
+        &format!("https://registry/{op}"),
+        &body,
+        &format!("registry {op}"),
+    )
+    .await
 }
 
 /// Records that `broadcast` exists.

@@ -16,11 +16,12 @@ use stagefan_core::ivs::{
 };
 use stagefan_core::sigv4::UtcDateTime;
 use stagefan_core::token::{participant_id, TokenBuilder};
-use worker::{Env, Headers, Method, Request, RequestInit, Response};
+use worker::{Env, Headers, Method, Request, Response};
 
 use crate::auth::{self, Role};
 use crate::body::{self, JsonBody};
 use crate::error::{AppError, AppResult};
+use crate::internal;
 use crate::ivs_client::{CallError, IvsClient, Retry};
 use crate::pool_object::{JoinGrant, PublisherStages};
 use crate::registry;
@@ -375,18 +376,14 @@ async fn pool_call<T: DeserializeOwned>(
     op: &str,
     body: Value,
 ) -> AppResult<T> {
-    let stub = edge
-        .env
-        .durable_object("STAGE_POOL")?
-        .id_from_name(broadcast)?
-        .get_stub()?;
-    // No headers: the broadcast (validated, URL-safe) is in the path. A request object with
-    // headers costs measurably more to build in workerd, once per viewer.
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post)
-        .with_body(Some(body.to_string().into()));
-    let request = Request::new_with_init(&format!("https://pool/{op}/{broadcast}"), &init)?;
-    let mut response = stub.fetch_with_request(request).await?;
+    let mut response = internal::post(
+        &edge.env,
+        "STAGE_POOL",
+        broadcast,
+        &format!("https://pool/{op}/{broadcast}"),
+        &body,
+    )
+    .await?;
     let status = response.status_code();
     if status >= 400 {
         let retry_after = response.headers().get("retry-after").ok().flatten();
