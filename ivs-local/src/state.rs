@@ -437,6 +437,14 @@ impl Store {
         Ok((id, to_close))
     }
 
+    /// The participant `pid` of `stage_id`'s current session, if both exist.
+    fn participant_mut(&mut self, stage_id: &str, pid: &str) -> Option<&mut ParticipantRec> {
+        self.stages
+            .get_mut(stage_id)
+            .and_then(|s| s.session.as_mut())
+            .and_then(|s| s.find_mut(pid))
+    }
+
     fn mark_left(p: &mut ParticipantRec, now: i64) {
         if p.published {
             push_event(p, event(EventName::PublishStopped, &p.id.clone(), now));
@@ -774,12 +782,7 @@ impl Store {
             .collect();
         for d in dests {
             if let Some(id) = ivs::stage_id_from_arn(&d).map(str::to_string) {
-                if let Some(p) = self
-                    .stages
-                    .get_mut(&id)
-                    .and_then(|s| s.session.as_mut())
-                    .and_then(|s| s.find_mut(pid))
-                {
+                if let Some(p) = self.participant_mut(&id, pid) {
                     p.published = true;
                     push_event(p, event(EventName::PublishStarted, pid, now));
                 }
@@ -856,12 +859,7 @@ impl Store {
                 r.source_left_at = Some(now);
             }
             if let Some(id) = ivs::stage_id_from_arn(&dst).map(str::to_string) {
-                if let Some(p) = self
-                    .stages
-                    .get_mut(&id)
-                    .and_then(|s| s.session.as_mut())
-                    .and_then(|s| s.find_mut(pid))
-                {
+                if let Some(p) = self.participant_mut(&id, pid) {
                     if p.state == ParticipantState::Connected {
                         Self::mark_left(p, now);
                     }
@@ -1169,9 +1167,7 @@ impl Store {
         session.participants.push(replica);
         self.replications[index].destination_session_id = destination_session_id;
         if let Some(p) = ivs::stage_id_from_arn(&rep.source_stage_arn)
-            .and_then(|id| self.stages.get_mut(id))
-            .and_then(|s| s.session.as_mut())
-            .and_then(|s| s.find_mut(pid))
+            .and_then(|id| self.participant_mut(id, pid))
         {
             p.replication_type = ReplicationType::Source;
             p.replication_state = Some(ReplicationState::Active);
@@ -1275,12 +1271,7 @@ impl Store {
         stopped.destination_stage_arn = Some(dst.to_string());
         stopped.destination_session_id = Some(dest_session);
         if let Some(id) = ivs::stage_id_from_arn(dst).map(str::to_string) {
-            if let Some(p) = self
-                .stages
-                .get_mut(&id)
-                .and_then(|s| s.session.as_mut())
-                .and_then(|s| s.find_mut(pid))
-            {
+            if let Some(p) = self.participant_mut(&id, pid) {
                 if p.state == ParticipantState::Connected {
                     p.replication_state = Some(ReplicationState::Stopped);
                     let mut e = stopped.clone();
@@ -1297,12 +1288,7 @@ impl Store {
                 && r.participant_id == pid
         });
         if let Some(id) = ivs::stage_id_from_arn(src).map(str::to_string) {
-            if let Some(p) = self
-                .stages
-                .get_mut(&id)
-                .and_then(|s| s.session.as_mut())
-                .and_then(|s| s.find_mut(pid))
-            {
+            if let Some(p) = self.participant_mut(&id, pid) {
                 stopped.replica = Some(false);
                 push_event(p, stopped);
                 if !still_active {
