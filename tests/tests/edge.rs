@@ -331,6 +331,26 @@ async fn bad_inputs(api: &Api) {
         .unwrap();
     assert_eq!(preflight.status(), 204);
     assert_eq!(preflight.headers()["access-control-allow-origin"], "*");
+    // An answer and an error answer carry them too (the page reads Retry-After from a 503).
+    for (path, status) in [("/api/config", 200), ("/api/nosuch", 404)] {
+        let answer = reqwest::Client::new()
+            .get(format!("{}{path}", api.base))
+            .header("origin", "http://example.test")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), status, "{path}");
+        assert_eq!(
+            answer.headers()["access-control-allow-origin"],
+            "*",
+            "{path}"
+        );
+        assert_eq!(
+            answer.headers()["access-control-expose-headers"],
+            "retry-after",
+            "{path}"
+        );
+    }
     assert!(preflight.headers()["access-control-allow-headers"]
         .to_str()
         .unwrap()
