@@ -29,6 +29,8 @@ use crate::pool::Millis;
 
 /// IVS's rate for each stage operation stagefan makes (per account and region).
 pub const IVS_STAGE_OPERATION_TPS: u32 = 5;
+/// IVS's rate of `CreateParticipantToken`, per account and region.
+pub const IVS_CREATE_TOKEN_TPS: u32 = 50;
 /// Default margin added to the 1-second window, in milliseconds.
 pub const DEFAULT_GUARD_MS: u64 = 100;
 
@@ -133,6 +135,13 @@ pub struct BudgetConfig {
     /// `IVS_REPLICATION_TPS`: `StartParticipantReplication` calls per second, and as many
     /// `StopParticipantReplication`, default 5.
     pub replication_tps: u32,
+    /// `IVS_CREATE_TOKEN_TPS`: `CreateParticipantToken` calls per second (`api` token
+    /// mode), default 50.
+    pub create_token_tps: u32,
+    /// `IVS_PARTICIPANT_TPS`: `DisconnectParticipant` calls per second (strangers: viewers
+    /// still connected after their seat went), and as many `GetStage` (checking a stage a
+    /// viewer found missing), default 5.
+    pub participant_tps: u32,
     /// `IVS_BUDGET_GUARD_MS`: margin added to the 1-second window, default 100.
     pub guard_ms: u64,
 }
@@ -143,6 +152,8 @@ impl Default for BudgetConfig {
             create_stage_tps: IVS_STAGE_OPERATION_TPS,
             delete_stage_tps: IVS_STAGE_OPERATION_TPS,
             replication_tps: IVS_STAGE_OPERATION_TPS,
+            create_token_tps: IVS_CREATE_TOKEN_TPS,
+            participant_tps: IVS_STAGE_OPERATION_TPS,
             guard_ms: DEFAULT_GUARD_MS,
         }
     }
@@ -158,16 +169,21 @@ impl BudgetConfig {
             Operation::StartParticipantReplication | Operation::StopParticipantReplication => {
                 self.replication_tps
             }
+            Operation::CreateParticipantToken => self.create_token_tps,
+            Operation::DisconnectParticipant | Operation::GetStage => self.participant_tps,
             _ => return None,
         };
         Some(SlotRate::new(tps, tps, self.guard_ms))
     }
 
     /// The operations with a schedule.
-    pub const OPERATIONS: [Operation; 4] = [
+    pub const OPERATIONS: [Operation; 7] = [
         Operation::CreateStage,
         Operation::DeleteStage,
         Operation::StartParticipantReplication,
         Operation::StopParticipantReplication,
+        Operation::CreateParticipantToken,
+        Operation::DisconnectParticipant,
+        Operation::GetStage,
     ];
 }

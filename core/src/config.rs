@@ -110,8 +110,11 @@ pub const DEFAULT_MAX_STAGES: u32 = 100;
 pub const MAX_MAX_STAGES: u32 = 10_000;
 /// Default lease time to live, in seconds.
 pub const DEFAULT_LEASE_TTL_SECONDS: u32 = 60;
-/// Default participant-token lifetime, in seconds.
-pub const DEFAULT_TOKEN_TTL_SECONDS: u32 = 3_600;
+/// Default participant-token lifetime, in seconds: about as long as a seat lives, so a token
+/// does not outlive the seat it was minted for by long (a held lease gets a fresh one).
+pub const DEFAULT_TOKEN_TTL_SECONDS: u32 = 300;
+/// Default limit of seats one client address (IPv4, or IPv6 /64) holds per broadcast.
+pub const DEFAULT_MAX_SEATS_PER_CLIENT: u32 = 16;
 /// Longest participant-token lifetime IVS accepts: 14 days.
 pub const MAX_TOKEN_TTL_SECONDS: u32 = 14 * 24 * 3_600;
 /// Default headroom, as a fraction of one stage's capacity.
@@ -161,6 +164,12 @@ pub struct Config {
     /// `DEFAULT_BROADCAST`: the broadcast used when a request names none; default `default`;
     /// set it to the empty string to require every request to name one.
     pub default_broadcast: Option<String>,
+    /// `MAX_SEATS_PER_CLIENT`: seats one client address (IPv4, or IPv6 /64) may hold per
+    /// broadcast, 0..=100000 (0: no limit), default 16.
+    pub max_seats_per_client: u32,
+    /// `TICKET_BROADCASTS`: broadcasts that seat only holders of a viewer ticket signed by the
+    /// operator's backend (a comma list of broadcast ids, or `*` for all); default none.
+    pub ticket_broadcasts: TicketScope,
     /// `IVS_CREATE_STAGE_TPS`, `IVS_DELETE_STAGE_TPS`, `IVS_REPLICATION_TPS` (each 1..=100,
     /// default 5, IVS's rate) and `IVS_BUDGET_GUARD_MS` (0..=1000, default 100): the
     /// account-wide budget of IVS stage operations shared by every pool.
@@ -303,6 +312,14 @@ impl Config {
             create_stage_tps: tps("IVS_CREATE_STAGE_TPS")?,
             delete_stage_tps: tps("IVS_DELETE_STAGE_TPS")?,
             replication_tps: tps("IVS_REPLICATION_TPS")?,
+            create_token_tps: parse_int(
+                "IVS_CREATE_TOKEN_TPS",
+                get("IVS_CREATE_TOKEN_TPS"),
+                crate::budget::IVS_CREATE_TOKEN_TPS,
+                1,
+                1_000,
+            )?,
+            participant_tps: tps("IVS_PARTICIPANT_TPS")?,
             guard_ms: u64::from(parse_int(
                 "IVS_BUDGET_GUARD_MS",
                 get("IVS_BUDGET_GUARD_MS"),
@@ -317,7 +334,18 @@ impl Config {
             None => MediaMode::Ivs,
         };
 
+        let max_seats_per_client = parse_int(
+            "MAX_SEATS_PER_CLIENT",
+            get("MAX_SEATS_PER_CLIENT"),
+            DEFAULT_MAX_SEATS_PER_CLIENT,
+            0,
+            100_000,
+        )?;
+        let ticket_broadcasts = TicketScope::parse(get("TICKET_BROADCASTS").as_deref())?;
+
         Ok(Config {
+            max_seats_per_client,
+            ticket_broadcasts,
             stage_capacity,
             min_stages,
             max_stages,
@@ -343,6 +371,7 @@ impl Config {
             max_stages: self.max_stages,
             lease_ttl_ms: u64::from(self.lease_ttl_seconds) * 1000,
             fanout: self.fanout_mode,
+            max_seats_per_client: self.max_seats_per_client,
         }
     }
 
@@ -489,8 +518,18 @@ pub fn validate_user_id(id: &str) -> Result<(), InvalidField> {
         128,
         |c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '@' | ':' | '-'),
         "letters, digits, `_`, `.`, `@`, `:` and `-`",
-    )
+    )?;
+    if id.eq_ignore_ascii_case(HOST_USER_ID) {
+        return Err(InvalidField::new(
+            "userId",
+            format!("`{HOST_USER_ID}` is reserved for the broadcast's host"),
+        ));
+    }
+    Ok(())
 }
+
+/// The `user_id` of the host's participant tokens; no viewer may call itself that.
+pub const HOST_USER_ID: &str = "host";
 
 fn validate_id(
     id: &str,
@@ -542,7 +581,7 @@ mod tests {
         assert_eq!(c.min_stages, 1);
         assert_eq!(c.max_stages, 100);
         assert_eq!(c.lease_ttl_seconds, 60);
-        assert_eq!(c.token_ttl_seconds, 3600);
+        assert_eq!(c.token_ttl_seconds, 300);
         assert_eq!(c.token_mode, TokenMode::SelfSigned);
         assert_eq!(c.fanout_mode, FanoutMode::MultiPublish);
         assert_eq!(c.media_mode, MediaMode::Ivs);
@@ -554,5 +593,51 @@ mod tests {
         assert_eq!(c.default_broadcast.as_deref(), Some("default"));
         assert_eq!(c.scale_down_grace_seconds, 300);
         assert_eq!(c, Config::default());
+    }
+}
+
+/// Which broadcasts require a viewer ticket (`TICKET_BROADCASTS`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum TicketScope {
+    /// Every broadcast is public (the default).
+    #[default]
+    None,
+    /// Every broadcast requires a ticket (`*`).
+    All,
+    /// These broadcasts require one.
+    Some(std::collections::BTreeSet<String>),
+}
+
+impl TicketScope {
+    /// Parses `*`, or a comma list of broadcast ids; empty or absent is [`TicketScope::None`].
+    pub fn parse(value: Option<&str>) -> Result<TicketScope, InvalidField> {
+        let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+            return Ok(TicketScope::None);
+        };
+        if value == "*" {
+            return Ok(TicketScope::All);
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for id in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            validate_broadcast_id(id).map_err(|e| {
+                InvalidField::new("TICKET_BROADCASTS", format!("{id:?}: {}", e.problem))
+            })?;
+            ids.insert(id.to_string());
+        }
+        Ok(if ids.is_empty() {
+            TicketScope::None
+        } else {
+            TicketScope::Some(ids)
+        })
+    }
+
+    /// Whether `broadcast` seats ticket holders only.
+    pub fn requires(&self, broadcast: &str) -> bool {
+        match self {
+            TicketScope::None => false,
+            TicketScope::All => true,
+            TicketScope::Some(ids) => ids.contains(broadcast),
+        }
     }
 }

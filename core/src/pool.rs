@@ -167,6 +167,10 @@ pub struct Stage {
     pub deleted_at: Option<Millis>,
     /// Whether it went to `deleted` because its create failed.
     pub create_failed: bool,
+    /// Whether it went to `deleted` because IVS no longer had it (deleted behind the pool's
+    /// back): its viewers were evicted to be seated elsewhere.
+    #[serde(default)]
+    pub gone: bool,
     /// The host's (or its replica's) participant id on this stage, when known.
     pub host_participant_id: Option<String>,
     /// Whether the host was last known to publish here.
@@ -193,8 +197,17 @@ impl Stage {
 pub struct Lease {
     /// `{broadcast}.{22 url-safe chars}`.
     pub id: String,
-    /// The viewer.
+    /// What the viewer calls itself (IVS's `user_id`): a display name, never a key.
     pub user_id: String,
+    /// The IVS participant id of this seat: every token minted for the lease carries it
+    /// (`jti`), so one seat is one participant however often the viewer asks. Rows stored
+    /// before it existed get one derived from the lease id.
+    #[serde(default)]
+    pub participant_id: String,
+    /// The client that holds the seat (the key of [`PoolSettings::max_seats_per_client`]:
+    /// an IPv4 address or an IPv6 /64), when the edge knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
     /// The stage the seat is on.
     pub stage: StageId,
     /// When the lease was first granted.
@@ -215,6 +228,8 @@ pub struct Stats {
     pub reconnects: u64,
     /// Viewers refused for want of a seat.
     pub refusals: u64,
+    /// New seats refused because their client already held its limit of seats.
+    pub client_refusals: u64,
     /// Leases given back by the viewer (or moved off a draining stage on reconnect).
     pub leaves: u64,
     /// Leases that lapsed.
@@ -267,6 +282,9 @@ pub struct PoolSettings {
     pub lease_ttl_ms: u64,
     /// Fan-out mode of new pools (an existing pool keeps the mode it was made with).
     pub fanout: FanoutMode,
+    /// Seats one client (see [`Lease::client`]) may hold at once in this pool; 0: no limit.
+    /// Reconnects to a held seat are never refused by it.
+    pub max_seats_per_client: u32,
 }
 
 impl Default for PoolSettings {
@@ -277,6 +295,7 @@ impl Default for PoolSettings {
             max_stages: crate::config::DEFAULT_MAX_STAGES,
             lease_ttl_ms: u64::from(crate::config::DEFAULT_LEASE_TTL_SECONDS) * 1000,
             fanout: FanoutMode::MultiPublish,
+            max_seats_per_client: 0,
         }
     }
 }
@@ -355,6 +374,21 @@ pub struct Assignment {
     pub expires_at: Millis,
     /// Whether this was a sticky reconnect (same lease, same stage).
     pub reconnected: bool,
+    /// The seat's IVS participant id: the token minted for it must carry this one.
+    pub participant_id: String,
+    /// The display name the viewer gave (on a reconnect: the one the lease was made with).
+    pub user_id: String,
+}
+
+/// A viewer asking for a seat (see [`Pool::join`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct JoinRequest<'a> {
+    /// What the viewer calls itself (already validated by the adapter).
+    pub user_id: &'a str,
+    /// The lease the viewer holds, if it says it holds one: the only way back to a seat.
+    pub lease_id: Option<&'a str>,
+    /// The client asking (an IPv4 address or IPv6 /64, see [`client_key`]), if known.
+    pub client: Option<&'a str>,
 }
 
 /// Why no seat was given: the adapter answers 503 with `Retry-After`.
@@ -391,6 +425,14 @@ pub enum AssignError {
     /// The random bytes gave a lease id that exists: call again with fresh bytes.
     #[error("lease id {0} already exists; draw new random bytes")]
     LeaseIdTaken(String),
+    /// The client already holds `limit` seats of this broadcast (answered 429).
+    #[error("this client already holds {held} seats of this broadcast (limit {limit})")]
+    ClientLimit {
+        /// Seats the client holds.
+        held: u32,
+        /// The limit.
+        limit: u32,
+    },
 }
 
 /// A stage the adapter must now create in IVS: exactly once per intent.
@@ -539,6 +581,21 @@ pub struct Observation {
     pub observed_at: Millis,
     /// The stages read.
     pub stages: Vec<StageObservation>,
+    /// Stages of this pool that IVS no longer has (`GetStage` or `ListStages` said so): they
+    /// are marked gone at once and their viewers re-seated.
+    #[serde(default)]
+    pub missing: Vec<String>,
+}
+
+/// A participant connected to a stage without a seat there: its lease lapsed or was given
+/// back, or it never had one. The adapter disconnects it (`DisconnectParticipant`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stranger {
+    /// The stage.
+    pub stage_arn: String,
+    /// The participant IVS listed.
+    pub participant_id: String,
 }
 
 /// A stage whose pool load differs from IVS's subscriber count.
@@ -563,6 +620,15 @@ pub struct ObservationReport {
     pub became_live: Vec<String>,
     /// Observed ARNs this pool does not know.
     pub unknown_stages: Vec<String>,
+    /// Subscribers connected without a seat on their stage (to disconnect).
+    #[serde(default)]
+    pub strangers: Vec<Stranger>,
+    /// Stages marked gone by this observation (IVS no longer has them).
+    #[serde(default)]
+    pub gone: Vec<String>,
+    /// Leases dropped with those stages: their viewers are told to take a new seat.
+    #[serde(default)]
+    pub evicted: Vec<String>,
 }
 
 /// One stage in the admin snapshot.
@@ -691,7 +757,10 @@ pub struct Pool {
     stages: BTreeMap<StageId, Stage>,
     by_arn: BTreeMap<String, StageId>,
     leases: BTreeMap<String, Lease>,
-    by_user: BTreeMap<String, String>,
+    /// Participant id → lease id.
+    by_participant: BTreeMap<String, String>,
+    /// Client → seats it holds.
+    by_client: BTreeMap<String, u32>,
     expiry: BTreeSet<(Millis, String)>,
     /// Stages that can take a viewer, ordered as assignment prefers them.
     open: BTreeSet<OpenKey>,
@@ -735,7 +804,8 @@ impl Pool {
             stages: BTreeMap::new(),
             by_arn: BTreeMap::new(),
             leases: BTreeMap::new(),
-            by_user: BTreeMap::new(),
+            by_participant: BTreeMap::new(),
+            by_client: BTreeMap::new(),
             expiry: BTreeSet::new(),
             open: BTreeSet::new(),
             changes: Changes::default(),
@@ -763,7 +833,8 @@ impl Pool {
             stages: BTreeMap::new(),
             by_arn: BTreeMap::new(),
             leases: BTreeMap::new(),
-            by_user: BTreeMap::new(),
+            by_participant: BTreeMap::new(),
+            by_client: BTreeMap::new(),
             expiry: BTreeSet::new(),
             open: BTreeSet::new(),
             changes: Changes::default(),
@@ -795,7 +866,10 @@ impl Pool {
             }
         }
         let prefix = format!("{}.", pool.meta.broadcast);
-        for lease in leases {
+        for mut lease in leases {
+            if lease.participant_id.is_empty() {
+                lease.participant_id = derive_participant_id(lease.id.as_bytes());
+            }
             if !lease.id.starts_with(&prefix) {
                 return Err(PoolError::Corrupt(format!(
                     "lease {} does not belong to broadcast {}",
@@ -816,14 +890,17 @@ impl Pool {
             }
             st.load += 1;
             if pool
-                .by_user
-                .insert(lease.user_id.clone(), lease.id.clone())
+                .by_participant
+                .insert(lease.participant_id.clone(), lease.id.clone())
                 .is_some()
             {
                 return Err(PoolError::Corrupt(format!(
-                    "user {} holds two leases",
-                    lease.user_id
+                    "participant {} holds two leases",
+                    lease.participant_id
                 )));
+            }
+            if let Some(client) = &lease.client {
+                *pool.by_client.entry(client.clone()).or_default() += 1;
             }
             pool.expiry.insert((lease.expires_at, lease.id.clone()));
             if pool.leases.insert(lease.id.clone(), lease).is_some() {
@@ -849,7 +926,8 @@ impl Pool {
     pub fn check_consistency(&self) -> Result<(), PoolError> {
         let bad = |m: String| Err(PoolError::Corrupt(m));
         let mut loads: BTreeMap<StageId, u32> = BTreeMap::new();
-        let mut users = BTreeSet::new();
+        let mut participants = BTreeSet::new();
+        let mut clients: BTreeMap<&str, u32> = BTreeMap::new();
         for lease in self.leases.values() {
             let Some(st) = self.stages.get(&lease.stage) else {
                 return bad(format!("lease {} on a missing stage", lease.id));
@@ -861,18 +939,33 @@ impl Pool {
                 ));
             }
             *loads.entry(lease.stage).or_default() += 1;
-            if !users.insert(lease.user_id.as_str()) {
-                return bad(format!("user {} holds two leases", lease.user_id));
+            if !participants.insert(lease.participant_id.as_str()) {
+                return bad(format!(
+                    "participant {} holds two leases",
+                    lease.participant_id
+                ));
             }
-            if self.by_user.get(&lease.user_id) != Some(&lease.id) {
-                return bad(format!("user index misses lease {}", lease.id));
+            if self.by_participant.get(&lease.participant_id) != Some(&lease.id) {
+                return bad(format!("participant index misses lease {}", lease.id));
+            }
+            if let Some(client) = &lease.client {
+                *clients.entry(client.as_str()).or_default() += 1;
             }
             if !self.expiry.contains(&(lease.expires_at, lease.id.clone())) {
                 return bad(format!("expiry index misses lease {}", lease.id));
             }
         }
-        if self.by_user.len() != self.leases.len() || self.expiry.len() != self.leases.len() {
+        if self.by_participant.len() != self.leases.len() || self.expiry.len() != self.leases.len()
+        {
             return bad("lease indexes hold stale entries".into());
+        }
+        let indexed: BTreeMap<&str, u32> = self
+            .by_client
+            .iter()
+            .map(|(c, n)| (c.as_str(), *n))
+            .collect();
+        if indexed != clients {
+            return bad("client index out of step with the leases".into());
         }
         for st in self.stages.values() {
             let held = loads.get(&st.id).copied().unwrap_or(0);
@@ -981,9 +1074,16 @@ impl Pool {
         self.leases.get(id)
     }
 
-    /// The lease a user holds.
-    pub fn lease_of_user(&self, user_id: &str) -> Option<&Lease> {
-        self.by_user.get(user_id).and_then(|id| self.leases.get(id))
+    /// The lease whose seat is this IVS participant.
+    pub fn lease_of_participant(&self, participant_id: &str) -> Option<&Lease> {
+        self.by_participant
+            .get(participant_id)
+            .and_then(|id| self.leases.get(id))
+    }
+
+    /// Seats `client` holds in this pool.
+    pub fn seats_of_client(&self, client: &str) -> u32 {
+        self.by_client.get(client).copied().unwrap_or(0)
     }
 
     /// Every lease, by id.
@@ -1070,27 +1170,56 @@ impl Pool {
 
     // ----- viewers -----
 
-    /// Gives `user_id` a seat: its own again if it holds a live lease on a warming or live
-    /// stage (sticky reconnect, renewed even if that stage is now the fullest); otherwise the
-    /// live stage with the lowest load below capacity, else the warming one, ties to the
-    /// oldest (in replicate mode a warming replica is skipped: it gets viewers once the host's
-    /// replica is observed there). A viewer whose lease is on a draining stage is moved.
-    /// `random` makes the lease id. The user id is not validated here (see
-    /// [`crate::config::validate_user_id`]). O(log stages).
+    /// Gives `user_id` a new seat, as [`Pool::join`] does for a request without a lease or a
+    /// client.
     pub fn assign(
         &mut self,
         user_id: &str,
         now: Millis,
         random: &[u8; LEASE_RANDOM_BYTES],
     ) -> Result<Assignment, AssignError> {
+        self.join(
+            &JoinRequest {
+                user_id,
+                ..JoinRequest::default()
+            },
+            now,
+            random,
+        )
+    }
+
+    /// Gives a viewer a seat. A request that presents a live lease of this pool gets that
+    /// seat again (sticky reconnect: same lease, same stage, same participant, renewed even if
+    /// its stage is now the fullest); a lease on a draining stage is moved to a new seat. A
+    /// request without a live lease is a new seat, never anybody else's: the live stage with
+    /// the lowest load below capacity, else the warming one, ties to the oldest (in replicate
+    /// mode a warming replica is skipped: it gets viewers once the host's replica is observed
+    /// there). A new seat is refused when its client already holds
+    /// [`PoolSettings::max_seats_per_client`] seats (before a stage is looked for, so a
+    /// flood's refusals ask for no stage). `random` makes the lease and participant ids. The
+    /// user id is not validated here (see [`crate::config::validate_user_id`]).
+    /// O(log stages + log leases).
+    pub fn join(
+        &mut self,
+        req: &JoinRequest<'_>,
+        now: Millis,
+        random: &[u8; LEASE_RANDOM_BYTES],
+    ) -> Result<Assignment, AssignError> {
         self.advance(now);
         let ttl = self.settings.lease_ttl_ms;
 
-        if let Some(lease_id) = self.by_user.get(user_id).cloned() {
-            let stage_id = self.leases[&lease_id].stage;
-            let stage = &self.stages[&stage_id];
+        let held = req.lease_id.filter(|id| self.leases.contains_key(*id));
+        if let Some(lease_id) = held {
+            let lease = &self.leases[lease_id];
+            let stage = &self.stages[&lease.stage];
             if stage.is_active() {
                 let (arn, state) = (stage.arn.clone().unwrap_or_default(), stage.state);
+                let (stage_id, participant_id, user_id) = (
+                    lease.stage,
+                    lease.participant_id.clone(),
+                    lease.user_id.clone(),
+                );
+                let lease_id = lease_id.to_string();
                 let expires_at = self.renew(&lease_id, now, ttl);
                 self.meta.stats.reconnects += 1;
                 self.changes.meta = true;
@@ -1101,7 +1230,21 @@ impl Pool {
                     stage_state: state,
                     expires_at,
                     reconnected: true,
+                    participant_id,
+                    user_id,
                 });
+            }
+        }
+
+        // A seat moved off a draining stage is the same client's: it does not count twice.
+        let moving = held.map(str::to_string);
+        if let (Some(client), None) = (req.client, &moving) {
+            let limit = self.settings.max_seats_per_client;
+            let holds = self.seats_of_client(client);
+            if limit > 0 && holds >= limit {
+                self.meta.stats.client_refusals += 1;
+                self.changes.meta = true;
+                return Err(AssignError::ClientLimit { held: holds, limit });
             }
         }
 
@@ -1110,7 +1253,9 @@ impl Pool {
             self.meta.broadcast,
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random)
         );
-        if self.leases.contains_key(&lease_id) {
+        let participant_id = derive_participant_id(random);
+        if self.leases.contains_key(&lease_id) || self.by_participant.contains_key(&participant_id)
+        {
             return Err(AssignError::LeaseIdTaken(lease_id));
         }
         let Some(stage_id) = self.pick_stage() else {
@@ -1128,7 +1273,9 @@ impl Pool {
             }));
         };
         // Moving off a draining stage: give the old seat back first.
-        if let Some(old) = self.by_user.get(user_id).cloned() {
+        let mut client = req.client.map(str::to_string);
+        if let Some(old) = moving {
+            client = self.leases[&old].client.clone().or(client);
             self.remove_lease(&old);
             self.meta.stats.leaves += 1;
         }
@@ -1136,14 +1283,20 @@ impl Pool {
         let expires_at = now.saturating_add(ttl);
         let lease = Lease {
             id: lease_id.clone(),
-            user_id: user_id.to_string(),
+            user_id: req.user_id.to_string(),
+            participant_id: participant_id.clone(),
+            client: client.clone(),
             stage: stage_id,
             joined_at: now,
             renewed_at: now,
             expires_at,
         };
         self.expiry.insert((expires_at, lease_id.clone()));
-        self.by_user.insert(user_id.to_string(), lease_id.clone());
+        self.by_participant
+            .insert(participant_id.clone(), lease_id.clone());
+        if let Some(client) = client {
+            *self.by_client.entry(client).or_default() += 1;
+        }
         self.leases.insert(lease_id.clone(), lease);
         self.changes.lease(&lease_id);
         let (was_empty, arn, state) = self.update_stage(stage_id, |stage| {
@@ -1168,6 +1321,8 @@ impl Pool {
             stage_state: state,
             expires_at,
             reconnected: false,
+            participant_id,
+            user_id: req.user_id.to_string(),
         })
     }
 
@@ -1244,8 +1399,16 @@ impl Pool {
             return;
         };
         self.expiry.remove(&(lease.expires_at, lease.id.clone()));
-        if self.by_user.get(&lease.user_id) == Some(&lease.id) {
-            self.by_user.remove(&lease.user_id);
+        if self.by_participant.get(&lease.participant_id) == Some(&lease.id) {
+            self.by_participant.remove(&lease.participant_id);
+        }
+        if let Some(client) = &lease.client {
+            if let Some(n) = self.by_client.get_mut(client) {
+                *n -= 1;
+                if *n == 0 {
+                    self.by_client.remove(client);
+                }
+            }
         }
         self.changes.lease_removed(lease_id);
         if self.stages.contains_key(&lease.stage) {
@@ -1351,6 +1514,7 @@ impl Pool {
             delete_requested_at: None,
             deleted_at: None,
             create_failed: false,
+            gone: false,
             host_participant_id: None,
             host_publishing: false,
             host_changed_at: None,
@@ -1645,6 +1809,54 @@ impl Pool {
         Ok(evicted)
     }
 
+    /// IVS no longer has `stage` (a `GetStage`/`ListStages` answer, a join that found it
+    /// missing, the monitor): it is marked deleted at once, whatever it held, so that no
+    /// viewer is seated there again and scale-down never counts it; its leases are dropped
+    /// (evictions, returned) so their viewers take new seats, and the policy replaces it if
+    /// the audience needs it. A creating stage is left to its create; idempotent.
+    pub fn gone(&mut self, stage: StageId, now: Millis) -> Result<Vec<String>, PoolError> {
+        self.advance(now);
+        let st = self.get(stage)?;
+        if matches!(st.state, StageState::Deleted | StageState::Creating) {
+            return Ok(Vec::new());
+        }
+        self.update_stage(stage, |st| st.gone = true);
+        self.deleted(stage, now)
+    }
+
+    /// Records the participant id IVS gave a seat's token (`api` token mode: IVS picks the
+    /// participant id, so a lease's id is the one of its last token). Returns whether the
+    /// lease is live; an id that another lease holds is refused.
+    pub fn bind_participant(
+        &mut self,
+        lease_id: &str,
+        participant_id: &str,
+        now: Millis,
+    ) -> Result<(), PoolError> {
+        self.advance(now);
+        let Some(lease) = self.leases.get(lease_id) else {
+            return Err(PoolError::LeaseNotFound);
+        };
+        if lease.participant_id == participant_id {
+            return Ok(());
+        }
+        if self.by_participant.contains_key(participant_id) {
+            return Err(PoolError::Corrupt(format!(
+                "participant {participant_id} already holds a seat"
+            )));
+        }
+        let old = lease.participant_id.clone();
+        self.by_participant.remove(&old);
+        self.by_participant
+            .insert(participant_id.to_string(), lease_id.to_string());
+        self.leases
+            .get_mut(lease_id)
+            .expect("checked")
+            .participant_id = participant_id.to_string();
+        self.changes.lease(lease_id);
+        Ok(())
+    }
+
     fn finish_delete(&mut self, stage: StageId, now: Millis) {
         let was_origin = self.update_stage(stage, |st| {
             st.state = StageState::Deleted;
@@ -1746,6 +1958,16 @@ impl Pool {
     pub fn observe(&mut self, obs: &Observation, now: Millis) -> ObservationReport {
         self.advance(now);
         let mut report = ObservationReport::default();
+        for arn in &obs.missing {
+            if let Some(&id) = self.by_arn.get(arn) {
+                if let Ok(evicted) = self.gone(id, now) {
+                    if self.stages[&id].gone {
+                        report.gone.push(arn.clone());
+                    }
+                    report.evicted.extend(evicted);
+                }
+            }
+        }
         for o in &obs.stages {
             let Some(&id) = self.by_arn.get(&o.stage_arn) else {
                 report.unknown_stages.push(o.stage_arn.clone());
@@ -1755,6 +1977,17 @@ impl Pool {
             if st.state == StageState::Deleted {
                 report.unknown_stages.push(o.stage_arn.clone());
                 continue;
+            }
+            for participant in &o.subscribers {
+                let seated = self
+                    .lease_of_participant(participant)
+                    .is_some_and(|l| l.stage == id);
+                if !seated && st.host_participant_id.as_deref() != Some(participant.as_str()) {
+                    report.strangers.push(Stranger {
+                        stage_arn: o.stage_arn.clone(),
+                        participant_id: participant.clone(),
+                    });
+                }
             }
             let ivs = o.subscribers.len() as u32;
             if ivs != st.load {
@@ -1781,5 +2014,33 @@ impl Pool {
             }
         }
         report
+    }
+}
+
+/// The IVS participant id of a seat, derived from the random bytes that made its lease (or,
+/// for rows stored before leases had one, from the lease id): 16 url-safe characters, so it
+/// is a valid `jti`. One-way, so a participant id seen by others (IVS lists participants)
+/// does not reveal the lease id that holds the seat.
+pub fn derive_participant_id(seed: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(b"stagefan participant ");
+    hasher.update(seed);
+    let digest = hasher.finalize();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..12])
+}
+
+/// The key that per-client limits count by: an IPv4 address as it is, an IPv6 address by its
+/// /64 (one subscriber line usually holds a whole /64). `None` for what is not an address.
+pub fn client_key(ip: &str) -> Option<String> {
+    match ip.trim().parse::<std::net::IpAddr>().ok()? {
+        std::net::IpAddr::V4(v4) => Some(v4.to_string()),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => Some(v4.to_string()),
+            None => {
+                let s = v6.segments();
+                Some(format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3]))
+            }
+        },
     }
 }

@@ -368,6 +368,7 @@ mod tests {
                     publishers: vec![pid.into()],
                     subscribers: vec![],
                 }],
+                ..Default::default()
             },
             at,
         );

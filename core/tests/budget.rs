@@ -113,8 +113,14 @@ fn rates_come_from_the_configuration() {
         (create.per_second, create.burst, create.guard_ms),
         (5, 5, 100)
     );
+    // IVS's documented rates: 50 CreateParticipantToken per second, 5 for the others.
     for op in BudgetConfig::OPERATIONS {
-        assert_eq!(c.budget.rate(op).unwrap().per_second, 5, "{op}");
+        let expected = if op == Operation::CreateParticipantToken {
+            50
+        } else {
+            5
+        };
+        assert_eq!(c.budget.rate(op).unwrap().per_second, expected, "{op}");
     }
     assert_eq!(c.budget.rate(Operation::ListStages), None);
 

@@ -250,6 +250,7 @@ impl Snap {
             max_stages: 100,
             lease_ttl_ms: 3_600_000,
             fanout: FanoutMode::MultiPublish,
+            ..PoolSettings::default()
         };
         Snap {
             pool: Pool::new("default", settings, T0).unwrap(),
@@ -414,6 +415,7 @@ fn an_origin_feeding_replicas_is_not_drained() {
         max_stages: 100,
         lease_ttl_ms: 60_000,
         fanout: FanoutMode::Replicate,
+        ..PoolSettings::default()
     };
     let mut pool = Pool::new("default", settings, T0).unwrap();
     let mut ids = Vec::new();
@@ -434,6 +436,7 @@ fn an_origin_feeding_replicas_is_not_drained() {
                 subscribers: vec![],
             })
             .collect(),
+        ..Default::default()
     };
     pool.observe(&obs, T0);
     let now = T0 + 100 * MIN;
@@ -581,7 +584,7 @@ proptest! {
         capacity in 4u32..20,
         arrivals in prop::collection::vec(0u32..4, 10..120),
     ) {
-        let settings = PoolSettings { capacity, min_stages: 1, max_stages: 1000, lease_ttl_ms: 3_600_000, fanout: FanoutMode::MultiPublish };
+        let settings = PoolSettings { capacity, min_stages: 1, max_stages: 1000, lease_ttl_ms: 3_600_000, fanout: FanoutMode::MultiPublish, ..PoolSettings::default() };
         let mut pool = Pool::new("default", settings, T0).unwrap();
         // Headroom of two bursts: what a round consumes before the stages it asked for are up.
         let c = PolicyConfig { headroom_seats: 6, ..PolicyConfig::default() };

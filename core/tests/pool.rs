@@ -5,6 +5,11 @@ use std::collections::BTreeMap;
 use stagefan_core::config::FanoutMode;
 use stagefan_core::pool::*;
 
+/// The lease a user holds (user ids are display names now; in these tests each is unique).
+fn lease_of_user<'a>(pool: &'a Pool, user_id: &str) -> Option<&'a Lease> {
+    pool.leases().find(|l| l.user_id == user_id)
+}
+
 const T0: Millis = 1_764_160_000_000;
 const TTL: u64 = 60_000;
 
@@ -15,6 +20,7 @@ fn settings(capacity: u32, min: u32, max: u32) -> PoolSettings {
         max_stages: max,
         lease_ttl_ms: TTL,
         fanout: FanoutMode::MultiPublish,
+        ..PoolSettings::default()
     }
 }
 
@@ -181,7 +187,7 @@ fn assignment_goes_to_the_least_loaded_live_stage() {
     for id in &ids {
         assert_eq!(load(&pool, *id), 2);
     }
-    pool.leave(&pool.lease_of_user("u1").unwrap().id.clone(), T0);
+    pool.leave(&lease_of_user(&pool, "u1").unwrap().id.clone(), T0);
     let stage_of_u1_freed = ids
         .iter()
         .copied()
@@ -309,8 +315,11 @@ fn sticky_reconnect_returns_the_same_lease_and_stage_even_when_fullest() {
     assert_eq!(load(&pool, ids[0]), 2);
     pool.assign("x", T0, &rnd(50)).unwrap(); // goes to ids[0] (tie → oldest)
     assert_eq!(load(&pool, ids[0]), 3);
-    let again = pool.assign("sticky", T0 + 10_000, &rnd(2)).unwrap();
+    let again = pool
+        .join(&with_lease("sticky", &first.lease_id), T0 + 10_000, &rnd(2))
+        .unwrap();
     assert!(again.reconnected);
+    assert_eq!(again.participant_id, first.participant_id);
     assert_eq!(again.lease_id, first.lease_id);
     assert_eq!(again.stage, ids[0]);
     assert_eq!(again.expires_at, T0 + 10_000 + TTL);
@@ -323,8 +332,11 @@ fn sticky_reconnect_returns_the_same_lease_and_stage_even_when_fullest() {
 fn a_lapsed_lease_is_not_sticky() {
     let (mut pool, _) = pool_with_live(2, 10);
     let first = pool.assign("v", T0, &rnd(1)).unwrap();
-    let later = pool.assign("v", T0 + TTL, &rnd(2)).unwrap();
+    let later = pool
+        .join(&with_lease("v", &first.lease_id), T0 + TTL, &rnd(2))
+        .unwrap();
     assert!(!later.reconnected);
+    assert_ne!(later.participant_id, first.participant_id);
     assert_ne!(later.lease_id, first.lease_id);
     assert_eq!(pool.stats().lease_expiries, 1);
     assert_eq!(pool.viewers(), 1);
@@ -336,7 +348,9 @@ fn a_viewer_on_a_draining_stage_is_moved_on_reconnect() {
     let first = pool.assign("v", T0, &rnd(1)).unwrap();
     assert_eq!(first.stage, ids[0]);
     pool.drain(ids[0], T0).unwrap();
-    let moved = pool.assign("v", T0 + 1, &rnd(2)).unwrap();
+    let moved = pool
+        .join(&with_lease("v", &first.lease_id), T0 + 1, &rnd(2))
+        .unwrap();
     assert!(!moved.reconnected);
     assert_eq!(moved.stage, ids[1]);
     assert!(pool.lease(&first.lease_id).is_none());
@@ -387,7 +401,7 @@ fn leave_frees_the_seat_and_is_idempotent() {
     assert_eq!(load(&pool, ids[0]), 0);
     assert_eq!(pool.stats().leaves, 1);
     assert!(pool.assign("w", T0 + 3, &rnd(3)).is_ok());
-    assert!(pool.lease_of_user("v").is_none());
+    assert!(lease_of_user(&pool, "v").is_none());
 }
 
 #[test]
@@ -400,7 +414,7 @@ fn expire_frees_exactly_the_lapsed_leases() {
     assert_eq!(pool.expire(T0 + TTL + 1_000), 2);
     assert_eq!(pool.viewers(), 1);
     assert_eq!(load(&pool, ids[0]), 1);
-    assert_eq!(pool.lease_of_user("c").unwrap().stage, ids[0]);
+    assert_eq!(lease_of_user(&pool, "c").unwrap().stage, ids[0]);
     assert_eq!(pool.stats().lease_expiries, 2);
     assert_eq!(pool.expire(T0 + TTL + 1_000), 0);
 }
@@ -583,6 +597,7 @@ fn observations_mark_live_and_report_drift() {
                 subscribers: vec![],
             },
         ],
+        ..Default::default()
     };
     let report = pool.observe(&obs, T0 + 200);
     assert_eq!(report.became_live, vec![arn(a.0)]);
@@ -621,6 +636,7 @@ fn an_observation_older_than_a_host_report_does_not_override_it() {
             publishers: vec![],
             subscribers: vec![],
         }],
+        ..Default::default()
     };
     pool.observe(&stale, T0 + 2_000);
     assert!(pool.stage(ids[0]).unwrap().host_publishing);
@@ -670,6 +686,7 @@ fn replicate_mode_makes_one_origin_per_six_stages() {
             publishers: vec!["host-jti".into()],
             subscribers: vec![],
         }],
+        ..Default::default()
     };
     pool.observe(&obs, T0 + 1);
     assert_eq!(
@@ -723,6 +740,7 @@ fn a_warming_replica_gets_no_viewers_until_the_host_is_seen_there() {
             publishers: vec!["host".into()],
             subscribers: vec![],
         }],
+        ..Default::default()
     };
     pool.observe(&obs, T0 + 1);
     assert_eq!(pool.assign("b", T0 + 2, &rnd(3)).unwrap().stage, replica);
@@ -1063,4 +1081,210 @@ fn pool_errors_have_stable_codes() {
     }
     .to_string()
     .contains("2 viewers"));
+}
+
+fn with_lease<'a>(user_id: &'a str, lease_id: &'a str) -> JoinRequest<'a> {
+    JoinRequest {
+        user_id,
+        lease_id: Some(lease_id),
+        client: None,
+    }
+}
+
+fn from_client<'a>(user_id: &'a str, client: &'a str) -> JoinRequest<'a> {
+    JoinRequest {
+        user_id,
+        lease_id: None,
+        client: Some(client),
+    }
+}
+
+#[test]
+fn naming_a_viewers_user_id_never_returns_its_seat() {
+    let (mut pool, _) = pool_with_live(2, 10);
+    let alice = pool.assign("alice", T0, &rnd(1)).unwrap();
+    // Somebody else says it is alice, without her lease: a seat of its own.
+    let impostor = pool.assign("alice", T0 + 1, &rnd(2)).unwrap();
+    assert!(!impostor.reconnected);
+    assert_ne!(impostor.lease_id, alice.lease_id);
+    assert_ne!(impostor.participant_id, alice.participant_id);
+    // A made-up lease id is no way in either.
+    let guess = format!("{}x", &alice.lease_id[..alice.lease_id.len() - 1]);
+    let guessed = pool
+        .join(&with_lease("alice", &guess), T0 + 2, &rnd(3))
+        .unwrap();
+    assert!(!guessed.reconnected);
+    assert_ne!(guessed.lease_id, alice.lease_id);
+    assert_eq!(pool.viewers(), 3);
+    pool.check_consistency().unwrap();
+}
+
+#[test]
+fn every_reconnect_of_a_lease_is_the_same_participant() {
+    let (mut pool, ids) = pool_with_live(2, 10);
+    let first = pool.assign("v", T0, &rnd(1)).unwrap();
+    for n in 0..50 {
+        let again = pool
+            .join(&with_lease("v", &first.lease_id), T0 + n, &rnd(100 + n))
+            .unwrap();
+        assert!(again.reconnected);
+        assert_eq!(again.participant_id, first.participant_id);
+        assert_eq!(again.lease_id, first.lease_id);
+    }
+    assert_eq!(load(&pool, ids[0]) + load(&pool, ids[1]), 1);
+    assert_eq!(
+        pool.lease_of_participant(&first.participant_id).unwrap().id,
+        first.lease_id
+    );
+}
+
+#[test]
+fn a_client_holds_at_most_its_limit_of_seats_and_reconnects_are_free() {
+    let mut s = settings(3, 1, 10);
+    s.max_seats_per_client = 2;
+    let mut pool = Pool::new("b", s, T0).unwrap();
+    let id = pool.begin_create(T0).unwrap().stage;
+    pool.created(id, &arn(1), StageEndpoints::default(), T0)
+        .unwrap();
+    pool.mark_live(id, "host", T0).unwrap();
+    let a = pool
+        .join(&from_client("a", "10.0.0.1"), T0, &rnd(1))
+        .unwrap();
+    pool.join(&from_client("b", "10.0.0.1"), T0, &rnd(2))
+        .unwrap();
+    let refused = pool.join(&from_client("c", "10.0.0.1"), T0, &rnd(3));
+    assert_eq!(refused, Err(AssignError::ClientLimit { held: 2, limit: 2 }));
+    // The refusal is not a want of seats: it asks for no stage and counts apart.
+    assert_eq!(pool.stats().refusals, 0);
+    assert_eq!(pool.stats().client_refusals, 1);
+    // Another address still gets the last seat; a held seat still reconnects.
+    pool.join(&from_client("d", "10.0.0.2"), T0, &rnd(4))
+        .unwrap();
+    let back = JoinRequest {
+        user_id: "a",
+        lease_id: Some(&a.lease_id),
+        client: Some("10.0.0.1"),
+    };
+    assert!(pool.join(&back, T0 + 5, &rnd(5)).unwrap().reconnected);
+    // A seat given back is a seat the client may take again.
+    assert!(pool.leave(&a.lease_id, T0 + 6));
+    assert_eq!(pool.seats_of_client("10.0.0.1"), 1);
+    pool.check_consistency().unwrap();
+    let rebuilt = Pool::from_rows(pool.settings().clone(), pool.export()).unwrap();
+    assert_eq!(rebuilt.seats_of_client("10.0.0.1"), 1);
+}
+
+#[test]
+fn a_stage_gone_from_ivs_evicts_its_viewers_and_takes_no_more() {
+    let (mut pool, ids) = pool_with_live(2, 10);
+    let a = pool.assign("a", T0, &rnd(1)).unwrap();
+    let b = pool.assign("b", T0, &rnd(2)).unwrap();
+    assert_eq!((a.stage, b.stage), (ids[0], ids[1]));
+    let gone_arn = pool.stage(ids[0]).unwrap().arn.clone().unwrap();
+    let report = pool.observe(
+        &Observation {
+            observed_at: T0 + 1,
+            missing: vec![gone_arn.clone()],
+            ..Default::default()
+        },
+        T0 + 1,
+    );
+    assert_eq!(report.gone, vec![gone_arn]);
+    assert_eq!(report.evicted, vec![a.lease_id.clone()]);
+    let st = pool.stage(ids[0]).unwrap();
+    assert_eq!(st.state, StageState::Deleted);
+    assert!(st.gone);
+    // Its viewer comes back with its lease and is seated on the healthy stage.
+    let again = pool
+        .join(&with_lease("a", &a.lease_id), T0 + 2, &rnd(3))
+        .unwrap();
+    assert_eq!(again.stage, ids[1]);
+    assert!(!again.reconnected);
+    assert_eq!(pool.load_summary().existing(), 1);
+    pool.check_consistency().unwrap();
+}
+
+#[test]
+fn subscribers_without_a_seat_on_their_stage_are_strangers() {
+    let (mut pool, ids) = pool_with_live(2, 10);
+    let a = pool.assign("a", T0, &rnd(1)).unwrap();
+    let b = pool.assign("b", T0, &rnd(2)).unwrap();
+    assert!(pool.leave(&b.lease_id, T0 + 1));
+    let arn0 = pool.stage(ids[0]).unwrap().arn.clone().unwrap();
+    let arn1 = pool.stage(ids[1]).unwrap().arn.clone().unwrap();
+    let report = pool.observe(
+        &Observation {
+            observed_at: T0 + 2,
+            stages: vec![
+                StageObservation {
+                    stage_arn: arn0.clone(),
+                    publishers: vec!["host".into()],
+                    // a's seat is here; "zz" never had one.
+                    subscribers: vec![a.participant_id.clone(), "zz".into()],
+                },
+                StageObservation {
+                    stage_arn: arn1.clone(),
+                    publishers: vec!["host".into()],
+                    // b gave its seat back and is still connected; a is seated elsewhere.
+                    subscribers: vec![b.participant_id.clone(), a.participant_id.clone()],
+                },
+            ],
+            ..Default::default()
+        },
+        T0 + 2,
+    );
+    let strangers: Vec<(String, String)> = report
+        .strangers
+        .iter()
+        .map(|s| (s.stage_arn.clone(), s.participant_id.clone()))
+        .collect();
+    assert_eq!(
+        strangers,
+        vec![
+            (arn0, "zz".to_string()),
+            (arn1.clone(), b.participant_id.clone()),
+            (arn1, a.participant_id.clone()),
+        ]
+    );
+}
+
+#[test]
+fn client_keys_group_ipv6_by_64_and_refuse_what_is_not_an_address() {
+    assert_eq!(client_key("203.0.113.7").as_deref(), Some("203.0.113.7"));
+    assert_eq!(
+        client_key("2001:db8:1:2:3:4:5:6").as_deref(),
+        Some("2001:db8:1:2::/64")
+    );
+    assert_eq!(
+        client_key("2001:db8:1:2:ffff::1"),
+        client_key("2001:db8:1:2::9")
+    );
+    assert_eq!(
+        client_key("::ffff:198.51.100.1").as_deref(),
+        Some("198.51.100.1")
+    );
+    assert_eq!(client_key("not an ip"), None);
+    assert_eq!(client_key(""), None);
+}
+
+#[test]
+fn participant_ids_are_valid_jtis_and_hide_the_lease() {
+    let (mut pool, _) = pool_with_live(1, 10);
+    let a = pool.assign("a", T0, &rnd(1)).unwrap();
+    assert!(stagefan_core::token::is_valid_jti(&a.participant_id));
+    let secret = a.lease_id.split_once('.').unwrap().1;
+    assert!(!secret.contains(&a.participant_id) && !a.participant_id.contains(secret));
+}
+
+#[test]
+fn a_stored_lease_without_a_participant_id_gets_a_stable_one() {
+    let (mut pool, _) = pool_with_live(1, 10);
+    pool.assign("a", T0, &rnd(1)).unwrap();
+    let mut rows = pool.export();
+    rows.leases[0].participant_id.clear();
+    let one = Pool::from_rows(pool.settings().clone(), rows.clone()).unwrap();
+    let two = Pool::from_rows(pool.settings().clone(), rows).unwrap();
+    let pid = &one.leases().next().unwrap().participant_id;
+    assert!(!pid.is_empty());
+    assert_eq!(pid, &two.leases().next().unwrap().participant_id);
 }

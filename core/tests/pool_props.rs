@@ -7,6 +7,11 @@ use proptest::prelude::*;
 use stagefan_core::config::FanoutMode;
 use stagefan_core::pool::*;
 
+/// The lease a user holds (user ids are display names now; in these tests each is unique).
+fn lease_of_user<'a>(pool: &'a Pool, user_id: &str) -> Option<&'a Lease> {
+    pool.leases().find(|l| l.user_id == user_id)
+}
+
 const T0: Millis = 1_700_000_000_000;
 const USERS: u8 = 16;
 
@@ -50,19 +55,33 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn settings() -> impl Strategy<Value = PoolSettings> {
-    (1u32..5, 1u32..3, 2u32..9, 1_000u64..30_000, any::<bool>()).prop_map(
-        |(capacity, min, max, ttl, replicate)| PoolSettings {
-            capacity,
-            min_stages: min,
-            max_stages: max.max(min),
-            lease_ttl_ms: ttl,
-            fanout: if replicate {
-                FanoutMode::Replicate
-            } else {
-                FanoutMode::MultiPublish
-            },
-        },
+    (
+        1u32..5,
+        1u32..3,
+        2u32..9,
+        1_000u64..30_000,
+        any::<bool>(),
+        0u32..4,
     )
+        .prop_map(
+            |(capacity, min, max, ttl, replicate, per_client)| PoolSettings {
+                capacity,
+                min_stages: min,
+                max_stages: max.max(min),
+                lease_ttl_ms: ttl,
+                fanout: if replicate {
+                    FanoutMode::Replicate
+                } else {
+                    FanoutMode::MultiPublish
+                },
+                max_seats_per_client: per_client,
+            },
+        )
+}
+
+/// The client address a model user asks from: several users share one (a household).
+fn client(u: u8) -> String {
+    format!("10.0.0.{}", u % 3)
 }
 
 /// The adapter's rows, kept up to date only from the change records.
@@ -174,12 +193,22 @@ fn check_invariants(w: &World, swept: bool) -> Result<(), TestCaseError> {
         );
         prop_assert!(ids.insert(lease.id.clone()), "lease counted twice");
         prop_assert_eq!(
-            pool.lease_of_user(&lease.user_id).map(|l| &l.id),
+            pool.lease_of_participant(&lease.participant_id)
+                .map(|l| &l.id),
+            Some(&lease.id),
+            "a participant id names another seat"
+        );
+        prop_assert_eq!(
+            lease_of_user(&pool, &lease.user_id).map(|l| &l.id),
             Some(&lease.id)
         );
         let (b, rnd) = lease.id.split_once('.').expect("broadcast.random");
         prop_assert_eq!(b, pool.broadcast());
         prop_assert_eq!(rnd.len(), 22);
+        if let Some(client) = &lease.client {
+            let limit = w.settings.max_seats_per_client;
+            prop_assert!(limit == 0 || pool.seats_of_client(client) <= limit);
+        }
         if swept {
             prop_assert!(lease.expires_at > w.now, "a lapsed lease survived a sweep");
         }
@@ -259,16 +288,28 @@ fn step(w: &mut World, op: &Op) -> Result<(), TestCaseError> {
     match op {
         Op::Assign(u) => {
             let user = user(*u);
-            let sticky = probe
-                .lease_of_user(&user)
-                .filter(|l| probe.stage(l.stage).unwrap().is_active())
-                .cloned();
+            // An honest viewer presents the lease it holds (the page keeps it).
+            let held = lease_of_user(&probe, &user).cloned();
+            let sticky = held
+                .clone()
+                .filter(|l| probe.stage(l.stage).unwrap().is_active());
             let expected = eligible_stage(&probe);
             let random = w.random();
-            match w.pool.assign(&user, now, &random) {
+            let address = client(*u);
+            let limit = w.settings.max_seats_per_client;
+            let over_limit =
+                held.is_none() && limit > 0 && probe.seats_of_client(&address) >= limit;
+            let request = JoinRequest {
+                user_id: &user,
+                lease_id: held.as_ref().map(|l| l.id.as_str()),
+                client: Some(&address),
+            };
+            match w.pool.join(&request, now, &random) {
                 Ok(a) => {
+                    prop_assert!(!over_limit, "a client over its limit got a new seat");
                     if let Some(old) = sticky {
                         prop_assert!(a.reconnected);
+                        prop_assert_eq!(&a.participant_id, &old.participant_id);
                         prop_assert_eq!(&a.lease_id, &old.id);
                         prop_assert_eq!(a.stage, old.stage, "sticky reconnect moved stages");
                         prop_assert_eq!(
@@ -289,7 +330,12 @@ fn step(w: &mut World, op: &Op) -> Result<(), TestCaseError> {
                         StageState::Live | StageState::Warming
                     ));
                 }
+                Err(AssignError::ClientLimit { held: n, limit: l }) => {
+                    prop_assert!(over_limit, "refused a client below its limit");
+                    prop_assert_eq!((n, l), (limit, limit));
+                }
                 Err(AssignError::NoSeat(no)) => {
+                    prop_assert!(!over_limit, "the client limit is checked first");
                     prop_assert!(sticky.is_none());
                     prop_assert_eq!(expected, None, "refused with a seat free");
                     let creating = probe
@@ -307,7 +353,7 @@ fn step(w: &mut World, op: &Op) -> Result<(), TestCaseError> {
             }
         }
         Op::Heartbeat(u) => {
-            let lease = probe.lease_of_user(&user(*u)).cloned();
+            let lease = lease_of_user(&probe, &user(*u)).cloned();
             let id = lease
                 .as_ref()
                 .map_or("x.none".to_string(), |l| l.id.clone());
@@ -325,7 +371,7 @@ fn step(w: &mut World, op: &Op) -> Result<(), TestCaseError> {
             }
         }
         Op::Leave(u) => {
-            let lease = probe.lease_of_user(&user(*u)).cloned();
+            let lease = lease_of_user(&probe, &user(*u)).cloned();
             let id = lease
                 .as_ref()
                 .map_or("x.none".to_string(), |l| l.id.clone());
@@ -476,6 +522,7 @@ fn step(w: &mut World, op: &Op) -> Result<(), TestCaseError> {
                         },
                         subscribers: (0..*subs).map(|s| format!("sub{s}")).collect(),
                     }],
+                    ..Default::default()
                 };
                 let report = w.pool.observe(&obs, now);
                 let after = w.pool.stage(id).unwrap();
@@ -534,7 +581,7 @@ proptest! {
         capacity in 1u32..20,
         extra in 0u32..30,
     ) {
-        let settings = PoolSettings { capacity, min_stages: 1, max_stages: 64, lease_ttl_ms: 60_000, fanout: FanoutMode::MultiPublish };
+        let settings = PoolSettings { capacity, min_stages: 1, max_stages: 64, lease_ttl_ms: 60_000, fanout: FanoutMode::MultiPublish, ..PoolSettings::default() };
         let mut pool = Pool::new("storm", settings, T0).unwrap();
         for n in 0..stages {
             let id = pool.begin_create(T0).unwrap().stage;
