@@ -17,7 +17,7 @@ const watch = process.argv.includes('--watch');
 rmSync(dist, { recursive: true, force: true });
 mkdirSync(dist, { recursive: true });
 for (const f of readdirSync(src)) {
-  if (f.endsWith('.html') || f.endsWith('.css')) cpSync(join(src, f), join(dist, f));
+  if (f.endsWith('.html') || f.endsWith('.css') || f === '_headers') cpSync(join(src, f), join(dist, f));
 }
 
 const options = {

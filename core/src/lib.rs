@@ -11,4 +11,5 @@ pub mod policy;
 pub mod pool;
 pub mod replication;
 pub mod sigv4;
+pub mod ticket;
 pub mod token;

@@ -199,7 +199,7 @@ fn check_invariants(w: &World, swept: bool) -> Result<(), TestCaseError> {
             "a participant id names another seat"
         );
         prop_assert_eq!(
-            lease_of_user(&pool, &lease.user_id).map(|l| &l.id),
+            lease_of_user(pool, &lease.user_id).map(|l| &l.id),
             Some(&lease.id)
         );
         let (b, rnd) = lease.id.split_once('.').expect("broadcast.random");

@@ -278,8 +278,14 @@ impl Poller {
                 .unwrap_or_else(|| self.now_ms());
             let obs = Observation {
                 observed_at,
+                missing: samples
+                    .iter()
+                    .filter(|s| s.missing)
+                    .map(|s| s.arn.clone())
+                    .collect(),
                 stages: samples
                     .iter()
+                    .filter(|s| !s.missing)
                     .map(|s| StageObservation {
                         stage_arn: s.arn.clone(),
                         publishers: s.publishers.clone(),
@@ -581,6 +587,9 @@ struct StageSample {
     at: Instant,
     publishers: Vec<String>,
     subscribers: Vec<String>,
+    /// IVS no longer has the stage (GetStage answered not found): the pool is told, and
+    /// marks it gone at once.
+    missing: bool,
 }
 
 struct SampleOutcome {
@@ -634,8 +643,17 @@ async fn sample_step(
                 at,
                 publishers,
                 subscribers,
+                missing: false,
             }),
             Ok(None) => {}
+            Err(SampleError::Missing) => out.observations.push(StageSample {
+                broadcast: broadcast.clone(),
+                arn: arn.clone(),
+                at: Instant::now(),
+                publishers: Vec::new(),
+                subscribers: Vec::new(),
+                missing: true,
+            }),
             Err(SampleError::Deferred) => out.deferred = true,
         }
     }
@@ -644,6 +662,8 @@ async fn sample_step(
 
 enum SampleError {
     Deferred,
+    /// The stage is gone from IVS.
+    Missing,
 }
 
 /// Who a stage has: `(publishers, subscribers, when)`.
@@ -660,9 +680,10 @@ async fn sample_stage(
         Ok(s) => s,
         Err(CallError::Deferred(..)) => return Err(SampleError::Deferred),
         Err(e) if e.is_not_found() => {
-            // The pool has a stage IVS does not: nobody can be connected to it.
+            // The pool has a stage IVS does not: nobody can be connected to it, and the pool
+            // must stop seating viewers there (it marks it gone and re-seats them).
             tracing::warn!(stage = %arn, "a pool's stage is missing in IVS");
-            return Ok(Some((Vec::new(), Vec::new(), Instant::now())));
+            return Err(SampleError::Missing);
         }
         Err(e) => {
             tracing::warn!(stage = %arn, error = %e, "GetStage failed");

@@ -145,6 +145,58 @@ impl Stack {
         Api::new(&self.edge)
     }
 
+    /// The process ids of the stack's processes whose command name is `comm` (for example
+    /// `workerd`, to read its memory from `/proc`).
+    pub fn pids_named(&self, comm: &str) -> Vec<u32> {
+        let mut parents: std::collections::BTreeMap<u32, u32> = Default::default();
+        let mut names: std::collections::BTreeMap<u32, String> = Default::default();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // pid (comm) state ppid ...: comm may hold spaces, so split at the last ')'.
+            let Some((head, tail)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            let name = head.split_once('(').map(|(_, n)| n).unwrap_or_default();
+            let ppid = tail.split_whitespace().nth(1).and_then(|p| p.parse().ok());
+            if let Some(ppid) = ppid {
+                parents.insert(pid, ppid);
+                names.insert(pid, name.to_string());
+            }
+        }
+        let root = self.child.id();
+        let descends = |mut pid: u32| {
+            while let Some(&parent) = parents.get(&pid) {
+                if parent == root {
+                    return true;
+                }
+                pid = parent;
+            }
+            false
+        };
+        names
+            .iter()
+            .filter(|(pid, name)| name.as_str() == comm && descends(**pid))
+            .map(|(pid, _)| *pid)
+            .collect()
+    }
+
+    /// Resident memory of a process, in KiB (`VmRSS` of `/proc/<pid>/status`).
+    pub fn rss_kib(pid: u32) -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
     pub fn ivs_local(&self) -> IvsLocal {
         IvsLocal::new(&self.ivs)
     }
@@ -193,6 +245,16 @@ impl Drop for Stack {
     }
 }
 
+/// The client address of the next request made without one: every request of these tests is
+/// another simulated client (`CF-Connecting-IP` from 10.0.0.0/8, as Cloudflare would set it),
+/// so that per-client admission control limits only the tests that ask as one client
+/// ([`Api::post_from`]).
+pub fn next_client_ip() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % (1 << 24);
+    format!("10.{}.{}.{}", n >> 16, (n >> 8) & 255, n & 255)
+}
+
 /// An answer of the edge.
 #[derive(Debug, Clone)]
 pub struct Answer {
@@ -239,6 +301,7 @@ impl Api {
             .http
             .post(format!("{}{}", self.base, path))
             .header("content-type", "application/json")
+            .header("cf-connecting-ip", next_client_ip())
             .body(body);
         if let Some(key) = key {
             req = req.bearer_auth(key);
@@ -250,8 +313,22 @@ impl Api {
         self.post_raw(path, body.to_string(), key).await
     }
 
+    /// `POST path` as the client at `ip` (the `CF-Connecting-IP` Cloudflare would set).
+    pub async fn post_from(&self, ip: &str, path: &str, body: &Value) -> Answer {
+        let req = self
+            .http
+            .post(format!("{}{}", self.base, path))
+            .header("content-type", "application/json")
+            .header("cf-connecting-ip", ip)
+            .body(body.to_string());
+        Self::send(req).await
+    }
+
     pub async fn get(&self, path: &str, key: Option<&str>) -> Answer {
-        let mut req = self.http.get(format!("{}{}", self.base, path));
+        let mut req = self
+            .http
+            .get(format!("{}{}", self.base, path))
+            .header("cf-connecting-ip", next_client_ip());
         if let Some(key) = key {
             req = req.bearer_auth(key);
         }

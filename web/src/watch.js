@@ -21,6 +21,16 @@ function viewerId() {
 
 const userId = viewerId();
 const broadcastParam = q.get('broadcast') || undefined;
+// The lease is the seat's key: presented again, it gets the same seat (same participant);
+// without it the edge gives a new seat. Kept per tab (sessionStorage): two tabs are two
+// viewers, and a tab's reload keeps its lease until the page gives it back.
+const leaseStore = `stagefan.lease.${broadcastParam || ''}`;
+let heldLease = sessionStorage.getItem(leaseStore) || undefined;
+function holdLease(id) {
+  heldLease = id || undefined;
+  if (heldLease) sessionStorage.setItem(leaseStore, heldLease);
+  else sessionStorage.removeItem(leaseStore);
+}
 const status = {
   state: 'joining', stageArn: null, leaseId: null, participantId: null, broadcast: null, joins: 0, firstFrameMs: null,
 };
@@ -55,7 +65,9 @@ async function heartbeatLoop(leaseId, ttlSeconds, lose) {
       await api('/api/viewer/heartbeat', { method: 'POST', body: { leaseId } });
       misses = 0;
     } catch (e) {
-      if (e.status === 404) { lose('lease expired'); return; }
+      // 410 stage_gone: IVS lost the stage; the pool evicted the seat. 404: the lease lapsed.
+      if (e.status === 410) { lose('the stage is gone; taking a new seat'); return; }
+      if (e.status === 404) { holdLease(null); lose('lease expired'); return; }
       if (++misses >= 3) { lose(`heartbeat failing: ${e.message}`); return; }
     }
   }
@@ -64,10 +76,17 @@ async function heartbeatLoop(leaseId, ttlSeconds, lose) {
 async function getSeat() {
   for (let attempt = 0; !closing; attempt++) {
     try {
-      return await api('/api/token/viewer', { method: 'POST', body: { userId, broadcast: broadcastParam } });
+      const seat = await api('/api/token/viewer', {
+        method: 'POST', body: { userId, broadcast: broadcastParam, leaseId: heldLease },
+      });
+      holdLease(seat.leaseId);
+      return seat;
     } catch (e) {
       let wait = backoff(attempt);
-      if (e.status === 503) {
+      if (e.status === 429) {
+        wait = (e.retryAfter ?? 10) * 1000;
+        setState('waiting', 'Too many seats or requests from this address; waiting…');
+      } else if (e.status === 503) {
         wait = (e.retryAfter ?? 2) * 1000;
         setState('waiting', 'Every stage is full; waiting for a seat…');
       } else if (e.status === 404) {
@@ -116,8 +135,15 @@ async function run() {
       log(`lost the seat: ${why}`);
     } catch (e) {
       // 429 STAGE_AT_CAPACITY, 404 stage deleted, 401 token expired/invalid, 409 token reused:
-      // all mean "ask the edge again".
+      // all mean "ask the edge again". A stage that is not found is reported first, so the
+      // pool checks it with IVS and seats this viewer elsewhere if it is gone.
       failures++;
+      if (e.status === 404 && seat.leaseId) {
+        try {
+          const r = await api('/api/viewer/stage-missing', { method: 'POST', body: { leaseId: seat.leaseId } });
+          log(r.stageGone ? 'the stage is gone: taking a new seat' : 'stage reported missing');
+        } catch (report) { log(`could not report the missing stage: ${report.message}`); }
+      }
       setState('retrying', e.message);
       log(`join refused: ${e.message}`);
       await sleep(e.status === 401 ? 200 : backoff(failures - 1, 8000));
@@ -145,9 +171,11 @@ $('unmute').addEventListener('click', () => { video.muted = !video.muted; $('unm
 
 window.addEventListener('pagehide', () => {
   closing = true;
-  if (status.leaseId) {
+  const leaseId = status.leaseId || heldLease;
+  if (leaseId) {
     navigator.sendBeacon('/api/viewer/leave',
-      new Blob([JSON.stringify({ leaseId: status.leaseId })], { type: 'application/json' }));
+      new Blob([JSON.stringify({ leaseId })], { type: 'application/json' }));
+    holdLease(null);
   }
   window.stagefanSession?.close();
 });

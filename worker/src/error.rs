@@ -31,6 +31,21 @@ pub enum AppError {
         code: &'static str,
         message: String,
     },
+    /// The broadcast seats ticket holders only and the request has no ticket.
+    TicketRequired(String),
+    /// The ticket does not verify, has expired, or is not for this broadcast.
+    InvalidTicket(String),
+    /// The thing asked about existed and is gone (a seat whose stage IVS no longer has).
+    Gone {
+        code: &'static str,
+        message: String,
+    },
+    /// This client asks too often, or holds too much (per-client admission control).
+    TooManyRequests {
+        code: &'static str,
+        message: String,
+        retry_after_secs: u32,
+    },
     /// Every stage is full and none can be made in time.
     NoCapacity {
         retry_after_secs: u32,
@@ -71,10 +86,13 @@ impl AppError {
             AppError::BadRequest { .. } => 400,
             AppError::BodyTooLarge { .. } => 413,
             AppError::Unauthorized => 401,
+            AppError::TicketRequired(_) | AppError::InvalidTicket(_) => 401,
             AppError::NotConfigured(_) => 503,
             AppError::NotFound { .. } => 404,
             AppError::MethodNotAllowed => 405,
             AppError::Conflict { .. } => 409,
+            AppError::Gone { .. } => 410,
+            AppError::TooManyRequests { .. } => 429,
             AppError::NoCapacity { .. } => 503,
             AppError::Upstream(_) => 502,
             AppError::Internal(_) => 500,
@@ -127,6 +145,14 @@ impl AppError {
                 None,
             ),
             AppError::Conflict { code, message } => (code, message.clone(), None),
+            AppError::Gone { code, message } => (code, message.clone(), None),
+            AppError::TicketRequired(message) => {
+                ("ticket_required", message.clone(), Some("ticket".into()))
+            }
+            AppError::InvalidTicket(message) => {
+                ("invalid_ticket", message.clone(), Some("ticket".into()))
+            }
+            AppError::TooManyRequests { code, message, .. } => (code, message.clone(), None),
             AppError::NoCapacity { .. } => (
                 "no_capacity",
                 "every stage of this broadcast is full; retry later".into(),
@@ -158,7 +184,10 @@ impl AppError {
         let headers = Headers::new();
         let _ = headers.set("content-type", "application/json");
         match &self {
-            AppError::NoCapacity { retry_after_secs } => {
+            AppError::NoCapacity { retry_after_secs }
+            | AppError::TooManyRequests {
+                retry_after_secs, ..
+            } => {
                 let _ = headers.set("retry-after", &retry_after_secs.to_string());
             }
             AppError::Throttled => {

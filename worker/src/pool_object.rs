@@ -22,14 +22,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use stagefan_core::budget::SlotSchedule;
 use stagefan_core::ivs::{
-    CreateStageRequest, CreateStageResponse, DeleteStageRequest, EmptyResponse, GetStageRequest,
-    GetStageResponse, ListStagesRequest, ListStagesResponse, Operation,
+    CreateStageRequest, CreateStageResponse, DeleteStageRequest, DisconnectParticipantRequest,
+    EmptyResponse, GetStageRequest, GetStageResponse, ListStagesRequest, ListStagesResponse,
+    Operation,
 };
 use stagefan_core::policy::{self, ScaleAction};
 use stagefan_core::pool::{
-    AssignError, CreateIntent, DeleteIntent, Lease, Observation, Pool, PoolError, PoolMeta,
-    PoolRows, Snapshot, Stage, StageEndpoints, StageId, StageState, LEASE_RANDOM_BYTES,
-    TAG_BROADCAST,
+    AssignError, CreateIntent, DeleteIntent, JoinRequest, Lease, Observation, Pool, PoolError,
+    PoolMeta, PoolRows, Snapshot, Stage, StageEndpoints, StageId, StageState, Stranger,
+    LEASE_RANDOM_BYTES, TAG_BROADCAST,
 };
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlStorage, State};
 
@@ -51,6 +52,14 @@ const CREATE_ATTEMPTS: u32 = 6;
 const BUDGETED_ATTEMPTS: u32 = 4;
 /// Slots a call may miss (its instance too busy to call on time) before it calls anyway.
 const MAX_MISSED_SLOTS: u32 = 10;
+/// How often one stage is checked with `GetStage` when viewers report it missing.
+const MISSING_CHECK_INTERVAL_MS: u64 = 10_000;
+/// How long, and how many, evicted leases are remembered for their heartbeats.
+const EVICTED_RETAINED_MS: u64 = 10 * 60_000;
+const EVICTED_RETAINED_MAX: usize = 100_000;
+/// The reason IVS's participant list shows for a viewer disconnected without a seat.
+const STRANGER_REASON: &str = "stagefan: no seat on this stage (lease lapsed or given back)";
+
 /// How often the alarm tidies the pool (expired leases, scale-down) while it has viewers or
 /// more stages than its minimum.
 const MAINTENANCE_INTERVAL_MS: u64 = 15_000;
@@ -68,6 +77,21 @@ pub struct JoinGrant {
     pub lease_expires_at: u64,
     pub lease_ttl_seconds: u64,
     pub reconnected: bool,
+    /// The seat's IVS participant id: the token must carry it.
+    pub participant_id: String,
+    /// The display name the seat was taken with.
+    pub user_id: String,
+}
+
+/// What the edge asks the pool for a viewer (`join`).
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinCall {
+    pub user_id: String,
+    #[serde(default)]
+    pub lease_id: Option<String>,
+    #[serde(default)]
+    pub client: Option<String>,
 }
 
 /// A stage the host publishes to.
@@ -117,6 +141,11 @@ struct Inner {
     alarm_set: bool,
     /// Replicate mode: replications being brought up (memory only).
     replication: replication::Replicator,
+    /// Leases dropped because their stage went missing in IVS, and when (memory only: after
+    /// a restart their heartbeats answer `lease_not_found`, which the page treats alike).
+    evicted: BTreeMap<String, u64>,
+    /// When each stage was last checked with `GetStage` after a viewer found it missing.
+    checked_missing: BTreeMap<StageId, u64>,
 }
 
 /// Wakes the viewers waiting for a stage being created when a create ends (either way) or
@@ -228,14 +257,29 @@ impl StagePool {
                     // The configured default broadcast exists by configuration.
                     self.ensure(broadcast).await?;
                 }
-                let user_id = body["userId"].as_str().unwrap_or_default().to_string();
-                let grant = self.join(broadcast, &user_id).await?;
+                let call: JoinCall = serde_json::from_value(body)
+                    .map_err(|e| AppError::Internal(format!("join call: {e}")))?;
+                let grant = self.join(broadcast, &call).await?;
                 Ok(serde_json::to_value(grant)?)
             }
             "heartbeat" => {
                 let lease_id = body["leaseId"].as_str().unwrap_or_default();
+                if !shared.has_pool() {
+                    return Err(lease_not_found());
+                }
                 let lease =
-                    shared.mutate(|pool, now| pool.heartbeat(lease_id, now).map_err(pool_error))?;
+                    shared.mutate(|pool, now| pool.heartbeat(lease_id, now).map_err(pool_error));
+                let lease = match lease {
+                    Err(AppError::NotFound { .. }) if shared.was_evicted(lease_id) => {
+                        return Err(AppError::Gone {
+                            code: "stage_gone",
+                            message: "the stage of this seat is gone: ask for a new seat \
+                                      (POST /api/token/viewer with this leaseId)"
+                                .into(),
+                        })
+                    }
+                    other => other?,
+                };
                 self.schedule_maintenance().await;
                 Ok(json!({"leaseId": lease.id, "expiresAt": lease.expires_at}))
             }
@@ -245,6 +289,27 @@ impl StagePool {
                     shared.mutate(|pool, now| Ok(pool.leave(lease_id, now)))?;
                 }
                 Ok(json!({"left": true}))
+            }
+            "bind" => {
+                // api token mode: IVS chose the participant id of the seat's token.
+                let lease_id = body["leaseId"].as_str().unwrap_or_default();
+                let participant = body["participantId"].as_str().unwrap_or_default();
+                if !shared.has_pool() {
+                    return Err(lease_not_found());
+                }
+                shared.mutate(|pool, now| {
+                    pool.bind_participant(lease_id, participant, now)
+                        .map_err(pool_error)
+                })?;
+                Ok(json!({"bound": true}))
+            }
+            "stage-missing" => {
+                let lease_id = body["leaseId"].as_str().unwrap_or_default();
+                if !shared.has_pool() {
+                    return Err(lease_not_found());
+                }
+                let gone = self.check_missing_stage(lease_id).await?;
+                Ok(json!({"stageGone": gone}))
             }
             "publisher" => {
                 self.ensure(broadcast).await?;
@@ -283,6 +348,17 @@ impl StagePool {
                     AppError::bad_request("invalid_json", format!("observations: {e}"))
                 })?;
                 let report = shared.mutate(|pool, now| Ok(pool.observe(&obs, now)))?;
+                shared.remember_evicted(&report.evicted);
+                if !report.gone.is_empty() {
+                    worker::console_warn!("stages gone from IVS: {:?}", report.gone);
+                    self.scale_up();
+                }
+                if !report.strangers.is_empty() {
+                    let shared = shared.clone();
+                    let strangers = report.strangers.clone();
+                    self.state
+                        .wait_until(async move { disconnect_strangers(&shared, strangers).await });
+                }
                 Ok(serde_json::to_value(report)?)
             }
             _ => Err(AppError::NotFound {
@@ -327,7 +403,7 @@ impl StagePool {
         started
     }
 
-    async fn join(&self, broadcast: &str, user_id: &str) -> AppResult<JoinGrant> {
+    async fn join(&self, broadcast: &str, call: &JoinCall) -> AppResult<JoinGrant> {
         let shared = &self.shared;
         if !shared.has_pool() {
             return Err(AppError::NotFound {
@@ -338,11 +414,22 @@ impl StagePool {
         let deadline = runtime::now_ms() + WAIT_FOR_CREATE_MS;
         loop {
             let now = runtime::now_ms();
-            // A viewer with a seat keeps it; a new one needs a stage with room.
-            let has_room_or_seat = shared.with_pool(|pool| {
-                pool.lease_of_user(user_id).is_some() || pool.peek_assignment().is_some()
+            // A viewer with a seat keeps it; a new one needs a stage with room, and a client
+            // at its limit of seats is refused before any stage is asked for.
+            let (has_room_or_seat, at_limit) = shared.with_pool(|pool| {
+                let held = call.lease_id.as_deref().and_then(|id| pool.lease(id));
+                let limit = pool.settings().max_seats_per_client;
+                let at_limit = held.is_none()
+                    && limit > 0
+                    && call
+                        .client
+                        .as_deref()
+                        .is_some_and(|c| pool.seats_of_client(c) >= limit);
+                let room = held.is_some_and(|l| pool.stage(l.stage).is_some_and(|s| s.is_active()))
+                    || pool.peek_assignment().is_some();
+                (room, at_limit)
             });
-            if !has_room_or_seat {
+            if !has_room_or_seat && !at_limit {
                 // Every stage is full: make more if the policy allows, and wait a little for
                 // stages being created, unless their slots in the account-wide CreateStage
                 // budget come after the wait (then the viewer is told when to come back).
@@ -363,7 +450,12 @@ impl StagePool {
             let assigned = {
                 let mut inner = shared.inner.borrow_mut();
                 let pool = inner.pool.as_mut().ok_or_else(not_found_pool)?;
-                pool.assign(user_id, now, &random)
+                let request = JoinRequest {
+                    user_id: &call.user_id,
+                    lease_id: call.lease_id.as_deref(),
+                    client: call.client.as_deref(),
+                };
+                pool.join(&request, now, &random)
             };
             match assigned {
                 Ok(a) => {
@@ -382,6 +474,8 @@ impl StagePool {
                             lease_expires_at: a.expires_at,
                             lease_ttl_seconds: pool.settings().lease_ttl_ms / 1000,
                             reconnected: a.reconnected,
+                            participant_id: a.participant_id,
+                            user_id: a.user_id,
                         }
                     });
                     shared.persist()?;
@@ -390,11 +484,79 @@ impl StagePool {
                     return Ok(grant);
                 }
                 Err(AssignError::LeaseIdTaken(_)) => continue,
+                Err(AssignError::ClientLimit { held, limit }) => {
+                    shared.persist()?;
+                    return Err(AppError::TooManyRequests {
+                        code: "client_seat_limit",
+                        message: format!(
+                            "this address already holds {held} seats of this broadcast (the \
+                             limit is {limit}); give one back or wait for one to lapse"
+                        ),
+                        retry_after_secs: shared
+                            .with_pool(|p| (p.settings().lease_ttl_ms / 1000).max(1) as u32),
+                    });
+                }
                 Err(AssignError::NoSeat(_)) => {
                     shared.persist()?;
                     let retry_after_secs = shared.retry_after(now);
                     return Err(AppError::NoCapacity { retry_after_secs });
                 }
+            }
+        }
+    }
+
+    /// A viewer's join found its stage missing (`STAGE_NOT_FOUND` at WHIP/WHEP or from the
+    /// SDK): ask IVS (`GetStage`, within the account-wide budget, at most once per stage per
+    /// `MISSING_CHECK_INTERVAL_MS`) and mark the stage gone if IVS no longer has it. Returns
+    /// whether the lease's stage is gone (then the viewer asks for a new seat).
+    async fn check_missing_stage(&self, lease_id: &str) -> AppResult<bool> {
+        let shared = &self.shared;
+        let now = runtime::now_ms();
+        let stage = shared.with_pool(|pool| {
+            let lease = pool.lease(lease_id)?;
+            let st = pool.stage(lease.stage)?;
+            Some((st.id, st.arn.clone(), st.is_active()))
+        });
+        let Some((stage, Some(arn), active)) = stage else {
+            // No live lease (or its stage is already deleted): the viewer needs a new seat.
+            return Ok(!shared.with_pool(|pool| pool.lease(lease_id).is_some()));
+        };
+        if !active {
+            return Ok(false);
+        }
+        {
+            let mut inner = shared.inner.borrow_mut();
+            let last = inner.checked_missing.get(&stage).copied();
+            if last.is_some_and(|t| now < t + MISSING_CHECK_INTERVAL_MS) {
+                return Ok(false);
+            }
+            inner.checked_missing.insert(stage, now);
+        }
+        let client = shared.ivs()?;
+        let answer: std::result::Result<GetStageResponse, CallError> = call_budgeted(
+            shared,
+            &client,
+            Operation::GetStage,
+            &GetStageRequest { arn: arn.clone() },
+            BUDGETED_ATTEMPTS,
+        )
+        .await;
+        match answer {
+            Err(CallError::Ivs(e)) if e.status == 404 => {
+                let evicted =
+                    shared.mutate(|pool, now| pool.gone(stage, now).map_err(pool_error))?;
+                worker::console_warn!(
+                    "stage {arn} is gone from IVS (a viewer found it missing): {} seats evicted",
+                    evicted.len()
+                );
+                shared.remember_evicted(&evicted);
+                self.scale_up();
+                Ok(true)
+            }
+            Ok(_) => Ok(false),
+            Err(e) => {
+                worker::console_error!("GetStage {arn}: {e}");
+                Ok(false)
             }
         }
     }
@@ -589,6 +751,34 @@ impl Shared {
         self.inner.borrow().pool.is_some()
     }
 
+    /// Remembers leases evicted with a stage that went missing, so their heartbeats can say
+    /// why (`stage_gone`) for `EVICTED_RETAINED_MS`.
+    fn remember_evicted(&self, leases: &[String]) {
+        if leases.is_empty() {
+            return;
+        }
+        let now = runtime::now_ms();
+        let mut inner = self.inner.borrow_mut();
+        inner
+            .evicted
+            .retain(|_, at| now.saturating_sub(*at) < EVICTED_RETAINED_MS);
+        for id in leases {
+            if inner.evicted.len() >= EVICTED_RETAINED_MAX {
+                break;
+            }
+            inner.evicted.insert(id.clone(), now);
+        }
+    }
+
+    fn was_evicted(&self, lease_id: &str) -> bool {
+        let now = runtime::now_ms();
+        self.inner
+            .borrow()
+            .evicted
+            .get(lease_id)
+            .is_some_and(|at| now.saturating_sub(*at) < EVICTED_RETAINED_MS)
+    }
+
     fn with_pool<T>(&self, f: impl FnOnce(&Pool) -> T) -> T {
         let inner = self.inner.borrow();
         f(inner.pool.as_ref().expect("pool loaded"))
@@ -611,13 +801,16 @@ impl Shared {
         if self.inner.borrow().loaded {
             return Ok(());
         }
-        for ddl in [
-            "CREATE TABLE IF NOT EXISTS meta (id INTEGER PRIMARY KEY CHECK (id = 1), row TEXT NOT NULL)",
-            "CREATE TABLE IF NOT EXISTS stages (id INTEGER PRIMARY KEY, row TEXT NOT NULL)",
-            "CREATE TABLE IF NOT EXISTS leases (id TEXT PRIMARY KEY, row TEXT NOT NULL)",
-        ] {
-            self.sql.exec(ddl, None)?;
+        // A broadcast nobody created has no tables: reading that costs no storage, so a
+        // request for an unknown broadcast leaves nothing behind (the tables are made by
+        // `ensure`, the only way a pool comes to exist).
+        if !self.has_tables()? {
+            let mut inner = self.inner.borrow_mut();
+            inner.pool = None;
+            inner.loaded = true;
+            return Ok(());
         }
+        self.create_tables()?;
         #[derive(Deserialize)]
         struct RowText {
             row: String,
@@ -685,6 +878,32 @@ impl Shared {
         Ok(())
     }
 
+    fn has_tables(&self) -> AppResult<bool> {
+        #[derive(Deserialize)]
+        struct Count {
+            n: i64,
+        }
+        let rows: Vec<Count> = self
+            .sql
+            .exec(
+                "SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
+                None,
+            )?
+            .to_array()?;
+        Ok(rows.first().is_some_and(|c| c.n > 0))
+    }
+
+    fn create_tables(&self) -> AppResult<()> {
+        for ddl in [
+            "CREATE TABLE IF NOT EXISTS meta (id INTEGER PRIMARY KEY CHECK (id = 1), row TEXT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS stages (id INTEGER PRIMARY KEY, row TEXT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS leases (id TEXT PRIMARY KEY, row TEXT NOT NULL)",
+        ] {
+            self.sql.exec(ddl, None)?;
+        }
+        Ok(())
+    }
+
     /// Writes the rows the last mutations touched.
     fn persist(&self) -> AppResult<()> {
         let mut inner = self.inner.borrow_mut();
@@ -732,6 +951,7 @@ impl Shared {
 
     /// Writes every row (a new pool).
     fn write_all(&self) -> AppResult<()> {
+        self.create_tables()?;
         {
             let mut inner = self.inner.borrow_mut();
             let pool = inner.pool.as_mut().ok_or_else(not_found_pool)?;
@@ -925,8 +1145,22 @@ async fn create_stage(shared: Rc<Shared>, intent: CreateIntent) {
                     worker::Delay::from(wait.max(Duration::from_millis(50))).await;
                 }
                 if e.outcome_unknown() {
-                    if let Ok(Some(stage)) = find_stage_by_name(&client, &intent).await {
-                        break Some(stage);
+                    match find_stage_by_name(&client, &intent).await {
+                        Ok(Some(stage)) => break Some(stage),
+                        // IVS surely has no such stage: the create may be sent again.
+                        Ok(None) => {}
+                        // Not known either way: never send the create again. The intent
+                        // stays `creating` and the maintenance alarm resolves it by name
+                        // (`policy::stale_creates`).
+                        Err(lookup) => {
+                            worker::console_error!(
+                                "CreateStage {}: outcome unknown ({e}) and the lookup failed \
+                                 ({lookup}); left to the maintenance alarm",
+                                intent.name
+                            );
+                            shared.create_done.notify();
+                            return;
+                        }
                     }
                 }
                 attempt += 1;
@@ -934,8 +1168,13 @@ async fn create_stage(shared: Rc<Shared>, intent: CreateIntent) {
             Err(e) => {
                 worker::console_error!("CreateStage {}: {e}", intent.name);
                 if e.outcome_unknown() {
-                    if let Ok(Some(stage)) = find_stage_by_name(&client, &intent).await {
-                        break Some(stage);
+                    match find_stage_by_name(&client, &intent).await {
+                        Ok(Some(stage)) => break Some(stage),
+                        Ok(None) => {}
+                        Err(_) => {
+                            shared.create_done.notify();
+                            return;
+                        }
                     }
                 }
                 break None;
@@ -1047,6 +1286,41 @@ async fn delete_stage(
         .map(|_evicted| ())
 }
 
+/// Disconnects participants connected to a stage without a seat there (their lease lapsed or
+/// was given back, or they never had one), each call in its slot of the account-wide budget.
+async fn disconnect_strangers(shared: &Rc<Shared>, strangers: Vec<Stranger>) {
+    let Ok(client) = shared.ivs() else {
+        return;
+    };
+    for stranger in strangers {
+        let request = DisconnectParticipantRequest {
+            stage_arn: stranger.stage_arn.clone(),
+            participant_id: stranger.participant_id.clone(),
+            reason: Some(STRANGER_REASON.to_string()),
+        };
+        let result: std::result::Result<EmptyResponse, CallError> = call_budgeted(
+            shared,
+            &client,
+            Operation::DisconnectParticipant,
+            &request,
+            BUDGETED_ATTEMPTS,
+        )
+        .await;
+        match result {
+            Ok(_) => worker::console_log!(
+                "disconnected {} from {}: no seat there",
+                stranger.participant_id,
+                stranger.stage_arn
+            ),
+            Err(e) => worker::console_error!(
+                "DisconnectParticipant {} on {}: {e}",
+                stranger.participant_id,
+                stranger.stage_arn
+            ),
+        }
+    }
+}
+
 /// Sleeps until `at` (this instance's clock).
 async fn sleep_until(at: u64) {
     let wait = at.saturating_sub(runtime::now_ms());
@@ -1144,6 +1418,13 @@ fn refuse_mode_switch(shared: &Shared, body: &Value) -> AppResult<()> {
         });
     }
     Ok(())
+}
+
+fn lease_not_found() -> AppError {
+    AppError::NotFound {
+        code: "lease_not_found",
+        message: "no live lease with that id (it expired or was given back)".into(),
+    }
 }
 
 fn not_found_pool() -> AppError {

@@ -79,6 +79,37 @@ impl Registry {
                     .to_array()?;
                 Ok(json!({"broadcasts": rows.into_iter().map(|r| r.id).collect::<Vec<_>>()}))
             }
+            "has" => {
+                #[derive(Deserialize)]
+                struct Row {
+                    n: i64,
+                }
+                let broadcast = body["broadcast"].as_str().unwrap_or_default();
+                let rows: Vec<Row> = self
+                    .sql
+                    .exec(
+                        "SELECT count(*) AS n FROM broadcasts WHERE id = ?",
+                        vec![broadcast.into()],
+                    )?
+                    .to_array()?;
+                Ok(json!({"exists": rows.first().is_some_and(|r| r.n > 0)}))
+            }
+            "page" => {
+                #[derive(Deserialize)]
+                struct Row {
+                    id: String,
+                }
+                let after = body["after"].as_str().unwrap_or_default();
+                let limit = body["limit"].as_u64().unwrap_or(20).clamp(1, 100) as i64;
+                let rows: Vec<Row> = self
+                    .sql
+                    .exec(
+                        "SELECT id FROM broadcasts WHERE id > ? ORDER BY id LIMIT ?",
+                        vec![after.into(), limit.into()],
+                    )?
+                    .to_array()?;
+                Ok(json!({"broadcasts": rows.into_iter().map(|r| r.id).collect::<Vec<_>>()}))
+            }
             "public-key" => {
                 let pem = body["pem"].as_str().unwrap_or_default().to_string();
                 if let Some((cached_pem, arn)) = self.key_arn.borrow().as_ref() {
@@ -237,6 +268,19 @@ pub async fn register(env: &Env, broadcast: &str, now: u64) -> AppResult<()> {
 /// Every broadcast, sorted.
 pub async fn list(env: &Env) -> AppResult<Vec<String>> {
     let v = call(env, "list", json!({})).await?;
+    Ok(serde_json::from_value(v["broadcasts"].clone())?)
+}
+
+/// Whether a broadcast exists (its pool was made): asked before any public request reaches a
+/// pool, so that a request for an unknown broadcast creates no Durable Object at all.
+pub async fn has(env: &Env, broadcast: &str) -> AppResult<bool> {
+    let v = call(env, "has", json!({"broadcast": broadcast})).await?;
+    Ok(v["exists"].as_bool().unwrap_or(false))
+}
+
+/// Up to `limit` broadcasts after `after`, sorted (a page of the public list).
+pub async fn page(env: &Env, after: &str, limit: u32) -> AppResult<Vec<String>> {
+    let v = call(env, "page", json!({"after": after, "limit": limit})).await?;
     Ok(serde_json::from_value(v["broadcasts"].clone())?)
 }
 

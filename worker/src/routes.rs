@@ -5,6 +5,7 @@
 //! the pool stays the single writer of its counts).
 
 use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
 use serde::de::DeserializeOwned;
@@ -35,7 +36,23 @@ struct Isolate {
     key: Option<Rc<TokenKey>>,
     signer: SignerKind,
     key_arn: RefCell<Option<String>>,
+    /// Broadcasts the registry said exist (they are never unmade while an isolate lives).
+    known: RefCell<BTreeSet<String>>,
+    /// Broadcasts the registry said do not exist, and when it said so.
+    unknown: RefCell<BTreeMap<String, u64>>,
+    /// Pages of the public broadcast list, by (after, limit), with when they were made.
+    list_cache: RefCell<BTreeMap<(String, u32), (u64, Value)>>,
 }
+
+/// How long an isolate believes "no such broadcast" before asking the registry again.
+const UNKNOWN_TTL_MS: u64 = 5_000;
+/// How many unknown names an isolate remembers (a flood of made-up names cycles through it).
+const UNKNOWN_MAX: usize = 10_000;
+/// How long a page of the public broadcast list is served from the isolate's cache.
+const LIST_CACHE_MS: u64 = 2_000;
+/// Broadcasts per page of `GET /api/broadcasts` (default and most).
+const LIST_PAGE_DEFAULT: u32 = 20;
+const LIST_PAGE_MAX: u32 = 50;
 
 thread_local! {
     static ISOLATE: RefCell<Option<Rc<Isolate>>> = const { RefCell::new(None) };
@@ -63,6 +80,9 @@ impl Edge {
                 let isolate = Rc::new(Isolate {
                     signer: SignerKind::parse(settings.token_signer.as_deref())?,
                     key_arn: RefCell::new(settings.token_public_key_arn.clone()),
+                    known: RefCell::default(),
+                    unknown: RefCell::default(),
+                    list_cache: RefCell::default(),
                     settings,
                     key,
                 });
@@ -107,7 +127,8 @@ async fn dispatch(req: Request, edge: &Edge, method: Method, path: &str) -> AppR
         (Post, ["api", "token", "viewer"]) => viewer_token(req, edge).await,
         (Post, ["api", "viewer", "heartbeat"]) => viewer_heartbeat(req, edge).await,
         (Post, ["api", "viewer", "leave"]) => viewer_leave(req, edge).await,
-        (Get, ["api", "broadcasts"]) => list_broadcasts(edge).await,
+        (Post, ["api", "viewer", "stage-missing"]) => viewer_stage_missing(req, edge).await,
+        (Get, ["api", "broadcasts"]) => list_broadcasts(req, edge).await,
         (Get, ["api", "broadcasts", id]) => get_broadcast(req, edge, id).await,
         (Post, ["api", "token", "publisher-all"]) => publisher_all(req, edge).await,
         (Post, ["api", "host", "published"]) => host_published(req, edge).await,
@@ -140,25 +161,78 @@ async fn get_config(edge: &Edge) -> AppResult<Response> {
 }
 
 async fn viewer_token(mut req: Request, edge: &Edge) -> AppResult<Response> {
+    let client = client_of(&req);
     let body = JsonBody::read(&mut req).await?;
-    let user_id = body.required_str("userId")?.to_string();
-    body::validate_user_id(&user_id)?;
     let broadcast = resolve_broadcast(edge, &body)?;
-    let grant: JoinGrant =
-        pool_call(edge, &broadcast, "join", json!({ "userId": user_id })).await?;
+    // A reconnect presents its lease: the only way back to a seat. It must be a lease of
+    // this broadcast (it is routed by its prefix).
+    let lease_id = body.optional_str("leaseId")?.map(str::to_string);
+    if let Some(lease) = &lease_id {
+        if body::broadcast_of_lease(lease)? != broadcast {
+            return Err(AppError::bad_field(
+                "leaseId",
+                format!("`leaseId` is a lease of another broadcast than {broadcast:?}"),
+            ));
+        }
+    }
+    admit(edge, client.as_deref()).await?;
+    require_broadcast(edge, &broadcast).await?;
+    let user_id = viewer_identity(edge, &body, &broadcast).await?;
+    let grant: JoinGrant = pool_call(
+        edge,
+        &broadcast,
+        "join",
+        json!({ "userId": user_id, "leaseId": lease_id, "client": client }),
+    )
+    .await?;
     let minted = mint(
         edge,
         &grant.stage_arn,
         &grant.whip_url,
         &grant.events_url,
-        &user_id,
+        &grant.user_id,
+        Some(&grant.participant_id),
         false,
     )
-    .await?;
+    .await;
+    let minted = match minted {
+        Ok(m) => m,
+        Err(e) => {
+            // A seat is granted together with its token or not at all: a new seat whose
+            // token could not be made is given back at once (a reconnect keeps its seat).
+            if !grant.reconnected {
+                let freed: AppResult<Value> = pool_call(
+                    edge,
+                    &broadcast,
+                    "leave",
+                    json!({ "leaseId": grant.lease_id }),
+                )
+                .await;
+                if let Err(free) = freed {
+                    worker::console_error!(
+                        "giving back {} after a failed mint: {free:?}",
+                        grant.lease_id
+                    );
+                }
+            }
+            return Err(e);
+        }
+    };
+    if minted.participant_id != grant.participant_id {
+        // `api` token mode: IVS chose the participant id; the seat follows its token.
+        let _: Value = pool_call(
+            edge,
+            &broadcast,
+            "bind",
+            json!({ "leaseId": grant.lease_id, "participantId": minted.participant_id }),
+        )
+        .await?;
+    }
     json_response(&json!({
         "token": minted.token,
         "stageArn": grant.stage_arn,
         "participantId": minted.participant_id,
+        "userId": grant.user_id,
         "expiresAt": minted.expires_at,
         "leaseId": grant.lease_id,
         "leaseTtlSeconds": grant.lease_ttl_seconds,
@@ -170,10 +244,126 @@ async fn viewer_token(mut req: Request, edge: &Edge) -> AppResult<Response> {
     }))
 }
 
+/// The viewer's user id: the ticket's subject on a broadcast that requires tickets, else the
+/// `userId` it gives (a display name, validated; `host` is reserved).
+async fn viewer_identity(edge: &Edge, body: &JsonBody, broadcast: &str) -> AppResult<String> {
+    let given = body.optional_str("userId")?;
+    if !edge.settings.config.ticket_broadcasts.requires(broadcast) {
+        let user_id = given.ok_or_else(|| AppError::bad_field("userId", "`userId` is required"))?;
+        stagefan_core::config::validate_user_id(user_id)?;
+        return Ok(user_id.to_string());
+    }
+    let Some(raw) = body.optional_str("ticket")? else {
+        return Err(AppError::TicketRequired(format!(
+            "broadcast {broadcast:?} seats ticket holders only: send the `ticket` your \
+             provider gave you"
+        )));
+    };
+    let invalid = |why: String| AppError::InvalidTicket(why);
+    let ticket = stagefan_core::ticket::parse(raw).map_err(|e| invalid(e.0))?;
+    let verified = match ticket.alg {
+        stagefan_core::ticket::TicketAlg::Hs256 => {
+            let secret = edge
+                .settings
+                .ticket_secret
+                .as_deref()
+                .ok_or(AppError::NotConfigured("VIEWER_TICKET_SECRET"))?;
+            stagefan_core::ticket::verify_hs256(secret.as_bytes(), &ticket)
+        }
+        _ => {
+            let key = edge
+                .settings
+                .ticket_public_key
+                .as_deref()
+                .ok_or(AppError::NotConfigured("VIEWER_TICKET_PUBLIC_KEY"))?;
+            crate::tokens::verify_ticket(key, &ticket).await?
+        }
+    };
+    if !verified {
+        return Err(invalid("the ticket's signature does not verify".into()));
+    }
+    let subject = ticket
+        .claims
+        .check(broadcast, runtime::now_secs())
+        .map_err(|e| invalid(e.0))?;
+    if given.is_some_and(|g| g != subject) {
+        return Err(AppError::bad_field(
+            "userId",
+            "`userId` differs from the ticket's subject (leave it out: the ticket names you)",
+        ));
+    }
+    Ok(subject.to_string())
+}
+
+/// The client address Cloudflare saw (`CF-Connecting-IP`, which Cloudflare sets and clients
+/// cannot), as the key of per-client limits; `None` when absent or not an address.
+fn client_of(req: &Request) -> Option<String> {
+    let ip = req.headers().get("cf-connecting-ip").ok().flatten()?;
+    stagefan_core::pool::client_key(&ip)
+}
+
+/// Attempts of one `CreateParticipantToken` (each in its own budget slot).
+const TOKEN_ATTEMPTS: u32 = 3;
+/// A viewer whose token slot is further away than this is told to come back (503).
+const TOKEN_SLOT_MAX_WAIT_MS: u64 = 3_000;
+
+/// Seconds a client refused by the join-rate limiter waits: the limiter's period
+/// (`[[ratelimits]]` in wrangler.toml).
+const JOIN_LIMIT_PERIOD_SECS: u32 = 10;
+
+/// Per-client admission on the viewer route: Cloudflare's rate-limiting binding
+/// (`VIEWER_JOIN_LIMITER`), keyed by the client's address. Without the binding, or without a
+/// client address, nothing is limited here (the pool's seats-per-client limit still holds).
+async fn admit(edge: &Edge, client: Option<&str>) -> AppResult<()> {
+    let Some(client) = client else {
+        return Ok(());
+    };
+    let Ok(limiter) = edge.env.rate_limiter("VIEWER_JOIN_LIMITER") else {
+        return Ok(());
+    };
+    match limiter.limit(client.to_string()).await {
+        Ok(outcome) if !outcome.success => Err(AppError::TooManyRequests {
+            code: "rate_limited",
+            message: format!(
+                "this address asks for seats too often; retry in {JOIN_LIMIT_PERIOD_SECS} s"
+            ),
+            retry_after_secs: JOIN_LIMIT_PERIOD_SECS,
+        }),
+        Ok(_) => Ok(()),
+        Err(e) => {
+            // The limiter failing must not close the route.
+            worker::console_error!("rate limiter: {e:?}");
+            Ok(())
+        }
+    }
+}
+
+/// A viewer whose join found its stage missing (`STAGE_NOT_FOUND`) says so; the pool asks
+/// IVS and, if the stage is gone, marks it and evicts its seats (the answer says whether).
+async fn viewer_stage_missing(mut req: Request, edge: &Edge) -> AppResult<Response> {
+    let body = JsonBody::read(&mut req).await?;
+    let lease_id = body.required_str("leaseId")?.to_string();
+    let broadcast = body::broadcast_of_lease(&lease_id)?.to_string();
+    require_broadcast(edge, &broadcast)
+        .await
+        .map_err(|_| lease_not_found())?;
+    let answer: Value = pool_call(
+        edge,
+        &broadcast,
+        "stage-missing",
+        json!({ "leaseId": lease_id }),
+    )
+    .await?;
+    json_response(&answer)
+}
+
 async fn viewer_heartbeat(mut req: Request, edge: &Edge) -> AppResult<Response> {
     let body = JsonBody::read(&mut req).await?;
     let lease_id = body.required_str("leaseId")?.to_string();
     let broadcast = body::broadcast_of_lease(&lease_id)?.to_string();
+    require_broadcast(edge, &broadcast)
+        .await
+        .map_err(|_| lease_not_found())?;
     let renewed: Value = pool_call(
         edge,
         &broadcast,
@@ -189,14 +379,50 @@ async fn viewer_leave(mut req: Request, edge: &Edge) -> AppResult<Response> {
     let body = JsonBody::read(&mut req).await?;
     let lease_id = body.required_str("leaseId")?.to_string();
     let broadcast = body::broadcast_of_lease(&lease_id)?.to_string();
+    if require_broadcast(edge, &broadcast).await.is_err() {
+        // Nothing to give back; leaving is idempotent.
+        return json_response(&json!({ "left": true }));
+    }
     let _: Value = pool_call(edge, &broadcast, "leave", json!({ "leaseId": lease_id })).await?;
     json_response(&json!({ "left": true }))
 }
 
-async fn list_broadcasts(edge: &Edge) -> AppResult<Response> {
-    let mut ids = registry::list(&edge.env).await?;
+async fn list_broadcasts(req: Request, edge: &Edge) -> AppResult<Response> {
+    // Bounded in cost: a page at a time (`?limit=` up to 50, `?after=` the last id of the
+    // previous page), each page served from the isolate's cache for 2 s.
+    let url = req.url()?;
+    let mut after = String::new();
+    let mut limit = LIST_PAGE_DEFAULT;
+    for (k, v) in url.query_pairs() {
+        match k.as_ref() {
+            "after" => {
+                body::validate_broadcast("after", &v)?;
+                after = v.to_string();
+            }
+            "limit" => {
+                limit = v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=LIST_PAGE_MAX).contains(n))
+                    .ok_or_else(|| {
+                        AppError::bad_field("limit", format!("`limit` must be 1-{LIST_PAGE_MAX}"))
+                    })?;
+            }
+            _ => {}
+        }
+    }
+    let now = runtime::now_ms();
+    let key = (after.clone(), limit);
+    if let Some((at, page)) = edge.isolate.list_cache.borrow().get(&key) {
+        if now.saturating_sub(*at) < LIST_CACHE_MS {
+            return json_response(page);
+        }
+    }
+    let mut ids = registry::page(&edge.env, &after, limit).await?;
+    let full = ids.len() as u32 == limit;
+    let next = if full { ids.last().cloned() } else { None };
     if let Some(default) = &edge.settings.config.default_broadcast {
-        if !ids.contains(default) {
+        if after.is_empty() && !ids.contains(default) {
             ids.insert(0, default.clone());
         }
     }
@@ -208,7 +434,57 @@ async fn list_broadcasts(edge: &Edge) -> AppResult<Response> {
             Err(e) => return Err(e),
         }
     }
-    json_response(&json!({ "broadcasts": summaries }))
+    let page = json!({ "broadcasts": summaries, "next": next });
+    let mut cache = edge.isolate.list_cache.borrow_mut();
+    cache.retain(|_, (at, _)| now.saturating_sub(*at) < LIST_CACHE_MS);
+    cache.insert(key, (now, page.clone()));
+    json_response(&page)
+}
+
+/// A public request names a broadcast: it must exist (its pool was made, or it is the
+/// configured default), else 404 without touching any pool, so that requests for made-up
+/// names create no Durable Object and no storage. The registry is asked once per name per
+/// isolate (a negative answer is believed for 5 s).
+async fn require_broadcast(edge: &Edge, broadcast: &str) -> AppResult<()> {
+    if edge.settings.config.default_broadcast.as_deref() == Some(broadcast)
+        || edge.isolate.known.borrow().contains(broadcast)
+    {
+        return Ok(());
+    }
+    let now = runtime::now_ms();
+    let not_found = || AppError::NotFound {
+        code: "broadcast_not_found",
+        message: format!("no broadcast {broadcast:?}: the host has not started it"),
+    };
+    if let Some(at) = edge.isolate.unknown.borrow().get(broadcast) {
+        if now.saturating_sub(*at) < UNKNOWN_TTL_MS {
+            return Err(not_found());
+        }
+    }
+    if registry::has(&edge.env, broadcast).await? {
+        edge.isolate
+            .known
+            .borrow_mut()
+            .insert(broadcast.to_string());
+        edge.isolate.unknown.borrow_mut().remove(broadcast);
+        return Ok(());
+    }
+    let mut unknown = edge.isolate.unknown.borrow_mut();
+    if unknown.len() >= UNKNOWN_MAX {
+        unknown.retain(|_, at| now.saturating_sub(*at) < UNKNOWN_TTL_MS);
+        if unknown.len() >= UNKNOWN_MAX {
+            unknown.clear();
+        }
+    }
+    unknown.insert(broadcast.to_string(), now);
+    Err(not_found())
+}
+
+fn lease_not_found() -> AppError {
+    AppError::NotFound {
+        code: "lease_not_found",
+        message: "no live lease with that id (it expired or was given back)".into(),
+    }
 }
 
 async fn get_broadcast(req: Request, edge: &Edge, id: &str) -> AppResult<Response> {
@@ -217,6 +493,7 @@ async fn get_broadcast(req: Request, edge: &Edge, id: &str) -> AppResult<Respons
         let snapshot: Value = pool_call(edge, id, "snapshot", json!({})).await?;
         return json_response(&snapshot);
     }
+    require_broadcast(edge, id).await?;
     let summary: Value = pool_call(edge, id, "summary", json!({})).await?;
     json_response(&summary)
 }
@@ -243,7 +520,8 @@ async fn publisher_all(mut req: Request, edge: &Edge) -> AppResult<Response> {
             &stage.stage_arn,
             &stage.whip_url,
             &stage.events_url,
-            "host",
+            stagefan_core::config::HOST_USER_ID,
+            None,
             true,
         )
         .await?;
@@ -350,7 +628,7 @@ async fn admin_observations(mut req: Request, edge: &Edge, id: &str) -> AppResul
         }
     }
     let value = Value::Object(
-        ["observedAt", "stages"]
+        ["observedAt", "stages", "missing"]
             .iter()
             .filter_map(|k| body.get(k).map(|v| (k.to_string(), v.clone())))
             .collect(),
@@ -409,6 +687,7 @@ async fn mint(
     whip_url: &str,
     events_url: &str,
     user_id: &str,
+    participant: Option<&str>,
     publish: bool,
 ) -> AppResult<Minted> {
     let config = &edge.settings.config;
@@ -421,7 +700,10 @@ async fn mint(
                 .ok_or(AppError::NotConfigured("TOKEN_PRIVATE_KEY"))?;
             let kid = key_arn(edge, key).await?;
             let now = runtime::now_secs();
-            let pid = participant_id(&runtime::random::<12>());
+            let pid = match participant {
+                Some(p) => p.to_string(),
+                None => participant_id(&runtime::random::<12>()),
+            };
             let unsigned = TokenBuilder::new(&kid, stage_arn, whip_url, events_url)
                 .participant_id(pid.clone())
                 .user_id(user_id)
@@ -453,14 +735,43 @@ async fn mint(
                 capabilities: Some(capabilities),
                 ..Default::default()
             };
-            let answer: CreateParticipantTokenResponse = client
-                .call(Operation::CreateParticipantToken, &request, Retry::DEFAULT)
+            // Paced account-wide at IVS's rate (50 per second) by the IVS budget: every
+            // attempt takes its slot, a throttled one tells the budget.
+            let mut throttled = false;
+            let mut attempt = 1;
+            let answer: CreateParticipantTokenResponse = loop {
+                let op = Operation::CreateParticipantToken;
+                match crate::budget::reserve(
+                    &edge.env,
+                    &config.ivs_endpoint,
+                    &config.ivs_region,
+                    op,
+                    throttled,
+                )
                 .await
-                .map_err(|e| match e {
-                    e if e.is_throttling() => AppError::Throttled,
-                    CallError::Ivs(e) => AppError::Upstream(e.to_string()),
-                    e => AppError::Upstream(e.to_string()),
-                })?;
+                {
+                    Ok(slot) => {
+                        let wait = slot.at.saturating_sub(runtime::now_ms());
+                        if wait > TOKEN_SLOT_MAX_WAIT_MS {
+                            return Err(AppError::Throttled);
+                        }
+                        if wait > 0 {
+                            worker::Delay::from(std::time::Duration::from_millis(wait)).await;
+                        }
+                    }
+                    Err(e) => worker::console_error!("IVS budget unreachable for a token: {e:?}"),
+                }
+                match client.call(op, &request, Retry::NONE).await {
+                    Ok(answer) => break answer,
+                    Err(e) if e.is_retryable() && attempt < TOKEN_ATTEMPTS => {
+                        throttled = e.is_throttling();
+                        attempt += 1;
+                    }
+                    Err(e) if e.is_throttling() => return Err(AppError::Throttled),
+                    Err(CallError::Ivs(e)) => return Err(AppError::Upstream(e.to_string())),
+                    Err(e) => return Err(AppError::Upstream(e.to_string())),
+                }
+            };
             let token = answer
                 .participant_token
                 .ok_or_else(|| AppError::Upstream("CreateParticipantToken: no token".into()))?;

@@ -16,6 +16,10 @@ pub struct Settings {
     pub token_private_key: Option<String>,
     pub token_public_key_arn: Option<String>,
     pub token_signer: Option<String>,
+    /// `VIEWER_TICKET_SECRET`: the HS256 secret of viewer tickets (at least 32 bytes).
+    pub ticket_secret: Option<String>,
+    /// `VIEWER_TICKET_PUBLIC_KEY`: the SPKI PEM public key of ES256 (P-256) or RS256 tickets.
+    pub ticket_public_key: Option<String>,
 }
 
 /// A var or secret, `None` when absent or blank.
@@ -50,6 +54,8 @@ impl Settings {
             token_private_key: var(env, "TOKEN_PRIVATE_KEY"),
             token_public_key_arn: var(env, "TOKEN_PUBLIC_KEY_ARN"),
             token_signer: var(env, "TOKEN_SIGNER"),
+            ticket_secret: var(env, "VIEWER_TICKET_SECRET"),
+            ticket_public_key: var(env, "VIEWER_TICKET_PUBLIC_KEY"),
         })
     }
 

@@ -28,6 +28,14 @@ extern "C" {
         usages: &Array,
     ) -> Result<Promise, JsValue>;
 
+    #[wasm_bindgen(catch, js_namespace = ["crypto", "subtle"], js_name = verify)]
+    fn subtle_verify(
+        algorithm: &JsValue,
+        key: &JsValue,
+        signature: &Uint8Array,
+        data: &Uint8Array,
+    ) -> Result<Promise, JsValue>;
+
     #[wasm_bindgen(catch, js_namespace = ["crypto", "subtle"], js_name = sign)]
     fn subtle_sign(
         algorithm: &JsValue,
@@ -156,4 +164,71 @@ pub fn same_pem(a: &str, b: &str) -> bool {
     };
     let (a, b) = (strip(a), strip(b));
     !a.is_empty() && a == b
+}
+
+/// Verifies an ES256 or RS256 viewer ticket's signature with the operator's SPKI PEM public
+/// key through WebCrypto. `Ok(false)` for a signature that does not verify; an error for a
+/// key that cannot be imported for that algorithm (a configuration error).
+pub async fn verify_ticket(
+    public_pem: &str,
+    ticket: &stagefan_core::ticket::Ticket,
+) -> AppResult<bool> {
+    use stagefan_core::ticket::TicketAlg;
+    let der = pem_body_der(&public_pem.replace("\\n", "\n"))?;
+    let (import_alg, verify_alg) = match ticket.alg {
+        TicketAlg::Es256 => {
+            let import = Object::new();
+            set(&import, "name", &"ECDSA".into())?;
+            set(&import, "namedCurve", &"P-256".into())?;
+            let verify = Object::new();
+            set(&verify, "name", &"ECDSA".into())?;
+            set(&verify, "hash", &"SHA-256".into())?;
+            (import, verify)
+        }
+        TicketAlg::Rs256 => {
+            let import = Object::new();
+            set(&import, "name", &"RSASSA-PKCS1-v1_5".into())?;
+            set(&import, "hash", &"SHA-256".into())?;
+            let verify = Object::new();
+            set(&verify, "name", &"RSASSA-PKCS1-v1_5".into())?;
+            (import, verify)
+        }
+        TicketAlg::Hs256 => return Ok(false),
+    };
+    let usages = Array::of1(&"verify".into());
+    let key = JsFuture::from(
+        subtle_import_key(
+            "spki",
+            &Uint8Array::from(der.as_slice()),
+            &import_alg,
+            false,
+            &usages,
+        )
+        .map_err(js_err)?,
+    )
+    .await
+    .map_err(|e| {
+        AppError::Internal(format!(
+            "VIEWER_TICKET_PUBLIC_KEY is not a {:?} public key: {e:?}",
+            ticket.alg
+        ))
+    })?;
+    let ok = JsFuture::from(
+        subtle_verify(
+            &verify_alg,
+            &key,
+            &Uint8Array::from(ticket.signature.as_slice()),
+            &Uint8Array::from(ticket.signing_input.as_bytes()),
+        )
+        .map_err(js_err)?,
+    )
+    .await
+    .map_err(js_err)?;
+    Ok(ok.as_bool().unwrap_or(false))
+}
+
+fn set(target: &Object, key: &str, value: &JsValue) -> AppResult<()> {
+    Reflect::set(target, &key.into(), value)
+        .map(|_| ())
+        .map_err(js_err)
 }

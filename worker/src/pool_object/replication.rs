@@ -347,6 +347,7 @@ async fn verify(shared: &Rc<Shared>, client: &IvsClient, r: &Replication) {
                 publishers: vec![pid],
                 subscribers: Vec::new(),
             }],
+            ..Default::default()
         };
         let report = shared.mutate(|pool, now| Ok(pool.observe(&observation, now)));
         if let Err(e) = report {
