@@ -289,8 +289,16 @@ async fn unknown_broadcasts_leave_no_storage(stack: &Stack, api: &Api) {
             }
         }
     });
-    for a in futures_join(asks).await {
-        assert_eq!(a.status, 404, "{a:?}");
+    // Fifty at a time: wrangler's local dev proxy, not the worker, is what a thousand open
+    // connections at once would measure.
+    let asks: Vec<_> = asks.collect();
+    let mut answers = Vec::new();
+    let mut asks = asks.into_iter().peekable();
+    while asks.peek().is_some() {
+        answers.extend(futures_join(asks.by_ref().take(50)).await);
+    }
+    for (n, a) in answers.into_iter().enumerate() {
+        assert_eq!(a.status, 404, "request {n} (kind {}): {a:?}", n % 4);
         assert!(
             matches!(a.code(), "broadcast_not_found" | "lease_not_found"),
             "{a:?}"
@@ -325,7 +333,8 @@ async fn endless_chunked_bodies_are_cut_off(stack: &Stack) {
                 break;
             }
             buf.extend_from_slice(&chunk[..n]);
-            if buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() > 200 {
+            // Headers and the JSON error body (it ends the answer).
+            if buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.ends_with(b"}") {
                 break;
             }
         }
@@ -372,6 +381,10 @@ async fn endless_chunked_bodies_are_cut_off(stack: &Stack) {
         if sent % (4 * 1024 * 1024) == 0 {
             peak = peak.max(rss());
         }
+        // A steady sender (about 60 MB/s), so the answer can overtake the body: wrangler's
+        // local dev proxy, which production does not have, answers 503 itself when the body
+        // it forwards breaks before the worker's answer reached it.
+        tokio::time::sleep(Duration::from_millis(1)).await;
     };
     peak = peak.max(rss());
     assert!(answer.starts_with("HTTP/1.1 413"), "answer: {answer:.300}");
