@@ -378,7 +378,7 @@ async fn endless_chunked_bodies_are_cut_off(stack: &Stack) {
                     .expect("the reader's answer")
             }
         }
-        if sent % (4 * 1024 * 1024) == 0 {
+        if sent.is_multiple_of(4 * 1024 * 1024) {
             peak = peak.max(rss());
         }
         // A steady sender (about 60 MB/s), so the answer can overtake the body: wrangler's
