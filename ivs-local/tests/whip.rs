@@ -538,6 +538,16 @@ impl Peer {
 
     /// Joins, or the refusal's status and body.
     async fn try_join(f: &Fixture, token: &str, publish: bool) -> Result<Peer, (u16, String)> {
+        Self::try_join_at(f, if publish { "" } else { "/subscribe" }, token, publish).await
+    }
+
+    /// Joins at `{whip}{path}` (the SDK's routes too).
+    async fn try_join_at(
+        f: &Fixture,
+        path: &str,
+        token: &str,
+        publish: bool,
+    ) -> Result<Peer, (u16, String)> {
         use str0m::change::SdpAnswer;
         use str0m::Candidate;
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -551,13 +561,7 @@ impl Peer {
         };
         let mid = api.add_media(MediaKind::Audio, dir, None, None, None);
         let (offer, pending) = api.apply().unwrap();
-        let (status, headers, answer) = f
-            .post(
-                if publish { "" } else { "/subscribe" },
-                token,
-                offer.to_sdp_string(),
-            )
-            .await;
+        let (status, headers, answer) = f.post(path, token, offer.to_sdp_string()).await;
         if status != 201 {
             return Err((status, answer));
         }
@@ -1280,4 +1284,323 @@ async fn setup_deadline_flag_is_checked() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--ice-setup-timeout-secs"));
+}
+
+// ---- the IVS Web Broadcast SDK's protocol: events WebSocket and WHIP routes ---------------
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+impl Fixture {
+    fn stage_id(&self) -> String {
+        stage_id_from_arn(&self.stage_arn).unwrap().to_string()
+    }
+
+    /// Opens the events socket as the SDK does (token as the subprotocol, topic in the query)
+    /// and checks that the token is echoed.
+    async fn socket(&self, token: &str, stage_id: &str) -> Ws {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = format!(
+            "ws://{}/events?error_over_ws=1&topic={stage_id}/publishers&traceid=test",
+            self.ivs.host
+        );
+        let mut req = url.into_client_request().unwrap();
+        req.headers_mut()
+            .insert("sec-websocket-protocol", token.parse().unwrap());
+        let (ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+        assert_eq!(resp.headers()["sec-websocket-protocol"], token);
+        ws
+    }
+}
+
+/// The next JSON text message (panics after 5 s or on close).
+async fn next_json(ws: &mut Ws) -> Value {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let msg = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
+            .await
+            .expect("a message within 5 s")
+            .expect("the socket is open")
+            .expect("a frame");
+        match msg {
+            Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+            Message::Close(_) => panic!("closed"),
+            _ => continue,
+        }
+    }
+}
+
+/// The next STAGE_STATE whose participants satisfy `pred`.
+async fn state_where(ws: &mut Ws, pred: impl Fn(&[Value]) -> bool) -> Value {
+    for _ in 0..50 {
+        let m = next_json(ws).await;
+        if m["type"] == "STAGE_STATE" && pred(m["payload"]["participants"].as_array().unwrap()) {
+            return m;
+        }
+    }
+    panic!("no such STAGE_STATE");
+}
+
+/// Whether the server closes the socket within 5 s (after any messages).
+async fn closes(ws: &mut Ws) -> bool {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => return false,
+            Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => return true,
+            Ok(Some(Ok(_))) => continue,
+        }
+    }
+}
+
+async fn send_json(ws: &mut Ws, v: Value) {
+    use futures_util::SinkExt;
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(
+        v.to_string().into(),
+    ))
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn the_events_socket_speaks_the_sdk_protocol() {
+    let f = Fixture::new(&["--subscriber-cap", "1"]).await;
+    let sid = f.stage_id();
+    let viewer_token = f.token("sdkViewer", false, true);
+    let mut viewer = f.socket(&viewer_token, &sid).await;
+    let first = next_json(&mut viewer).await;
+    assert_eq!(first["type"], "STAGE_STATE");
+    let seq0 = first["payload"]["sequenceNumber"].as_u64().unwrap();
+    assert!(
+        seq0 > 0,
+        "the SDK ignores a first state with sequenceNumber 0"
+    );
+    assert_eq!(first["payload"]["participants"], json!([]));
+    assert_eq!(first["payload"]["serverFeatures"], json!([]), "no xdp");
+    send_json(&mut viewer, json!({"type": "PING"})).await;
+    assert_eq!(next_json(&mut viewer).await, json!({"type": "PONG"}));
+
+    // The host publishes on the SDK's route: the viewer's snapshot shows it publishing.
+    let host_token = f.token("sdkHost", true, false);
+    let mut host_ws = f.socket(&host_token, &sid).await;
+    let (s, _, b) = f
+        .post("/publish/someoneElse", &host_token, offer(true))
+        .await;
+    assert_eq!(s, 403, "{b}");
+    let err: Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(err["code"], 2003, "{b}");
+    let host = Peer::try_join_at(&f, "/publish/sdkHost", &host_token, true)
+        .await
+        .unwrap();
+    let st = state_where(&mut viewer, |p| {
+        p.len() == 1 && p[0]["id"] == "sdkHost" && p[0]["isPublishing"] == true
+    })
+    .await;
+    assert!(st["payload"]["sequenceNumber"].as_u64().unwrap() > seq0);
+    assert_eq!(st["payload"]["participants"][0]["userId"], "user-sdkHost");
+    send_json(
+        &mut host_ws,
+        json!({"type": "SET_STATE", "version": "0", "audioMuted": true, "videoStopped": false}),
+    )
+    .await;
+    state_where(&mut viewer, |p| {
+        p.first().is_some_and(|h| h["audioMuted"] == true)
+    })
+    .await;
+
+    // Subscribing names a connected publisher; the stage's cap is a 403 with 2005.
+    let (s, _, b) = f
+        .post("/subscribe/nobody", &viewer_token, offer(false))
+        .await;
+    assert_eq!(s, 404, "{b}");
+    assert_eq!(serde_json::from_str::<Value>(&b).unwrap()["code"], 2004);
+    let (s, headers, b) = f
+        .post("/subscribe/sdkHost", &viewer_token, offer(false))
+        .await;
+    assert_eq!(s, 201, "{b}");
+    assert!(rest_of(&headers).starts_with("sdkViewer/"));
+    let (s, headers, b) = f
+        .post(
+            "/subscribe/sdkHost",
+            &f.token("late", false, true),
+            offer(false),
+        )
+        .await;
+    assert_eq!(
+        (s, headers["content-type"].to_str().unwrap()),
+        (403, "application/json")
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&b).unwrap()["code"],
+        2005,
+        "{b}"
+    );
+    let expired = f.token_for(&f.stage_arn, "old", false, true, unix_now() - 700, 600);
+    let (s, _, b) = f.post("/subscribe/sdkHost", &expired, offer(false)).await;
+    assert_eq!(
+        (
+            s,
+            serde_json::from_str::<Value>(&b).unwrap()["code"].clone()
+        ),
+        (401, json!(2002))
+    );
+
+    // The socket closing is the participant leaving: its media session ends with it.
+    viewer.close(None).await.unwrap();
+    for _ in 0..50 {
+        if f.session("sdkViewer").await.0 == 404 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(f.session("sdkViewer").await.0, 404);
+    assert_eq!(f.ivs.stats().await["state"]["connectedSubscribers"], 0);
+
+    // CORS: the SDK's X-Stages-* headers are allowed, Location exposed.
+    let r = f
+        .http
+        .request(reqwest::Method::OPTIONS, format!("{}/publish/x", f.whip))
+        .header("origin", "http://127.0.0.1:8787")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type,x-stages-sdk,x-stages-options",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let allowed = r.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    for h in [
+        "x-stages-sdk",
+        "x-stages-options",
+        "x-stages-trace-id",
+        "x-stages-whip-version",
+    ] {
+        assert!(allowed.contains(h), "{h} in {allowed}");
+    }
+    host.stop();
+}
+
+#[tokio::test]
+async fn the_events_socket_refuses_bad_tokens_and_carries_disconnects() {
+    let f = Fixture::new(&[]).await;
+    let sid = f.stage_id();
+    let forged = TokenBuilder::new(&f.kid, &f.stage_arn, &f.whip, "ws://x")
+        .participant_id("forger")
+        .capabilities(true, true)
+        .valid_for(unix_now(), 600)
+        .build()
+        .unwrap()
+        .sign(&token::signing_key_from_bytes(&[9; 48]).unwrap());
+    let ghost = "arn:aws:ivs:us-east-1:123456789012:stage/GhostStage12";
+    let other = f.ivs.client().call(Op::CreateStage, json!({})).await.ok()["stage"]["arn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cases: [(&str, String, String); 5] = [
+        (
+            "TOKEN_EXPIRED",
+            f.token_for(&f.stage_arn, "x1", false, true, unix_now() - 700, 600),
+            sid.clone(),
+        ),
+        ("TOKEN_INVALID_SIGNATURE", forged, sid.clone()),
+        ("TOKEN_INVALID", "a.b.c".into(), sid.clone()),
+        (
+            "STAGE_DELETED",
+            f.token_for(ghost, "x2", false, true, unix_now(), 600),
+            "GhostStage12".into(),
+        ),
+        (
+            "BAD_REQUEST",
+            f.token_for(&other, "x3", false, true, unix_now(), 600),
+            sid.clone(),
+        ),
+    ];
+    for (want, token, topic) in &cases {
+        let mut ws = f.socket(token, topic).await;
+        let m = next_json(&mut ws).await;
+        assert_eq!(m["type"], "aws:ivs:JOIN_ERROR", "{want}: {m}");
+        assert_eq!(m["payload"]["code"], *want, "{m}");
+        assert!(closes(&mut ws).await, "{want}: closed after the JOIN_ERROR");
+    }
+
+    // One socket per participant: the newest wins, the older is told TOKEN_REUSED.
+    let t = f.token("twice", false, true);
+    let mut older = f.socket(&t, &sid).await;
+    next_json(&mut older).await;
+    let fresh = f.token_for(&f.stage_arn, "twice", false, true, unix_now(), 300);
+    let mut newer = f.socket(&fresh, &sid).await;
+    let m = state_or_disconnect(&mut older).await;
+    assert_eq!(
+        m,
+        json!({"type": "aws:ivs:DISCONNECT", "payload": {"code": "TOKEN_REUSED",
+               "reason": "a newer connection of this participant replaced this one"}})
+    );
+    assert!(closes(&mut older).await);
+    next_json(&mut newer).await;
+    send_json(&mut newer, json!({"type": "PING"})).await;
+    assert_eq!(
+        next_json(&mut newer).await["type"],
+        "PONG",
+        "the newer socket lives on"
+    );
+    assert_eq!(f.ivs.stats().await["events"]["outcomes"]["replaced"], 1);
+
+    // DisconnectParticipant reaches the participant's socket, with the reason; it is revoked.
+    let viewer = Peer::join(&f, &fresh, false).await;
+    f.ivs
+        .client()
+        .call(
+            Op::DisconnectParticipant,
+            json!({"stageArn": f.stage_arn, "participantId": "twice", "reason": "abuse"}),
+        )
+        .await
+        .ok();
+    let m = state_or_disconnect(&mut newer).await;
+    assert_eq!(m["type"], "aws:ivs:DISCONNECT");
+    assert_eq!(
+        m["payload"],
+        json!({"code": "PARTICIPANT_DISCONNECTED", "reason": "abuse"})
+    );
+    assert!(closes(&mut newer).await);
+    let mut again = f.socket(&fresh, &sid).await;
+    assert_eq!(
+        next_json(&mut again).await["payload"]["code"],
+        "PARTICIPANT_DISCONNECTED"
+    );
+    viewer.stop();
+
+    // DeleteStage reaches every socket of the stage.
+    let mut a = f.socket(&f.token("a", false, true), &sid).await;
+    let mut b = f.socket(&f.token("b", true, false), &sid).await;
+    next_json(&mut a).await;
+    next_json(&mut b).await;
+    f.ivs
+        .client()
+        .call(Op::DeleteStage, json!({"arn": f.stage_arn}))
+        .await
+        .ok();
+    for ws in [&mut a, &mut b] {
+        let m = state_or_disconnect(ws).await;
+        assert_eq!(m["payload"]["code"], "STAGE_DELETED", "{m}");
+        assert!(closes(ws).await);
+    }
+    assert_eq!(f.ivs.stats().await["events"]["sockets"], 0);
+}
+
+/// The next message that is not a STAGE_STATE.
+async fn state_or_disconnect(ws: &mut Ws) -> Value {
+    loop {
+        let m = next_json(ws).await;
+        if m["type"] != "STAGE_STATE" {
+            return m;
+        }
+    }
 }
