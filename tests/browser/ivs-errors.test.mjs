@@ -21,7 +21,8 @@ const IVS = process.env.IVS_ENDPOINT;
 let skip = !BASE || !HOST_KEY || !IVS ? 'set STAGEFAN_URL, STAGEFAN_HOST_KEY and IVS_ENDPOINT (scripts/with-stack.sh)' : false;
 if (!skip) {
   const cfg = await fetch(`${BASE}/api/config`).then((r) => r.json()).catch(() => null);
-  if (cfg?.mediaMode !== 'ivs') skip = 'the stack runs MEDIA_MODE=local (start it with MEDIA_MODE=ivs)';
+  if (!cfg) throw new Error(`cannot read ${BASE}/api/config`);
+  if (cfg.mediaMode !== 'ivs') skip = 'the stack runs MEDIA_MODE=local (start it with MEDIA_MODE=ivs)';
   else if (cfg?.fanoutMode === 'replicate') skip = 'the stack runs FANOUT_MODE=replicate';
 }
 
@@ -182,6 +183,56 @@ test('token reused: a second page with the same participant takes over; the firs
     await diagnose(first);
     throw e;
   } finally {
+    await first.ctx.close();
+  }
+});
+
+test('token reused by a second host page: the first stops uploading to those stages and says so', { skip, timeout: 150_000 }, async () => {
+  // A broadcast of its own, so the shared host above is not disturbed.
+  const b2 = `${broadcast}-hosts`;
+  const open = async (rewrite) => {
+    const ctx = await ivsContext(browser);
+    let answer = null;
+    await ctx.route(`${BASE}/api/token/publisher-all`, async (route) => {
+      const res = await route.fetch();
+      let body = await res.json();
+      if (res.status() === 200 && rewrite) body = rewrite(body);
+      if (res.status() === 200 && body.tokens?.length) answer = body; // the latest with stages
+      await route.fulfill({ response: res, body: JSON.stringify(body) });
+    });
+    const page = await ctx.newPage();
+    const log = keepConsole(page);
+    await page.goto(`${BASE}/host?live=1&height=240&broadcast=${encodeURIComponent(b2)}#key=${encodeURIComponent(HOST_KEY)}`);
+    return { ctx, page, log, answer: () => answer };
+  };
+  const stagesOf = (h) => h.page.evaluate(() => window.stagefanHost.stages());
+  const first = await open();
+  let second;
+  try {
+    await waitFor(async () => (await stagesOf(first)).some((s) => s.conn === 'publishing'), 45_000, 'the first host to publish');
+    const tokens = first.answer();
+    // The second page gets the first one's tokens for the same stages (same participants).
+    second = await open((body) => ({
+      ...body,
+      tokens: body.tokens.map((t) => tokens.tokens.find((x) => x.stageArn === t.stageArn) || t),
+    }));
+    const arn = tokens.tokens[0].stageArn;
+    await waitFor(async () => (await stagesOf(second)).some((s) => s.stageArn === arn && s.conn === 'publishing'), 45_000,
+      'the second host to publish with the same participant');
+    await waitFor(async () => (await stagesOf(first)).some((s) => s.stageArn === arn && s.conn === 'replaced'), 20_000,
+      'the first host to mark the stage replaced');
+    const err = await first.page.evaluate(() => document.getElementById('error').textContent);
+    assert.match(err, /Another host page took over/);
+    // It does not take the stage back.
+    await new Promise((r) => setTimeout(r, 5000));
+    assert.equal((await stagesOf(first)).find((s) => s.stageArn === arn).conn, 'replaced');
+    assert.equal((await stagesOf(second)).find((s) => s.stageArn === arn).conn, 'publishing');
+  } catch (e) {
+    console.log('first host log:\n' + await first.page.evaluate(() => document.getElementById('log').textContent).catch(() => ''));
+    if (second) console.log('second host log:\n' + await second.page.evaluate(() => document.getElementById('log').textContent).catch(() => ''));
+    throw e;
+  } finally {
+    await second?.ctx.close();
     await first.ctx.close();
   }
 });

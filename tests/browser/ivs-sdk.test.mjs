@@ -21,7 +21,8 @@ const IVS = process.env.IVS_ENDPOINT;
 let skip = !BASE || !HOST_KEY || !IVS ? 'set STAGEFAN_URL, STAGEFAN_HOST_KEY and IVS_ENDPOINT (scripts/with-stack.sh)' : false;
 if (!skip) {
   const cfg = await fetch(`${BASE}/api/config`).then((r) => r.json()).catch(() => null);
-  if (cfg?.mediaMode !== 'ivs') skip = 'the stack runs MEDIA_MODE=local (start it with MEDIA_MODE=ivs)';
+  if (!cfg) throw new Error(`cannot read ${BASE}/api/config`);
+  if (cfg.mediaMode !== 'ivs') skip = 'the stack runs MEDIA_MODE=local (start it with MEDIA_MODE=ivs)';
   else if (cfg?.fanoutMode === 'replicate') skip = 'the stack runs FANOUT_MODE=replicate';
 }
 

@@ -119,8 +119,11 @@ function replaced(s) {
   s.replaced = true;
   setConn(s, 'replaced');
   log(`${stageId(s.arn)}: another connection took over this stage's upload; not reconnecting`);
-  showError('Another host page took over some stages (see the table). Stop and go live again to take them back.');
+  showError(REPLACED_MSG);
 }
+
+const REPLACED_MSG = 'Another host page took over some stages (see the table). Stop and go live again to take them back.';
+const replacedNote = () => ([...stages.values()].some((s) => s.replaced) ? REPLACED_MSG : '');
 
 async function reportPublished(s, gen) {
   if (gen !== s.gen || s.reported) return;
@@ -223,7 +226,7 @@ async function goLive() {
     try {
       await sync();
       failures = 0;
-      showError('');
+      showError(replacedNote());
     } catch (e) {
       failures++;
       if (e.status === 401) {
