@@ -330,6 +330,9 @@ async fn run(app: Arc<App>, mut socket: WebSocket, verdict: Result<Claims, &'sta
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (pid, stage_id) = (claims.jti.clone(), claims.topic.clone());
     let (id, replaced) = app.events.register(&pid, &stage_id, tx);
+    // The socket is the participant's connection: it is JOINED from now on.
+    app.store()
+        .socket_joined(&claims, unix_now(), &rand::random());
     app.count_events(if replaced { "replaced" } else { "opened" });
     tracing::info!(stage = %stage_id, participant = %pid, replaced, "events socket open");
     publish_snapshots(&app, Some(&stage_id));
@@ -370,9 +373,15 @@ async fn run(app: Arc<App>, mut socket: WebSocket, verdict: Result<Claims, &'sta
     tracing::info!(stage = %stage_id, participant = %pid, kicked, "events socket closed");
     if current && !kicked {
         // The participant left: its media session ends with its connection.
-        let ended = app
-            .store()
-            .end_connection(&stage_id, &pid, None, EndReason::Left, unix_now());
+        let now = unix_now();
+        let ended = {
+            let mut store = app.store();
+            let ended = store.end_connection(&stage_id, &pid, None, EndReason::Left, now);
+            if ended.is_none() {
+                store.socket_left(&stage_id, &pid, now);
+            }
+            ended
+        };
         app.sync_media();
         if let (Some(conn), Some(media)) = (ended, &app.media) {
             media.disconnect(&pid, Some(conn));

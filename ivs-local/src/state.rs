@@ -57,6 +57,10 @@ struct ParticipantRec {
     attributes: Option<Attributes>,
     role: Role,
     state: ParticipantState,
+    /// It has a media session (WHIP) or is a replica: counted against the stage's caps. A
+    /// participant joined only by its events socket (the SDK before it publishes or
+    /// subscribes) is CONNECTED without one.
+    media: bool,
     first_join_time: i64,
     published: bool,
     events: Vec<Event>,
@@ -85,7 +89,7 @@ impl SessionRec {
     fn connected(&self, role: Role) -> usize {
         self.participants
             .iter()
-            .filter(|p| p.state == ParticipantState::Connected && p.role == role)
+            .filter(|p| p.state == ParticipantState::Connected && p.media && p.role == role)
             .count()
     }
 
@@ -787,6 +791,7 @@ impl Store {
             attributes: claims.attributes.clone(),
             role,
             state: ParticipantState::Connected,
+            media: true,
             first_join_time: now,
             published: false,
             events: Vec::new(),
@@ -796,14 +801,19 @@ impl Store {
             source_session_id: None,
         };
         // A token that connects again (after leaving) is the same participant: keep its
-        // first join time and history.
+        // first join time and history. One that joined by its events socket already has its
+        // JOINED event.
+        let mut joined = false;
         if let Some(old) = session.participants.iter().position(|p| p.id == claims.jti) {
             let old = session.participants.remove(old);
+            joined = old.state == ParticipantState::Connected && !old.media;
             rec.first_join_time = old.first_join_time;
             rec.events = old.events;
             rec.published = old.published;
         }
-        push_event(&mut rec, event(EventName::Joined, &claims.jti, now));
+        if !joined {
+            push_event(&mut rec, event(EventName::Joined, &claims.jti, now));
+        }
         session.participants.push(rec);
         let session_id = session.id.clone();
         let stage_arn = stage.arn.clone();
@@ -854,6 +864,69 @@ impl Store {
     /// The active connection of a participant id.
     pub fn connection(&self, pid: &str) -> Option<&Connection> {
         self.connections.get(pid)
+    }
+
+    /// The events socket of a verified token opened: the participant joins the stage (its
+    /// session opens if none is active) without a media session yet, unless it is already
+    /// connected. It counts against no cap until it publishes or subscribes (IVS refuses at
+    /// capacity on WHIP, not on the socket).
+    pub fn socket_joined(&mut self, claims: &Claims, now: i64, random_session: &[u8; 13]) {
+        let Some(stage) = self.stages.get_mut(&claims.topic) else {
+            return;
+        };
+        if stage.arn != claims.resource {
+            return;
+        }
+        let session = stage.session.get_or_insert_with(|| SessionRec {
+            id: ivs::session_id(random_session),
+            participants: Vec::new(),
+        });
+        let mut rec = ParticipantRec {
+            id: claims.jti.clone(),
+            user_id: claims.user_id.clone(),
+            attributes: claims.attributes.clone(),
+            role: if claims.capabilities.allow_publish {
+                Role::Publisher
+            } else {
+                Role::Subscriber
+            },
+            state: ParticipantState::Connected,
+            media: false,
+            first_join_time: now,
+            published: false,
+            events: Vec::new(),
+            replication_type: ReplicationType::None,
+            replication_state: None,
+            source_stage_arn: None,
+            source_session_id: None,
+        };
+        if let Some(i) = session.participants.iter().position(|p| p.id == claims.jti) {
+            if session.participants[i].state == ParticipantState::Connected {
+                return;
+            }
+            let old = session.participants.remove(i);
+            rec.first_join_time = old.first_join_time;
+            rec.events = old.events;
+        }
+        push_event(&mut rec, event(EventName::Joined, &claims.jti, now));
+        session.participants.push(rec);
+    }
+
+    /// The events socket of `pid` closed and it has no media session (the caller ended that
+    /// first): if it was joined by its socket only, it leaves. Returns whether it did.
+    pub fn socket_left(&mut self, stage_id: &str, pid: &str, now: i64) -> bool {
+        let left = match self.participant_mut(stage_id, pid) {
+            Some(p) if p.state == ParticipantState::Connected && !p.media => {
+                p.state = ParticipantState::Disconnected;
+                push_event(p, event(EventName::Left, pid, now));
+                true
+            }
+            _ => false,
+        };
+        if left {
+            self.maybe_end_session(stage_id);
+        }
+        left
     }
 
     /// Whether DisconnectParticipant revoked `pid` on `stage_id`.
@@ -1099,8 +1172,8 @@ impl Store {
             EndReason::ParticipantDisconnected,
             now,
         );
-        if had_media.is_none() {
-            // A replica: stop its replication.
+        // Joined by its events socket only, it just leaves; a replica's replication stops.
+        if had_media.is_none() && !self.socket_left(&stage_id, pid, now) {
             let src = self.stages[&stage_id]
                 .session
                 .as_ref()
@@ -1347,6 +1420,7 @@ impl Store {
             attributes: Some(rep.attributes.clone()),
             role: Role::Publisher,
             state: ParticipantState::Connected,
+            media: true,
             first_join_time: now,
             published: source_p.published,
             events: Vec::new(),

@@ -1382,6 +1382,19 @@ async fn the_events_socket_speaks_the_sdk_protocol() {
     assert_eq!(first["payload"]["serverFeatures"], json!([]), "no xdp");
     send_json(&mut viewer, json!({"type": "PING"})).await;
     assert_eq!(next_json(&mut viewer).await, json!({"type": "PONG"}));
+    // The socket is the participant's connection: it is JOINED and the stage has a session,
+    // though it holds no seat until it subscribes.
+    let session = f.stage().await["activeSessionId"]
+        .as_str()
+        .expect("a session opens with the first socket")
+        .to_string();
+    let list = f.participants(&session).await;
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(
+        (&list[0]["participantId"], &list[0]["state"]),
+        (&json!("sdkViewer"), &json!("CONNECTED"))
+    );
+    assert_eq!(f.ivs.stats().await["state"]["connectedSubscribers"], 0);
 
     // The host publishes on the SDK's route: the viewer's snapshot shows it publishing.
     let host_token = f.token("sdkHost", true, false);
@@ -1458,6 +1471,38 @@ async fn the_events_socket_speaks_the_sdk_protocol() {
     }
     assert_eq!(f.session("sdkViewer").await.0, 404);
     assert_eq!(f.ivs.stats().await["state"]["connectedSubscribers"], 0);
+    // One JOINED (at the socket), one LEFT (its close).
+    let names = event_names(&f, &session, "sdkViewer").await;
+    assert_eq!(
+        names.first().map(String::as_str),
+        Some("JOINED"),
+        "{names:?}"
+    );
+    assert_eq!(
+        names.iter().filter(|n| *n == "JOINED").count(),
+        1,
+        "{names:?}"
+    );
+    assert_eq!(names.last().map(String::as_str), Some("LEFT"), "{names:?}");
+    // A participant joined by its socket only leaves when it closes.
+    let mut idle = f.socket(&f.token("idle", false, true), &sid).await;
+    next_json(&mut idle).await;
+    let p = |list: Vec<Value>| list.into_iter().find(|p| p["participantId"] == "idle");
+    assert_eq!(
+        p(f.participants(&session).await).unwrap()["state"],
+        "CONNECTED"
+    );
+    idle.close(None).await.unwrap();
+    for _ in 0..50 {
+        if p(f.participants(&session).await).unwrap()["state"] == "DISCONNECTED" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        p(f.participants(&session).await).unwrap()["state"],
+        "DISCONNECTED"
+    );
 
     // CORS: the SDK's X-Stages-* headers are allowed, Location exposed.
     let r = f
