@@ -105,6 +105,8 @@ test('IVS mode: the host publishes to every stage, viewers play, a stage added l
     for (const arn of used) assert.ok(hs.some((h) => h.stageArn === arn && h.conn === 'publishing'), `host publishes to ${arn}`);
     const upload = await hostUpload(host.page);
     console.log(`IVS mode: ${viewers.length} viewers on ${used.size} stages; host upload ${upload.streams} connections, ${upload.kbps} kbit/s`);
+    // Page navigation → first decoded frame on screen, measured in the page (SDK join included).
+    console.log(`IVS mode: first decoded frame after page load (ms): ${seats.map((s) => s.firstFrameMs).join(', ')}`);
 
     // A stage added while live: the host joins it with the SDK.
     const known = new Set((await pool()).stages.map((s) => s.stageArn));
