@@ -72,13 +72,16 @@ sdk-test: build
 	@scripts/sdk-test.sh
 
 # The browser tests run against a stack of their own (capacity 2: 6 viewers over 3 stages).
-# A second stack runs FANOUT_MODE=replicate for replicate.test.mjs (each test skips on the
-# other mode's stack).
+# A second stack runs FANOUT_MODE=replicate for replicate.test.mjs, a third MEDIA_MODE=ivs for
+# ivs-*.test.mjs: the pages with the real IVS Web Broadcast SDK against ivs-local, whose
+# subscriber cap equals the stage capacity there (each test skips on the other stacks).
 browser-test: build
 	@if compgen -G "tests/browser/*.test.mjs" >/dev/null; then \
 	  STAGE_CAPACITY=2 scripts/with-stack.sh node --test --test-concurrency=1 tests/browser/*.test.mjs; \
 	  STAGE_CAPACITY=2 FANOUT_MODE=replicate STAGEFAN_STATE_DIR=.stagefan/with-stack-replicate \
 	    scripts/with-stack.sh node --test --test-concurrency=1 tests/browser/replicate.test.mjs; \
+	  STAGE_CAPACITY=2 MEDIA_MODE=ivs IVS_LOCAL_SUBSCRIBER_CAP=2 STAGEFAN_STATE_DIR=.stagefan/with-stack-ivs \
+	    scripts/with-stack.sh node --test --test-concurrency=1 tests/browser/ivs-*.test.mjs; \
 	else echo "no browser tests yet (tests/browser/)"; fi
 
 test: setup-test build lint unit integration sdk-test browser-test

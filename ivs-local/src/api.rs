@@ -394,6 +394,8 @@ fn dispatch(
         O::DeleteStage => {
             let r: GetStageRequest = parse(body)?;
             let (stage_id, _closed) = app.store().delete_stage(&r.arn, now)?;
+            app.events
+                .close_stage(&stage_id, "STAGE_DELETED", "the stage was deleted");
             if let Some(media) = &app.media {
                 media.close_stage(&stage_id);
             }
@@ -463,9 +465,14 @@ fn dispatch(
             let had_media =
                 app.store()
                     .disconnect_participant(&r.stage_arn, &r.participant_id, now)?;
-            if had_media {
+            app.events.disconnect(
+                &r.participant_id,
+                "PARTICIPANT_DISCONNECTED",
+                r.reason.as_deref().unwrap_or(""),
+            );
+            if let Some(connection) = had_media {
                 if let Some(media) = &app.media {
-                    media.disconnect(&r.participant_id);
+                    media.disconnect(&r.participant_id, Some(connection));
                 }
             }
             to_json(EmptyResponse {})
@@ -582,6 +589,7 @@ pub async fn stats(State(app): State<Arc<App>>) -> Response {
         "operations": app.limits.snapshot(),
         "state": app.store().counts(),
         "whip": app.whip_counters(),
+        "events": {"sockets": app.events.sockets(), "outcomes": app.events_counters()},
         "media": media,
     });
     let mut resp = Response::new(Body::from(body.to_string()));

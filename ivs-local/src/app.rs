@@ -1,13 +1,14 @@
 //! The state every request handler shares.
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ivs_local_media::MediaPlane;
 use stagefan_core::sigv4::Credentials;
 use stagefan_core::token::SigningKey;
 
+use crate::events::Hub;
 use crate::limits::Limits;
 use crate::state::{MediaAction, Store};
 
@@ -33,7 +34,12 @@ pub struct App {
     pub media: Option<MediaPlane>,
     /// Start time, for the stats.
     pub started: Instant,
+    /// How long a media session has to connect (see [`App::watch_setup`]).
+    pub ice_setup_timeout: Duration,
+    /// The stages' events WebSockets (the IVS Web Broadcast SDK's connection).
+    pub events: Hub,
     whip: Mutex<BTreeMap<&'static str, u64>>,
+    events_counts: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl App {
@@ -61,7 +67,10 @@ impl App {
             events_url,
             media,
             started: Instant::now(),
+            ice_setup_timeout: Duration::from_secs(30),
+            events: Hub::default(),
             whip: Mutex::new(BTreeMap::new()),
+            events_counts: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -93,6 +102,24 @@ impl App {
         }
     }
 
+    /// Ends connection `connection` of `pid` if ICE and DTLS are not up within the setup
+    /// deadline: a session that never connects gives its seat back.
+    pub fn watch_setup(self: &Arc<Self>, pid: &str, connection: u64) {
+        let (app, pid) = (self.clone(), pid.to_string());
+        tokio::spawn(async move {
+            tokio::time::sleep(app.ice_setup_timeout).await;
+            let expired = app.store().expire_setup(&pid, connection, unix_now());
+            if expired {
+                tracing::info!(participant = %pid, connection, "ICE setup deadline passed: session ended");
+                app.count_whip("ICE_SETUP_TIMEOUT");
+                app.sync_media();
+                if let Some(media) = &app.media {
+                    media.disconnect(&pid, Some(connection));
+                }
+            }
+        });
+    }
+
     /// Counts a WHIP outcome (`published`, `subscribed`, or an error code).
     pub fn count_whip(&self, outcome: &'static str) {
         *self
@@ -101,6 +128,24 @@ impl App {
             .unwrap_or_else(|p| p.into_inner())
             .entry(outcome)
             .or_default() += 1;
+    }
+
+    /// Counts an events-socket outcome (`opened`, `replaced`, or a JOIN_ERROR code).
+    pub fn count_events(&self, outcome: &'static str) {
+        *self
+            .events_counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(outcome)
+            .or_default() += 1;
+    }
+
+    /// Events-socket outcomes so far.
+    pub fn events_counters(&self) -> BTreeMap<&'static str, u64> {
+        self.events_counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// WHIP outcomes so far.

@@ -53,6 +53,10 @@ pub struct Config {
     /// Stages allowed in the region (IVS default 1,000).
     #[arg(long, env = "IVS_LOCAL_STAGE_QUOTA", default_value_t = 1_000)]
     pub stage_quota: usize,
+    /// Seconds a WHIP/WHEP session has to complete ICE and DTLS after its answer; one that
+    /// has not is ended and its seat freed (IVS ends such sessions too).
+    #[arg(long, env = "IVS_LOCAL_ICE_SETUP_TIMEOUT", default_value_t = 30)]
+    pub ice_setup_timeout_secs: u64,
     /// Run without the media plane (control plane and token checks only; WHIP answers 503).
     #[arg(long, env = "IVS_LOCAL_NO_MEDIA", default_value_t = false)]
     pub no_media: bool,
@@ -61,6 +65,9 @@ pub struct Config {
 impl Config {
     /// Refuses values that cannot work.
     pub fn validate(&self) -> Result<(), String> {
+        if self.ice_setup_timeout_secs == 0 || self.ice_setup_timeout_secs > 3600 {
+            return Err("--ice-setup-timeout-secs must be 1 to 3600".into());
+        }
         if !(self.rate_scale >= 0.0 && self.rate_scale.is_finite()) {
             return Err("--rate-scale must be a finite number >= 0".into());
         }

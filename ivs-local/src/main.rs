@@ -8,6 +8,7 @@
 mod api;
 mod app;
 mod config;
+mod events;
 mod limits;
 mod state;
 mod whip;
@@ -45,13 +46,23 @@ fn generate_key() -> SigningKey {
 fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/_local/stats", get(api::stats))
+        .route("/events", get(events::socket))
+        .route("/events/{*topic}", get(events::socket_at))
         .route("/whip", post(whip::publish).options(whip::preflight))
+        .route(
+            "/whip/publish/{participant_id}",
+            post(whip::sdk_publish).options(whip::preflight),
+        )
+        .route(
+            "/whip/subscribe/{publisher_id}",
+            post(whip::sdk_subscribe).options(whip::preflight),
+        )
         .route(
             "/whip/subscribe",
             post(whip::subscribe).options(whip::preflight),
         )
         .route(
-            "/whip/session/{participant_id}",
+            "/whip/session/{*session}",
             delete(whip::delete_session)
                 .get(whip::session_status)
                 .options(whip::preflight),
@@ -69,15 +80,18 @@ async fn feed_events(app: Arc<App>, mut events: mpsc::Receiver<MediaEvent>) {
             MediaEvent::Connected {
                 stage_id,
                 participant_id,
-            } => store.on_connected(&stage_id, &participant_id, now),
+                connection,
+            } => store.on_connected(&stage_id, &participant_id, connection, now),
             MediaEvent::Published {
                 stage_id,
                 participant_id,
-            } => store.on_published(&stage_id, &participant_id, now),
+                connection,
+            } => store.on_published(&stage_id, &participant_id, connection, now),
             MediaEvent::Disconnected {
                 stage_id,
                 participant_id,
-            } => store.media_disconnected(&stage_id, &participant_id, now),
+                connection,
+            } => store.media_disconnected(&stage_id, &participant_id, connection, now),
         }
         drop(store);
         app.sync_media();
@@ -172,7 +186,7 @@ async fn main() {
     });
     let own_kid = Arn::public_key(&cfg.region, &cfg.account_id, "ivs-local-own-key").to_string();
     let media_addr = media.as_ref().map(|m| m.local_addr());
-    let app = Arc::new(App::new(
+    let mut app = App::new(
         store,
         Limits::new(cfg.rate_scale),
         Credentials::new(
@@ -186,11 +200,14 @@ async fn main() {
         whip_url,
         events_url,
         media,
-    ));
+    );
+    app.ice_setup_timeout = std::time::Duration::from_secs(cfg.ice_setup_timeout_secs);
+    let app = Arc::new(app);
     if let Some(events) = media_events {
         tokio::spawn(feed_events(app.clone(), events));
     }
     tokio::spawn(replication_clock(app.clone()));
+    tokio::spawn(events::snapshot_loop(app.clone()));
     tracing::info!(
         http = %http_addr,
         media = ?media_addr,

@@ -57,6 +57,10 @@ struct ParticipantRec {
     attributes: Option<Attributes>,
     role: Role,
     state: ParticipantState,
+    /// It has a media session (WHIP) or is a replica: counted against the stage's caps. A
+    /// participant joined only by its events socket (the SDK before it publishes or
+    /// subscribes) is CONNECTED without one.
+    media: bool,
     first_join_time: i64,
     published: bool,
     events: Vec<Event>,
@@ -85,7 +89,7 @@ impl SessionRec {
     fn connected(&self, role: Role) -> usize {
         self.participants
             .iter()
-            .filter(|p| p.state == ParticipantState::Connected && p.role == role)
+            .filter(|p| p.state == ParticipantState::Connected && p.media && p.role == role)
             .count()
     }
 
@@ -154,13 +158,80 @@ pub enum MediaAction {
     },
 }
 
-/// A live media connection (one per token `jti`).
+/// A live media connection (one per participant id, the token's `jti`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Connection {
     /// Stage id.
     pub stage_id: String,
     /// Its role.
     pub role: Role,
+    /// This connection's id (unique in this process): the media plane's events name it, and
+    /// the WHIP session URL carries it, so a replaced connection's late events or requests
+    /// never reach its successor.
+    pub id: u64,
+    /// ICE and DTLS came up (the media plane said so).
+    pub connected: bool,
+}
+
+/// Why a connection ended: `GET` on its session URL answers it as the error code, so a page
+/// can tell "another connection took over" from "the server ended it".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndReason {
+    /// DELETE, the peer closed, or ICE consent timed out.
+    Left,
+    /// A newer connection of the same participant id replaced it (IVS:
+    /// `StageLeftReason.TOKEN_REUSED`).
+    TokenReused,
+    /// DisconnectParticipant.
+    ParticipantDisconnected,
+    /// DeleteStage.
+    StageDeleted,
+    /// ICE never completed within the setup deadline.
+    IceSetupTimeout,
+    /// The media plane refused the offer.
+    JoinFailed,
+}
+
+impl EndReason {
+    /// The error code a page sees.
+    pub fn code(self) -> &'static str {
+        match self {
+            EndReason::Left => "SESSION_ENDED",
+            EndReason::TokenReused => "TOKEN_REUSED",
+            EndReason::ParticipantDisconnected => "PARTICIPANT_DISCONNECTED",
+            EndReason::StageDeleted => "STAGE_DELETED",
+            EndReason::IceSetupTimeout => "ICE_SETUP_TIMEOUT",
+            EndReason::JoinFailed => "JOIN_FAILED",
+        }
+    }
+}
+
+/// Ended connections remembered for their reason.
+const ENDED_KEPT: usize = 10_000;
+
+/// A join the registry admitted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Admitted {
+    /// The stage's session id.
+    pub session_id: String,
+    /// The new connection's id.
+    pub connection: u64,
+    /// The participant's older connection that this one replaced (to be closed in the media
+    /// plane), if there was one.
+    pub replaced: Option<u64>,
+}
+
+/// A connected publisher of a stage, as the events WebSocket shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StagePublisher {
+    /// Participant id.
+    pub id: String,
+    /// The token's `user_id`.
+    pub user_id: Option<String>,
+    /// The token's attributes (a replica's, merged).
+    pub attributes: Attributes,
+    /// Media arrived from it.
+    pub published: bool,
 }
 
 /// Why a WHIP join was refused.
@@ -168,8 +239,6 @@ pub struct Connection {
 pub enum AdmitError {
     /// The token's stage does not exist.
     StageNotFound,
-    /// The token is already connected, or was revoked by DisconnectParticipant.
-    TokenInUse,
     /// Revoked by DisconnectParticipant.
     Revoked,
     /// 12 publishers, or the subscriber cap.
@@ -191,13 +260,13 @@ pub struct Store {
     replications: Vec<ReplicationRec>,
     /// Active media connections by participant id (= token `jti`).
     connections: HashMap<String, Connection>,
+    /// The id of the next connection.
+    next_connection: u64,
+    /// Why recent connections ended (bounded, oldest forgotten first).
+    ended: HashMap<u64, EndReason>,
+    ended_order: VecDeque<u64>,
     /// (stage id, participant id) revoked by DisconnectParticipant.
     revoked: HashSet<(String, String)>,
-    /// Participants whose end the registry already recorded (DELETE, DisconnectParticipant,
-    /// DeleteStage) while the media plane's Disconnected event is still to come: that event is
-    /// then not about a newer connection of the same token, and the token cannot reconnect
-    /// before it.
-    closing: HashSet<String>,
     /// Media-plane work decided by the registry, not yet applied.
     media_actions: Vec<MediaAction>,
 }
@@ -267,8 +336,10 @@ impl Store {
             keys: Vec::new(),
             replications: Vec::new(),
             connections: HashMap::new(),
+            next_connection: 1,
+            ended: HashMap::new(),
+            ended_order: VecDeque::new(),
             revoked: HashSet::new(),
-            closing: HashSet::new(),
             media_actions: Vec::new(),
         }
     }
@@ -410,8 +481,12 @@ impl Store {
     }
 
     /// DeleteStage: ends its session (participants leave) and stops its replications. Returns
-    /// the stage id and the participant ids whose media must be closed.
-    pub fn delete_stage(&mut self, arn: &str, now: i64) -> Result<(String, Vec<String>), IvsError> {
+    /// the stage id and the (participant id, connection id) whose media must be closed.
+    pub fn delete_stage(
+        &mut self,
+        arn: &str,
+        now: i64,
+    ) -> Result<(String, Vec<(String, u64)>), IvsError> {
         let id = self.stage_id_of(arn)?;
         let stage_arn = self.stages[&id].arn.clone();
         // Replications from or into this stage stop.
@@ -426,15 +501,37 @@ impl Store {
             for p in session.participants.iter_mut() {
                 if p.state == ParticipantState::Connected {
                     Self::mark_left(p, now);
-                    if self.connections.remove(&p.id).is_some() {
-                        self.closing.insert(p.id.clone());
-                        to_close.push(p.id.clone());
+                    if let Some(c) = self.connections.remove(&p.id) {
+                        to_close.push((p.id.clone(), c.id));
                     }
                 }
             }
         }
         self.revoked.retain(|(sid, _)| sid != &id);
+        for (_, c) in &to_close {
+            self.record_end(*c, EndReason::StageDeleted);
+        }
         Ok((id, to_close))
+    }
+
+    fn record_end(&mut self, connection: u64, reason: EndReason) {
+        if self.ended.insert(connection, reason).is_none() {
+            self.ended_order.push_back(connection);
+        }
+        while self.ended_order.len() > ENDED_KEPT {
+            if let Some(old) = self.ended_order.pop_front() {
+                self.ended.remove(&old);
+            }
+        }
+    }
+
+    /// Whether connection `connection` of `pid` is live; if not, why it ended, when that is
+    /// still remembered.
+    pub fn connection_status(&self, pid: &str, connection: u64) -> Result<(), Option<EndReason>> {
+        match self.connections.get(pid) {
+            Some(c) if c.id == connection => Ok(()),
+            _ => Err(self.ended.get(&connection).copied()),
+        }
     }
 
     /// The participant `pid` of `stage_id`'s current session, if both exist.
@@ -627,15 +724,16 @@ impl Store {
     // ---- participants -----------------------------------------------------------------------
 
     /// Admits a verified token to a stage's media (before the media plane answers): checks
-    /// revocation, one connection per token and the caps, opens a session if none is active,
-    /// and records the participant as CONNECTED with a JOINED event.
+    /// revocation and the caps, ends the participant's older connection if it has one (one
+    /// connection per participant id, the newest wins, as IVS does), opens a session if none
+    /// is active, and records the participant as CONNECTED with a JOINED event.
     pub fn admit(
         &mut self,
         claims: &Claims,
         role: Role,
         now: i64,
         random_session: &[u8; 13],
-    ) -> Result<String, AdmitError> {
+    ) -> Result<Admitted, AdmitError> {
         let stage_id = claims.topic.clone();
         let Some(stage) = self.stages.get(&stage_id) else {
             return Err(AdmitError::StageNotFound);
@@ -649,14 +747,20 @@ impl Store {
         {
             return Err(AdmitError::Revoked);
         }
-        if self.connections.contains_key(&claims.jti) || self.closing.contains(&claims.jti) {
-            return Err(AdmitError::TokenInUse);
-        }
+        let older = self.connections.get(&claims.jti).cloned();
         let cap = match role {
             Role::Publisher => self.cfg.publisher_cap,
             Role::Subscriber => self.cfg.subscriber_cap,
         };
-        let now_connected = stage.session.as_ref().map_or(0, |s| s.connected(role));
+        // The older connection's seat is the new one's when it has the same role here.
+        let reused_seat = older
+            .as_ref()
+            .is_some_and(|c| c.stage_id == stage_id && c.role == role);
+        let now_connected = stage
+            .session
+            .as_ref()
+            .map_or(0, |s| s.connected(role))
+            .saturating_sub(usize::from(reused_seat));
         if now_connected >= cap {
             if let Some(session) = self
                 .stages
@@ -671,6 +775,11 @@ impl Store {
             }
             return Err(AdmitError::AtCapacity { role, cap });
         }
+        if let Some(old) = &older {
+            // Same stage: the session goes on with the new connection.
+            self.leave(&old.stage_id, &claims.jti, now, old.stage_id != stage_id);
+            self.record_end(old.id, EndReason::TokenReused);
+        }
         let stage = self.stages.get_mut(&stage_id).expect("checked");
         let session = stage.session.get_or_insert_with(|| SessionRec {
             id: ivs::session_id(random_session),
@@ -682,6 +791,7 @@ impl Store {
             attributes: claims.attributes.clone(),
             role,
             state: ParticipantState::Connected,
+            media: true,
             first_join_time: now,
             published: false,
             events: Vec::new(),
@@ -691,28 +801,50 @@ impl Store {
             source_session_id: None,
         };
         // A token that connects again (after leaving) is the same participant: keep its
-        // first join time and history.
+        // first join time and history. One that joined by its events socket already has its
+        // JOINED event.
+        let mut joined = false;
         if let Some(old) = session.participants.iter().position(|p| p.id == claims.jti) {
             let old = session.participants.remove(old);
+            joined = old.state == ParticipantState::Connected && !old.media;
             rec.first_join_time = old.first_join_time;
             rec.events = old.events;
             rec.published = old.published;
         }
-        push_event(&mut rec, event(EventName::Joined, &claims.jti, now));
+        if !joined {
+            push_event(&mut rec, event(EventName::Joined, &claims.jti, now));
+        }
         session.participants.push(rec);
         let session_id = session.id.clone();
         let stage_arn = stage.arn.clone();
-        self.connections
-            .insert(claims.jti.clone(), Connection { stage_id, role });
+        let connection = self.next_connection;
+        self.next_connection += 1;
+        self.connections.insert(
+            claims.jti.clone(),
+            Connection {
+                stage_id,
+                role,
+                id: connection,
+                connected: false,
+            },
+        );
         if role == Role::Publisher {
             self.source_came_back(&stage_arn, &claims.jti, &session_id, now, random_session);
         }
-        Ok(session_id)
+        Ok(Admitted {
+            session_id,
+            connection,
+            replaced: older.map(|c| c.id),
+        })
     }
 
     /// The media plane refused the offer after [`admit`](Self::admit): the join failed.
-    pub fn join_failed(&mut self, stage_id: &str, pid: &str, now: i64) {
+    pub fn join_failed(&mut self, stage_id: &str, pid: &str, connection: u64, now: i64) {
+        if self.connections.get(pid).is_none_or(|c| c.id != connection) {
+            return;
+        }
         self.connections.remove(pid);
+        self.record_end(connection, EndReason::JoinFailed);
         if let Some(session) = self
             .stages
             .get_mut(stage_id)
@@ -734,8 +866,106 @@ impl Store {
         self.connections.get(pid)
     }
 
+    /// The events socket of a verified token opened: the participant joins the stage (its
+    /// session opens if none is active) without a media session yet, unless it is already
+    /// connected. It counts against no cap until it publishes or subscribes (IVS refuses at
+    /// capacity on WHIP, not on the socket).
+    pub fn socket_joined(&mut self, claims: &Claims, now: i64, random_session: &[u8; 13]) {
+        let Some(stage) = self.stages.get_mut(&claims.topic) else {
+            return;
+        };
+        if stage.arn != claims.resource {
+            return;
+        }
+        let session = stage.session.get_or_insert_with(|| SessionRec {
+            id: ivs::session_id(random_session),
+            participants: Vec::new(),
+        });
+        let mut rec = ParticipantRec {
+            id: claims.jti.clone(),
+            user_id: claims.user_id.clone(),
+            attributes: claims.attributes.clone(),
+            role: if claims.capabilities.allow_publish {
+                Role::Publisher
+            } else {
+                Role::Subscriber
+            },
+            state: ParticipantState::Connected,
+            media: false,
+            first_join_time: now,
+            published: false,
+            events: Vec::new(),
+            replication_type: ReplicationType::None,
+            replication_state: None,
+            source_stage_arn: None,
+            source_session_id: None,
+        };
+        if let Some(i) = session.participants.iter().position(|p| p.id == claims.jti) {
+            if session.participants[i].state == ParticipantState::Connected {
+                return;
+            }
+            let old = session.participants.remove(i);
+            rec.first_join_time = old.first_join_time;
+            rec.events = old.events;
+        }
+        push_event(&mut rec, event(EventName::Joined, &claims.jti, now));
+        session.participants.push(rec);
+    }
+
+    /// The events socket of `pid` closed and it has no media session (the caller ended that
+    /// first): if it was joined by its socket only, it leaves. Returns whether it did.
+    pub fn socket_left(&mut self, stage_id: &str, pid: &str, now: i64) -> bool {
+        let left = match self.participant_mut(stage_id, pid) {
+            Some(p) if p.state == ParticipantState::Connected && !p.media => {
+                p.state = ParticipantState::Disconnected;
+                push_event(p, event(EventName::Left, pid, now));
+                true
+            }
+            _ => false,
+        };
+        if left {
+            self.maybe_end_session(stage_id);
+        }
+        left
+    }
+
+    /// Whether DisconnectParticipant revoked `pid` on `stage_id`.
+    pub fn is_revoked(&self, stage_id: &str, pid: &str) -> bool {
+        self.revoked
+            .contains(&(stage_id.to_string(), pid.to_string()))
+    }
+
+    /// Whether stage `stage_id` exists with ARN `arn`.
+    pub fn stage_exists(&self, stage_id: &str, arn: &str) -> bool {
+        self.stages.get(stage_id).is_some_and(|s| s.arn == arn)
+    }
+
+    /// The connected publishers of a stage's active session (its own and replicas), in join
+    /// order: what the events WebSocket's STAGE_STATE lists.
+    pub fn stage_publishers(&self, stage_id: &str) -> Vec<StagePublisher> {
+        let Some(session) = self.stages.get(stage_id).and_then(|s| s.session.as_ref()) else {
+            return Vec::new();
+        };
+        session
+            .participants
+            .iter()
+            .filter(|p| p.state == ParticipantState::Connected && p.role == Role::Publisher)
+            .map(|p| StagePublisher {
+                id: p.id.clone(),
+                user_id: p.user_id.clone(),
+                attributes: p.attributes.clone().unwrap_or_default(),
+                published: p.published,
+            })
+            .collect()
+    }
+
     /// Media event: ICE/DTLS up. A subscriber starts receiving the stage's first publisher.
-    pub fn on_connected(&mut self, stage_id: &str, pid: &str, now: i64) {
+    pub fn on_connected(&mut self, stage_id: &str, pid: &str, connection: u64, now: i64) {
+        match self.connections.get_mut(pid) {
+            Some(c) if c.id == connection => c.connected = true,
+            // A replaced connection's late event.
+            _ => return,
+        }
         let Some(session) = self
             .stages
             .get_mut(stage_id)
@@ -758,7 +988,10 @@ impl Store {
     }
 
     /// Media event: the first media from a publisher.
-    pub fn on_published(&mut self, stage_id: &str, pid: &str, now: i64) {
+    pub fn on_published(&mut self, stage_id: &str, pid: &str, connection: u64, now: i64) {
+        if self.connections.get(pid).is_none_or(|c| c.id != connection) {
+            return;
+        }
         let Some(stage) = self.stages.get_mut(stage_id) else {
             return;
         };
@@ -791,29 +1024,68 @@ impl Store {
     }
 
     /// Media event: the media plane ended a session (peer gone, ICE timeout, or after one of
-    /// the closes below).
-    pub fn media_disconnected(&mut self, stage_id: &str, pid: &str, now: i64) {
-        if !self.closing.remove(pid) {
-            self.on_disconnected(stage_id, pid, now);
-        }
-    }
-
-    /// The registry ends a connection now and the media plane is told to close it (DELETE of
-    /// the WHIP resource); returns false if there was none on that stage.
-    pub fn end_connection(&mut self, stage_id: &str, pid: &str, now: i64) -> bool {
+    /// the closes below, which the registry already recorded: then it is not the current
+    /// connection any more and nothing happens).
+    pub fn media_disconnected(&mut self, stage_id: &str, pid: &str, connection: u64, now: i64) {
         if self
             .connections
             .get(pid)
-            .is_none_or(|c| c.stage_id != stage_id)
+            .is_some_and(|c| c.id == connection && c.stage_id == stage_id)
         {
+            self.on_disconnected(stage_id, pid, now);
+            self.record_end(connection, EndReason::Left);
+        }
+    }
+
+    /// The registry ends a participant's connection on `stage_id` now (and only connection
+    /// `only` when given), for `reason`; the caller tells the media plane to close it. Returns
+    /// the ended connection's id, or None if there was no such connection.
+    pub fn end_connection(
+        &mut self,
+        stage_id: &str,
+        pid: &str,
+        only: Option<u64>,
+        reason: EndReason,
+        now: i64,
+    ) -> Option<u64> {
+        let c = self.connections.get(pid)?;
+        if c.stage_id != stage_id || only.is_some_and(|id| id != c.id) {
+            return None;
+        }
+        let id = c.id;
+        self.on_disconnected(stage_id, pid, now);
+        self.record_end(id, reason);
+        Some(id)
+    }
+
+    /// The ICE setup deadline of connection `connection` passed: if it is still current and
+    /// never connected, it ends (its seat is free). Returns whether it did.
+    pub fn expire_setup(&mut self, pid: &str, connection: u64, now: i64) -> bool {
+        let Some(c) = self.connections.get(pid) else {
+            return false;
+        };
+        if c.id != connection || c.connected {
             return false;
         }
-        self.on_disconnected(stage_id, pid, now);
-        self.closing.insert(pid.to_string());
-        true
+        let stage_id = c.stage_id.clone();
+        self.end_connection(
+            &stage_id,
+            pid,
+            Some(connection),
+            EndReason::IceSetupTimeout,
+            now,
+        )
+        .is_some()
     }
 
     fn on_disconnected(&mut self, stage_id: &str, pid: &str, now: i64) {
+        self.leave(stage_id, pid, now, true);
+    }
+
+    /// The participant's connection ends: it leaves (and its replicas with it). Its stage's
+    /// session ends with its last participant, unless `end_session` is false (a newer
+    /// connection of the same participant is joining it at once).
+    fn leave(&mut self, stage_id: &str, pid: &str, now: i64, end_session: bool) {
         let Some(conn) = self.connections.get(pid) else {
             return;
         };
@@ -867,17 +1139,19 @@ impl Store {
                 self.maybe_end_session(&id);
             }
         }
-        self.maybe_end_session(stage_id);
+        if end_session {
+            self.maybe_end_session(stage_id);
+        }
     }
 
-    /// DisconnectParticipant: revokes the participant's token on this stage and returns whether
-    /// it had a media connection to close.
+    /// DisconnectParticipant: revokes the participant's token on this stage and returns its
+    /// media connection to close, if it had one.
     pub fn disconnect_participant(
         &mut self,
         stage_arn: &str,
         pid: &str,
         now: i64,
-    ) -> Result<bool, IvsError> {
+    ) -> Result<Option<u64>, IvsError> {
         let stage_id = self.stage_id_of(stage_arn)?;
         let connected = self.stages[&stage_id]
             .session
@@ -891,9 +1165,15 @@ impl Store {
             ));
         }
         self.revoked.insert((stage_id.clone(), pid.to_string()));
-        let had_media = self.end_connection(&stage_id, pid, now);
-        if !had_media {
-            // A replica: stop its replication.
+        let had_media = self.end_connection(
+            &stage_id,
+            pid,
+            None,
+            EndReason::ParticipantDisconnected,
+            now,
+        );
+        // Joined by its events socket only, it just leaves; a replica's replication stops.
+        if had_media.is_none() && !self.socket_left(&stage_id, pid, now) {
             let src = self.stages[&stage_id]
                 .session
                 .as_ref()
@@ -1140,6 +1420,7 @@ impl Store {
             attributes: Some(rep.attributes.clone()),
             role: Role::Publisher,
             state: ParticipantState::Connected,
+            media: true,
             first_join_time: now,
             published: source_p.published,
             events: Vec::new(),
@@ -1419,20 +1700,30 @@ mod tests {
             .create_stage(Some("a".into()), None, None, &[1; 12])
             .unwrap();
         assert_eq!(stage.active_session_id, None);
-        let sid = s
+        let first = s
             .admit(&claims(&stage, "host"), Role::Publisher, 100, &[2; 13])
             .unwrap();
+        let sid = first.session_id.clone();
         assert_eq!(sid.len(), 16);
         assert_eq!(
             s.get_stage(&stage.arn).unwrap().active_session_id,
             Some(sid.clone())
         );
-        // One token, one connection.
+        let stage_id = ivs::stage_id_from_arn(&stage.arn).unwrap().to_string();
+        // One participant, one connection: the newest replaces the older (TOKEN_REUSED).
+        let host = s
+            .admit(&claims(&stage, "host"), Role::Publisher, 101, &[3; 13])
+            .unwrap();
+        assert_eq!(host.replaced, Some(first.connection));
         assert_eq!(
-            s.admit(&claims(&stage, "host"), Role::Publisher, 101, &[3; 13]),
-            Err(AdmitError::TokenInUse)
+            s.connection_status("host", first.connection),
+            Err(Some(EndReason::TokenReused))
         );
-        s.admit(&claims(&stage, "v1"), Role::Subscriber, 102, &[3; 13])
+        // The replaced connection's late media events change nothing.
+        s.media_disconnected(&stage_id, "host", first.connection, 101);
+        assert_eq!(s.connection_status("host", host.connection), Ok(()));
+        let v1 = s
+            .admit(&claims(&stage, "v1"), Role::Subscriber, 102, &[3; 13])
             .unwrap();
         assert_eq!(
             s.admit(&claims(&stage, "v2"), Role::Subscriber, 103, &[3; 13]),
@@ -1441,22 +1732,33 @@ mod tests {
                 cap: 1
             })
         );
-        s.on_published(ivs::stage_id_from_arn(&stage.arn).unwrap(), "host", 104);
-        let stage_id = ivs::stage_id_from_arn(&stage.arn).unwrap().to_string();
-        s.media_disconnected(&stage_id, "host", 110);
+        // At capacity, the seat's own participant may still reconnect into it.
+        let again = s
+            .admit(&claims(&stage, "v1"), Role::Subscriber, 103, &[3; 13])
+            .unwrap();
+        assert_eq!(again.replaced, Some(v1.connection));
+        let v1 = again;
+        s.on_published(&stage_id, "host", host.connection, 104);
+        s.media_disconnected(&stage_id, "host", host.connection, 110);
         assert!(s.get_stage(&stage.arn).unwrap().active_session_id.is_some());
-        assert!(s.end_connection(&stage_id, "v1", 111));
-        // Until the media plane confirms, the token cannot reconnect; its late event is
-        // not taken for a newer connection.
         assert_eq!(
-            s.admit(&claims(&stage, "v1"), Role::Subscriber, 112, &[4; 13]),
-            Err(AdmitError::TokenInUse)
+            s.end_connection(&stage_id, "v1", None, EndReason::Left, 111),
+            Some(v1.connection)
         );
-        s.media_disconnected(&stage_id, "v1", 113);
-        assert!(s
-            .admit(&claims(&stage, "v1"), Role::Subscriber, 114, &[4; 13])
-            .is_ok());
-        s.media_disconnected(&stage_id, "v1", 115);
+        // Its late event is not taken for a newer connection.
+        let v1b = s
+            .admit(&claims(&stage, "v1"), Role::Subscriber, 112, &[4; 13])
+            .unwrap();
+        assert_eq!(v1b.replaced, None);
+        s.media_disconnected(&stage_id, "v1", v1.connection, 113);
+        assert_eq!(s.connection_status("v1", v1b.connection), Ok(()));
+        // A setup deadline ends a connection that never connected, and only that one.
+        assert!(!s.expire_setup("v1", v1.connection, 114));
+        assert!(s.expire_setup("v1", v1b.connection, 115));
+        assert_eq!(
+            s.connection_status("v1", v1b.connection),
+            Err(Some(EndReason::IceSetupTimeout))
+        );
         assert_eq!(s.get_stage(&stage.arn).unwrap().active_session_id, None);
         let (list, _) = s
             .list_participants(&stage.arn, &sid, None, None, None, None, None)
@@ -1472,6 +1774,8 @@ mod tests {
         assert_eq!(
             names,
             [
+                EventName::Joined,
+                EventName::Left,
                 EventName::Joined,
                 EventName::PublishStarted,
                 EventName::PublishStopped,

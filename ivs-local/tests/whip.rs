@@ -106,6 +106,29 @@ impl Fixture {
         (status, headers, r.text().await.unwrap())
     }
 
+    /// `DELETE {whip}/session/{rest}` with `token` as Bearer (none when empty).
+    async fn delete(&self, rest: &str, token: &str) -> (u16, String) {
+        let mut req = self.http.delete(format!("{}/session/{rest}", self.whip));
+        if !token.is_empty() {
+            req = req.bearer_auth(token);
+        }
+        let r = req.send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    /// `GET {whip}/session/{rest}`: the status and the error code (empty for 204).
+    async fn session(&self, rest: &str) -> (u16, String) {
+        let r = self
+            .http
+            .get(format!("{}/session/{rest}", self.whip))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let body = r.text().await.unwrap();
+        (status, if body.is_empty() { body } else { code(&body) })
+    }
+
     async fn publish(&self, token: &str) -> (u16, reqwest::header::HeaderMap, String) {
         self.post("", token, offer(true)).await
     }
@@ -148,9 +171,14 @@ async fn publish_and_subscribe_register_participants_and_sessions() {
     let f = Fixture::new(&[]).await;
     assert!(f.stage().await.get("activeSessionId").is_none());
 
-    let (status, headers, answer) = f.publish(&f.token("host1", true, true)).await;
+    let host_token = f.token("host1", true, true);
+    let (status, headers, answer) = f.publish(&host_token).await;
     assert_eq!(status, 201, "{answer}");
-    assert_eq!(headers["location"], "/whip/session/host1");
+    let host_location = headers["location"].to_str().unwrap().to_string();
+    assert!(
+        host_location.starts_with("/whip/session/host1/"),
+        "{host_location}"
+    );
     assert_eq!(headers["content-type"], "application/sdp");
     assert_eq!(headers["access-control-allow-origin"], "*");
     assert!(answer.starts_with("v=0"), "{answer}");
@@ -164,7 +192,8 @@ async fn publish_and_subscribe_register_participants_and_sessions() {
         "{session}"
     );
 
-    let (status, _, body) = f.subscribe(&f.token("viewer1", false, true)).await;
+    let viewer_token = f.token("viewer1", false, true);
+    let (status, _, body) = f.subscribe(&viewer_token).await;
     assert_eq!(status, 201, "{body}");
     // A token of ivs-local's own (CreateParticipantToken, `api` mode) is accepted too.
     let own = f
@@ -208,41 +237,29 @@ async fn publish_and_subscribe_register_participants_and_sessions() {
     assert_eq!(r.status(), 204);
     assert_eq!(r.headers()["access-control-allow-origin"], "*");
 
-    // DELETE ends sessions; the stage's session ends with the last participant.
-    for pid in ["host1", "viewer1"] {
-        let r = f
-            .http
-            .delete(format!("{}/session/{pid}", f.whip))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-    }
-    let r = f
-        .http
-        .delete(format!("{}/session/host1", f.whip))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
-    let r = f
-        .http
-        .get(format!("{}/session/host1", f.whip))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404, "an ended session is gone");
-    assert_eq!(code(&r.text().await.unwrap()), "SESSION_NOT_FOUND");
+    let host_rest = host_location
+        .trim_start_matches("/whip/session/")
+        .to_string();
+    assert_eq!(f.session(&host_rest).await, (204, String::new()));
+
+    // DELETE (with the session's token) ends sessions; the stage's session ends with the last
+    // participant. The older URL form without the connection id names the current one.
+    assert_eq!(f.delete(&host_rest, &host_token).await.0, 200);
+    assert_eq!(f.delete("viewer1", &viewer_token).await.0, 200);
+    let (s, b) = f.delete(&host_rest, &host_token).await;
+    assert_eq!((s, code(&b).as_str()), (404, "SESSION_ENDED"));
+    assert_eq!(
+        f.session(&host_rest).await,
+        (404, "SESSION_ENDED".into()),
+        "an ended session is gone, and says it ended"
+    );
+    assert_eq!(f.session("host1").await, (404, "SESSION_NOT_FOUND".into()));
     assert!(
         f.stage().await.get("activeSessionId").is_some(),
         "one subscriber is still there"
     );
     let own_pid = token::decode_unverified(&own).unwrap().1.jti;
-    f.http
-        .delete(format!("{}/session/{own_pid}", f.whip))
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(f.delete(&own_pid, &own).await.0, 200);
     assert!(f.stage().await.get("activeSessionId").is_none());
 
     let list = f.participants(&session).await;
@@ -320,20 +337,21 @@ async fn tokens_are_checked() {
         .publish(&f.token_for(ghost, "ghost", true, true, unix_now(), 600))
         .await;
     assert_eq!((s, code(&b).as_str()), (404, "STAGE_NOT_FOUND"));
-    // One token, one connection.
+    // A bad offer is refused before anything changes, also for a participant that is
+    // connected: its connection stays.
     let t = f.token("once", true, true);
     assert_eq!(f.publish(&t).await.0, 201);
-    let (s, _, b) = f.publish(&t).await;
-    assert_eq!((s, code(&b).as_str()), (409, "TOKEN_IN_USE"));
-    let (s, _, b) = f.subscribe(&t).await;
-    assert_eq!((s, code(&b).as_str()), (409, "TOKEN_IN_USE"));
-    // A bad offer is refused by the media plane and the seat is given back.
+    for bad in ["v=0\r\n", "garbage", &offer(false)] {
+        let (s, _, b) = f.post("", &t, bad.to_string()).await;
+        assert_eq!((s, code(&b).as_str()), (400, "BAD_OFFER"), "{bad}");
+    }
     let (s, _, b) = f
         .post("", &f.token("badsdp", true, true), "v=0\r\n".into())
         .await;
     assert_eq!((s, code(&b).as_str()), (400, "BAD_OFFER"));
     let stats = f.ivs.stats().await;
     assert_eq!(stats["state"]["mediaConnections"], 1);
+    assert_eq!(f.session("once").await.0, 204);
     // Deleting the public key invalidates its tokens.
     f.ivs
         .client()
@@ -364,11 +382,7 @@ async fn stage_caps_answer_429() {
     let (s, _, b) = f.subscribe(&f.token("sub3", false, true)).await;
     assert_eq!((s, code(&b).as_str()), (429, "STAGE_AT_CAPACITY"));
     // A seat freed is a seat to take.
-    f.http
-        .delete(format!("{}/session/sub0", f.whip))
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(f.delete("sub0", &f.token("sub0", false, true)).await.0, 200);
     assert_eq!(f.subscribe(&f.token("sub3", false, true)).await.0, 201);
     let stats = f.ivs.stats().await;
     assert_eq!(stats["state"]["connectedPublishers"], 12);
@@ -510,6 +524,8 @@ struct Peer {
     thread: Option<std::thread::JoinHandle<bool>>,
     /// Media frames received (a subscriber's view of what the stage forwards).
     received: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Its session URL after `/whip/session/`.
+    location: String,
 }
 
 impl Peer {
@@ -522,6 +538,16 @@ impl Peer {
 
     /// Joins, or the refusal's status and body.
     async fn try_join(f: &Fixture, token: &str, publish: bool) -> Result<Peer, (u16, String)> {
+        Self::try_join_at(f, if publish { "" } else { "/subscribe" }, token, publish).await
+    }
+
+    /// Joins at `{whip}{path}` (the SDK's routes too).
+    async fn try_join_at(
+        f: &Fixture,
+        path: &str,
+        token: &str,
+        publish: bool,
+    ) -> Result<Peer, (u16, String)> {
         use str0m::change::SdpAnswer;
         use str0m::Candidate;
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -535,13 +561,7 @@ impl Peer {
         };
         let mid = api.add_media(MediaKind::Audio, dir, None, None, None);
         let (offer, pending) = api.apply().unwrap();
-        let (status, _, answer) = f
-            .post(
-                if publish { "" } else { "/subscribe" },
-                token,
-                offer.to_sdp_string(),
-            )
-            .await;
+        let (status, headers, answer) = f.post(path, token, offer.to_sdp_string()).await;
         if status != 201 {
             return Err((status, answer));
         }
@@ -558,6 +578,7 @@ impl Peer {
             stop,
             thread: Some(thread),
             received,
+            location: rest_of(&headers),
         })
     }
 
@@ -712,11 +733,12 @@ async fn media_events_feed_the_participant_registry() {
     );
 
     // The host leaves (DELETE); the media plane's Disconnected event and the registry agree.
-    f.http
-        .delete(format!("{}/session/mediaHost", f.whip))
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(
+        f.delete("mediaHost", &f.token("mediaHost", true, false))
+            .await
+            .0,
+        200
+    );
     assert!(host.stop(), "the host's ICE/DTLS connected");
     let events = c
         .call(
@@ -735,11 +757,12 @@ async fn media_events_feed_the_participant_registry() {
         names,
         ["JOINED", "PUBLISH_STARTED", "PUBLISH_STOPPED", "LEFT"]
     );
-    f.http
-        .delete(format!("{}/session/mediaViewer", f.whip))
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(
+        f.delete("mediaViewer", &f.token("mediaViewer", false, true))
+            .await
+            .0,
+        200
+    );
     assert!(viewer.stop(), "the viewer's ICE/DTLS connected");
     assert!(f.stage().await.get("activeSessionId").is_none());
 }
@@ -964,11 +987,7 @@ async fn participant_replication_shows_and_forwards_the_host_in_other_stages() {
 
     // The host drops and comes back within the 3 s window of dests[0] with the same
     // participant id: it is back in both stages, and its media reaches the replica's viewer.
-    f.http
-        .delete(format!("{}/session/replHost", f.whip))
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(f.delete("replHost", &host_token).await.0, 200);
     assert!(host.stop());
     wait_participant(&f, &dests[0], "replHost", "disconnected", |p| {
         p["state"] == "DISCONNECTED"
@@ -980,19 +999,8 @@ async fn participant_replication_shows_and_forwards_the_host_in_other_stages() {
         let active = r["replicationState"] == "ACTIVE";
         assert_eq!(active, r["destinationStageArn"] == dests[0].as_str(), "{r}");
     }
-    let mut host = None;
-    for _ in 0..50 {
-        // The token can reconnect once the media plane has closed the old session (409 before).
-        match Peer::try_join(&f, &host_token, true).await {
-            Ok(peer) => {
-                host = Some(peer);
-                break;
-            }
-            Err((409, _)) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
-            Err(other) => panic!("rejoin refused: {other:?}"),
-        }
-    }
-    let host = host.expect("the host reconnected");
+    // The same token reconnects at once.
+    let host = Peer::join(&f, &host_token, true).await;
     let back = wait_participant(&f, &dests[0], "replHost", "back and published", |p| {
         p["state"] == "CONNECTED" && p["published"] == true
     })
@@ -1004,11 +1012,7 @@ async fn participant_replication_shows_and_forwards_the_host_in_other_stages() {
     );
 
     // It leaves for longer than the window: the replication ends.
-    f.http
-        .delete(format!("{}/session/replHost", f.whip))
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(f.delete("replHost", &host_token).await.0, 200);
     assert!(host.stop());
     let mut stopped = false;
     for _ in 0..60 {
@@ -1025,4 +1029,623 @@ async fn participant_replication_shows_and_forwards_the_host_in_other_stages() {
         .iter()
         .all(|p| p["participantId"] != "replHost" || p["state"] == "DISCONNECTED"));
     viewer.stop();
+}
+
+/// The path after `/whip/session/` of a Location.
+fn rest_of(headers: &reqwest::header::HeaderMap) -> String {
+    headers["location"]
+        .to_str()
+        .unwrap()
+        .trim_start_matches("/whip/session/")
+        .to_string()
+}
+
+async fn event_names(f: &Fixture, session: &str, pid: &str) -> Vec<String> {
+    let events = f
+        .ivs
+        .client()
+        .call(
+            Op::ListParticipantEvents,
+            json!({"stageArn": f.stage_arn, "sessionId": session, "participantId": pid}),
+        )
+        .await
+        .ok();
+    events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_new_connection_of_a_participant_ends_the_older_one() {
+    let f = Fixture::new(&[]).await;
+    let host = Peer::join(&f, &f.token("rHost", true, false), true).await;
+    // A viewer connects (real ICE/DTLS), then the same participant connects again with a
+    // fresh token (a reconnect, or a second tab with the same lease): the newest wins.
+    let first = Peer::join(&f, &f.token("rViewer", false, true), false).await;
+    let session = f.stage().await["activeSessionId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for _ in 0..100 {
+        if event_names(&f, &session, "rViewer")
+            .await
+            .contains(&"SUBSCRIBE_STARTED".to_string())
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let first_rest = first.location.clone();
+    assert_eq!(f.session(&first_rest).await.0, 204);
+    let fresh = f.token_for(&f.stage_arn, "rViewer", false, true, unix_now(), 300);
+    let second = Peer::join(&f, &fresh, false).await;
+    assert_ne!(
+        second.location, first_rest,
+        "each connection has its own URL"
+    );
+    // The older connection is told why it ended.
+    assert_eq!(f.session(&first_rest).await, (404, "TOKEN_REUSED".into()));
+    assert_eq!(f.session(&second.location).await, (204, String::new()));
+    // Its DELETE (a page tearing down late, with its own token) ends nothing of the newer one.
+    let (s, b) = f
+        .delete(&first_rest, &f.token("rViewer", false, true))
+        .await;
+    assert_eq!((s, code(&b).as_str()), (404, "TOKEN_REUSED"));
+    assert_eq!(f.session(&second.location).await.0, 204);
+    let stats = f.ivs.stats().await;
+    assert_eq!(stats["state"]["connectedSubscribers"], 1, "{stats}");
+    assert_eq!(stats["media"]["subscribers"], 1, "{stats}");
+    // One participant row, LEFT then JOINED again.
+    let list = f.participants(&session).await;
+    assert_eq!(
+        list.iter()
+            .filter(|p| p["participantId"] == "rViewer")
+            .count(),
+        1,
+        "{list:?}"
+    );
+    let names = event_names(&f, &session, "rViewer").await;
+    assert_eq!(
+        &names[..5],
+        [
+            "JOINED",
+            "SUBSCRIBE_STARTED",
+            "SUBSCRIBE_STOPPED",
+            "LEFT",
+            "JOINED"
+        ],
+        "{names:?}"
+    );
+    // The newer connection receives the host; the older one's peer was closed by the server.
+    assert!(
+        frames_grow(&second, std::time::Duration::from_secs(5)).await,
+        "the newer connection gets media"
+    );
+    assert!(
+        !frames_grow(&first, std::time::Duration::from_secs(1)).await,
+        "the replaced connection gets no more media"
+    );
+    assert!(second.stop());
+    first.stop();
+    assert!(host.stop());
+}
+
+#[tokio::test]
+async fn fifty_subscriptions_of_one_participant_hold_one_seat() {
+    // An attacker with one lease's token (or fifty fresh tokens of the same participant) fires
+    // fifty subscriptions at once at a stage with 3 seats.
+    let f = Fixture::new(&["--subscriber-cap", "3"]).await;
+    let tokens: Vec<String> = (0..50)
+        .map(|i| f.token_for(&f.stage_arn, "greedy", false, true, unix_now() - i, 600))
+        .collect();
+    let mut set = tokio::task::JoinSet::new();
+    for t in tokens.clone() {
+        let (http, url) = (f.http.clone(), format!("{}/subscribe", f.whip));
+        set.spawn(async move {
+            http.post(url)
+                .bearer_auth(t)
+                .header("content-type", "application/sdp")
+                .body(offer(false))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        });
+    }
+    let answers = set.join_all().await;
+    let accepted = answers.iter().filter(|s| **s == 201).count();
+    assert_eq!(accepted, 50, "every reconnect is taken, the older ones end");
+    let stats = f.ivs.stats().await;
+    assert_eq!(stats["state"]["connectedSubscribers"], 1, "{stats}");
+    assert_eq!(stats["state"]["mediaConnections"], 1, "{stats}");
+    assert_eq!(stats["media"]["subscribers"], 1, "{stats}");
+    // The two other seats are still there for others.
+    for v in ["other1", "other2"] {
+        assert_eq!(f.subscribe(&f.token(v, false, true)).await.0, 201, "{v}");
+    }
+    let (s, _, b) = f.subscribe(&f.token("other3", false, true)).await;
+    assert_eq!((s, code(&b).as_str()), (429, "STAGE_AT_CAPACITY"));
+    // The participant reconnecting at capacity takes its own seat back, nobody else's.
+    assert_eq!(f.subscribe(&tokens[0]).await.0, 201);
+    assert_eq!(f.ivs.stats().await["state"]["connectedSubscribers"], 3);
+}
+
+#[tokio::test]
+async fn deleting_a_session_needs_that_sessions_token() {
+    let f = Fixture::new(&[]).await;
+    let host_token = f.token("dHost", true, false);
+    let (s, headers, _) = f.publish(&host_token).await;
+    assert_eq!(s, 201);
+    let rest = rest_of(&headers);
+    let other_stage = f.ivs.client().call(Op::CreateStage, json!({})).await.ok()["stage"]["arn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let forged = TokenBuilder::new(&f.kid, &f.stage_arn, &f.whip, "ws://x")
+        .participant_id("dHost")
+        .capabilities(true, true)
+        .valid_for(unix_now(), 600)
+        .build()
+        .unwrap()
+        .sign(&token::signing_key_from_bytes(&[7; 48]).unwrap());
+    let attempts: [(&str, String, u16, &str); 6] = [
+        ("no token", String::new(), 401, "MISSING_TOKEN"),
+        ("garbage", "x.y.z".into(), 401, "INVALID_TOKEN"),
+        ("forged with the host's id", forged, 401, "INVALID_TOKEN"),
+        (
+            "a viewer's valid token",
+            f.token("dViewer", false, true),
+            403,
+            "NOT_YOUR_SESSION",
+        ),
+        (
+            "the host's id on another stage",
+            f.token_for(&other_stage, "dHost", true, false, unix_now(), 600),
+            403,
+            "NOT_YOUR_SESSION",
+        ),
+        (
+            "a publisher token of another participant",
+            f.token("dHost2", true, false),
+            403,
+            "NOT_YOUR_SESSION",
+        ),
+    ];
+    for (what, token, status, want) in &attempts {
+        for path in [rest.as_str(), "dHost"] {
+            let (s, b) = f.delete(path, token).await;
+            assert_eq!((s, code(&b).as_str()), (*status, *want), "{what} on {path}");
+        }
+    }
+    // Nothing ended.
+    assert_eq!(f.session(&rest).await.0, 204);
+    assert_eq!(f.ivs.stats().await["state"]["connectedPublishers"], 1);
+    // A malformed connection id is no session.
+    let (s, b) = f.delete("dHost/notanumber", &host_token).await;
+    assert_eq!((s, code(&b).as_str()), (404, "SESSION_NOT_FOUND"));
+    // The session's own token, even past its lifetime (a page that tears down late), ends it.
+    let expired = f.token_for(&f.stage_arn, "dHost", true, false, unix_now() - 700, 600);
+    assert_eq!(
+        f.publish(&expired).await.0,
+        401,
+        "an expired token joins nothing"
+    );
+    assert_eq!(f.delete(&rest, &expired).await.0, 200);
+    assert_eq!(f.session(&rest).await, (404, "SESSION_ENDED".into()));
+    assert_eq!(f.ivs.stats().await["state"]["connectedPublishers"], 0);
+}
+
+#[tokio::test]
+async fn a_session_that_never_connects_is_ended_at_its_setup_deadline() {
+    let f = Fixture::new(&["--subscriber-cap", "1", "--ice-setup-timeout-secs", "2"]).await;
+    // An offer without any ICE behind it (a client that takes a seat and never connects).
+    let (s, headers, _) = f.subscribe(&f.token("squatter", false, true)).await;
+    assert_eq!(s, 201);
+    let squat = rest_of(&headers);
+    let (s, _, b) = f.subscribe(&f.token("honest", false, true)).await;
+    assert_eq!((s, code(&b).as_str()), (429, "STAGE_AT_CAPACITY"));
+    // A real peer that connects in time keeps its session past the deadline.
+    let host = Peer::join(&f, &f.token("tHost", true, false), true).await;
+    let t0 = std::time::Instant::now();
+    loop {
+        if f.session(&squat).await.0 == 404 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(6),
+            "the squatter outlived the 2 s deadline"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(f.session(&squat).await, (404, "ICE_SETUP_TIMEOUT".into()));
+    let stats = f.ivs.stats().await;
+    assert_eq!(stats["state"]["connectedSubscribers"], 0, "{stats}");
+    assert_eq!(stats["media"]["subscribers"], 0, "{stats}");
+    assert_eq!(stats["whip"]["ICE_SETUP_TIMEOUT"], 1);
+    // Its seat is free.
+    let viewer = Peer::join(&f, &f.token("honest", false, true), false).await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(f.session("tHost").await.0, 204, "a connected host stays");
+    assert_eq!(f.session("honest").await.0, 204, "a connected viewer stays");
+    assert!(frames_grow(&viewer, std::time::Duration::from_secs(3)).await);
+    assert!(viewer.stop());
+    assert!(host.stop());
+}
+
+#[tokio::test]
+async fn setup_deadline_flag_is_checked() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ivs-local"))
+        .args(["--ice-setup-timeout-secs", "0", "--port", "0", "--no-media"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--ice-setup-timeout-secs"));
+}
+
+// ---- the IVS Web Broadcast SDK's protocol: events WebSocket and WHIP routes ---------------
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+impl Fixture {
+    fn stage_id(&self) -> String {
+        stage_id_from_arn(&self.stage_arn).unwrap().to_string()
+    }
+
+    /// Opens the events socket as the SDK does (token as the subprotocol, topic in the query)
+    /// and checks that the token is echoed.
+    async fn socket(&self, token: &str, stage_id: &str) -> Ws {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = format!(
+            "ws://{}/events?error_over_ws=1&topic={stage_id}/publishers&traceid=test",
+            self.ivs.host
+        );
+        let mut req = url.into_client_request().unwrap();
+        req.headers_mut()
+            .insert("sec-websocket-protocol", token.parse().unwrap());
+        let (ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+        assert_eq!(resp.headers()["sec-websocket-protocol"], token);
+        ws
+    }
+}
+
+/// The next JSON text message (panics after 5 s or on close).
+async fn next_json(ws: &mut Ws) -> Value {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let msg = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
+            .await
+            .expect("a message within 5 s")
+            .expect("the socket is open")
+            .expect("a frame");
+        match msg {
+            Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+            Message::Close(_) => panic!("closed"),
+            _ => continue,
+        }
+    }
+}
+
+/// The next STAGE_STATE whose participants satisfy `pred`.
+async fn state_where(ws: &mut Ws, pred: impl Fn(&[Value]) -> bool) -> Value {
+    for _ in 0..50 {
+        let m = next_json(ws).await;
+        if m["type"] == "STAGE_STATE" && pred(m["payload"]["participants"].as_array().unwrap()) {
+            return m;
+        }
+    }
+    panic!("no such STAGE_STATE");
+}
+
+/// Whether the server closes the socket within 5 s (after any messages).
+async fn closes(ws: &mut Ws) -> bool {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => return false,
+            Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => return true,
+            Ok(Some(Ok(_))) => continue,
+        }
+    }
+}
+
+async fn send_json(ws: &mut Ws, v: Value) {
+    use futures_util::SinkExt;
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(
+        v.to_string().into(),
+    ))
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn the_events_socket_speaks_the_sdk_protocol() {
+    let f = Fixture::new(&["--subscriber-cap", "1"]).await;
+    let sid = f.stage_id();
+    let viewer_token = f.token("sdkViewer", false, true);
+    let mut viewer = f.socket(&viewer_token, &sid).await;
+    let first = next_json(&mut viewer).await;
+    assert_eq!(first["type"], "STAGE_STATE");
+    let seq0 = first["payload"]["sequenceNumber"].as_u64().unwrap();
+    assert!(
+        seq0 > 0,
+        "the SDK ignores a first state with sequenceNumber 0"
+    );
+    assert_eq!(first["payload"]["participants"], json!([]));
+    assert_eq!(first["payload"]["serverFeatures"], json!([]), "no xdp");
+    send_json(&mut viewer, json!({"type": "PING"})).await;
+    assert_eq!(next_json(&mut viewer).await, json!({"type": "PONG"}));
+    // The socket is the participant's connection: it is JOINED and the stage has a session,
+    // though it holds no seat until it subscribes.
+    let session = f.stage().await["activeSessionId"]
+        .as_str()
+        .expect("a session opens with the first socket")
+        .to_string();
+    let list = f.participants(&session).await;
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(
+        (&list[0]["participantId"], &list[0]["state"]),
+        (&json!("sdkViewer"), &json!("CONNECTED"))
+    );
+    assert_eq!(f.ivs.stats().await["state"]["connectedSubscribers"], 0);
+
+    // The host publishes on the SDK's route: the viewer's snapshot shows it publishing.
+    let host_token = f.token("sdkHost", true, false);
+    let mut host_ws = f.socket(&host_token, &sid).await;
+    let (s, _, b) = f
+        .post("/publish/someoneElse", &host_token, offer(true))
+        .await;
+    assert_eq!(s, 403, "{b}");
+    let err: Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(err["code"], 2003, "{b}");
+    let host = Peer::try_join_at(&f, "/publish/sdkHost", &host_token, true)
+        .await
+        .unwrap();
+    let st = state_where(&mut viewer, |p| {
+        p.len() == 1 && p[0]["id"] == "sdkHost" && p[0]["isPublishing"] == true
+    })
+    .await;
+    assert!(st["payload"]["sequenceNumber"].as_u64().unwrap() > seq0);
+    assert_eq!(st["payload"]["participants"][0]["userId"], "user-sdkHost");
+    send_json(
+        &mut host_ws,
+        json!({"type": "SET_STATE", "version": "0", "audioMuted": true, "videoStopped": false}),
+    )
+    .await;
+    state_where(&mut viewer, |p| {
+        p.first().is_some_and(|h| h["audioMuted"] == true)
+    })
+    .await;
+
+    // Subscribing names a connected publisher; the stage's cap is a 403 with 2005.
+    let (s, _, b) = f
+        .post("/subscribe/nobody", &viewer_token, offer(false))
+        .await;
+    assert_eq!(s, 404, "{b}");
+    assert_eq!(serde_json::from_str::<Value>(&b).unwrap()["code"], 2004);
+    let (s, headers, b) = f
+        .post("/subscribe/sdkHost", &viewer_token, offer(false))
+        .await;
+    assert_eq!(s, 201, "{b}");
+    assert!(rest_of(&headers).starts_with("sdkViewer/"));
+    let (s, headers, b) = f
+        .post(
+            "/subscribe/sdkHost",
+            &f.token("late", false, true),
+            offer(false),
+        )
+        .await;
+    assert_eq!(
+        (s, headers["content-type"].to_str().unwrap()),
+        (403, "application/json")
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&b).unwrap()["code"],
+        2005,
+        "{b}"
+    );
+    let expired = f.token_for(&f.stage_arn, "old", false, true, unix_now() - 700, 600);
+    let (s, _, b) = f.post("/subscribe/sdkHost", &expired, offer(false)).await;
+    assert_eq!(
+        (
+            s,
+            serde_json::from_str::<Value>(&b).unwrap()["code"].clone()
+        ),
+        (401, json!(2002))
+    );
+
+    // The socket closing is the participant leaving: its media session ends with it.
+    viewer.close(None).await.unwrap();
+    for _ in 0..50 {
+        if f.session("sdkViewer").await.0 == 404 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(f.session("sdkViewer").await.0, 404);
+    assert_eq!(f.ivs.stats().await["state"]["connectedSubscribers"], 0);
+    // One JOINED (at the socket), one LEFT (its close).
+    let names = event_names(&f, &session, "sdkViewer").await;
+    assert_eq!(
+        names.first().map(String::as_str),
+        Some("JOINED"),
+        "{names:?}"
+    );
+    assert_eq!(
+        names.iter().filter(|n| *n == "JOINED").count(),
+        1,
+        "{names:?}"
+    );
+    assert_eq!(names.last().map(String::as_str), Some("LEFT"), "{names:?}");
+    // A participant joined by its socket only leaves when it closes.
+    let mut idle = f.socket(&f.token("idle", false, true), &sid).await;
+    next_json(&mut idle).await;
+    let p = |list: Vec<Value>| list.into_iter().find(|p| p["participantId"] == "idle");
+    assert_eq!(
+        p(f.participants(&session).await).unwrap()["state"],
+        "CONNECTED"
+    );
+    idle.close(None).await.unwrap();
+    for _ in 0..50 {
+        if p(f.participants(&session).await).unwrap()["state"] == "DISCONNECTED" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        p(f.participants(&session).await).unwrap()["state"],
+        "DISCONNECTED"
+    );
+
+    // CORS: the SDK's X-Stages-* headers are allowed, Location exposed.
+    let r = f
+        .http
+        .request(reqwest::Method::OPTIONS, format!("{}/publish/x", f.whip))
+        .header("origin", "http://127.0.0.1:8787")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type,x-stages-sdk,x-stages-options",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let allowed = r.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    for h in [
+        "x-stages-sdk",
+        "x-stages-options",
+        "x-stages-trace-id",
+        "x-stages-whip-version",
+    ] {
+        assert!(allowed.contains(h), "{h} in {allowed}");
+    }
+    host.stop();
+}
+
+#[tokio::test]
+async fn the_events_socket_refuses_bad_tokens_and_carries_disconnects() {
+    let f = Fixture::new(&[]).await;
+    let sid = f.stage_id();
+    let forged = TokenBuilder::new(&f.kid, &f.stage_arn, &f.whip, "ws://x")
+        .participant_id("forger")
+        .capabilities(true, true)
+        .valid_for(unix_now(), 600)
+        .build()
+        .unwrap()
+        .sign(&token::signing_key_from_bytes(&[9; 48]).unwrap());
+    let ghost = "arn:aws:ivs:us-east-1:123456789012:stage/GhostStage12";
+    let other = f.ivs.client().call(Op::CreateStage, json!({})).await.ok()["stage"]["arn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cases: [(&str, String, String); 5] = [
+        (
+            "TOKEN_EXPIRED",
+            f.token_for(&f.stage_arn, "x1", false, true, unix_now() - 700, 600),
+            sid.clone(),
+        ),
+        ("TOKEN_INVALID_SIGNATURE", forged, sid.clone()),
+        ("TOKEN_INVALID", "a.b.c".into(), sid.clone()),
+        (
+            "STAGE_DELETED",
+            f.token_for(ghost, "x2", false, true, unix_now(), 600),
+            "GhostStage12".into(),
+        ),
+        (
+            "BAD_REQUEST",
+            f.token_for(&other, "x3", false, true, unix_now(), 600),
+            sid.clone(),
+        ),
+    ];
+    for (want, token, topic) in &cases {
+        let mut ws = f.socket(token, topic).await;
+        let m = next_json(&mut ws).await;
+        assert_eq!(m["type"], "aws:ivs:JOIN_ERROR", "{want}: {m}");
+        assert_eq!(m["payload"]["code"], *want, "{m}");
+        assert!(closes(&mut ws).await, "{want}: closed after the JOIN_ERROR");
+    }
+
+    // One socket per participant: the newest wins, the older is told TOKEN_REUSED.
+    let t = f.token("twice", false, true);
+    let mut older = f.socket(&t, &sid).await;
+    next_json(&mut older).await;
+    let fresh = f.token_for(&f.stage_arn, "twice", false, true, unix_now(), 300);
+    let mut newer = f.socket(&fresh, &sid).await;
+    let m = state_or_disconnect(&mut older).await;
+    assert_eq!(
+        m,
+        json!({"type": "aws:ivs:DISCONNECT", "payload": {"code": "TOKEN_REUSED",
+               "reason": "a newer connection of this participant replaced this one"}})
+    );
+    assert!(closes(&mut older).await);
+    next_json(&mut newer).await;
+    send_json(&mut newer, json!({"type": "PING"})).await;
+    assert_eq!(
+        next_json(&mut newer).await["type"],
+        "PONG",
+        "the newer socket lives on"
+    );
+    assert_eq!(f.ivs.stats().await["events"]["outcomes"]["replaced"], 1);
+
+    // DisconnectParticipant reaches the participant's socket, with the reason; it is revoked.
+    let viewer = Peer::join(&f, &fresh, false).await;
+    f.ivs
+        .client()
+        .call(
+            Op::DisconnectParticipant,
+            json!({"stageArn": f.stage_arn, "participantId": "twice", "reason": "abuse"}),
+        )
+        .await
+        .ok();
+    let m = state_or_disconnect(&mut newer).await;
+    assert_eq!(m["type"], "aws:ivs:DISCONNECT");
+    assert_eq!(
+        m["payload"],
+        json!({"code": "PARTICIPANT_DISCONNECTED", "reason": "abuse"})
+    );
+    assert!(closes(&mut newer).await);
+    let mut again = f.socket(&fresh, &sid).await;
+    assert_eq!(
+        next_json(&mut again).await["payload"]["code"],
+        "PARTICIPANT_DISCONNECTED"
+    );
+    viewer.stop();
+
+    // DeleteStage reaches every socket of the stage.
+    let mut a = f.socket(&f.token("a", false, true), &sid).await;
+    let mut b = f.socket(&f.token("b", true, false), &sid).await;
+    next_json(&mut a).await;
+    next_json(&mut b).await;
+    f.ivs
+        .client()
+        .call(Op::DeleteStage, json!({"arn": f.stage_arn}))
+        .await
+        .ok();
+    for ws in [&mut a, &mut b] {
+        let m = state_or_disconnect(ws).await;
+        assert_eq!(m["payload"]["code"], "STAGE_DELETED", "{m}");
+        assert!(closes(ws).await);
+    }
+    assert_eq!(f.ivs.stats().await["events"]["sockets"], 0);
+}
+
+/// The next message that is not a STAGE_STATE.
+async fn state_or_disconnect(ws: &mut Ws) -> Value {
+    loop {
+        let m = next_json(ws).await;
+        if m["type"] != "STAGE_STATE" {
+            return m;
+        }
+    }
 }

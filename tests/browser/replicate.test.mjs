@@ -95,6 +95,15 @@ test('replicate mode: one host upload per six stages, every viewer decodes', { s
   const viewers = [];
   const hostCtx = await browser.newContext();
   const host = await hostCtx.newPage();
+  // The host's publish tokens by participant id (ivs-local ends a session only for a DELETE
+  // with that session's own token), read from the page's own WHIP requests.
+  const whipTokens = new Map();
+  host.on('request', (req) => {
+    const auth = req.headers().authorization;
+    if (req.method() !== 'POST' || !auth?.startsWith('Bearer ') || !new URL(req.url()).pathname.startsWith('/whip')) return;
+    const token = auth.slice(7);
+    try { whipTokens.set(JSON.parse(Buffer.from(token.split('.')[1], 'base64url')).jti, token); } catch { /* not a JWT */ }
+  });
   try {
     await host.goto(`${BASE}/host?live=1&height=${HEIGHT}&broadcast=${encodeURIComponent(broadcast)}#key=${encodeURIComponent(HOST_KEY)}`);
     await waitFor(async () => (await host.evaluate(() => window.stagefanHost.stages()))
@@ -267,7 +276,9 @@ test('replicate mode: one host upload per six stages, every viewer decodes', { s
           pc.addEventListener('connectionstatechange', () => window.__pcLog.push([Date.now(), pc.connectionState]));
         }
       });
-      const del = await fetch(`${IVS_ENDPOINT}/whip/session/${before.participantId}`, { method: 'DELETE' });
+      const del = await fetch(`${IVS_ENDPOINT}/whip/session/${before.participantId}`, {
+        method: 'DELETE', headers: { Authorization: `Bearer ${whipTokens.get(before.participantId)}` },
+      });
       assert.equal(del.status, 200, 'ending the host session at ivs-local');
       const t0 = Date.now();
       await waitFor(async () => (await host.evaluate(() => window.stagefanHost.stages()))

@@ -107,6 +107,24 @@ function dropped(s, why) {
   setTimeout(() => wake(), delay);
 }
 
+/**
+ * A newer connection of this stage's participant took over (another host page with the same
+ * key, as IVS ends the older connection of a participant): reconnecting would only take it
+ * back, so this page stops uploading to that stage and says so.
+ */
+function replaced(s) {
+  if (s.session) { try { s.session.close(); } catch { /* already gone */ } }
+  s.session = null;
+  s.gen++;
+  s.replaced = true;
+  setConn(s, 'replaced');
+  log(`${stageId(s.arn)}: another connection took over this stage's upload; not reconnecting`);
+  showError(REPLACED_MSG);
+}
+
+const REPLACED_MSG = 'Another host page took over some stages (see the table). Stop and go live again to take them back.';
+const replacedNote = () => ([...stages.values()].some((s) => s.replaced) ? REPLACED_MSG : '');
+
 async function reportPublished(s, gen) {
   if (gen !== s.gen || s.reported) return;
   try {
@@ -134,6 +152,7 @@ async function join(s, t) {
       onState: (st, err) => {
         if (gen !== s.gen) return;
         if (st === 'connected') setConn(s, s.reported ? 'publishing' : 'connected');
+        else if (err?.code === 'TOKEN_REUSED') replaced(s);
         else dropped(s, err ? err.message : `connection ${st}`);
       },
       onPublished: () => {
@@ -182,7 +201,7 @@ async function sync() {
       stages.set(t.stageArn, s);
       log(`${stageId(t.stageArn)}: new stage (${t.state})`);
     }
-    if (!s.session && !s.joining && Date.now() >= s.retryAt) join(s, t);
+    if (!s.session && !s.joining && !s.replaced && Date.now() >= s.retryAt) join(s, t);
     else if (s.session && s.conn === 'publishing' && !s.reported) reportPublished(s, s.gen);
   }
   render();
@@ -207,7 +226,7 @@ async function goLive() {
     try {
       await sync();
       failures = 0;
-      showError('');
+      showError(replacedNote());
     } catch (e) {
       failures++;
       if (e.status === 401) {

@@ -2,7 +2,12 @@
 // "Local media signaling"). One RTCPeerConnection per stage; the participant token is the
 // Bearer credential and is sent nowhere else.
 
-/** A refusal from ivs-local's signaling route (401 token, 403 capability, 404 stage, 409 reused, 429 capacity). */
+/**
+ * A refusal from ivs-local's signaling route (401 token, 403 capability, 404 stage, 429
+ * capacity), or why the server ended a session (status 404 and its code: TOKEN_REUSED when a
+ * newer connection of the same participant took over, PARTICIPANT_DISCONNECTED, STAGE_DELETED,
+ * ICE_SETUP_TIMEOUT, SESSION_ENDED).
+ */
 export class SignalError extends Error {
   constructor(status, code, message) {
     super(`${status} ${code}: ${message}`);
@@ -38,37 +43,46 @@ async function postOffer(url, token, pc) {
 }
 
 /**
- * Watches a peer connection: calls onState('connected' | 'failed' | 'closed'). A
- * 'disconnected' that does not recover within 5 s counts as failed, or at once when
- * `isGone()` finds that the server ended the session (the browser notices that only from
- * missing ICE answers, ~6 s later; the 5 s grace is for a network gap that passes).
+ * Watches a peer connection: calls onState('connected' | 'failed' | 'closed', err?). A
+ * 'disconnected' or 'failed' connection asks `whyGone()` whether the server ended the
+ * session, and why (err is then a SignalError with that code); a 'disconnected' that does not
+ * recover within 5 s counts as failed, or at once when the server ended it (the browser
+ * notices that only from missing ICE answers, ~6 s later; the 5 s grace is for a network gap
+ * that passes).
  */
-function watch(pc, onState, isGone) {
+function watch(pc, onState, whyGone) {
   let timer;
   let done = false;
-  const finish = (s) => { if (!done) { done = true; clearTimeout(timer); onState(s); } };
+  const finish = (s, err) => { if (!done) { done = true; clearTimeout(timer); onState(s, err); } };
+  const ask = () => whyGone().catch(() => null); // cannot tell: the grace decides
   pc.addEventListener('connectionstatechange', () => {
     const s = pc.connectionState;
     clearTimeout(timer);
     if (s === 'connected') onState('connected');
-    else if (s === 'failed') finish('failed');
+    else if (s === 'failed') ask().then((err) => finish('failed', err || undefined));
     else if (s === 'closed') finish('closed');
     else if (s === 'disconnected') {
       timer = setTimeout(() => finish('failed'), 5000);
-      isGone().then((gone) => {
-        if (gone && pc.connectionState === 'disconnected') finish('failed');
-      }, () => { /* cannot tell: the grace decides */ });
+      ask().then((err) => {
+        if (err && pc.connectionState === 'disconnected') finish('failed', err);
+      });
     }
   });
   return () => { done = true; clearTimeout(timer); };
 }
 
-/** Whether ivs-local ended the session at `ref.url` (GET: 204 while it exists, 404 after). */
+/**
+ * Why ivs-local ended the session at `ref.url`, or null while it exists (GET: 204 while it
+ * does, 404 with the reason as the code after).
+ */
 function sessionGone(ref) {
   return async () => {
-    if (!ref.url) return false;
+    if (!ref.url) return null;
     const res = await fetch(ref.url, { signal: AbortSignal.timeout(2000) });
-    return res.status === 404;
+    if (res.status !== 404) return null;
+    let code = 'SESSION_NOT_FOUND';
+    try { ({ code = code } = (await res.json()).error || {}); } catch { /* not JSON */ }
+    return new SignalError(404, code, 'the server ended this session');
   };
 }
 

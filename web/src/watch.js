@@ -36,6 +36,8 @@ const status = {
 };
 window.stagefanViewer = status; // for tests and diagnostics
 let closing = false;
+/** The code of a connection ended because a newer one of the same participant took over. */
+const REPLACED = 'TOKEN_REUSED';
 
 function log(msg) {
   const line = `${new Date().toLocaleTimeString()}  ${msg}\n`;
@@ -126,6 +128,7 @@ async function run() {
         whipUrl: seat.whipUrl, token: seat.token, participantId: seat.participantId, video,
         onState: (st, err) => {
           if (st === 'connected') setState(video.readyState >= 2 ? 'playing' : 'connected');
+          else if (err?.code === REPLACED) lose(REPLACED);
           else lose(err ? err.message : `connection ${st}`);
         },
       });
@@ -133,8 +136,14 @@ async function run() {
       failures = 0;
       const why = await lost;
       log(`lost the seat: ${why}`);
+      if (why === REPLACED) {
+        // A newer connection of this seat (another tab or window with the same lease) took
+        // over: taking it back would only start a tug of war. That one keeps the lease alive.
+        setState('replaced', 'This seat is now playing in another window. Reload to watch here.');
+        return;
+      }
     } catch (e) {
-      // 429 STAGE_AT_CAPACITY, 404 stage deleted, 401 token expired/invalid, 409 token reused:
+      // STAGE_AT_CAPACITY, stage deleted, token expired/invalid or not allowed, disconnected:
       // all mean "ask the edge again". A stage that is not found is reported first, so the
       // pool checks it with IVS and seats this viewer elsewhere if it is gone.
       failures++;

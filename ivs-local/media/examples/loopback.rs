@@ -70,14 +70,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 MediaEvent::Connected {
                     stage_id,
                     participant_id,
+                    ..
                 } => format!("connected {stage_id} {participant_id}"),
                 MediaEvent::Published {
                     stage_id,
                     participant_id,
+                    ..
                 } => format!("published {stage_id} {participant_id}"),
                 MediaEvent::Disconnected {
                     stage_id,
                     participant_id,
+                    ..
                 } => format!("disconnected {stage_id} {participant_id}"),
             };
             if let Ok(mut l) = log.lock() {
@@ -187,7 +190,7 @@ async fn whip_subscribe(State(app): State<App>, headers: HeaderMap, offer: Strin
 }
 
 async fn whip_end_session(State(app): State<App>, Path(id): Path<String>) -> Response {
-    app.media.disconnect(&id);
+    app.media.disconnect(&id, None);
     cors(StatusCode::OK.into_response())
 }
 
@@ -203,6 +206,7 @@ async fn accept(
         stage_id,
         participant_id: participant_id.clone(),
         role,
+        connection: app.next_id.fetch_add(1, Ordering::Relaxed),
     };
     match app.media.accept(session, offer).await {
         Ok(answer) => (
@@ -217,15 +221,12 @@ async fn accept(
         Err(e @ MediaError::InvalidOffer(_)) => {
             (StatusCode::BAD_REQUEST, e.to_string()).into_response()
         }
-        Err(e @ MediaError::DuplicateParticipant(_)) => {
-            (StatusCode::CONFLICT, e.to_string()).into_response()
-        }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
 
 async fn end_session(State(app): State<App>, Path(id): Path<String>) -> StatusCode {
-    app.media.disconnect(&id);
+    app.media.disconnect(&id, None);
     StatusCode::OK
 }
 

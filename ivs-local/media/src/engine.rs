@@ -33,7 +33,11 @@ pub(crate) enum Command {
         rtc: Box<Rtc>,
         reply: oneshot::Sender<Result<(), MediaError>>,
     },
-    Disconnect(String),
+    /// Ends a participant's session, if it is still `connection` when given.
+    Disconnect {
+        participant_id: String,
+        connection: Option<u64>,
+    },
     CloseStage(String),
     /// The publisher `participant_id` of `source_stage` becomes a publisher of `dest_stage` too.
     Replicate {
@@ -80,6 +84,8 @@ struct Peer {
     stage: Arc<str>,
     participant_id: String,
     role: Role,
+    /// The caller's connection id (see [`Session::connection`]).
+    connection: u64,
     rtc: Rtc,
     next_timeout: Instant,
     connected: bool,
@@ -315,9 +321,18 @@ impl Engine {
                 self.publish_stats(now);
                 let _ = reply.send(r);
             }
-            Command::Disconnect(participant) => {
-                if let Some(&id) = self.by_participant.get(&participant) {
-                    self.end(id, socket);
+            Command::Disconnect {
+                participant_id,
+                connection,
+            } => {
+                if let Some(&id) = self.by_participant.get(&participant_id) {
+                    let matches = self
+                        .peers
+                        .get(&id)
+                        .is_some_and(|p| connection.is_none_or(|c| c == p.connection));
+                    if matches {
+                        self.end(id, socket);
+                    }
                 }
             }
             Command::CloseStage(stage) => {
@@ -503,8 +518,11 @@ impl Engine {
         socket: &UdpSocket,
         now: Instant,
     ) -> Result<(), MediaError> {
-        if self.by_participant.contains_key(&session.participant_id) {
-            return Err(MediaError::DuplicateParticipant(session.participant_id));
+        if let Some(&old) = self.by_participant.get(&session.participant_id) {
+            // One session per participant: the newest wins. The old one is closed and removed
+            // now, so its Disconnected event precedes every event of the new one.
+            self.end(old, socket);
+            self.remove(old, socket, now);
         }
         let id = self.next_id;
         self.next_id += 1;
@@ -525,6 +543,7 @@ impl Engine {
             stage: stage_key.clone(),
             participant_id: session.participant_id,
             role: session.role,
+            connection: session.connection,
             rtc,
             next_timeout: now,
             connected: false,
@@ -660,6 +679,7 @@ impl Engine {
         self.emit(MediaEvent::Connected {
             stage_id: peer.stage.to_string(),
             participant_id: peer.participant_id.clone(),
+            connection: peer.connection,
         });
         // A new viewer cannot decode until the next keyframe: ask for one now. So can a source
         // that (re)connects to viewers already waiting, in its stage or in replica stages.
@@ -678,6 +698,7 @@ impl Engine {
             let ev = MediaEvent::Published {
                 stage_id: publisher.stage.to_string(),
                 participant_id: publisher.participant_id.clone(),
+                connection: publisher.connection,
             };
             self.emit(ev);
         }
@@ -748,7 +769,9 @@ impl Engine {
         let Some(peer) = self.peers.remove(&id) else {
             return;
         };
-        self.by_participant.remove(&peer.participant_id);
+        if self.by_participant.get(&peer.participant_id) == Some(&id) {
+            self.by_participant.remove(&peer.participant_id);
+        }
         self.by_addr.retain(|_, p| *p != id);
         self.retired.add(&peer.traffic);
         self.stats_dirty = true;
@@ -771,6 +794,7 @@ impl Engine {
         self.emit(MediaEvent::Disconnected {
             stage_id: peer.stage.to_string(),
             participant_id: peer.participant_id,
+            connection: peer.connection,
         });
     }
 

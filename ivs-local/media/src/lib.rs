@@ -52,9 +52,14 @@ pub enum Role {
 pub struct Session {
     /// The stage id (the last part of the stage ARN).
     pub stage_id: String,
-    /// The participant id (the token's `jti`); unique among live sessions.
+    /// The participant id (the token's `jti`); unique among live sessions: a new session of a
+    /// participant ends its older one (IVS: one connection per participant, the newest wins).
     pub participant_id: String,
     pub role: Role,
+    /// The caller's id of this connection, unique per accepted session, reported back in
+    /// every [`MediaEvent`] so that the events of a replaced session are not taken for its
+    /// successor's.
+    pub connection: u64,
 }
 
 /// What happens to sessions, for ivs-local's participant registry.
@@ -64,18 +69,21 @@ pub enum MediaEvent {
     Connected {
         stage_id: String,
         participant_id: String,
+        connection: u64,
     },
     /// The first media packet from a publisher arrived.
     Published {
         stage_id: String,
         participant_id: String,
+        connection: u64,
     },
     /// The session ended: DELETE, [`MediaPlane::disconnect`], [`MediaPlane::close_stage`], the
-    /// peer closing, or ICE timing out (no consent check for 15 s). Sent once per accepted
-    /// session, also for one that never connected.
+    /// peer closing, ICE timing out (no consent check for 15 s), or a newer session of the same
+    /// participant. Sent once per accepted session, also for one that never connected.
     Disconnected {
         stage_id: String,
         participant_id: String,
+        connection: u64,
     },
 }
 
@@ -89,8 +97,6 @@ pub enum MediaError {
     },
     #[error("invalid SDP offer: {0}")]
     InvalidOffer(String),
-    #[error("participant {0} already has a media session")]
-    DuplicateParticipant(String),
     #[error("the media plane has stopped")]
     Stopped,
     #[error("media plane internal error: {0}")]
@@ -210,8 +216,20 @@ impl MediaPlane {
         self.inner.local_addr
     }
 
+    /// Checks an offer as [`MediaPlane::accept`] will, without touching any session: a caller
+    /// that must not end anything for a bad offer (a newer session replaces an older one) asks
+    /// first.
+    pub fn check_offer(offer_sdp: &str, role: Role) -> Result<(), MediaError> {
+        offer::check_offer(offer_sdp, role)?;
+        SdpOffer::from_sdp_string(offer_sdp)
+            .map(|_| ())
+            .map_err(|e| MediaError::InvalidOffer(e.to_string()))
+    }
+
     /// Accepts an SDP offer for `session` and returns the SDP answer. The session is registered
     /// with the media thread before this returns, so the browser's first STUN packet finds it.
+    /// A live session of the same participant is ended first (its `Disconnected` comes before
+    /// any event of the new one).
     pub async fn accept(&self, session: Session, offer_sdp: String) -> Result<String, MediaError> {
         offer::check_offer(&offer_sdp, session.role)?;
         let offer = SdpOffer::from_sdp_string(&offer_sdp)
@@ -234,13 +252,14 @@ impl MediaPlane {
         Ok(answer.to_sdp_string())
     }
 
-    /// Ends a participant's session (DELETE of its WHIP resource, DisconnectParticipant).
-    /// Unknown ids are ignored. A [`MediaEvent::Disconnected`] follows.
-    pub fn disconnect(&self, participant_id: &str) {
-        let _ = self
-            .inner
-            .commands
-            .send(engine::Command::Disconnect(participant_id.to_owned()));
+    /// Ends a participant's session (DELETE of its WHIP resource, DisconnectParticipant),
+    /// only if it is still `connection` when given (a newer session of the participant is left
+    /// alone). Unknown ids are ignored. A [`MediaEvent::Disconnected`] follows.
+    pub fn disconnect(&self, participant_id: &str, connection: Option<u64>) {
+        let _ = self.inner.commands.send(engine::Command::Disconnect {
+            participant_id: participant_id.to_owned(),
+            connection,
+        });
     }
 
     /// Ends every session of a stage (DeleteStage), and the replications into or out of it.

@@ -197,10 +197,15 @@ fn run_publishers(peers: &mut [&mut Peer], publishers: &[usize], d: Duration) {
 }
 
 fn session(stage: &str, participant: &str, role: Role) -> Session {
+    session_n(stage, participant, role, 1)
+}
+
+fn session_n(stage: &str, participant: &str, role: Role, connection: u64) -> Session {
     Session {
         stage_id: stage.into(),
         participant_id: participant.into(),
         role,
+        connection,
     }
 }
 
@@ -221,10 +226,11 @@ fn events(rx: &mut mpsc::Receiver<MediaEvent>) -> Vec<MediaEvent> {
     v
 }
 
-fn connected(stage: &str, p: &str) -> MediaEvent {
+fn connected(stage: &str, p: &str, connection: u64) -> MediaEvent {
     MediaEvent::Connected {
         stage_id: stage.into(),
         participant_id: p.into(),
+        connection,
     }
 }
 
@@ -238,13 +244,30 @@ async fn publisher_fans_out_to_subscribers_of_its_stage_only() {
         .await
         .unwrap();
     publisher.answer(&answer);
+    // One participant id, one session: a second session of viewer-1 ends the first (IVS:
+    // the newest connection wins), whose Disconnected comes first.
+    let (_stale, offer) = Peer::new(Direction::RecvOnly);
+    plane
+        .accept(session("stage-a", "viewer-1", Role::Subscriber), offer)
+        .await
+        .unwrap();
     let (mut sub1, offer) = Peer::new(Direction::RecvOnly);
     sub1.answer(
         &plane
-            .accept(session("stage-a", "viewer-1", Role::Subscriber), offer)
+            .accept(session_n("stage-a", "viewer-1", Role::Subscriber, 2), offer)
             .await
             .unwrap(),
     );
+    assert_eq!(
+        events(&mut rx),
+        vec![MediaEvent::Disconnected {
+            stage_id: "stage-a".into(),
+            participant_id: "viewer-1".into(),
+            connection: 1
+        }]
+    );
+    // Ending the replaced connection by its id leaves the new one alone.
+    plane.disconnect("viewer-1", Some(1));
     let (mut other, offer) = Peer::new(Direction::RecvOnly);
     other.answer(
         &plane
@@ -252,13 +275,6 @@ async fn publisher_fans_out_to_subscribers_of_its_stage_only() {
             .await
             .unwrap(),
     );
-
-    // One participant id, one session.
-    let (_dup, offer) = Peer::new(Direction::RecvOnly);
-    let dup = plane
-        .accept(session("stage-a", "viewer-1", Role::Subscriber), offer)
-        .await;
-    assert!(matches!(dup, Err(MediaError::DuplicateParticipant(_))));
 
     run(
         &mut [&mut publisher, &mut sub1, &mut other],
@@ -283,12 +299,17 @@ async fn publisher_fans_out_to_subscribers_of_its_stage_only() {
 
     let ev = events(&mut rx);
     for p in [
-        ("stage-a", "host"),
-        ("stage-a", "viewer-1"),
-        ("stage-b", "viewer-other"),
+        ("stage-a", "host", 1),
+        ("stage-a", "viewer-1", 2),
+        ("stage-b", "viewer-other", 1),
     ] {
-        assert!(ev.contains(&connected(p.0, p.1)), "{ev:?}");
+        assert!(ev.contains(&connected(p.0, p.1, p.2)), "{ev:?}");
     }
+    assert!(
+        !ev.iter()
+            .any(|e| matches!(e, MediaEvent::Disconnected { .. })),
+        "{ev:?}"
+    );
     let published: Vec<_> = ev
         .iter()
         .filter(|e| matches!(e, MediaEvent::Published { .. }))
@@ -297,7 +318,8 @@ async fn publisher_fans_out_to_subscribers_of_its_stage_only() {
         published,
         vec![&MediaEvent::Published {
             stage_id: "stage-a".into(),
-            participant_id: "host".into()
+            participant_id: "host".into(),
+            connection: 1
         }]
     );
 
@@ -345,7 +367,7 @@ async fn publisher_fans_out_to_subscribers_of_its_stage_only() {
     );
 
     // disconnect() ends one session; close_stage() ends a stage's.
-    plane.disconnect("viewer-1");
+    plane.disconnect("viewer-1", None);
     run(
         &mut [&mut publisher, &mut sub1],
         Some(0),
@@ -358,11 +380,12 @@ async fn publisher_fans_out_to_subscribers_of_its_stage_only() {
         Duration::from_millis(300),
     );
     let ev = events(&mut rx);
-    for (stage, p) in [("stage-a", "viewer-1"), ("stage-b", "viewer-other")] {
+    for (stage, p, connection) in [("stage-a", "viewer-1", 2), ("stage-b", "viewer-other", 1)] {
         assert!(
             ev.contains(&MediaEvent::Disconnected {
                 stage_id: stage.into(),
-                participant_id: p.into()
+                participant_id: p.into(),
+                connection
             }),
             "{ev:?}"
         );
@@ -398,7 +421,8 @@ async fn a_subscriber_that_goes_silent_times_out() {
         ev,
         MediaEvent::Disconnected {
             stage_id: "s".into(),
-            participant_id: "quiet".into()
+            participant_id: "quiet".into(),
+            connection: 1
         }
     );
     assert!(t0.elapsed() >= Duration::from_secs(5), "{:?}", t0.elapsed());
@@ -459,7 +483,7 @@ async fn subscribers_get_the_first_publisher_then_the_next_when_it_leaves() {
     );
 
     // The host leaves: the guest becomes what the subscriber sees.
-    plane.disconnect("host");
+    plane.disconnect("host", None);
     let seen = sub.video_sizes.len();
     run_publishers(
         &mut [&mut host, &mut guest, &mut sub],
@@ -603,7 +627,7 @@ async fn a_replica_resumes_when_its_source_reconnects_with_the_same_id() {
     assert!(viewer.video_frames >= 10, "got {}", viewer.video_frames);
 
     // The source drops; the replica stays (the registry owns the reconnect window).
-    plane.disconnect("host");
+    plane.disconnect("host", None);
     run(
         &mut [&mut host, &mut viewer],
         None,

@@ -40,6 +40,7 @@ impl IvsLocal {
             "IVS_LOCAL_PUBLISHER_CAP",
             "IVS_LOCAL_STAGE_QUOTA",
             "IVS_LOCAL_NO_MEDIA",
+            "IVS_LOCAL_ICE_SETUP_TIMEOUT",
             "AWS_ACCESS_KEY_ID",
             "AWS_SECRET_ACCESS_KEY",
         ] {
