@@ -38,6 +38,7 @@ fn pool_with(stages: u32, capacity: u32) -> Pool {
         max_stages: stages,
         lease_ttl_ms: 60_000,
         fanout: FanoutMode::MultiPublish,
+        ..PoolSettings::default()
     };
     let mut pool = Pool::new("bench", settings, T0).expect("valid broadcast");
     for n in 0..stages {

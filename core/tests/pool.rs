@@ -15,6 +15,7 @@ fn settings(capacity: u32, min: u32, max: u32) -> PoolSettings {
         max_stages: max,
         lease_ttl_ms: TTL,
         fanout: FanoutMode::MultiPublish,
+        ..PoolSettings::default()
     }
 }
 

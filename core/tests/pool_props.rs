@@ -61,6 +61,7 @@ fn settings() -> impl Strategy<Value = PoolSettings> {
             } else {
                 FanoutMode::MultiPublish
             },
+            ..PoolSettings::default()
         },
     )
 }
@@ -534,7 +535,7 @@ proptest! {
         capacity in 1u32..20,
         extra in 0u32..30,
     ) {
-        let settings = PoolSettings { capacity, min_stages: 1, max_stages: 64, lease_ttl_ms: 60_000, fanout: FanoutMode::MultiPublish };
+        let settings = PoolSettings { capacity, min_stages: 1, max_stages: 64, lease_ttl_ms: 60_000, fanout: FanoutMode::MultiPublish, ..PoolSettings::default() };
         let mut pool = Pool::new("storm", settings, T0).unwrap();
         for n in 0..stages {
             let id = pool.begin_create(T0).unwrap().stage;
