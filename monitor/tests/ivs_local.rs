@@ -51,14 +51,7 @@ async fn with_1000_stages_in_ivs_local_the_monitor_stays_within_its_budget() {
         &edge_url,
         port,
         "5s",
-        &[
-            "--ivs-budget",
-            "2",
-            "--scale-down-grace",
-            "1h",
-            "--orphan-grace",
-            "1h",
-        ],
+        &["--ivs-budget", "2", "--orphan-grace", "1h"],
     );
     let pid = monitor.0.id();
     let started = std::time::Instant::now();
@@ -69,7 +62,7 @@ async fn with_1000_stages_in_ivs_local_the_monitor_stays_within_its_budget() {
         let a = create_stage(
             &ivs_url,
             &format!("bench-{n}"),
-            json!({"stagefan:managed": "true", "stagefan:broadcast": broadcast}),
+            json!({"stagefan:managed": "true", "stagefan:broadcast": broadcast, "stagefan:deployment": DEPLOYMENT}),
         )
         .await;
         edge.with_pool(broadcast, |p, _| {
@@ -135,19 +128,25 @@ async fn with_1000_stages_in_ivs_local_the_monitor_stays_within_its_budget() {
 #[ignore = "needs the ivs-local binary"]
 async fn an_orphan_in_ivs_local_is_collected_and_nothing_else() {
     let (_ivs_local, ivs_url) = start_ivs_local(&[]).await;
-    let known = create_stage(
+    let ours = |b: &str| json!({"stagefan:managed": "true", "stagefan:broadcast": b, "stagefan:deployment": DEPLOYMENT});
+    let known = create_stage(&ivs_url, "known", ours("b")).await;
+    let orphan = create_stage(&ivs_url, "orphan", ours("ghost")).await;
+    let foreign = create_stage(&ivs_url, "someone-elses", json!({"team": "other"})).await;
+    // Another stagefan deployment on the same account: its pools are behind another edge, so
+    // this monitor knows none of them; its stages look exactly like orphans but for the tag.
+    let other_deployment = create_stage(
         &ivs_url,
-        "known",
-        json!({"stagefan:managed": "true", "stagefan:broadcast": "b"}),
+        "ghost-2",
+        json!({"stagefan:managed": "true", "stagefan:broadcast": "ghost", "stagefan:deployment": "staging"}),
     )
     .await;
-    let orphan = create_stage(
+    // A stagefan stage from before the deployment tag: whose it is cannot be told, so it stays.
+    let untagged = create_stage(
         &ivs_url,
-        "orphan",
+        "ghost-3",
         json!({"stagefan:managed": "true", "stagefan:broadcast": "ghost"}),
     )
     .await;
-    let foreign = create_stage(&ivs_url, "someone-elses", json!({"team": "other"})).await;
     let edge = ScriptedEdge::default();
     edge.put_pool(snapshot(
         "b",
@@ -156,13 +155,7 @@ async fn an_orphan_in_ivs_local_is_collected_and_nothing_else() {
     ));
     let edge_url = format!("http://{}", edge.start().await);
     let port = free_port();
-    let _monitor = start_monitor_with(
-        &ivs_url,
-        &edge_url,
-        port,
-        "1s",
-        &["--orphan-grace", "3s", "--scale-down-grace", "1h"],
-    );
+    let _monitor = start_monitor_with(&ivs_url, &edge_url, port, "1s", &["--orphan-grace", "3s"]);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let (status, _) = ivs_call(&ivs_url, "GetStage", json!({"arn": orphan})).await;
@@ -172,10 +165,16 @@ async fn an_orphan_in_ivs_local_is_collected_and_nothing_else() {
         assert!(std::time::Instant::now() < deadline, "orphan not collected");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    for a in [&known, &foreign] {
+    // A few more rounds after the orphan went: the others were candidates as long.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for a in [&known, &foreign, &other_deployment, &untagged] {
         let (status, _) = ivs_call(&ivs_url, "GetStage", json!({"arn": a})).await;
         assert_eq!(status, 200, "{a} kept");
     }
+    // The delete took its slot from the edge's account-wide budget.
+    let slots = edge.0.lock().unwrap().slots.clone();
+    assert_eq!(slots.len(), 1, "{slots:?}");
+    assert_eq!(slots[0].operation, "DeleteStage");
     let stats = local_stats(&ivs_url).await;
     assert_eq!(op(&stats, "DeleteStage")["requests"], 1);
     let metrics = wait_for(
@@ -202,7 +201,7 @@ async fn when_someone_else_eats_the_ivs_rate_the_monitor_backs_off_and_keeps_goi
         let a = create_stage(
             &ivs_url,
             &format!("s{n}"),
-            json!({"stagefan:managed": "true", "stagefan:broadcast": "b"}),
+            json!({"stagefan:managed": "true", "stagefan:broadcast": "b", "stagefan:deployment": DEPLOYMENT}),
         )
         .await;
         stages.push(stage(n, &a, StageState::Live, 0, 50));

@@ -5,7 +5,11 @@
 //! exports `STAGEFAN_URL`, `STAGEFAN_ADMIN_KEY` and `IVS_ENDPOINT`:
 //!
 //!     cargo build -p ivs-local -p stagefan-monitor
-//!     scripts/with-stack.sh cargo test -p stagefan-monitor --test stack -- --ignored --test-threads 1
+//!     SCALE_DOWN_GRACE_SECONDS=4 HEADROOM=0.02 \
+//!       scripts/with-stack.sh cargo test -p stagefan-monitor --test stack -- --ignored --test-threads 1
+//!
+//! (the idle-stage test needs the short grace and small headroom: they are the pools' own
+//! knobs, which the monitor reads from each pool's snapshot)
 //!
 //! or against a stack started by hand (`STAGEFAN_MONITOR=0 scripts/stack.sh`):
 //! `STAGEFAN_EDGE_URL` (or `STAGEFAN_URL`), `STAGEFAN_ADMIN_KEY`, `IVS_ENDPOINT`.
@@ -160,7 +164,7 @@ async fn a_join_storm_is_reflected_exactly_in_the_metrics() {
     let b = unique("storm");
     s.create_broadcast(&b).await;
     let port = free_port();
-    let _monitor = s.monitor(port, &["--scale-down-grace", "1h"]);
+    let _monitor = s.monitor(port, &[]);
     wait_for(
         &format!("http://127.0.0.1:{port}/ready"),
         200,
@@ -307,20 +311,16 @@ async fn an_idle_stage_is_drained_and_deleted_after_the_grace_and_a_busy_one_is_
             200
         );
     }
-    let port = free_port();
-    let _monitor = s.monitor(
-        port,
-        &[
-            "--scale-down-grace",
-            "4s",
-            "--delete-grace",
-            "2s",
-            "--headroom",
-            "0",
-            "--orphan-grace",
-            "1h",
-        ],
+    // The graces and the headroom are the pool's own (the worker's configuration, in its
+    // snapshot): the stack must run with a short grace and a small headroom for this test.
+    let knobs = s.snapshot(&b).await;
+    let grace_ms = knobs["scaleDownGraceMs"].as_u64().unwrap();
+    assert!(
+        grace_ms <= 10_000 && knobs["headroomSeats"].as_u64().unwrap() <= 10,
+        "start the stack with SCALE_DOWN_GRACE_SECONDS=4 HEADROOM=0.02 (see the file header): {knobs}"
     );
+    let port = free_port();
+    let _monitor = s.monitor(port, &["--orphan-grace", "1h"]);
     let started = std::time::Instant::now();
     let deadline = started + Duration::from_secs(60);
     loop {
@@ -356,7 +356,7 @@ async fn an_idle_stage_is_drained_and_deleted_after_the_grace_and_a_busy_one_is_
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     assert!(
-        started.elapsed() >= Duration::from_secs(4),
+        started.elapsed() >= Duration::from_millis(grace_ms),
         "not before the grace"
     );
     let (gone, _) = ivs_call(&s.ivs, "GetStage", json!({"arn": idle})).await;
@@ -391,14 +391,15 @@ async fn an_orphan_is_collected_and_the_pools_stages_are_not() {
     let s = stack();
     let b = unique("orph");
     let snap = s.create_broadcast(&b).await;
+    let deployment = snap["deployment"].as_str().unwrap().to_string();
     let orphan = create_stage(
         &s.ivs,
         &unique("orphan"),
-        json!({"stagefan:managed": "true", "stagefan:broadcast": unique("ghost")}),
+        json!({"stagefan:managed": "true", "stagefan:broadcast": unique("ghost"), "stagefan:deployment": deployment}),
     )
     .await;
     let port = free_port();
-    let _monitor = s.monitor(port, &["--orphan-grace", "3s", "--scale-down-grace", "1h"]);
+    let _monitor = s.monitor(port, &["--orphan-grace", "3s", "--deployment", &deployment]);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let (status, _) = ivs_call(&s.ivs, "GetStage", json!({"arn": orphan})).await;
