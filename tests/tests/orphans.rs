@@ -112,6 +112,35 @@ async fn the_collector_spares_other_deployments_and_unregistered_pools_and_share
     let api = stack.api();
     let ivs = stack.ivs_local();
 
+    // 0. The budget route the monitor takes its slots from: admin only, its input checked.
+    let route = "/api/admin/ivs-budget/slots";
+    let slot = api
+        .post(route, &json!({"operation": "DeleteStage"}), Some(ADMIN_KEY))
+        .await;
+    assert_eq!(slot.status, 200, "{slot:?}");
+    assert_eq!(slot.body["operation"], "DeleteStage");
+    assert!(
+        slot.body["at"].as_u64().unwrap() > 1_700_000_000_000,
+        "{slot:?}"
+    );
+    assert!(slot.body["waitMs"].as_u64().unwrap() <= 1_100, "{slot:?}");
+    let a = api
+        .post(route, &json!({"operation": "DeleteStage"}), None)
+        .await;
+    assert_eq!((a.status, a.code()), (401, "unauthorized"), "{a:?}");
+    for (body, field) in [
+        (json!({"operation": "GetStage"}), "operation"),
+        (json!({}), "operation"),
+        (
+            json!({"operation": "DeleteStage", "throttled": "yes"}),
+            "throttled",
+        ),
+    ] {
+        let a = api.post(route, &body, Some(ADMIN_KEY)).await;
+        assert_eq!(a.status, 400, "{body}: {a:?}");
+        assert_eq!(a.body["error"]["field"], field, "{body}: {a:?}");
+    }
+
     // 1. A pool whose registration fails once: it exists, the edge's list lacks it.
     let a = api.create_broadcast("unlisted").await;
     assert_eq!(a.status, 200, "{a:?}");
