@@ -66,7 +66,7 @@ unit:
 integration: build
 	cargo test -p stagefan-tests -- --test-threads=1
 	cargo test -p stagefan-monitor --test ivs_local -- --ignored --test-threads=1
-	MAX_STAGES=2 scripts/with-stack.sh cargo test -p stagefan-monitor --test stack -- --ignored --test-threads=1
+	MAX_STAGES=2 SCALE_DOWN_GRACE_SECONDS=4 scripts/with-stack.sh cargo test -p stagefan-monitor --test stack -- --ignored --test-threads=1
 
 sdk-test: build
 	@scripts/sdk-test.sh

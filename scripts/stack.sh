@@ -14,6 +14,8 @@
 #   MIN_STAGES [1]  MAX_STAGES [100]  LEASE_TTL_SECONDS [60]  TOKEN_TTL_SECONDS [300]
 #   HEADROOM  SCALE_DOWN_GRACE_SECONDS  TOKEN_SIGNER [webcrypto|rust]  DEFAULT_BROADCAST [default]
 #   IVS_CREATE_STAGE_TPS  IVS_DELETE_STAGE_TPS  IVS_REPLICATION_TPS  IVS_BUDGET_GUARD_MS
+#   STAGEFAN_DEPLOYMENT [local]: the deployment tag of the stages (worker and monitor)
+#   STAGEFAN_TEST_FAIL_REGISTRATIONS [0]: tests only, each pool's first N registry writes fail
 #   STAGEFAN_HOST_KEY [local-host-key]  STAGEFAN_ADMIN_KEY [local-admin-key]
 #   STAGEFAN_STATE_DIR [.stagefan/stack-$STAGEFAN_PORT]: logs, wrangler's local storage
 #   STAGEFAN_FRESH [1]: start with empty Durable Object storage (ivs-local is in-memory)
@@ -131,7 +133,8 @@ ENV_FILE="$STATE_DIR/worker.env"
     TOKEN_TTL_SECONDS HEADROOM SCALE_DOWN_GRACE_SECONDS TOKEN_SIGNER DEFAULT_BROADCAST MEDIA_MODE \
     MAX_SEATS_PER_CLIENT TICKET_BROADCASTS VIEWER_TICKET_SECRET VIEWER_TICKET_PUBLIC_KEY \
     IVS_CREATE_TOKEN_TPS IVS_PARTICIPANT_TPS \
-    IVS_CREATE_STAGE_TPS IVS_DELETE_STAGE_TPS IVS_REPLICATION_TPS IVS_BUDGET_GUARD_MS; do
+    IVS_CREATE_STAGE_TPS IVS_DELETE_STAGE_TPS IVS_REPLICATION_TPS IVS_BUDGET_GUARD_MS \
+    STAGEFAN_DEPLOYMENT STAGEFAN_TEST_FAIL_REGISTRATIONS; do
     if [[ -n "${!name+x}" ]]; then echo "$name=${!name}"; fi
   done
   # One line: the worker reads `\n` as a line break.
@@ -156,9 +159,10 @@ rm -f "$STATE_DIR/worker-restarts"
 
 # --- the monitor --------------------------------------------------------------------------
 if [[ "$WITH_MONITOR" == 1 ]]; then
+  # The admin key reaches the monitor through its environment (exported above), never as a
+  # flag: `ps` shows every process's arguments.
   start monitor "$BIN_DIR/stagefan-monitor" --edge-url "http://127.0.0.1:$STAGEFAN_PORT" \
-    --admin-key "$STAGEFAN_ADMIN_KEY" --ivs-endpoint "$IVS_ENDPOINT" \
-    --listen "127.0.0.1:$MONITOR_PORT"
+    --ivs-endpoint "$IVS_ENDPOINT" --listen "127.0.0.1:$MONITOR_PORT"
   MONITOR_PID=${PIDS[-1]}
   wait_http monitor "http://127.0.0.1:$MONITOR_PORT/live" 60 "$MONITOR_PID"
 fi

@@ -128,6 +128,8 @@ pub const MAX_OPERATION_TPS: u32 = 100;
 pub const DEFAULT_IVS_REGION: &str = "us-east-1";
 /// Default broadcast when a request names none.
 pub const DEFAULT_BROADCAST_ID: &str = "default";
+/// Default deployment id (`STAGEFAN_DEPLOYMENT`), the value of the `stagefan:deployment` tag.
+pub const DEFAULT_DEPLOYMENT: &str = "local";
 
 /// The configuration of stagefan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -174,6 +176,10 @@ pub struct Config {
     /// default 5, IVS's rate) and `IVS_BUDGET_GUARD_MS` (0..=1000, default 100): the
     /// account-wide budget of IVS stage operations shared by every pool.
     pub budget: crate::budget::BudgetConfig,
+    /// `STAGEFAN_DEPLOYMENT`: this deployment's id, put on every stage it creates as the tag
+    /// `stagefan:deployment` (1 to 64 of `[A-Za-z0-9_.-]`, default `local`); the orphan
+    /// collector of one deployment never touches another's stages on the same AWS account.
+    pub deployment: String,
 }
 
 impl Default for Config {
@@ -328,6 +334,14 @@ impl Config {
                 1_000,
             )?),
         };
+        let deployment = match get("STAGEFAN_DEPLOYMENT") {
+            None => DEFAULT_DEPLOYMENT.to_string(),
+            Some(d) => {
+                validate_deployment_id(&d)
+                    .map_err(|e| InvalidField::new("STAGEFAN_DEPLOYMENT", e.problem))?;
+                d
+            }
+        };
         let media_mode = match get("MEDIA_MODE") {
             Some(v) => MediaMode::parse(&v)?,
             None if is_loopback_url(&ivs_endpoint) => MediaMode::Local,
@@ -360,6 +374,7 @@ impl Config {
             ivs_region,
             default_broadcast,
             budget,
+            deployment,
         })
     }
 
@@ -372,19 +387,17 @@ impl Config {
             lease_ttl_ms: u64::from(self.lease_ttl_seconds) * 1000,
             fanout: self.fanout_mode,
             max_seats_per_client: self.max_seats_per_client,
+            deployment: self.deployment.clone(),
+            headroom_seats: headroom_seats(self.stage_capacity, self.headroom),
+            scale_down_grace_ms: u64::from(self.scale_down_grace_seconds) * 1000,
+            delete_grace_ms: u64::from(self.scale_down_grace_seconds) * 1000,
         }
     }
 
-    /// The scaling policy built from this configuration.
+    /// The scaling policy built from this configuration: the one of its pools
+    /// ([`crate::policy::PolicyConfig::for_pool`]), which their snapshots also carry.
     pub fn policy(&self) -> crate::policy::PolicyConfig {
-        crate::policy::PolicyConfig {
-            headroom_seats: headroom_seats(self.stage_capacity, self.headroom),
-            min_stages: self.min_stages,
-            max_stages: self.max_stages,
-            scale_down_grace_ms: u64::from(self.scale_down_grace_seconds) * 1000,
-            delete_grace_ms: u64::from(self.scale_down_grace_seconds) * 1000,
-            ..crate::policy::PolicyConfig::default()
-        }
+        crate::policy::PolicyConfig::for_pool(&self.pool_settings())
     }
 
     /// Resolves the broadcast a request is about: the one it names (validated), or the
@@ -509,6 +522,18 @@ pub fn validate_broadcast_id(id: &str) -> Result<(), InvalidField> {
     )
 }
 
+/// Checks a deployment id: 1 to 64 characters from `[A-Za-z0-9_.-]`; errors name
+/// `deployment`.
+pub fn validate_deployment_id(id: &str) -> Result<(), InvalidField> {
+    validate_id(
+        id,
+        "deployment",
+        64,
+        |c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'),
+        "letters, digits, `_`, `.` and `-`",
+    )
+}
+
 /// Checks a user id: 1 to 128 characters from `[A-Za-z0-9_.@:-]` (so no control characters
 /// or spaces); errors name `userId`.
 pub fn validate_user_id(id: &str) -> Result<(), InvalidField> {
@@ -592,6 +617,7 @@ mod tests {
         );
         assert_eq!(c.default_broadcast.as_deref(), Some("default"));
         assert_eq!(c.scale_down_grace_seconds, 300);
+        assert_eq!(c.deployment, "local");
         assert_eq!(c, Config::default());
     }
 }

@@ -11,7 +11,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::pool::{LoadSummary, Millis, Snapshot, StageId, StageState, TAG_BROADCAST, TAG_MANAGED};
+use crate::pool::{
+    LoadSummary, Millis, PoolSettings, Snapshot, StageId, StageState, TAG_BROADCAST,
+    TAG_DEPLOYMENT, TAG_MANAGED,
+};
 
 /// IVS's `CreateStage` rate limit, per account and region: 5 per second.
 pub const IVS_CREATE_STAGE_TPS: f64 = 5.0;
@@ -159,6 +162,35 @@ impl Default for PolicyConfig {
             max_creating: crate::budget::IVS_STAGE_OPERATION_TPS,
             creating_timeout_ms: 60_000,
             orphan_grace_ms: 10 * 60_000,
+        }
+    }
+}
+
+impl PolicyConfig {
+    /// The policy of a pool with these settings: its headroom, stage bounds and graces; the
+    /// rest at the defaults. The pool's alarm decides with it.
+    pub fn for_pool(settings: &PoolSettings) -> PolicyConfig {
+        PolicyConfig {
+            headroom_seats: settings.headroom_seats,
+            min_stages: settings.min_stages,
+            max_stages: settings.max_stages,
+            scale_down_grace_ms: settings.scale_down_grace_ms,
+            delete_grace_ms: settings.delete_grace_ms,
+            ..PolicyConfig::default()
+        }
+    }
+
+    /// The same policy as [`PolicyConfig::for_pool`], from the knobs the pool's admin snapshot
+    /// carries: what the monitor decides with, so that a pool is scaled by one policy with one
+    /// configuration whoever asks.
+    pub fn of_snapshot(snap: &Snapshot) -> PolicyConfig {
+        PolicyConfig {
+            headroom_seats: snap.headroom_seats,
+            min_stages: snap.min_stages,
+            max_stages: snap.max_stages,
+            scale_down_grace_ms: snap.scale_down_grace_ms,
+            delete_grace_ms: snap.delete_grace_ms,
+            ..PolicyConfig::default()
         }
     }
 }
@@ -353,6 +385,14 @@ impl IvsStage {
     pub fn is_managed(&self) -> bool {
         self.tags.get(TAG_MANAGED).map(String::as_str) == Some("true")
     }
+
+    /// Whether `deployment`'s pools created it: managed, and tagged `stagefan:deployment` =
+    /// `deployment`. Only these are orphan candidates for that deployment's collector; a stage
+    /// of another deployment on the same account (or one made before the tag existed) is
+    /// never one.
+    pub fn belongs_to(&self, deployment: &str) -> bool {
+        self.is_managed() && self.tags.get(TAG_DEPLOYMENT).map(String::as_str) == Some(deployment)
+    }
 }
 
 /// What every pool knows: stage ARNs and the names of stages (including those being created,
@@ -402,9 +442,11 @@ pub struct Orphan {
     pub age_ms: u64,
 }
 
-/// Finds orphans across rounds: stagefan-tagged stages no pool knows, older than the grace.
-/// A stage's age is from its creation time when IVS gives one, otherwise from when this
-/// tracker first saw it unknown.
+/// Finds orphan candidates across rounds: stages of this deployment
+/// ([`IvsStage::belongs_to`]) that no pool knows, older than the grace. A stage's age is from
+/// its creation time when IVS gives one, otherwise from when this tracker first saw it unknown.
+/// A candidate is still only deleted once IVS lists no connected participant in it (the
+/// adapter checks, right before `DeleteStage`).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OrphanTracker {
@@ -417,18 +459,20 @@ impl OrphanTracker {
         OrphanTracker::default()
     }
 
-    /// One round over IVS's complete stage list; returns the orphans to delete, oldest first.
+    /// One round over IVS's complete stage list; returns `deployment`'s orphan candidates,
+    /// oldest first.
     pub fn find(
         &mut self,
         ivs: &[IvsStage],
         known: &KnownStages,
+        deployment: &str,
         now: Millis,
         grace_ms: u64,
     ) -> Vec<Orphan> {
         let mut still: BTreeMap<String, Millis> = BTreeMap::new();
         let mut orphans = Vec::new();
         for st in ivs {
-            if !st.is_managed() || known.knows(st) {
+            if !st.belongs_to(deployment) || known.knows(st) {
                 continue;
             }
             let seen = *self.first_seen.get(&st.arn).unwrap_or(&now);
@@ -449,17 +493,18 @@ impl OrphanTracker {
     }
 }
 
-/// Stateless orphan check for stages whose creation time IVS gives: managed, unknown, and
-/// created at least `grace_ms` before `now`. Stages without a creation time are left alone
+/// Stateless orphan check for stages whose creation time IVS gives: `deployment`'s, unknown,
+/// and created at least `grace_ms` before `now`. Stages without a creation time are left alone
 /// (use [`OrphanTracker`] for those).
 pub fn find_orphans(
     ivs: &[IvsStage],
     known: &KnownStages,
+    deployment: &str,
     now: Millis,
     grace_ms: u64,
 ) -> Vec<Orphan> {
     ivs.iter()
-        .filter(|st| st.is_managed() && !known.knows(st))
+        .filter(|st| st.belongs_to(deployment) && !known.knows(st))
         .filter_map(|st| {
             let age_ms = now.saturating_sub(st.created_at?);
             (age_ms >= grace_ms).then(|| Orphan {

@@ -64,10 +64,10 @@ pub const DELETED_STAGES_RETAINED: usize = 32;
 /// Random bytes that make a lease id: 16 bytes, 22 url-safe base64 characters.
 pub const LEASE_RANDOM_BYTES: usize = 16;
 
-/// The tag key stagefan puts on every stage it creates, with the value `"true"`.
-pub const TAG_MANAGED: &str = "stagefan:managed";
-/// The tag key naming the broadcast a stage belongs to.
-pub const TAG_BROADCAST: &str = "stagefan:broadcast";
+pub use crate::ivs::{TAG_BROADCAST, TAG_MANAGED};
+/// The tag key naming the deployment (`STAGEFAN_DEPLOYMENT`) whose pool made a stage: an
+/// orphan collector only ever looks at its own deployment's stages.
+pub const TAG_DEPLOYMENT: &str = "stagefan:deployment";
 
 /// The identity of a stage inside its pool: a sequence number, so a smaller id is an older
 /// stage. It is also the id of the create intent that made the stage.
@@ -285,10 +285,19 @@ pub struct PoolSettings {
     /// Seats one client (see [`Lease::client`]) may hold at once in this pool; 0: no limit.
     /// Reconnects to a held seat are never refused by it.
     pub max_seats_per_client: u32,
+    /// The deployment the pool belongs to (tag `stagefan:deployment` of its stages).
+    pub deployment: String,
+    /// Free seats to keep ahead of need (the scaling policy's headroom, in seats).
+    pub headroom_seats: u32,
+    /// How long a stage stays empty before it is drained.
+    pub scale_down_grace_ms: u64,
+    /// How long a drained stage stays (empty, without the host) before it is deleted.
+    pub delete_grace_ms: u64,
 }
 
 impl Default for PoolSettings {
     fn default() -> Self {
+        let grace_ms = u64::from(crate::config::DEFAULT_SCALE_DOWN_GRACE_SECONDS) * 1000;
         PoolSettings {
             capacity: crate::config::DEFAULT_STAGE_CAPACITY,
             min_stages: crate::config::DEFAULT_MIN_STAGES,
@@ -296,6 +305,13 @@ impl Default for PoolSettings {
             lease_ttl_ms: u64::from(crate::config::DEFAULT_LEASE_TTL_SECONDS) * 1000,
             fanout: FanoutMode::MultiPublish,
             max_seats_per_client: 0,
+            deployment: crate::config::DEFAULT_DEPLOYMENT.to_string(),
+            headroom_seats: crate::config::headroom_seats(
+                crate::config::DEFAULT_STAGE_CAPACITY,
+                crate::config::DEFAULT_HEADROOM,
+            ),
+            scale_down_grace_ms: grace_ms,
+            delete_grace_ms: grace_ms,
         }
     }
 }
@@ -443,7 +459,8 @@ pub struct CreateIntent {
     pub stage: StageId,
     /// The IVS stage name.
     pub name: String,
-    /// The tags to create it with (`stagefan:managed`, `stagefan:broadcast`).
+    /// The tags to create it with (`stagefan:managed`, `stagefan:broadcast`,
+    /// `stagefan:deployment`).
     pub tags: BTreeMap<String, String>,
     /// Replicate mode: the origin it will receive the host from (`None`: an origin, the host
     /// publishes to it and needs a publisher token for it).
@@ -679,6 +696,15 @@ pub struct Snapshot {
     pub min_stages: u32,
     /// Maximum stages.
     pub max_stages: u32,
+    /// The deployment the pool belongs to (`STAGEFAN_DEPLOYMENT`).
+    pub deployment: String,
+    /// The pool's scaling knobs, so that whoever decides for it (its own alarm, the monitor)
+    /// decides with the pool's settings: free seats to keep ahead of need.
+    pub headroom_seats: u32,
+    /// How long a stage stays empty before it is drained.
+    pub scale_down_grace_ms: u64,
+    /// How long a drained stage stays before it is deleted.
+    pub delete_grace_ms: u64,
     /// Viewers holding a seat.
     pub viewers: u32,
     /// The `now` the snapshot was taken at.
@@ -1161,6 +1187,10 @@ impl Pool {
             fanout_mode: self.meta.fanout,
             min_stages: self.settings.min_stages,
             max_stages: self.settings.max_stages,
+            deployment: self.settings.deployment.clone(),
+            headroom_seats: self.settings.headroom_seats,
+            scale_down_grace_ms: self.settings.scale_down_grace_ms,
+            delete_grace_ms: self.settings.delete_grace_ms,
             viewers: self.viewers(),
             now,
             stages,
@@ -1535,6 +1565,7 @@ impl Pool {
         BTreeMap::from([
             (TAG_MANAGED.to_string(), "true".to_string()),
             (TAG_BROADCAST.to_string(), self.meta.broadcast.clone()),
+            (TAG_DEPLOYMENT.to_string(), self.settings.deployment.clone()),
         ])
     }
 

@@ -224,6 +224,23 @@ fn derived_pool_settings_and_policy() {
     assert_eq!(headroom_seats(3, 0.1), 1, "at least one seat");
     assert_eq!(headroom_seats(10_000, 0.5), 5_000);
     assert_eq!(headroom_seats(7, 1.5), 11, "rounded up");
+    assert_eq!(s.deployment, "local");
+}
+
+#[test]
+fn the_deployment_tags_every_stage_and_is_checked() {
+    let c = parse(&[("STAGEFAN_DEPLOYMENT", "eu-prod.2")]).unwrap();
+    assert_eq!(c.deployment, "eu-prod.2");
+    assert_eq!(c.pool_settings().deployment, "eu-prod.2");
+    for bad in ["a b", "a/b", "é", &"x".repeat(65)] {
+        let e = parse(&[("STAGEFAN_DEPLOYMENT", bad)]).unwrap_err();
+        assert_eq!(e.field, "STAGEFAN_DEPLOYMENT", "{bad}: {e}");
+    }
+    // Blank is the default, like every other variable.
+    assert_eq!(
+        parse(&[("STAGEFAN_DEPLOYMENT", " ")]).unwrap().deployment,
+        "local"
+    );
 }
 
 #[test]

@@ -501,11 +501,14 @@ fn scale_actions_serialize_as_the_actions_route_body() {
 
 // ----- orphans -----
 
+const DEPLOYMENT: &str = "local";
+
 fn ivs_stage(arn: &str, name: &str, managed: bool, created_at: Option<Millis>) -> IvsStage {
     let mut tags = BTreeMap::new();
     if managed {
         tags.insert(TAG_MANAGED.to_string(), "true".to_string());
         tags.insert(TAG_BROADCAST.to_string(), "default".to_string());
+        tags.insert(TAG_DEPLOYMENT.to_string(), DEPLOYMENT.to_string());
     }
     IvsStage {
         arn: arn.into(),
@@ -530,7 +533,7 @@ fn orphans_are_managed_unknown_and_older_than_the_grace() {
         ivs_stage("arn:young", "default-98", true, Some(T0 - 9 * MIN)),
         ivs_stage("arn:foreign", "theirs", false, Some(T0 - 100 * MIN)),
     ];
-    let orphans = find_orphans(&list, &known_stages, T0, grace);
+    let orphans = find_orphans(&list, &known_stages, DEPLOYMENT, T0, grace);
     assert_eq!(
         orphans,
         vec![Orphan {
@@ -546,20 +549,90 @@ fn the_tracker_ages_stages_without_a_creation_time_from_first_sight() {
     let known = KnownStages::default();
     let mut t = OrphanTracker::new();
     let list = vec![ivs_stage("arn:a", "x-1", true, None)];
-    assert!(t.find(&list, &known, T0, 10 * MIN).is_empty());
-    assert!(t.find(&list, &known, T0 + 9 * MIN, 10 * MIN).is_empty());
-    let found = t.find(&list, &known, T0 + 10 * MIN, 10 * MIN);
+    assert!(t.find(&list, &known, DEPLOYMENT, T0, 10 * MIN).is_empty());
+    assert!(t
+        .find(&list, &known, DEPLOYMENT, T0 + 9 * MIN, 10 * MIN)
+        .is_empty());
+    let found = t.find(&list, &known, DEPLOYMENT, T0 + 10 * MIN, 10 * MIN);
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].age_ms, 10 * MIN);
     // A stage that disappears and comes back starts over.
-    assert!(t.find(&[], &known, T0 + 11 * MIN, 10 * MIN).is_empty());
-    assert!(t.find(&list, &known, T0 + 12 * MIN, 10 * MIN).is_empty());
+    assert!(t
+        .find(&[], &known, DEPLOYMENT, T0 + 11 * MIN, 10 * MIN)
+        .is_empty());
+    assert!(t
+        .find(&list, &known, DEPLOYMENT, T0 + 12 * MIN, 10 * MIN)
+        .is_empty());
     // The stateless check leaves stages of unknown age alone.
-    assert!(find_orphans(&list, &known, T0 + 100 * MIN, 10 * MIN).is_empty());
+    assert!(find_orphans(&list, &known, DEPLOYMENT, T0 + 100 * MIN, 10 * MIN).is_empty());
     // A stage that becomes known stops being tracked.
     let mut k = KnownStages::default();
     k.arns.insert("arn:a".into());
-    assert!(t.find(&list, &k, T0 + 100 * MIN, 10 * MIN).is_empty());
+    assert!(t
+        .find(&list, &k, DEPLOYMENT, T0 + 100 * MIN, 10 * MIN)
+        .is_empty());
+}
+
+#[test]
+fn only_this_deployments_stages_are_candidates() {
+    let known = KnownStages::default();
+    let old = Some(T0 - 100 * MIN);
+    let mine = ivs_stage("arn:mine", "default-1", true, old);
+    let mut theirs = ivs_stage("arn:theirs", "default-1", true, old);
+    theirs
+        .tags
+        .insert(TAG_DEPLOYMENT.to_string(), "staging".to_string());
+    // Made before the deployment tag existed: nobody can tell whose it is, so it is left alone.
+    let mut untagged = ivs_stage("arn:untagged", "default-2", true, old);
+    untagged.tags.remove(TAG_DEPLOYMENT);
+    // The deployment tag without the managed tag is not stagefan's.
+    let mut unmanaged = ivs_stage("arn:unmanaged", "default-3", true, old);
+    unmanaged.tags.remove(TAG_MANAGED);
+    let list = vec![mine, theirs, untagged, unmanaged];
+    let arns = |o: Vec<Orphan>| o.into_iter().map(|o| o.arn).collect::<Vec<_>>();
+    assert_eq!(
+        arns(find_orphans(&list, &known, DEPLOYMENT, T0, 10 * MIN)),
+        ["arn:mine"]
+    );
+    assert_eq!(
+        arns(find_orphans(&list, &known, "staging", T0, 10 * MIN)),
+        ["arn:theirs"]
+    );
+    let mut t = OrphanTracker::new();
+    assert_eq!(arns(t.find(&list, &known, DEPLOYMENT, T0, 0)), ["arn:mine"]);
+    assert!(find_orphans(&list, &known, "prod", T0, 0).is_empty());
+}
+
+#[test]
+fn a_pools_stages_carry_its_deployment_and_its_snapshot_its_policy() {
+    let settings = PoolSettings {
+        deployment: "eu-prod".into(),
+        headroom_seats: 7,
+        scale_down_grace_ms: 11_000,
+        delete_grace_ms: 13_000,
+        min_stages: 2,
+        max_stages: 9,
+        ..PoolSettings::default()
+    };
+    let mut pool = Pool::new("b", settings.clone(), T0).unwrap();
+    let intent = pool.begin_create(T0).unwrap();
+    assert_eq!(intent.tags.get(TAG_DEPLOYMENT).unwrap(), "eu-prod");
+    assert_eq!(intent.tags.get(TAG_MANAGED).unwrap(), "true");
+    let snap = pool.snapshot(T0);
+    assert_eq!(snap.deployment, "eu-prod");
+    // The monitor's policy (from the snapshot) is the pool's own (from its settings).
+    let from_snapshot = PolicyConfig::of_snapshot(&snap);
+    assert_eq!(from_snapshot, PolicyConfig::for_pool(&settings));
+    assert_eq!(from_snapshot.headroom_seats, 7);
+    assert_eq!(from_snapshot.scale_down_grace_ms, 11_000);
+    assert_eq!(from_snapshot.delete_grace_ms, 13_000);
+    assert_eq!((from_snapshot.min_stages, from_snapshot.max_stages), (2, 9));
+    // And it survives the JSON the edge sends.
+    let json = serde_json::to_value(&snap).unwrap();
+    assert_eq!(json["deployment"], "eu-prod");
+    assert_eq!(json["headroomSeats"], 7);
+    let back: Snapshot = serde_json::from_value(json).unwrap();
+    assert_eq!(PolicyConfig::of_snapshot(&back), from_snapshot);
 }
 
 #[test]

@@ -75,6 +75,7 @@ fn settings() -> impl Strategy<Value = PoolSettings> {
                     FanoutMode::MultiPublish
                 },
                 max_seats_per_client: per_client,
+                ..PoolSettings::default()
             },
         )
 }

@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use stagefan_core::sigv4::Credentials;
 
@@ -25,9 +24,14 @@ pub struct Config {
         default_value = "http://127.0.0.1:8787"
     )]
     pub edge_url: String,
-    /// The edge's admin key (Bearer token of the admin routes).
-    #[arg(long, env = "STAGEFAN_ADMIN_KEY", hide_env_values = true)]
+    /// The edge's admin key (Bearer token of the admin routes): from the environment
+    /// (`STAGEFAN_ADMIN_KEY`) only, never a flag, since `ps` shows every process's arguments.
+    #[arg(skip)]
     pub admin_key: String,
+    /// This deployment's id: only stages tagged `stagefan:deployment` with it are orphan
+    /// candidates (the worker's `STAGEFAN_DEPLOYMENT`).
+    #[arg(long, env = "STAGEFAN_DEPLOYMENT", default_value = stagefan_core::config::DEFAULT_DEPLOYMENT, value_parser = parse_deployment)]
+    pub deployment: String,
     /// IVS Real-Time endpoint (ivs-local by default).
     #[arg(long, env = "IVS_ENDPOINT", default_value = "http://127.0.0.1:8790")]
     pub ivs_endpoint: String,
@@ -59,21 +63,10 @@ pub struct Config {
     /// Admin listen address for /metrics, /live, /ready (`host:port`, or just a port).
     #[arg(long, env = "MONITOR_PORT", default_value = "127.0.0.1:9464", value_parser = parse_listen)]
     pub listen: SocketAddr,
-    /// How long a stage stays empty before it is drained (else the worker's
-    /// `SCALE_DOWN_GRACE_SECONDS`, if set).
-    #[arg(long, env = "MONITOR_SCALE_DOWN_GRACE", default_value = "5m", value_parser = parse_duration)]
-    pub scale_down_grace: Duration,
-    /// How long a drained stage stays (empty, without the host) before it is deleted (else the
-    /// worker's `SCALE_DOWN_GRACE_SECONDS`, if set, as core's policy does).
-    #[arg(long, env = "MONITOR_DELETE_GRACE", default_value = "5m", value_parser = parse_duration)]
-    pub delete_grace: Duration,
-    /// How long a stagefan-tagged stage unknown to every pool is left before it is deleted.
+    /// How long a stage of this deployment unknown to every pool is left before it may be
+    /// deleted (and then only when IVS lists nobody connected to it).
     #[arg(long, env = "MONITOR_ORPHAN_GRACE", default_value = "10m", value_parser = parse_duration)]
     pub orphan_grace: Duration,
-    /// Free seats to keep when scaling down, as a fraction of a stage's capacity (else the
-    /// worker's `HEADROOM`, if set).
-    #[arg(long, env = "MONITOR_HEADROOM", default_value_t = stagefan_core::config::DEFAULT_HEADROOM)]
-    pub headroom: f64,
     /// Timeout of one HTTP request (edge or IVS).
     #[arg(long, env = "MONITOR_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub request_timeout: Duration,
@@ -94,10 +87,8 @@ impl std::fmt::Debug for Config {
             .field("poll_interval", &self.poll_interval)
             .field("ivs_budget", &self.ivs_budget)
             .field("listen", &self.listen)
-            .field("scale_down_grace", &self.scale_down_grace)
-            .field("delete_grace", &self.delete_grace)
+            .field("deployment", &self.deployment)
             .field("orphan_grace", &self.orphan_grace)
-            .field("headroom", &self.headroom)
             .finish_non_exhaustive()
     }
 }
@@ -112,32 +103,24 @@ impl Config {
         }
     }
 
-    /// The configuration of parsed arguments. Where a knob was left at its default, the
-    /// worker's own setting (`HEADROOM`, `SCALE_DOWN_GRACE_SECONDS`, read with `env`) is
-    /// taken, so that the monitor and the pools it acts on follow one policy.
+    /// The configuration of parsed arguments, with the admin key from `env`
+    /// (`STAGEFAN_ADMIN_KEY`, required). The scaling knobs are not here: each pool's snapshot
+    /// carries its own (`stagefan_core::policy::PolicyConfig::of_snapshot`).
     pub fn from_matches(
         matches: &ArgMatches,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, clap::Error> {
         let mut c = Config::from_arg_matches(matches)?;
-        let defaulted = |id: &str| matches.value_source(id) == Some(ValueSource::DefaultValue);
-        if defaulted("headroom") {
-            if let Some(h) = env("HEADROOM").and_then(|v| v.trim().parse::<f64>().ok()) {
-                if h > 0.0 && h.is_finite() {
-                    c.headroom = h;
-                }
-            }
-        }
-        if let Some(secs) =
-            env("SCALE_DOWN_GRACE_SECONDS").and_then(|v| v.trim().parse::<u64>().ok())
-        {
-            if defaulted("scale_down_grace") {
-                c.scale_down_grace = Duration::from_secs(secs);
-            }
-            if defaulted("delete_grace") {
-                c.delete_grace = Duration::from_secs(secs);
-            }
-        }
+        c.admin_key = env("STAGEFAN_ADMIN_KEY")
+            .map(|k| k.trim().to_string())
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| {
+                Config::command().error(
+                    clap::error::ErrorKind::MissingRequiredArgument,
+                    "STAGEFAN_ADMIN_KEY is not set: the edge's admin key comes from the \
+                     environment only (a flag would show in `ps`)",
+                )
+            })?;
         Ok(c)
     }
 
@@ -159,10 +142,8 @@ impl Config {
     pub fn poll(&self) -> PollSettings {
         PollSettings {
             poll_interval: self.poll_interval,
-            scale_down_grace: self.scale_down_grace,
-            delete_grace: self.delete_grace,
             orphan_grace: self.orphan_grace,
-            headroom: self.headroom,
+            deployment: self.deployment.clone(),
         }
     }
 }
@@ -189,6 +170,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("{s:?} is not a positive duration"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// A deployment id as the worker's `STAGEFAN_DEPLOYMENT` takes it.
+pub fn parse_deployment(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    stagefan_core::config::validate_deployment_id(s).map_err(|e| e.to_string())?;
+    Ok(s.to_string())
 }
 
 /// A rate above 0 and at most IVS's 5 per second.
@@ -252,69 +240,68 @@ mod tests {
         assert!(parse_listen("nope").is_err());
     }
 
-    #[test]
-    fn flags_and_defaults() {
-        let c = Config::try_parse_from([
-            "stagefan-monitor",
-            "--admin-key",
-            "k",
-            "--poll-interval",
-            "1s",
-            "--ivs-budget",
-            "3",
-        ])
-        .unwrap();
-        assert_eq!(c.poll_interval, Duration::from_secs(1));
-        assert_eq!(c.ivs_budget, 3.0);
-        assert_eq!(c.ivs().region, "us-east-1");
-        assert!(!format!("{c:?}").contains("stagefan-local-secret"));
-        assert!(Config::try_parse_from([
-            "stagefan-monitor",
-            "--admin-key",
-            "k",
-            "--ivs-budget",
-            "9"
-        ])
-        .is_err());
-    }
-
-    fn parse_with(args: &[&str], env: &[(&str, &str)]) -> Config {
-        let matches = Config::command().try_get_matches_from(args).unwrap();
+    fn parse_with(args: &[&str], env: &[(&str, &str)]) -> Result<Config, clap::Error> {
+        let matches = Config::command().try_get_matches_from(args)?;
         Config::from_matches(&matches, |k| {
             env.iter()
                 .find(|(n, _)| *n == k)
                 .map(|(_, v)| v.to_string())
         })
-        .unwrap()
+    }
+
+    const KEY: [(&str, &str); 1] = [("STAGEFAN_ADMIN_KEY", "k")];
+
+    #[test]
+    fn flags_and_defaults() {
+        let c = parse_with(
+            &[
+                "stagefan-monitor",
+                "--poll-interval",
+                "1s",
+                "--ivs-budget",
+                "3",
+            ],
+            &KEY,
+        )
+        .unwrap();
+        assert_eq!(c.poll_interval, Duration::from_secs(1));
+        assert_eq!(c.ivs_budget, 3.0);
+        assert_eq!(c.ivs().region, "us-east-1");
+        assert_eq!(c.deployment, "local");
+        assert_eq!(c.admin_key, "k");
+        assert!(!format!("{c:?}").contains("stagefan-local-secret"));
+        assert!(parse_with(&["stagefan-monitor", "--ivs-budget", "9"], &KEY).is_err());
+        let c = parse_with(&["m", "--deployment", "eu-prod"], &KEY).unwrap();
+        assert_eq!(c.deployment, "eu-prod");
+        assert!(parse_with(&["m", "--deployment", "a b"], &KEY).is_err());
     }
 
     #[test]
-    fn the_workers_policy_settings_fill_in_the_defaults_but_never_override_a_flag() {
-        let c = parse_with(&["m", "--admin-key", "k"], &[]);
-        assert_eq!(c.scale_down_grace, Duration::from_secs(300));
-        assert_eq!(c.delete_grace, Duration::from_secs(300));
-        assert_eq!(c.headroom, 0.5);
-        let env = [("SCALE_DOWN_GRACE_SECONDS", "20"), ("HEADROOM", "1.5")];
-        let c = parse_with(&["m", "--admin-key", "k"], &env);
-        assert_eq!(c.scale_down_grace, Duration::from_secs(20));
-        assert_eq!(c.delete_grace, Duration::from_secs(20));
-        assert_eq!(c.headroom, 1.5);
-        let c = parse_with(
-            &[
-                "m",
-                "--admin-key",
-                "k",
-                "--delete-grace",
-                "2s",
-                "--headroom",
-                "0",
-            ],
-            &env,
-        );
-        assert_eq!(c.scale_down_grace, Duration::from_secs(20));
-        assert_eq!(c.delete_grace, Duration::from_secs(2));
-        assert_eq!(c.headroom, 0.0);
-        let c = parse_with(&["m", "--admin-key", "k"], &[("HEADROOM", "junk")]);
-        assert_eq!(c.headroom, 0.5);
+    fn the_admin_key_comes_from_the_environment_only() {
+        // Not a flag (`ps` would show it), and not a positional argument either.
+        for args in [&["m", "--admin-key", "secret"][..], &["m", "secret"][..]] {
+            let e = parse_with(args, &KEY).unwrap_err();
+            assert_eq!(
+                e.kind(),
+                clap::error::ErrorKind::UnknownArgument,
+                "{args:?}"
+            );
+        }
+        for env in [&[][..], &[("STAGEFAN_ADMIN_KEY", "  ")][..]] {
+            let e = parse_with(&["m"], env).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+            assert!(e.to_string().contains("STAGEFAN_ADMIN_KEY"), "{e}");
+        }
+        let c = parse_with(&["m"], &[("STAGEFAN_ADMIN_KEY", "from-env")]).unwrap();
+        assert_eq!(c.admin_key, "from-env");
+        assert!(!format!("{c:?}").contains("from-env"));
+    }
+
+    #[test]
+    fn the_scaling_knobs_are_no_flags_any_more() {
+        // They travel in each pool's snapshot; the old flags are refused, not ignored.
+        for flag in ["--scale-down-grace", "--delete-grace", "--headroom"] {
+            assert!(parse_with(&["m", flag, "1"], &KEY).is_err(), "{flag}");
+        }
     }
 }

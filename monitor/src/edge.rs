@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use stagefan_core::ivs::Operation;
 use stagefan_core::policy::ScaleAction;
 use stagefan_core::pool::{Drift, Observation, Snapshot};
 
@@ -68,6 +69,17 @@ impl ActionAnswer {
     pub fn done(&self) -> bool {
         self.outcome == "done"
     }
+}
+
+/// A slot of the account-wide IVS budget (`POST /api/admin/ivs-budget/slots`).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetSlot {
+    /// The instant (unix ms, the edge's clock) the call may be made.
+    pub at: u64,
+    /// Milliseconds from the edge's `now` until then: what the monitor sleeps, from the
+    /// answer's arrival, so that a clock of its own that is off does not matter.
+    pub wait_ms: u64,
 }
 
 /// Whether `id` is a valid broadcast id.
@@ -148,6 +160,18 @@ impl EdgeClient {
     ) -> Result<ActionAnswer, EdgeError> {
         let path = broadcast_path(broadcast, "/actions")?;
         self.send("actions", &path, Some(action)).await
+    }
+
+    /// Reserves the next slot of `op` in the account-wide IVS budget that the pools use too
+    /// (the edge's `IvsBudget` Durable Object). `throttled`: IVS throttled our last `op`.
+    pub async fn reserve_slot(
+        &self,
+        op: Operation,
+        throttled: bool,
+    ) -> Result<BudgetSlot, EdgeError> {
+        let body = serde_json::json!({"operation": op.name(), "throttled": throttled});
+        self.send("ivs_budget", "/api/admin/ivs-budget/slots", Some(&body))
+            .await
     }
 
     async fn send<B: Serialize, R: DeserializeOwned>(

@@ -45,6 +45,11 @@ impl CallError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, CallError::Ivs(e) if e.status == 404)
     }
+
+    /// Whether IVS said "slow down" (429).
+    pub fn is_throttling(&self) -> bool {
+        matches!(self, CallError::Ivs(e) if e.status == 429)
+    }
 }
 
 /// How to reach IVS.

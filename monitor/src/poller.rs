@@ -18,8 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use stagefan_core::config::headroom_seats;
-use stagefan_core::ivs::{ParticipantState, StageSummary};
+use stagefan_core::ivs::{Operation, ParticipantState, StageSummary};
 use stagefan_core::policy::{
     self, IvsStage, KnownStages, Orphan, OrphanTracker, PolicyConfig, ScaleAction,
 };
@@ -27,7 +26,7 @@ use stagefan_core::pool::{Millis, Observation, Snapshot, StageObservation, Stage
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::edge::EdgeClient;
+use crate::edge::{EdgeClient, EdgeError};
 use crate::ivs::{CallError, IvsClient};
 use crate::metrics::{ActionKind, Metrics, Outcome};
 
@@ -36,14 +35,11 @@ use crate::metrics::{ActionKind, Metrics, Outcome};
 pub struct PollSettings {
     /// Time between round starts; also the longest an IVS call may wait for budget.
     pub poll_interval: Duration,
-    /// How long a stage stays empty before it is drained.
-    pub scale_down_grace: Duration,
-    /// How long a stage stays drained (and empty, without the host) before it is deleted.
-    pub delete_grace: Duration,
-    /// How long a stagefan-tagged stage unknown to every pool is left alone.
+    /// How long a stage of this deployment unknown to every pool is left alone.
     pub orphan_grace: Duration,
-    /// Free seats to keep, as a fraction of a stage's capacity (scale-down stops there).
-    pub headroom: f64,
+    /// This deployment's id (tag `stagefan:deployment`): only its stages are orphan
+    /// candidates.
+    pub deployment: String,
 }
 
 /// What one round did.
@@ -102,6 +98,8 @@ pub struct Poller {
     drift: HashMap<String, (String, i64)>,
     orphans: OrphanTracker,
     pending_orphans: Vec<Orphan>,
+    /// IVS throttled our last `DeleteStage`: the next slot request says so.
+    delete_throttled: bool,
 }
 
 impl Poller {
@@ -130,6 +128,7 @@ impl Poller {
             drift: HashMap::new(),
             orphans: OrphanTracker::new(),
             pending_orphans: Vec::new(),
+            delete_throttled: false,
         }
     }
 
@@ -187,6 +186,23 @@ impl Poller {
             }
         }
         let all_read = unread.is_empty();
+        // A pool of another deployment means the monitor is pointed at the wrong edge (or runs
+        // with the wrong --deployment): collecting would then take that edge's stages for
+        // orphans. Nothing is collected until the two agree.
+        let foreign: Vec<&str> = snaps
+            .iter()
+            .filter(|s| s.deployment != self.settings.deployment)
+            .map(|s| s.deployment.as_str())
+            .collect();
+        if let Some(other) = foreign.first() {
+            tracing::error!(
+                deployment = %self.settings.deployment,
+                pools_deployment = %other,
+                "the edge's pools belong to another deployment; no orphan is collected \
+                 (set --deployment / STAGEFAN_DEPLOYMENT as the worker has it)"
+            );
+        }
+        let may_collect = all_read && foreign.is_empty();
         self.metrics.pool.observe(&snaps, &unread, ids.len());
 
         let candidates = sample_candidates(&snaps);
@@ -220,7 +236,7 @@ impl Poller {
         if let Some(stages) = listed.complete {
             report.listing_completed = true;
             self.metrics.observed.set_ivs_stages(stages.len());
-            if all_read {
+            if may_collect {
                 let ivs: Vec<IvsStage> = stages
                     .into_iter()
                     .map(|s| IvsStage {
@@ -232,11 +248,16 @@ impl Poller {
                     .collect();
                 let known = KnownStages::from_snapshots(&snaps);
                 let grace = self.settings.orphan_grace.as_millis() as u64;
-                self.pending_orphans = self.orphans.find(&ivs, &known, self.now_ms(), grace);
+                let now = self.now_ms();
+                self.pending_orphans =
+                    self.orphans
+                        .find(&ivs, &known, &self.settings.deployment, now, grace);
             }
         }
-        if all_read {
+        if may_collect {
             report.orphans_deleted = self.collect_orphans(&snaps, deadline).await;
+        } else {
+            self.pending_orphans.clear();
         }
         self.metrics.actions.set_orphans(self.pending_orphans.len());
 
@@ -382,22 +403,12 @@ impl Poller {
             .set_oldest_sample_age(oldest.as_secs_f64());
     }
 
-    fn policy_for(&self, snap: &Snapshot) -> PolicyConfig {
-        PolicyConfig {
-            headroom_seats: headroom_seats(snap.capacity, self.settings.headroom),
-            min_stages: snap.min_stages,
-            max_stages: snap.max_stages,
-            scale_down_grace_ms: self.settings.scale_down_grace.as_millis() as u64,
-            delete_grace_ms: self.settings.delete_grace.as_millis() as u64,
-            orphan_grace_ms: self.settings.orphan_grace.as_millis() as u64,
-            ..PolicyConfig::default()
-        }
-    }
-
+    /// Asks the pools to carry out what core's policy decides for each, with the pool's own
+    /// knobs (its snapshot carries them: the same policy and configuration as its alarm).
     async fn scale_down(&self, snaps: &[Snapshot]) -> (usize, usize) {
         let (mut done, mut refused) = (0, 0);
         for snap in snaps {
-            let cfg = self.policy_for(snap);
+            let cfg = PolicyConfig::of_snapshot(snap);
             for action in policy::scale_down(&cfg, snap, snap.now) {
                 let (kind, arn) = match &action {
                     ScaleAction::Drain { stage_arn } => (ActionKind::Drain, stage_arn.as_str()),
@@ -446,13 +457,18 @@ impl Poller {
         (done, refused)
     }
 
-    /// Deletes the orphans found at the last complete listing that the pools still do not
-    /// know, within the budget; what the budget cannot fit stays for the next round.
+    /// Deletes the orphans found at the last complete listing that are still orphans, within
+    /// the budget; what the budget cannot fit stays for the next round. A candidate is
+    /// deleted only when (1) the pool its broadcast tag names, asked directly, does not know
+    /// it (a pool whose registration has not landed yet is not in the edge's list), and
+    /// (2) IVS lists nobody connected to it; the `DeleteStage` then waits for its slot in the
+    /// account-wide budget the pools use.
     async fn collect_orphans(&mut self, snaps: &[Snapshot], deadline: Instant) -> usize {
         if self.pending_orphans.is_empty() {
             return 0;
         }
         let known = KnownStages::from_snapshots(snaps);
+        let listed: HashSet<&str> = snaps.iter().map(|s| s.broadcast.as_str()).collect();
         let mut deleted = 0;
         let mut left = Vec::new();
         let pending = std::mem::take(&mut self.pending_orphans);
@@ -467,8 +483,64 @@ impl Poller {
                 continue;
             }
             let broadcast = orphan.broadcast.as_deref().unwrap_or("");
-            match self.ivs.delete_stage(&orphan.arn, deadline).await {
+            match self.claimed_by_its_pool(&orphan, &listed).await {
+                Claim::Known => {
+                    tracing::info!(
+                        stage = %orphan.arn,
+                        broadcast,
+                        "orphan candidate belongs to a pool the edge does not list (yet); kept"
+                    );
+                    continue;
+                }
+                Claim::Unsure => {
+                    left.push(orphan);
+                    continue;
+                }
+                Claim::Unclaimed => {}
+            }
+            match sample_stage(&self.ivs, &orphan.arn, deadline).await {
+                Err(SampleError::Deferred) => {
+                    out_of_budget = true;
+                    left.push(orphan);
+                    continue;
+                }
+                // Could not tell who is connected: not now.
+                Ok(None) => {
+                    left.push(orphan);
+                    continue;
+                }
+                // Already gone from IVS: nothing to collect.
+                Err(SampleError::Missing) => continue,
+                Ok(Some((publishers, subscribers, _))) => {
+                    if !publishers.is_empty() || !subscribers.is_empty() {
+                        self.metrics
+                            .actions
+                            .action(ActionKind::OrphanDelete, Outcome::Refused);
+                        tracing::warn!(
+                            action = "orphan_delete",
+                            stage = %orphan.arn,
+                            broadcast,
+                            publishers = publishers.len(),
+                            subscribers = subscribers.len(),
+                            outcome = "refused",
+                            reason = "participants_connected",
+                            "scaling action"
+                        );
+                        // Dropped from the list; the next listing pass looks at it again.
+                        continue;
+                    }
+                }
+            }
+            self.wait_for_delete_slot().await;
+            // The slot is ours now: the call may run past the round's end rather than waste it.
+            let call_by = Instant::now() + self.settings.poll_interval;
+            match self
+                .ivs
+                .delete_stage(&orphan.arn, call_by.max(deadline))
+                .await
+            {
                 Ok(()) => {
+                    self.delete_throttled = false;
                     deleted += 1;
                     self.metrics
                         .actions
@@ -490,6 +562,7 @@ impl Poller {
                     left.push(orphan);
                 }
                 Err(e) => {
+                    self.delete_throttled = e.is_throttling();
                     self.metrics
                         .actions
                         .action(ActionKind::OrphanDelete, Outcome::Error);
@@ -508,6 +581,70 @@ impl Poller {
         self.pending_orphans = left;
         deleted
     }
+
+    /// Whether the pool an orphan candidate's broadcast tag names knows it. Pools the edge
+    /// listed are already in `known`; a pool it did not list (its registration failed and is
+    /// being retried) is asked for its snapshot.
+    async fn claimed_by_its_pool(&self, orphan: &Orphan, listed: &HashSet<&str>) -> Claim {
+        let Some(b) = orphan.broadcast.as_deref() else {
+            return Claim::Unclaimed;
+        };
+        if listed.contains(b) || !crate::edge::valid_broadcast_id(b) {
+            return Claim::Unclaimed;
+        }
+        match self.edge.snapshot(b).await {
+            Ok(snap) => {
+                if KnownStages::from_snapshots([&snap])
+                    .arns
+                    .contains(&orphan.arn)
+                {
+                    Claim::Known
+                } else {
+                    Claim::Unclaimed
+                }
+            }
+            Err(EdgeError::Status { status: 404, .. }) => Claim::Unclaimed,
+            Err(e) => {
+                tracing::warn!(broadcast = b, error = %e, "cannot ask an orphan's pool; kept for now");
+                Claim::Unsure
+            }
+        }
+    }
+
+    /// Waits for a `DeleteStage` slot of the account-wide IVS budget (the edge's, shared with
+    /// every pool). When the edge cannot give one, the monitor's own budget still paces the
+    /// call (at `--ivs-budget`, at most 5 per second) and the fallback is logged.
+    async fn wait_for_delete_slot(&mut self) {
+        let throttled = std::mem::take(&mut self.delete_throttled);
+        match self
+            .edge
+            .reserve_slot(Operation::DeleteStage, throttled)
+            .await
+        {
+            Ok(slot) => {
+                if slot.wait_ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(slot.wait_ms)).await;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    "the account-wide IVS budget is out of reach: DeleteStage paced by the \
+                     monitor's own budget alone"
+                );
+            }
+        }
+    }
+}
+
+/// What an orphan candidate's own pool says of it.
+enum Claim {
+    /// The pool knows the stage: not an orphan.
+    Known,
+    /// No pool claims it.
+    Unclaimed,
+    /// The pool could not be asked: decide later.
+    Unsure,
 }
 
 /// The pools' stages worth sampling: (broadcast, ARN) of every stage that exists in IVS

@@ -49,6 +49,8 @@ fn populated() -> Metrics {
     let snap: Snapshot = serde_json::from_value(serde_json::json!({
         "broadcast": "default", "capacity": 50, "fanoutMode": "multi-publish",
         "minStages": 1, "maxStages": 10, "viewers": 3, "now": 1,
+        "deployment": "local", "headroomSeats": 25, "scaleDownGraceMs": 300000,
+        "deleteGraceMs": 300000,
         "stages": [{"stageArn": "arn:aws:ivs:us-east-1:123456789012:stage/abcdefghijkl",
                     "id": 1, "name": "n", "state": "live", "load": 3, "capacity": 50,
                     "createdAt": 0, "liveAt": 0, "emptySince": null, "drainingSince": null,

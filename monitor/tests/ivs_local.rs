@@ -51,14 +51,7 @@ async fn with_1000_stages_in_ivs_local_the_monitor_stays_within_its_budget() {
         &edge_url,
         port,
         "5s",
-        &[
-            "--ivs-budget",
-            "2",
-            "--scale-down-grace",
-            "1h",
-            "--orphan-grace",
-            "1h",
-        ],
+        &["--ivs-budget", "2", "--orphan-grace", "1h"],
     );
     let pid = monitor.0.id();
     let started = std::time::Instant::now();
@@ -69,7 +62,7 @@ async fn with_1000_stages_in_ivs_local_the_monitor_stays_within_its_budget() {
         let a = create_stage(
             &ivs_url,
             &format!("bench-{n}"),
-            json!({"stagefan:managed": "true", "stagefan:broadcast": broadcast}),
+            json!({"stagefan:managed": "true", "stagefan:broadcast": broadcast, "stagefan:deployment": DEPLOYMENT}),
         )
         .await;
         edge.with_pool(broadcast, |p, _| {
@@ -135,19 +128,25 @@ async fn with_1000_stages_in_ivs_local_the_monitor_stays_within_its_budget() {
 #[ignore = "needs the ivs-local binary"]
 async fn an_orphan_in_ivs_local_is_collected_and_nothing_else() {
     let (_ivs_local, ivs_url) = start_ivs_local(&[]).await;
-    let known = create_stage(
+    let ours = |b: &str| json!({"stagefan:managed": "true", "stagefan:broadcast": b, "stagefan:deployment": DEPLOYMENT});
+    let known = create_stage(&ivs_url, "known", ours("b")).await;
+    let orphan = create_stage(&ivs_url, "orphan", ours("ghost")).await;
+    let foreign = create_stage(&ivs_url, "someone-elses", json!({"team": "other"})).await;
+    // Another stagefan deployment on the same account: its pools are behind another edge, so
+    // this monitor knows none of them; its stages look exactly like orphans but for the tag.
+    let other_deployment = create_stage(
         &ivs_url,
-        "known",
-        json!({"stagefan:managed": "true", "stagefan:broadcast": "b"}),
+        "ghost-2",
+        json!({"stagefan:managed": "true", "stagefan:broadcast": "ghost", "stagefan:deployment": "staging"}),
     )
     .await;
-    let orphan = create_stage(
+    // A stagefan stage from before the deployment tag: whose it is cannot be told, so it stays.
+    let untagged = create_stage(
         &ivs_url,
-        "orphan",
+        "ghost-3",
         json!({"stagefan:managed": "true", "stagefan:broadcast": "ghost"}),
     )
     .await;
-    let foreign = create_stage(&ivs_url, "someone-elses", json!({"team": "other"})).await;
     let edge = ScriptedEdge::default();
     edge.put_pool(snapshot(
         "b",
@@ -156,13 +155,7 @@ async fn an_orphan_in_ivs_local_is_collected_and_nothing_else() {
     ));
     let edge_url = format!("http://{}", edge.start().await);
     let port = free_port();
-    let _monitor = start_monitor_with(
-        &ivs_url,
-        &edge_url,
-        port,
-        "1s",
-        &["--orphan-grace", "3s", "--scale-down-grace", "1h"],
-    );
+    let _monitor = start_monitor_with(&ivs_url, &edge_url, port, "1s", &["--orphan-grace", "3s"]);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let (status, _) = ivs_call(&ivs_url, "GetStage", json!({"arn": orphan})).await;
@@ -172,10 +165,16 @@ async fn an_orphan_in_ivs_local_is_collected_and_nothing_else() {
         assert!(std::time::Instant::now() < deadline, "orphan not collected");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    for a in [&known, &foreign] {
+    // A few more rounds after the orphan went: the others were candidates as long.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for a in [&known, &foreign, &other_deployment, &untagged] {
         let (status, _) = ivs_call(&ivs_url, "GetStage", json!({"arn": a})).await;
         assert_eq!(status, 200, "{a} kept");
     }
+    // The delete took its slot from the edge's account-wide budget.
+    let slots = edge.0.lock().unwrap().slots.clone();
+    assert_eq!(slots.len(), 1, "{slots:?}");
+    assert_eq!(slots[0].operation, "DeleteStage");
     let stats = local_stats(&ivs_url).await;
     assert_eq!(op(&stats, "DeleteStage")["requests"], 1);
     let metrics = wait_for(
@@ -202,7 +201,7 @@ async fn when_someone_else_eats_the_ivs_rate_the_monitor_backs_off_and_keeps_goi
         let a = create_stage(
             &ivs_url,
             &format!("s{n}"),
-            json!({"stagefan:managed": "true", "stagefan:broadcast": "b"}),
+            json!({"stagefan:managed": "true", "stagefan:broadcast": "b", "stagefan:deployment": DEPLOYMENT}),
         )
         .await;
         stages.push(stage(n, &a, StageState::Live, 0, 50));
@@ -269,4 +268,181 @@ async fn when_someone_else_eats_the_ivs_rate_the_monitor_backs_off_and_keeps_goi
     assert!(after > before, "it recovered and samples again");
     assert_eq!(series(&later, "stagefan_round_success"), Some(1.0));
     drop(monitor);
+}
+
+/// A str0m subscriber connected to an ivs-local stage over WHEP-style signaling, its ICE and
+/// DTLS kept alive on a thread until dropped: a participant IVS lists as CONNECTED.
+struct Viewer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Viewer {
+    async fn join(whip: &str, token: &str) -> Viewer {
+        use str0m::change::SdpAnswer;
+        use str0m::media::{Direction, MediaKind};
+        use str0m::{Candidate, Rtc};
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut rtc = Rtc::new(std::time::Instant::now());
+        rtc.add_local_candidate(Candidate::host(socket.local_addr().unwrap(), "udp").unwrap());
+        let mut sdp = rtc.sdp_api();
+        sdp.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+        let (offer, pending) = sdp.apply().unwrap();
+        let answer = reqwest::Client::new()
+            .post(format!("{whip}/subscribe"))
+            .bearer_auth(token)
+            .header("content-type", "application/sdp")
+            .body(offer.to_sdp_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 201, "subscribe refused");
+        let answer = SdpAnswer::from_sdp_string(&answer.text().await.unwrap()).unwrap();
+        rtc.sdp_api().accept_answer(pending, answer).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || drive(rtc, socket, &stopped));
+        Viewer {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Viewer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Runs a peer's I/O: sends what it transmits, feeds it what arrives and its timeouts.
+fn drive(mut rtc: str0m::Rtc, socket: std::net::UdpSocket, stop: &std::sync::atomic::AtomicBool) {
+    use std::time::Instant;
+    use str0m::net::{Protocol, Receive};
+    use str0m::{Input, Output};
+    let mut buf = vec![0u8; 2000];
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        let deadline = loop {
+            match rtc.poll_output() {
+                Ok(Output::Timeout(t)) => break t,
+                Ok(Output::Transmit(t)) => {
+                    let _ = socket.send_to(&t.contents, t.destination);
+                }
+                Ok(Output::Event(_)) => {}
+                Err(_) => return,
+            }
+        };
+        let wait = deadline
+            .saturating_duration_since(Instant::now())
+            .clamp(Duration::from_millis(1), Duration::from_millis(50));
+        socket.set_read_timeout(Some(wait)).unwrap();
+        buf.resize(2000, 0);
+        let input = match socket.recv_from(&mut buf) {
+            Ok((n, source)) => {
+                buf.truncate(n);
+                let Ok(contents) = buf.as_slice().try_into() else {
+                    continue;
+                };
+                Input::Receive(
+                    Instant::now(),
+                    Receive {
+                        proto: Protocol::Udp,
+                        source,
+                        destination: socket.local_addr().unwrap(),
+                        contents,
+                    },
+                )
+            }
+            Err(_) => Input::Timeout(Instant::now()),
+        };
+        if rtc.handle_input(input).is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the ivs-local binary"]
+async fn an_orphan_with_a_connected_viewer_in_ivs_local_is_kept_until_the_viewer_leaves() {
+    let (_ivs_local, ivs_url) = start_ivs_local(&[("IVS_LOCAL_NO_MEDIA", "false")]).await;
+    let ours = json!({"stagefan:managed": "true", "stagefan:broadcast": "ghost", "stagefan:deployment": DEPLOYMENT});
+    let (status, created) = ivs_call(
+        &ivs_url,
+        "CreateStage",
+        json!({"name": "watched", "tags": ours}),
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    let watched = created["stage"]["arn"].as_str().unwrap().to_string();
+    let whip = created["stage"]["endpoints"]["whip"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let empty = create_stage(&ivs_url, "empty", ours.clone()).await;
+    let (status, token) = ivs_call(
+        &ivs_url,
+        "CreateParticipantToken",
+        json!({"stageArn": watched, "capabilities": ["SUBSCRIBE"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{token}");
+    let viewer = Viewer::join(&whip, token["participantToken"]["token"].as_str().unwrap()).await;
+
+    let edge = ScriptedEdge::default();
+    edge.put_pool(snapshot("b", 1, vec![]));
+    let edge_url = format!("http://{}", edge.start().await);
+    let port = free_port();
+    let _monitor = start_monitor_with(&ivs_url, &edge_url, port, "1s", &["--orphan-grace", "2s"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, _) = ivs_call(&ivs_url, "GetStage", json!({"arn": empty})).await;
+        if status == 404 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the empty orphan was not collected"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // The watched one was a candidate as long, and is looked at every listing pass.
+    let refused = "stagefan_scaling_actions_total{kind=\"orphan_delete\",outcome=\"refused\"}";
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = wait_for(
+            &format!("http://127.0.0.1:{port}/metrics"),
+            200,
+            Duration::from_secs(5),
+        )
+        .await;
+        if series(&metrics, refused).unwrap_or(0.0) >= 2.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never refused:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (status, _) = ivs_call(&ivs_url, "GetStage", json!({"arn": watched})).await;
+    assert_eq!(status, 200, "a stage with a connected viewer was deleted");
+
+    // The viewer leaves (its media session ends by ICE consent timeout): the stage is
+    // collected at a later pass.
+    drop(viewer);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, _) = ivs_call(&ivs_url, "GetStage", json!({"arn": watched})).await;
+        if status == 404 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the left stage was not collected"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }

@@ -336,6 +336,203 @@ async fn orphans_are_collected_after_their_grace_and_nothing_else_is() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_orphan_is_deleted_only_when_nobody_is_connected_and_only_if_it_is_ours() {
+    let ivs = ScriptedIvs::default();
+    let edge = ScriptedEdge::default();
+    let known = arn("known0000001");
+    let empty = arn("empty0000001");
+    let watched = arn("watched00001");
+    let hosted = arn("hosted000001");
+    let theirs = arn("theirs000001");
+    let untagged = arn("untagged0001");
+    ivs.add_stage(&known, true, Some("b"));
+    // Unknown to every pool, of this deployment: only the one nobody is connected to goes.
+    ivs.add_stage(&empty, true, Some("gone"));
+    ivs.add_stage(&watched, true, Some("gone"));
+    ivs.set_participants(&watched, 0, 3);
+    ivs.add_stage(&hosted, true, Some("gone"));
+    ivs.set_participants(&hosted, 1, 0);
+    // Another deployment's stage on the same account, and one made before the tag existed.
+    ivs.add_stage_of(&theirs, Some("staging"), Some("gone"));
+    ivs.add_stage(&untagged, true, Some("gone"));
+    ivs.0
+        .lock()
+        .unwrap()
+        .stages
+        .get_mut(&untagged)
+        .unwrap()
+        .tags
+        .remove("stagefan:deployment");
+    edge.put_pool(snapshot(
+        "b",
+        1,
+        vec![stage(1, &known, StageState::Live, 0, 50)],
+    ));
+    let poll = Duration::from_secs(5);
+    let mut h = harness(ivs.clone(), edge.clone(), 2.0, settings(poll)).await;
+    run_for(&mut h, poll, Duration::from_secs(200)).await;
+
+    let deletes = h.ivs.calls_of("DeleteStage");
+    assert_eq!(deletes.len(), 1, "{deletes:?}");
+    assert_eq!(deletes[0].arn.as_deref(), Some(empty.as_str()));
+    for a in [&known, &watched, &hosted, &theirs, &untagged] {
+        assert!(h.ivs.has_stage(a), "{a} kept");
+    }
+    // Who is connected was asked right before deciding (ListParticipants, CONNECTED only),
+    // every time a candidate came up, and never for another deployment's stage.
+    let asked: Vec<Option<String>> = h
+        .ivs
+        .calls_of("ListParticipants")
+        .into_iter()
+        .map(|c| c.arn)
+        .collect();
+    assert!(asked.contains(&Some(watched.clone())) && asked.contains(&Some(hosted.clone())));
+    assert!(!asked.contains(&Some(theirs.clone())));
+    assert!(
+        h.ivs
+            .calls_of("GetStage")
+            .iter()
+            .all(|c| c.arn.as_deref() != Some(theirs.as_str())),
+        "another deployment's stage is never looked at"
+    );
+    assert_eq!(
+        h.metrics
+            .actions
+            .count(ActionKind::OrphanDelete, Outcome::Done),
+        1
+    );
+    assert!(
+        h.metrics
+            .actions
+            .count(ActionKind::OrphanDelete, Outcome::Refused)
+            >= 2,
+        "the kept ones are counted as refused"
+    );
+    // Once the viewers leave, the next pass collects that stage too.
+    ivs.set_participants(&watched, 0, 0);
+    run_for(&mut h, poll, Duration::from_secs(60)).await;
+    assert!(!h.ivs.has_stage(&watched));
+    assert!(h.ivs.has_stage(&hosted), "the host is still there");
+}
+
+#[tokio::test(start_paused = true)]
+async fn nothing_is_collected_when_the_edges_pools_are_another_deployments() {
+    let ivs = ScriptedIvs::default();
+    let edge = ScriptedEdge::default();
+    let orphan = arn("orphan000001");
+    ivs.add_stage(&orphan, true, Some("gone"));
+    let mut snap = snapshot("b", 1, vec![]);
+    snap.deployment = "staging".into();
+    edge.put_pool(snap);
+    let poll = Duration::from_secs(5);
+    let mut h = harness(ivs.clone(), edge.clone(), 2.0, settings(poll)).await;
+    run_for(&mut h, poll, Duration::from_secs(300)).await;
+    assert!(h.ivs.calls_of("DeleteStage").is_empty());
+    assert!(h.ivs.has_stage(&orphan));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pool_missing_from_the_edges_list_is_asked_and_keeps_its_stages() {
+    let ivs = ScriptedIvs::default();
+    let edge = ScriptedEdge::default();
+    let listed = arn("listed000001");
+    let unlisted = arn("unlisted0001");
+    let orphan = arn("orphan000001");
+    ivs.add_stage(&listed, true, Some("b"));
+    ivs.add_stage(&unlisted, true, Some("late"));
+    // A stage tagged for that pool which the pool does not know is still an orphan.
+    ivs.add_stage(&orphan, true, Some("late"));
+    edge.put_pool(snapshot(
+        "b",
+        1,
+        vec![stage(1, &listed, StageState::Live, 0, 50)],
+    ));
+    // The pool `late` exists, but its registration has not landed: the list lacks it.
+    edge.put_pool(snapshot(
+        "late",
+        1,
+        vec![stage(1, &unlisted, StageState::Warming, 0, 50)],
+    ));
+    edge.0.lock().unwrap().unlisted.insert("late".into());
+    let poll = Duration::from_secs(5);
+    let mut h = harness(ivs.clone(), edge.clone(), 2.0, settings(poll)).await;
+    run_for(&mut h, poll, Duration::from_secs(200)).await;
+    let deletes = h.ivs.calls_of("DeleteStage");
+    assert_eq!(deletes.len(), 1, "{deletes:?}");
+    assert_eq!(deletes[0].arn.as_deref(), Some(orphan.as_str()));
+    assert!(h.ivs.has_stage(&unlisted) && h.ivs.has_stage(&listed));
+}
+
+#[tokio::test(start_paused = true)]
+async fn orphan_deletes_take_their_slots_from_the_edges_budget_or_pace_themselves() {
+    let ivs = ScriptedIvs::default();
+    let edge = ScriptedEdge::default();
+    let orphans: Vec<String> = (0..12).map(|n| arn(&format!("orphan{n:06}"))).collect();
+    for a in &orphans {
+        ivs.add_stage(a, true, Some("gone"));
+    }
+    edge.put_pool(snapshot("b", 1, vec![]));
+    // The pools take DeleteStage slots too: 4 of them, when the orphans' grace ends.
+    let pools_deletes: Vec<Instant> = {
+        let mut st = edge.0.lock().unwrap();
+        let now = st.now_ms();
+        let rate = stagefan_core::budget::SlotRate::new(5, 5, 100);
+        (0..4)
+            .map(|_| {
+                let slot = st.schedule.reserve(&rate, now + 125_000);
+                Instant::now() + Duration::from_millis(slot - now)
+            })
+            .collect()
+    };
+    let poll = Duration::from_secs(5);
+    // The monitor's own budget allows 5 per second: only the edge's slots hold it back.
+    let mut h = harness(ivs.clone(), edge.clone(), 5.0, settings(poll)).await;
+    run_for(&mut h, poll, Duration::from_secs(180)).await;
+    let deletes = h.ivs.calls_of("DeleteStage");
+    assert_eq!(deletes.len(), 12, "{deletes:?}");
+    let slots = edge.0.lock().unwrap().slots.clone();
+    assert!(slots.iter().all(|s| s.operation == "DeleteStage"));
+    // Never more deletes by any instant than slots granted up to it: each delete reached IVS
+    // at or after a slot of its own, so the pools' 4 and the monitor's deletes together
+    // never exceed 5 in any window of 1.1 s.
+    let mut at: Vec<Instant> = deletes.iter().map(|c| c.at).collect();
+    at.sort();
+    for (n, call) in at.iter().enumerate() {
+        let granted = slots.iter().filter(|s| s.at <= *call).count();
+        assert!(granted > n, "delete {n} came before its slot");
+    }
+    let mut all = at.clone();
+    all.extend(pools_deletes);
+    all.sort();
+    let mut windowed = 0;
+    for (i, t) in all.iter().enumerate() {
+        let n = all[i..]
+            .iter()
+            .take_while(|u| u.duration_since(*t) < Duration::from_millis(1100))
+            .count();
+        windowed = windowed.max(n);
+    }
+    assert!(windowed <= 5, "{windowed} deletes in 1.1 s");
+
+    // The edge's budget unreachable: the deletes go on, paced by the monitor's own budget.
+    let more: Vec<String> = (0..6).map(|n| arn(&format!("later0{n:05}"))).collect();
+    for a in &more {
+        ivs.add_stage(a, true, Some("gone"));
+    }
+    edge.0.lock().unwrap().budget_down = true;
+    run_for(&mut h, poll, Duration::from_secs(180)).await;
+    let later: Vec<Instant> = h
+        .ivs
+        .calls_of("DeleteStage")
+        .into_iter()
+        .filter(|c| more.iter().any(|m| c.arn.as_deref() == Some(m.as_str())))
+        .map(|c| c.at)
+        .collect();
+    assert_eq!(later.len(), 6);
+    assert!(max_per_second(&later) <= 5);
+}
+
+#[tokio::test(start_paused = true)]
 async fn no_orphan_is_collected_while_a_pool_cannot_be_read() {
     let ivs = ScriptedIvs::default();
     let edge = ScriptedEdge::default();

@@ -139,6 +139,12 @@ struct Inner {
     fallback: BTreeMap<&'static str, SlotSchedule>,
     /// Whether the maintenance alarm is set (saves a storage read per request).
     alarm_set: bool,
+    /// Whether the Registry lists this pool (stored: table `registration`). Until it does,
+    /// the monitor cannot tell this pool's stages from orphans by the list alone, so every
+    /// `ensure`, snapshot and maintenance alarm tries again.
+    registered: bool,
+    /// Registration attempts made by this instance (for `STAGEFAN_TEST_FAIL_REGISTRATIONS`).
+    registration_attempts: u32,
     /// Replicate mode: replications being brought up (memory only).
     replication: replication::Replicator,
     /// Leases dropped because their stage went missing in IVS, and when (memory only: after
@@ -339,6 +345,9 @@ impl StagePool {
             "snapshot" => {
                 if is_default {
                     self.ensure(broadcast).await?;
+                } else if shared.has_pool() && !shared.ensure_registered().await {
+                    // Asked directly (the monitor checking an orphan candidate's pool).
+                    self.schedule_maintenance().await;
                 }
                 Ok(serde_json::to_value(self.snapshot()?)?)
             }
@@ -382,7 +391,10 @@ impl StagePool {
             }
             // The first write of a new pool is every row.
             shared.write_all()?;
-            registry::register(&shared.env, broadcast, now).await?;
+        }
+        if !shared.ensure_registered().await {
+            // The maintenance alarm retries until the registration lands.
+            self.schedule_maintenance().await;
         }
         self.scale_up();
         Ok(())
@@ -662,6 +674,12 @@ impl StagePool {
         if !shared.has_pool() {
             return Ok(());
         }
+        // First, so that no error below keeps a pool the Registry lost from being listed; the
+        // alarm is re-armed (`busy`) until the registration lands.
+        let registered = shared.ensure_registered().await;
+        if !registered {
+            self.schedule_maintenance().await;
+        }
         let settings = shared.settings()?;
         let policy_cfg = settings.config.policy();
         let snapshot = self.snapshot()?;
@@ -727,12 +745,13 @@ impl StagePool {
         }
         self.scale_up();
         replication::spawn(shared, &self.state);
-        let busy = shared.with_pool(|p| {
-            let load = p.load_summary();
-            p.viewers() > 0
-                || load.creating > 0
-                || load.warming + load.live + load.draining > p.settings().min_stages
-        });
+        let busy = !registered
+            || shared.with_pool(|p| {
+                let load = p.load_summary();
+                p.viewers() > 0
+                    || load.creating > 0
+                    || load.warming + load.live + load.draining > p.settings().min_stages
+            });
         if busy {
             self.schedule_maintenance().await;
         }
@@ -823,6 +842,15 @@ impl Shared {
             Ok(rows.into_iter().map(|r| r.row).collect())
         };
         let meta = read("meta")?;
+        #[derive(Deserialize)]
+        struct Registered {
+            at: i64,
+        }
+        let registered: Vec<Registered> = self
+            .sql
+            .exec("SELECT at FROM registration", None)?
+            .to_array()?;
+        let registered = registered.first().is_some_and(|r| r.at > 0);
         let pool = match meta.first() {
             None => None,
             Some(meta) => {
@@ -868,6 +896,7 @@ impl Shared {
             let mut inner = self.inner.borrow_mut();
             inner.pool = pool;
             inner.loaded = true;
+            inner.registered = registered;
         }
         if !creating.is_empty() {
             // A previous instance died during these creates: they are resolved by the
@@ -898,10 +927,63 @@ impl Shared {
             "CREATE TABLE IF NOT EXISTS meta (id INTEGER PRIMARY KEY CHECK (id = 1), row TEXT NOT NULL)",
             "CREATE TABLE IF NOT EXISTS stages (id INTEGER PRIMARY KEY, row TEXT NOT NULL)",
             "CREATE TABLE IF NOT EXISTS leases (id TEXT PRIMARY KEY, row TEXT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS registration (id INTEGER PRIMARY KEY CHECK (id = 1), at INTEGER NOT NULL)",
         ] {
             self.sql.exec(ddl, None)?;
         }
         Ok(())
+    }
+
+    /// Makes sure the Registry lists this pool: registers it unless that is known to have
+    /// landed (stored), and says whether it has. A failure is logged and left to the next
+    /// `ensure`, snapshot or maintenance alarm (the caller sets one): before this retry, a
+    /// pool whose one registry write failed stayed unlisted for good and its stages looked
+    /// like orphans to the monitor.
+    async fn ensure_registered(&self) -> bool {
+        let (broadcast, created_at, attempt) = {
+            let mut inner = self.inner.borrow_mut();
+            if inner.registered {
+                return true;
+            }
+            let Some(pool) = inner.pool.as_ref() else {
+                return false;
+            };
+            let (b, at) = (pool.broadcast().to_string(), pool.meta().created_at);
+            inner.registration_attempts += 1;
+            (b, at, inner.registration_attempts)
+        };
+        // A test hook: this instance's first N registrations fail as a lost registry write.
+        let injected = crate::settings::var(&self.env, "STAGEFAN_TEST_FAIL_REGISTRATIONS")
+            .and_then(|n| n.trim().parse::<u32>().ok())
+            .is_some_and(|n| attempt <= n);
+        let result = if injected {
+            Err(AppError::Internal(
+                "registry write failed (STAGEFAN_TEST_FAIL_REGISTRATIONS)".into(),
+            ))
+        } else {
+            registry::register(&self.env, &broadcast, created_at).await
+        };
+        match result {
+            Ok(()) => {
+                let stored = self.sql.exec(
+                    "INSERT INTO registration (id, at) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET at = excluded.at",
+                    vec![(runtime::now_ms().max(1) as i64).into()],
+                );
+                if let Err(e) = stored {
+                    worker::console_error!("recording the registration of {broadcast}: {e:?}");
+                }
+                self.inner.borrow_mut().registered = true;
+                worker::console_log!("pool {broadcast} registered (attempt {attempt})");
+                true
+            }
+            Err(e) => {
+                worker::console_error!(
+                    "registering pool {broadcast} failed (attempt {attempt}): {e:?}; retried by \
+                     the maintenance alarm"
+                );
+                false
+            }
+        }
     }
 
     /// Writes the rows the last mutations touched.

@@ -21,6 +21,7 @@ use worker::{Env, Method, Request, Response};
 
 use crate::auth::{self, Role};
 use crate::body::{self, JsonBody};
+use crate::budget;
 use crate::error::{AppError, AppResult};
 use crate::internal;
 use crate::ivs_client::{CallError, IvsClient, Retry};
@@ -139,6 +140,7 @@ async fn dispatch(req: Request, edge: &Edge, method: Method, path: &str) -> AppR
         (Post, ["api", "admin", "broadcasts", id, "observations"]) => {
             admin_observations(req, edge, id).await
         }
+        (Post, ["api", "admin", "ivs-budget", "slots"]) => admin_budget_slot(req, edge).await,
         (_, ["api", "config" | "broadcasts" | "admin", ..])
         | (_, ["api", "token" | "viewer" | "host", _]) => Err(AppError::MethodNotAllowed),
         _ => Err(AppError::NotFound {
@@ -635,6 +637,44 @@ async fn admin_observations(mut req: Request, edge: &Edge, id: &str) -> AppResul
     );
     let report: Value = pool_call(edge, id, "observations", value).await?;
     json_response(&report)
+}
+
+/// A slot of the account-wide IVS budget for a caller outside the worker (the monitor's
+/// orphan deletes): the same `IvsBudget` schedule the pools take theirs from, so that IVS
+/// sees at most its rate of each stage operation from stagefan as a whole.
+async fn admin_budget_slot(mut req: Request, edge: &Edge) -> AppResult<Response> {
+    auth::require(&req, Role::Admin, edge.settings.admin_key.as_deref())?;
+    let body = JsonBody::read(&mut req).await?;
+    let name = body.required_str("operation")?;
+    let config = &edge.settings.config;
+    let op = Operation::from_name(name)
+        .filter(|op| config.budget.rate(*op).is_some())
+        .ok_or_else(|| {
+            AppError::bad_field(
+                "operation",
+                "`operation` must be one of CreateStage, DeleteStage, \
+                 StartParticipantReplication, StopParticipantReplication",
+            )
+        })?;
+    let throttled = match body.get("throttled") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(AppError::bad_field(
+                "throttled",
+                "`throttled` must be true or false",
+            ))
+        }
+    };
+    let slot = budget::reserve(
+        &edge.env,
+        &config.ivs_endpoint,
+        &config.ivs_region,
+        op,
+        throttled,
+    )
+    .await?;
+    json_response(&json!({ "operation": op.name(), "at": slot.at, "waitMs": slot.wait_ms }))
 }
 
 // ----- helpers -----------------------------------------------------------------------------

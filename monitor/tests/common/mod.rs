@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
+use stagefan_core::budget::{SlotRate, SlotSchedule};
 use stagefan_core::ivs::ParticipantSummary;
 use stagefan_core::policy::ScaleAction;
 use stagefan_core::pool::{Drift, Observation, Snapshot, StageId, StageState, StageView, Stats};
@@ -30,6 +31,12 @@ use tokio::time::Instant;
 pub const ACCESS_KEY: &str = "AKIDLOCALSTAGEFAN";
 pub const SECRET: &str = "stagefan-local-secret";
 pub const ADMIN_KEY: &str = "admin-key-for-tests";
+/// The deployment the monitor under test belongs to (its default).
+pub const DEPLOYMENT: &str = "local";
+/// The scripted pools' knobs (they travel in each snapshot): a stage empty for 60 s is
+/// drained, a drained one deleted after 20 s, and 1 free seat is kept.
+pub const SCALE_DOWN_GRACE_MS: u64 = 60_000;
+pub const DELETE_GRACE_MS: u64 = 20_000;
 
 pub async fn serve(router: Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -81,10 +88,17 @@ pub struct IvsState {
 pub struct ScriptedIvs(pub Arc<Mutex<IvsState>>);
 
 impl ScriptedIvs {
+    /// A stage; a `managed` one is stagefan's, of the monitor's deployment.
     pub fn add_stage(&self, arn: &str, managed: bool, broadcast: Option<&str>) {
+        self.add_stage_of(arn, managed.then_some(DEPLOYMENT), broadcast);
+    }
+
+    /// A stage of `deployment`'s stagefan (`None`: not stagefan's).
+    pub fn add_stage_of(&self, arn: &str, deployment: Option<&str>, broadcast: Option<&str>) {
         let mut tags = BTreeMap::new();
-        if managed {
+        if let Some(d) = deployment {
             tags.insert("stagefan:managed".to_string(), "true".to_string());
+            tags.insert("stagefan:deployment".to_string(), d.to_string());
         }
         if let Some(b) = broadcast {
             tags.insert("stagefan:broadcast".to_string(), b.to_string());
@@ -298,8 +312,23 @@ pub struct ActionRec {
     pub at: Instant,
 }
 
+/// A slot the scripted edge handed out from its account-wide budget.
+#[derive(Clone, Debug)]
+pub struct SlotRec {
+    pub operation: String,
+    pub throttled: bool,
+    pub at: Instant,
+}
+
 pub struct EdgeState {
     pub pools: BTreeMap<String, Snapshot>,
+    /// Pools that exist but are not in the list (their registration has not landed).
+    pub unlisted: HashSet<String>,
+    /// The budget's schedule (core's, 5 per 1.1 s) and the slots it gave.
+    pub schedule: SlotSchedule,
+    pub slots: Vec<SlotRec>,
+    /// When set, the budget route answers 503 (the edge cannot reach its budget).
+    pub budget_down: bool,
     pub observations: Vec<(String, Observation)>,
     pub actions: Vec<ActionRec>,
     pub failing: HashSet<String>,
@@ -315,6 +344,10 @@ impl Default for ScriptedEdge {
     fn default() -> Self {
         Self(Arc::new(Mutex::new(EdgeState {
             pools: BTreeMap::new(),
+            unlisted: HashSet::new(),
+            schedule: SlotSchedule::new(),
+            slots: Vec::new(),
+            budget_down: false,
             observations: Vec::new(),
             actions: Vec::new(),
             failing: HashSet::new(),
@@ -359,6 +392,10 @@ pub fn snapshot(broadcast: &str, min_stages: u32, stages: Vec<StageView>) -> Sna
         "fanoutMode": "multi-publish",
         "minStages": min_stages,
         "maxStages": 2000,
+        "deployment": DEPLOYMENT,
+        "headroomSeats": 1,
+        "scaleDownGraceMs": SCALE_DOWN_GRACE_MS,
+        "deleteGraceMs": DELETE_GRACE_MS,
         "viewers": viewers,
         "now": 0,
         "stages": serde_json::to_value(stages).unwrap(),
@@ -403,6 +440,7 @@ impl ScriptedEdge {
                 post(edge_observe),
             )
             .route("/api/admin/broadcasts/{id}/actions", post(edge_action))
+            .route("/api/admin/ivs-budget/slots", post(edge_slot))
             .with_state(self.clone());
         serve(router).await
     }
@@ -429,7 +467,13 @@ async fn edge_list(State(edge): State<ScriptedEdge>, headers: HeaderMap) -> Resp
     if !authorized(&edge, &headers) {
         return edge_error(StatusCode::UNAUTHORIZED, "unauthorized");
     }
-    let ids: Vec<String> = edge.0.lock().unwrap().pools.keys().cloned().collect();
+    let st = edge.0.lock().unwrap();
+    let ids: Vec<String> = st
+        .pools
+        .keys()
+        .filter(|b| !st.unlisted.contains(*b))
+        .cloned()
+        .collect();
     Json(json!({ "broadcasts": ids })).into_response()
 }
 
@@ -453,6 +497,38 @@ async fn edge_snapshot(
         }
         None => edge_error(StatusCode::NOT_FOUND, "broadcast_not_found"),
     }
+}
+
+async fn edge_slot(
+    State(edge): State<ScriptedEdge>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if !authorized(&edge, &headers) {
+        return edge_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    let mut st = edge.0.lock().unwrap();
+    if st.budget_down {
+        return edge_error(StatusCode::SERVICE_UNAVAILABLE, "budget_unreachable");
+    }
+    let operation = body["operation"].as_str().unwrap_or_default().to_string();
+    if operation != "DeleteStage" {
+        return edge_error(StatusCode::BAD_REQUEST, "invalid_field");
+    }
+    let throttled = body["throttled"].as_bool().unwrap_or(false);
+    let now = st.now_ms();
+    let rate = SlotRate::new(5, 5, 100);
+    if throttled {
+        st.schedule.throttled(&rate, now);
+    }
+    let at = st.schedule.reserve(&rate, now);
+    let wait_ms = at - now;
+    st.slots.push(SlotRec {
+        operation,
+        throttled,
+        at: Instant::now() + Duration::from_millis(wait_ms),
+    });
+    Json(json!({"operation": "DeleteStage", "at": at, "waitMs": wait_ms})).into_response()
 }
 
 async fn edge_observe(
@@ -564,10 +640,8 @@ pub struct Harness {
 pub fn settings(poll: Duration) -> PollSettings {
     PollSettings {
         poll_interval: poll,
-        scale_down_grace: Duration::from_secs(60),
-        delete_grace: Duration::from_secs(20),
         orphan_grace: Duration::from_secs(120),
-        headroom: 0.0,
+        deployment: DEPLOYMENT.to_string(),
     }
 }
 
