@@ -8,6 +8,7 @@ use ivs_local_media::MediaPlane;
 use stagefan_core::sigv4::Credentials;
 use stagefan_core::token::SigningKey;
 
+use crate::faults::Faults;
 use crate::limits::Limits;
 use crate::state::{MediaAction, Store};
 
@@ -33,6 +34,8 @@ pub struct App {
     pub media: Option<MediaPlane>,
     /// Start time, for the stats.
     pub started: Instant,
+    /// Scripted faults of the control plane (`/_local/faults`).
+    pub faults: Faults,
     whip: Mutex<BTreeMap<&'static str, u64>>,
 }
 
@@ -61,6 +64,7 @@ impl App {
             events_url,
             media,
             started: Instant::now(),
+            faults: Faults::default(),
             whip: Mutex::new(BTreeMap::new()),
         }
     }

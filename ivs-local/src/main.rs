@@ -8,6 +8,7 @@
 mod api;
 mod app;
 mod config;
+mod faults;
 mod limits;
 mod state;
 mod whip;
@@ -45,6 +46,10 @@ fn generate_key() -> SigningKey {
 fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/_local/stats", get(api::stats))
+        .route(
+            "/_local/faults",
+            get(faults::list).post(faults::add).delete(faults::clear),
+        )
         .route("/whip", post(whip::publish).options(whip::preflight))
         .route(
             "/whip/subscribe",
