@@ -14,6 +14,7 @@ import assert from 'node:assert/strict';
 import {
   launch, waitFor, videoHealth, screenshotPath, sleep, decodes, hostUpload,
 } from './lib/browser.mjs';
+import { mustRun, skipOutsideCI } from './lib/must-run.mjs';
 
 const BASE = process.env.STAGEFAN_URL?.replace(/\/$/, '');
 const HOST_KEY = process.env.STAGEFAN_HOST_KEY;
@@ -84,7 +85,8 @@ async function diagnose(host, viewers) {
   }
 }
 
-test('host + viewers over ≥3 live stages, every viewer decodes the host', { skip, timeout: 240_000 }, async () => {
+test('host + viewers over ≥3 live stages, every viewer decodes the host', { skip: skipOutsideCI(skip), timeout: 240_000 }, async () => {
+  mustRun(skip);
   const viewers = [];
   let host;
   try {
