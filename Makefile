@@ -86,6 +86,8 @@ browser-test: build
 test: setup-test build lint unit integration sdk-test browser-test
 	@echo "make test: all checks passed"
 
-# A benchmark, not a test: prints tokens/s and latency, and the wasm size (docs/benchmarks.md).
+# Benchmarks, not tests: tokens/s and latency, and the wasm size; seats given during a storm
+# and recovery from a worker restart (docs/benchmarks.md).
 bench: build
 	cargo run --release -p stagefan-tests --bin stagefan-bench
+	cargo run --release -p stagefan-tests --bin stagefan-recovery-bench

@@ -399,6 +399,9 @@ async fn a_worker_restart_in_a_join_storm_loses_and_doubles_no_seat() {
     );
     eprintln!("restart storm: {unclaimed} seats taken by joins whose answer was lost");
 
+    // The restarted worker found our public key in IVS: imported once, not again.
+    assert_eq!(ivs.requests("ImportPublicKey").await, 1, "imported once");
+
     // IVS holds exactly the pool's stages, one per create intent (creates cut by the restart
     // were looked up by name, not sent again).
     assert_one_stage_per_intent(&ivs, b).await;
