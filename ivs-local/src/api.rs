@@ -207,6 +207,7 @@ pub async fn control_plane(State(app): State<Arc<App>>, req: Request) -> Respons
         return resp;
     };
     app.limits.arrived(op, Instant::now());
+    let mut fault = crate::faults::Injection::default();
     let result = match to_bytes(body, MAX_BODY).await {
         Err(_) => Err(IvsError::new(
             ErrorKind::Validation,
@@ -224,16 +225,24 @@ pub async fn control_plane(State(app): State<Arc<App>>, req: Request) -> Respons
                     if app.limits.admit(op, Instant::now()) == crate::limits::Verdict::Throttled {
                         Err(IvsError::new(ErrorKind::Throttling, "Rate exceeded"))
                     } else {
-                        let r = dispatch(
-                            &app,
-                            op,
-                            arn.as_deref(),
-                            parts.uri.query().unwrap_or(""),
-                            &bytes,
-                            now,
-                        );
-                        app.sync_media();
-                        r
+                        // Scripted faults (`/_local/faults`) act on admitted requests only.
+                        fault = app.faults.take(op);
+                        fault.wait().await;
+                        match fault.refusal() {
+                            Some(e) => Err(e),
+                            None => {
+                                let r = dispatch(
+                                    &app,
+                                    op,
+                                    arn.as_deref(),
+                                    parts.uri.query().unwrap_or(""),
+                                    &bytes,
+                                    now,
+                                );
+                                app.sync_media();
+                                fault.after_effect(r)
+                            }
+                        }
                     }
                 }
             }
@@ -249,7 +258,7 @@ pub async fn control_plane(State(app): State<Arc<App>>, req: Request) -> Respons
         }
     };
     app.limits.answered(op, resp.status().as_u16());
-    resp
+    fault.deliver(resp)
 }
 
 fn mint_token(

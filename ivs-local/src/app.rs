@@ -9,6 +9,7 @@ use stagefan_core::sigv4::Credentials;
 use stagefan_core::token::SigningKey;
 
 use crate::events::Hub;
+use crate::faults::Faults;
 use crate::limits::Limits;
 use crate::state::{MediaAction, Store};
 
@@ -38,6 +39,8 @@ pub struct App {
     pub ice_setup_timeout: Duration,
     /// The stages' events WebSockets (the IVS Web Broadcast SDK's connection).
     pub events: Hub,
+    /// Scripted faults of the control plane (`/_local/faults`).
+    pub faults: Faults,
     whip: Mutex<BTreeMap<&'static str, u64>>,
     events_counts: Mutex<BTreeMap<&'static str, u64>>,
 }
@@ -69,6 +72,7 @@ impl App {
             started: Instant::now(),
             ice_setup_timeout: Duration::from_secs(30),
             events: Hub::default(),
+            faults: Faults::default(),
             whip: Mutex::new(BTreeMap::new()),
             events_counts: Mutex::new(BTreeMap::new()),
         }

@@ -9,6 +9,7 @@ mod api;
 mod app;
 mod config;
 mod events;
+mod faults;
 mod http;
 mod limits;
 mod state;
@@ -49,6 +50,10 @@ fn router(app: Arc<App>) -> Router {
         .route("/_local/stats", get(api::stats))
         .route("/events", get(events::socket))
         .route("/events/{*topic}", get(events::socket_at))
+        .route(
+            "/_local/faults",
+            get(faults::list).post(faults::add).delete(faults::clear),
+        )
         .route("/whip", post(whip::publish).options(whip::preflight))
         .route(
             "/whip/publish/{participant_id}",

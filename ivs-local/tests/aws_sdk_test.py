@@ -181,6 +181,10 @@ def main():
     def throttling_is_a_retryable_sdk_error():
         stats = json.load(urllib.request.urlopen(f"{args.endpoint}/_local/stats"))
         if not stats.get("rateScale"):
+            # A local run may turn throttling off; CI must not pass this check without it.
+            if os.environ.get("CI") == "true":
+                raise AssertionError("CI=true and throttling is off in this ivs-local "
+                                     "(--rate-scale 0 / IVS_LOCAL_RATE_SCALE=0): nothing to check")
             print("     (throttling is off in this ivs-local: --rate-scale 0)")
             return
         once = boto3.client(

@@ -40,7 +40,8 @@ fn proc_figures(pid: u32) -> (u64, u64, f64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the ivs-local binary; about 5 minutes"]
 async fn with_1000_stages_in_ivs_local_the_monitor_stays_within_its_budget() {
-    let (_ivs_local, ivs_url) = start_ivs_local(&[]).await;
+    // Room for the 1,000 and the orphan below (IVS's default quota is 1,000).
+    let (_ivs_local, ivs_url) = start_ivs_local(&[("IVS_LOCAL_STAGE_QUOTA", "1001")]).await;
     let edge = ScriptedEdge::default();
     edge.put_pool(snapshot("alpha", 1, vec![]));
     edge.put_pool(snapshot("beta", 1, vec![]));
@@ -51,9 +52,24 @@ async fn with_1000_stages_in_ivs_local_the_monitor_stays_within_its_budget() {
         &edge_url,
         port,
         "5s",
-        &["--ivs-budget", "2", "--orphan-grace", "1h"],
+        &[
+            "--ivs-budget",
+            "2",
+            // Short enough that a pool's stage taken for an orphan would be deleted during the
+            // run (an hour would hide it), longer than a round (a stage listed in IVS before
+            // its pool shows it is not an orphan).
+            "--orphan-grace",
+            "30s",
+        ],
     );
     let pid = monitor.0.id();
+    // One real orphan among them (managed, in no pool): the collector is at work in this run.
+    let orphan = create_stage(
+        &ivs_url,
+        "bench-orphan",
+        json!({"stagefan:managed": "true", "stagefan:broadcast": "alpha", "stagefan:deployment": DEPLOYMENT}),
+    )
+    .await;
     let started = std::time::Instant::now();
     // 1,000 stages at 4 CreateStage/s (IVS's limit is 5), each added to a pool as it lands.
     for n in 0..1000u64 {
@@ -114,9 +130,11 @@ async fn with_1000_stages_in_ivs_local_the_monitor_stays_within_its_budget() {
     assert_eq!(observed.len(), 1000, "every stage observed");
     assert_eq!(
         op(&stats, "DeleteStage")["requests"],
-        0,
-        "nothing is an orphan"
+        1,
+        "the orphan and nothing else is deleted"
     );
+    let (status, _) = ivs_call(&ivs_url, "GetStage", json!({"arn": orphan})).await;
+    assert_eq!(status, 404, "the orphan was collected");
     assert_eq!(series(&metrics, "stagefan_ivs_stages"), Some(1000.0));
     assert!(samples >= 1000.0);
     assert!(!metrics.contains("status=\"429\""));

@@ -443,3 +443,177 @@ async fn an_orphan_is_collected_and_the_pools_stages_are_not() {
             >= 1.0
     );
 }
+
+/// Where the scripted edge's answer differs in shape from the real edge's: a field the double
+/// sends that the real edge does not, or another JSON type (null matches anything; arrays are
+/// compared by their first elements).
+fn shape_differences(path: &str, real: &Value, double: &Value, out: &mut Vec<String>) {
+    match (real, double) {
+        (Value::Null, _) | (_, Value::Null) => {}
+        (Value::Object(r), Value::Object(d)) => {
+            for (k, dv) in d {
+                match r.get(k) {
+                    None => out.push(format!("{path}.{k}: only in the double")),
+                    Some(rv) => shape_differences(&format!("{path}.{k}"), rv, dv, out),
+                }
+            }
+        }
+        (Value::Array(r), Value::Array(d)) => {
+            if let (Some(r0), Some(d0)) = (r.first(), d.first()) {
+                shape_differences(&format!("{path}[0]"), r0, d0, out);
+            }
+        }
+        (r, d) if std::mem::discriminant(r) == std::mem::discriminant(d) => {}
+        (r, d) => out.push(format!("{path}: real {r}, double {d}")),
+    }
+}
+
+async fn call(
+    base: &str,
+    key: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .request(method, format!("{base}{path}"))
+        .bearer_auth(key);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.expect("an answer");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// The monitor's tests run against a scripted edge (tests/common); it is only worth what it
+/// shares with the real one. The same requests to both: the real snapshot must parse as the
+/// double's pools, and each answer must match in status, error code and shape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the running local stack (worker + ivs-local); see the file header"]
+async fn the_scripted_edge_answers_in_the_real_edges_shapes() {
+    let stack = stack();
+    let b = unique("shapes");
+    stack.create_broadcast(&b).await;
+    let mut seat = None;
+    for _ in 0..150 {
+        let (status, v) = stack.join(&b, "shape-viewer").await;
+        if status == 200 {
+            seat = Some(v);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let seat = seat.expect("a seat in the new broadcast");
+    let arn = seat["stageArn"].as_str().unwrap().to_string();
+    let real_snap = stack.snapshot(&b).await;
+    let pool: stagefan_core::pool::Snapshot = serde_json::from_value(real_snap.clone())
+        .unwrap_or_else(|e| {
+            panic!("the real snapshot is not the double's Snapshot: {e}: {real_snap}")
+        });
+    let edge = ScriptedEdge::default();
+    edge.put_pool(pool);
+    let double = format!("http://{}", edge.start().await);
+
+    let observed_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let missing = "arn:aws:ivs:us-east-1:123456789012:stage/NoSuchStage1";
+    let nosuch = unique("nosuch");
+    let requests: Vec<(&str, reqwest::Method, String, Option<Value>, bool)> = vec![
+        (
+            "list",
+            reqwest::Method::GET,
+            "/api/admin/broadcasts".into(),
+            None,
+            true,
+        ),
+        (
+            "snapshot",
+            reqwest::Method::GET,
+            format!("/api/admin/broadcasts/{b}"),
+            None,
+            true,
+        ),
+        (
+            "unknown broadcast",
+            reqwest::Method::GET,
+            format!("/api/admin/broadcasts/{nosuch}"),
+            None,
+            true,
+        ),
+        (
+            "wrong key",
+            reqwest::Method::GET,
+            format!("/api/admin/broadcasts/{b}"),
+            None,
+            false,
+        ),
+        (
+            "observations with drift",
+            reqwest::Method::POST,
+            format!("/api/admin/broadcasts/{b}/observations"),
+            Some(json!({"observedAt": observed_at, "stages": [
+                {"stageArn": arn, "publishers": [], "subscribers": ["a", "b"]}]})),
+            true,
+        ),
+        (
+            "delete of a stage with a viewer",
+            reqwest::Method::POST,
+            format!("/api/admin/broadcasts/{b}/actions"),
+            Some(json!({"action": "delete", "stageArn": arn})),
+            true,
+        ),
+        (
+            "drain of a stage the pool does not have",
+            reqwest::Method::POST,
+            format!("/api/admin/broadcasts/{b}/actions"),
+            Some(json!({"action": "drain", "stageArn": missing})),
+            true,
+        ),
+    ];
+    let mut differences = Vec::new();
+    for (what, method, path, body, right_key) in requests {
+        let (real_key, double_key) = if right_key {
+            (stack.admin_key.as_str(), ADMIN_KEY)
+        } else {
+            ("wrong-key", "wrong-key")
+        };
+        let real = call(&stack.edge, real_key, method.clone(), &path, body.clone()).await;
+        let fake = call(&double, double_key, method, &path, body).await;
+        if real.0 != fake.0 {
+            differences.push(format!("{what}: status real {} double {}", real.0, fake.0));
+        }
+        if real.1["error"]["code"] != fake.1["error"]["code"] {
+            differences.push(format!(
+                "{what}: error code real {} double {}",
+                real.1["error"]["code"], fake.1["error"]["code"]
+            ));
+        }
+        for field in ["outcome", "reason"] {
+            if real.1[field] != fake.1[field] {
+                differences.push(format!(
+                    "{what}: {field} real {} double {}",
+                    real.1[field], fake.1[field]
+                ));
+            }
+        }
+        if what == "observations with drift" && real.1["drift"] != fake.1["drift"] {
+            differences.push(format!(
+                "{what}: drift real {} double {}",
+                real.1["drift"], fake.1["drift"]
+            ));
+        }
+        shape_differences(what, &real.1, &fake.1, &mut differences);
+        println!(
+            "{what}: real {} {}, double {} {}",
+            real.0, real.1, fake.0, fake.1
+        );
+    }
+    assert!(
+        differences.is_empty(),
+        "the scripted edge differs from the real one:\n  {}",
+        differences.join("\n  ")
+    );
+}

@@ -6,13 +6,16 @@
 //     node --test tests/browser/replicate.test.mjs
 //
 // The stack must run with FANOUT_MODE=replicate and STAGE_CAPACITY=2 (`make browser-test`
-// starts one); on a multi-publish stack this test skips. Optional: STAGEFAN_BROADCAST,
+// starts one); on a multi-publish stack this test skips (under CI=true it fails, saying so).
+// Optional: STAGEFAN_BROADCAST,
 // STAGEFAN_VIEWERS (default 8), STAGEFAN_HOST_HEIGHT (default 360). Screenshots: tests/out/.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   launch, waitFor, videoHealth, screenshotPath, sleep, decodes, hostUpload,
 } from './lib/browser.mjs';
+import { CI, mustRun, skipOutsideCI } from './lib/must-run.mjs';
+import { startFrameLog, longestStall } from './lib/frames.mjs';
 
 const BASE = process.env.STAGEFAN_URL?.replace(/\/$/, '');
 const HOST_KEY = process.env.STAGEFAN_HOST_KEY;
@@ -27,7 +30,8 @@ let skip = !BASE || !HOST_KEY || !ADMIN_KEY
   : false;
 if (!skip) {
   const cfg = await fetch(`${BASE}/api/config`).then((r) => r.json()).catch(() => null);
-  if (cfg?.fanoutMode !== 'replicate') skip = `the stack runs FANOUT_MODE=${cfg?.fanoutMode}, not replicate`;
+  if (!cfg) skip = `no stack answers at ${BASE}/api/config`;
+  else if (cfg.fanoutMode !== 'replicate') skip = `the stack runs FANOUT_MODE=${cfg.fanoutMode}, not replicate`;
 }
 
 let browser;
@@ -38,41 +42,6 @@ async function get(path, key) {
   const r = await fetch(BASE + path, { headers: key ? { Authorization: `Bearer ${key}` } : {} });
   assert.equal(r.status, 200, `GET ${path}: HTTP ${r.status} ${await r.clone().text()}`);
   return r.json();
-}
-
-/** Starts logging, every 100 ms in the page, the video frames its peer connections decoded. */
-async function startFrameLog(page) {
-  await page.evaluate(() => {
-    window.__frameLog = [];
-    clearInterval(window.__frameTimer);
-    window.__frameTimer = setInterval(async () => {
-      let frames = 0;
-      for (const pc of window.__stagefanPcs || []) {
-        if (pc.connectionState === 'closed') continue;
-        (await pc.getStats()).forEach((x) => {
-          if (x.type === 'inbound-rtp' && x.kind === 'video') frames += x.framesDecoded || 0;
-        });
-      }
-      window.__frameLog.push([Date.now(), frames]);
-    }, 100);
-  });
-}
-
-/** The longest time without a newly decoded frame since `from` (ms), and when it ended; from
- *  the page's frame log (a count that changes, also downwards after a reconnect, is progress). */
-async function longestStall(page, from) {
-  const log = await page.evaluate(() => window.__frameLog);
-  let last = null;
-  let lastAt = from;
-  let stall = { ms: 0, endedAt: null };
-  for (const [t, frames] of log) {
-    if (last !== null && frames !== last) {
-      if (t >= from && t - lastAt > stall.ms) stall = { ms: t - lastAt, endedAt: t };
-      lastAt = Math.max(t, from);
-    }
-    last = frames;
-  }
-  return stall;
 }
 
 /** The admin snapshot: every stage with its state, load and origin (null for an origin). */
@@ -91,7 +60,10 @@ after(async () => {
   await browser?.close();
 });
 
-test('replicate mode: one host upload per six stages, every viewer decodes', { skip, timeout: 300_000 }, async () => {
+test('replicate mode: one host upload per six stages, every viewer decodes', { skip: skipOutsideCI(skip), timeout: 300_000 }, async () => {
+  mustRun(skip);
+  // Without ivs-local's address the added-replica and upload-cut parts are left out; not in CI.
+  if (CI) mustRun(!IVS_ENDPOINT && 'IVS_ENDPOINT (ivs-local) is not set: the added replica and the cut upload would not be checked');
   const viewers = [];
   const hostCtx = await browser.newContext();
   const host = await hostCtx.newPage();
@@ -299,9 +271,10 @@ test('replicate mode: one host upload per six stages, every viewer decodes', { s
         `${(stall.ms / 1000).toFixed(1)} s without a new frame; framesDecoded ${h.framesDecoded} → ${h2.framesDecoded}`);
       assert.ok(h2.framesDecoded > h.framesDecoded && h2.litFraction > 0.05,
         'the viewer on the replica stage decodes the reconnected host');
-      // Chrome reports the connection disconnected ~6.5 s after the server ended it; the page
-      // then learns at once that the session is gone (without that: 5 s more, ~12 s in all).
-      assert.ok(stall.ms < 10_000, `the replica viewer went ${stall.ms} ms without video`);
+      // The stall's length is a figure (tests/browser/bench-recovery.mjs): Chrome reports the
+      // connection disconnected ~6.5 s after the server ended it, and the page then learns at
+      // once that the session is gone. Here: the video came back (liveness, the waits above).
+      assert.ok(stall.endedAt, 'the replica viewer decoded new frames after the cut');
     }
 
     // The host page reloads (its sessions end on pagehide; the new page goes live under new
@@ -324,7 +297,6 @@ test('replicate mode: one host upload per six stages, every viewer decodes', { s
         `replicated again after ${((tReplicated - t0) / 1000).toFixed(1)} s; the replica viewer went ` +
         `${(stall.ms / 1000).toFixed(1)} s without a new frame (until ${((stall.endedAt - t0) / 1000).toFixed(1)} s after the reload)`);
       assert.ok(stall.endedAt, 'the replica viewer decoded new frames after the reload');
-      assert.ok(stall.ms < 5_000, `the replica viewer went ${stall.ms} ms without video after the reload`);
     }
   } catch (e) {
     try {

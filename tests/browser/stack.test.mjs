@@ -14,6 +14,7 @@ import assert from 'node:assert/strict';
 import {
   launch, waitFor, videoHealth, screenshotPath, sleep, decodes, hostUpload,
 } from './lib/browser.mjs';
+import { mustRun, skipOutsideCI } from './lib/must-run.mjs';
 
 const BASE = process.env.STAGEFAN_URL?.replace(/\/$/, '');
 const HOST_KEY = process.env.STAGEFAN_HOST_KEY;
@@ -84,7 +85,8 @@ async function diagnose(host, viewers) {
   }
 }
 
-test('host + viewers over ≥3 live stages, every viewer decodes the host', { skip, timeout: 240_000 }, async () => {
+test('host + viewers over ≥3 live stages, every viewer decodes the host', { skip: skipOutsideCI(skip), timeout: 240_000 }, async () => {
+  mustRun(skip);
   const viewers = [];
   let host;
   try {
@@ -189,9 +191,9 @@ async function scenario(viewers, setHost) {
     const q = await pool();
     return mine && q.stages.find((s) => s.stageArn === added.stageArn)?.state === 'live' ? Date.now() : null;
   }, 30_000, 'the host to publish to the added stage');
+  // How fast is a figure (tests/browser/bench-recovery.mjs); the 30 s waits above are liveness.
   const seconds = (liveNew - tAdd) / 1000;
   console.log(`stage ${added.stageArn} added while live: host publishing and stage live after ${seconds.toFixed(1)} s`);
-  assert.ok(seconds < 20, `the added stage took ${seconds} s to go live`);
   const upload2 = await hostUpload(host);
   console.log(`host upload after the added stage: ${upload2.streams} connections, ${upload2.kbps} kbit/s`);
 

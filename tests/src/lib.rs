@@ -497,6 +497,154 @@ impl IvsLocal {
     }
 }
 
+/// A scripted fault of ivs-local's control plane (`POST /_local/faults`, see
+/// ivs-local/README.md): what one operation suffers, on how many requests.
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Fault {
+    pub operation: String,
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    pub count: u64,
+    pub skip: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cut: bool,
+}
+
+impl Fault {
+    fn new(operation: &str, kind: &'static str) -> Fault {
+        Fault {
+            operation: operation.to_string(),
+            kind,
+            status: None,
+            count: 1,
+            skip: 0,
+            delay_ms: None,
+            cut: false,
+        }
+    }
+
+    /// `operation` answers `status` (an IVS error) and does not happen.
+    pub fn error(operation: &str, status: u16) -> Fault {
+        Fault {
+            status: Some(status),
+            ..Fault::new(operation, "error")
+        }
+    }
+
+    /// `operation` answers 429 ThrottlingException and does not happen.
+    pub fn throttle(operation: &str) -> Fault {
+        Fault::new(operation, "throttle")
+    }
+
+    /// `operation` happens after `ms` milliseconds.
+    pub fn delay(operation: &str, ms: u64) -> Fault {
+        Fault {
+            delay_ms: Some(ms),
+            ..Fault::new(operation, "delay")
+        }
+    }
+
+    /// `operation` happens, and its caller gets a 500.
+    pub fn lost_after_effect(operation: &str) -> Fault {
+        Fault::new(operation, "lost_after_effect")
+    }
+
+    /// `operation` happens, and its answer is cut off mid-way (the connection fails).
+    pub fn cut_after_effect(operation: &str) -> Fault {
+        Fault {
+            cut: true,
+            ..Fault::new(operation, "lost_after_effect")
+        }
+    }
+
+    /// Acts on `n` requests (default 1).
+    pub fn times(self, n: u64) -> Fault {
+        Fault { count: n, ..self }
+    }
+
+    /// Lets `n` requests through first.
+    pub fn after(self, n: u64) -> Fault {
+        Fault { skip: n, ..self }
+    }
+
+    /// With this status (`error`, `lost_after_effect`).
+    pub fn status(self, status: u16) -> Fault {
+        Fault {
+            status: Some(status),
+            ..self
+        }
+    }
+}
+
+impl IvsLocal {
+    /// Adds a scripted fault behind those already there; the rule as ivs-local holds it.
+    pub async fn add_fault(&self, fault: &Fault) -> Value {
+        let resp = self
+            .http
+            .post(format!("{}/_local/faults", self.base))
+            .json(fault)
+            .send()
+            .await
+            .expect("ivs-local answers");
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, 201, "POST /_local/faults {fault:?}: {body}");
+        body
+    }
+
+    /// `GET /_local/faults`: `{"faults": [rules that remain], "fired": {op: {kind: n}}}`.
+    pub async fn faults(&self) -> Value {
+        self.local_get("/_local/faults").await
+    }
+
+    /// How many faults of `kind` were injected into `operation` so far.
+    pub async fn faults_fired(&self, operation: &str, kind: &str) -> u64 {
+        self.faults().await["fired"][operation][kind]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    /// Removes every scripted fault; how many rules there were.
+    pub async fn clear_faults(&self) -> u64 {
+        let resp = self
+            .http
+            .delete(format!("{}/_local/faults", self.base))
+            .send()
+            .await
+            .expect("ivs-local answers");
+        assert_eq!(resp.status().as_u16(), 200, "DELETE /_local/faults");
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        body["cleared"].as_u64().unwrap_or(0)
+    }
+
+    /// `GET /_local/stats` (request counters per operation, state counts).
+    pub async fn stats(&self) -> Value {
+        self.local_get("/_local/stats").await
+    }
+
+    /// How many requests of `operation` reached ivs-local (signed or not, answered or not).
+    pub async fn requests(&self, operation: &str) -> u64 {
+        self.stats().await["operations"][operation]["requests"]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    async fn local_get(&self, path: &str) -> Value {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("ivs-local answers");
+        assert_eq!(resp.status().as_u16(), 200, "GET {path}");
+        resp.json().await.expect("JSON")
+    }
+}
+
 /// Percentile (0..=100) of sorted durations, in milliseconds.
 pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {

@@ -69,6 +69,14 @@ async fn self_signed_stack() {
         storm.get("stats").is_none(),
         "the public view has no counters"
     );
+
+    // Our public key was imported into IVS once for all of the above (IVS allows 3 per
+    // region): one ImportPublicKey request, one key in ivs-local.
+    let ivs = stack.ivs_local();
+    assert_eq!(ivs.requests("ImportPublicKey").await, 1, "imported once");
+    let (status, keys) = ivs.call("ListPublicKeys", &json!({})).await;
+    assert_eq!(status, 200, "{keys}");
+    assert_eq!(keys["publicKeys"].as_array().unwrap().len(), 1, "{keys}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -662,7 +670,7 @@ async fn join_storm(stack: &Stack, api: &Api) {
     let b = "storm";
     let seats = (CAPACITY * MAX_STAGES) as usize;
     assert_eq!(api.create_broadcast(b).await.status, 200);
-    wait_for_seat(api, b, "storm-first").await;
+    let first = wait_for_seat(api, b, "storm-first").await;
 
     // 1. A storm larger than every seat the pool may ever have.
     let storm = 300;
@@ -692,42 +700,18 @@ async fn join_storm(stack: &Stack, api: &Api) {
     );
     assert!(refused > 0, "300 viewers cannot all fit in {seats} seats");
     assert!(granted.len() < seats);
-    // Stages were made while the storm went on (CreateStage at IVS's 5/s allows 11 more in
-    // about 2 s, within a refused viewer's wait), so refusals came when the pool was at its
-    // maximum, not before: nearly every seat was given during the storm itself.
-    assert!(
-        (1 + granted.len()) * 10 >= seats * 9,
-        "only {} of {seats} seats given during the storm",
-        1 + granted.len()
-    );
-    let snap = check_counts(stack, api, b, 1 + granted.len()).await;
-    // Loads are the seats granted on each stage (plus the first viewer's).
-    let mut per_stage: BTreeMap<String, u64> = BTreeMap::new();
-    for a in &granted {
-        *per_stage
-            .entry(a.body["stageArn"].as_str().unwrap().to_string())
-            .or_default() += 1;
-    }
+    // How many seats the storm itself got (stages are made meanwhile at IVS's 5/s) is a speed
+    // figure: stagefan-recovery-bench prints it. Here: every seat given is counted exactly.
+    granted.insert(0, first);
     let leases: BTreeSet<&str> = granted
         .iter()
         .map(|a| a.body["leaseId"].as_str().unwrap())
         .collect();
     assert_eq!(leases.len(), granted.len(), "no lease given twice");
-    for s in snap["stages"].as_array().unwrap() {
-        let Some(arn) = s["stageArn"].as_str() else {
-            continue;
-        };
-        let counted = per_stage.get(arn).copied().unwrap_or(0);
-        let load = s["load"].as_u64().unwrap();
-        assert!(
-            load == counted || load == counted + 1,
-            "stage {arn}: load {load}, granted {counted}"
-        );
-    }
+    check_counts(stack, api, b, &granted).await;
 
     // 2. Once the creates the storm asked for are done, every remaining seat is given and no
     //    more: exactly `seats` viewers in all.
-    let mut total = 1 + granted.len();
     for round in 0..20 {
         let snap = api.snapshot(b).await;
         let creating = snap["stages"]
@@ -736,24 +720,25 @@ async fn join_storm(stack: &Stack, api: &Api) {
             .iter()
             .filter(|s| s["state"] == "creating")
             .count();
-        if creating == 0 && total == seats {
+        if creating == 0 && granted.len() == seats {
             break;
         }
         let answers = concurrent_viewers(api, b, &format!("late{round}"), 40).await;
-        for a in &answers {
+        for a in answers {
             match a.status {
-                200 => total += 1,
+                200 => granted.push(a),
                 503 => assert_eq!(a.code(), "no_capacity"),
                 _ => panic!("unexpected {a:?}"),
             }
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    let total = granted.len();
     assert_eq!(total, seats, "every seat of {MAX_STAGES} stages is given");
     eprintln!(
         "join storm: after the creates, {total} seats given = {MAX_STAGES} stages x {CAPACITY}"
     );
-    let snap = check_counts(stack, api, b, seats).await;
+    let snap = check_counts(stack, api, b, &granted).await;
     let stages = snap["stages"]
         .as_array()
         .unwrap()
@@ -766,32 +751,46 @@ async fn join_storm(stack: &Stack, api: &Api) {
     assert!(full.retry_after.is_some());
 }
 
-/// The pool's counts are exact: its viewers equal the seats granted, no stage is above its
-/// capacity, loads equal the leases per stage, and its stages are exactly the ones ivs-local
-/// has with this broadcast's tags (no create was done twice).
-async fn check_counts(stack: &Stack, api: &Api, b: &str, granted: usize) -> Value {
+/// The pool's counts are exact: its viewers equal the seats granted, each stage's load is the
+/// number of seats granted on it (so none is above its capacity), and its stages are exactly the
+/// ones ivs-local has with this broadcast's tags (no create was done twice).
+async fn check_counts(stack: &Stack, api: &Api, b: &str, granted: &[Answer]) -> Value {
     let snap = api.snapshot(b).await;
     assert_eq!(
         snap["viewers"].as_u64().unwrap() as usize,
-        granted,
+        granted.len(),
         "{snap}"
     );
+    let mut per_stage: BTreeMap<&str, u64> = BTreeMap::new();
+    for a in granted {
+        *per_stage
+            .entry(a.body["stageArn"].as_str().expect("a seat names its stage"))
+            .or_default() += 1;
+    }
     let mut arns = Vec::new();
-    let mut sum = 0;
     for s in snap["stages"].as_array().unwrap() {
         let load = s["load"].as_u64().unwrap();
         assert!(
             load <= s["capacity"].as_u64().unwrap(),
             "stage above capacity: {s}"
         );
-        sum += load;
+        let Some(arn) = s["stageArn"].as_str() else {
+            assert_eq!(load, 0, "a stage without an ARN holds no seat: {s}");
+            continue;
+        };
+        assert_eq!(
+            load,
+            per_stage.remove(arn).unwrap_or(0),
+            "stage {arn}: its load is the seats granted on it"
+        );
         if s["state"] != "deleted" {
-            if let Some(arn) = s["stageArn"].as_str() {
-                arns.push(arn.to_string());
-            }
+            arns.push(arn.to_string());
         }
     }
-    assert_eq!(sum as usize, granted);
+    assert!(
+        per_stage.is_empty(),
+        "seats granted on stages the pool does not list: {per_stage:?}"
+    );
     arns.sort();
     let creating = snap["stages"]
         .as_array()

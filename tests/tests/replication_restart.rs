@@ -95,9 +95,13 @@ async fn a_failed_replication_keeps_its_backoff_across_a_worker_restart() {
         "worker restarted {:.1} s after the seventh start",
         restarted.as_secs_f64()
     );
+    // Not a speed check (stagefan-recovery-bench measures the restart): the test can only tell
+    // a stored backoff from a forgotten one while the 30 s backoff still runs (3 s of the check
+    // below plus a margin), so a restart slower than that leaves nothing to check here.
     assert!(
         restarted < Duration::from_secs(24),
-        "the restart took too long for this test ({restarted:?})"
+        "the worker came back {restarted:?} after the seventh start, too late to tell a stored \
+         backoff (next start 30 s after it) from a forgotten one: nothing was checked"
     );
     report().await;
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -456,9 +456,13 @@ fn authorized(edge: &ScriptedEdge, headers: &HeaderMap) -> bool {
 }
 
 fn edge_error(status: StatusCode, code: &str) -> Response {
+    edge_error_message(status, code, code)
+}
+
+fn edge_error_message(status: StatusCode, code: &str, message: &str) -> Response {
     (
         status,
-        Json(json!({"error": {"code": code, "message": code}})),
+        Json(json!({"error": {"code": code, "message": message}})),
     )
         .into_response()
 }
@@ -584,38 +588,67 @@ async fn edge_action(
         .filter(|s| matches!(s.state, StageState::Warming | StageState::Live))
         .count() as u32;
     let min = pool.min_stages;
-    let (outcome, reason) = match &action {
-        ScaleAction::Drain { stage_arn } => {
-            match pool
-                .stages
-                .iter_mut()
-                .find(|s| s.stage_arn.as_deref() == Some(stage_arn))
-            {
-                Some(s)
-                    if active > min
-                        && matches!(s.state, StageState::Warming | StageState::Live) =>
-                {
-                    s.state = StageState::Draining;
-                    s.draining_since = Some(now);
+    // As the real pool answers (stack.rs checks the two against each other): a stage it does
+    // not have is a 404; a refusal names its reason with `PoolError::code`; a delete drains
+    // the stage first if needed, so it obeys the minimum too.
+    let arn = match &action {
+        ScaleAction::Drain { stage_arn } | ScaleAction::Delete { stage_arn } => Some(stage_arn),
+        ScaleAction::Create => None,
+    };
+    let found = arn.and_then(|arn| {
+        pool.stages
+            .iter()
+            .position(|s| s.stage_arn.as_deref() == Some(arn.as_str()))
+    });
+    if let (Some(arn), None) = (arn, found) {
+        return edge_error_message(
+            StatusCode::NOT_FOUND,
+            "stage_not_found",
+            &format!("unknown stage {arn}"),
+        );
+    }
+    let drainable = |s: &StageView| -> Result<(), &'static str> {
+        match s.state {
+            StageState::Draining => Ok(()),
+            StageState::Warming | StageState::Live if active > min => Ok(()),
+            StageState::Warming | StageState::Live => Err("below_min_stages"),
+            _ => Err("wrong_state"),
+        }
+    };
+    let (outcome, reason) = match (&action, found) {
+        (ScaleAction::Drain { .. }, Some(i)) => {
+            let s = &mut pool.stages[i];
+            match drainable(s) {
+                Ok(()) => {
+                    if s.state != StageState::Draining {
+                        s.state = StageState::Draining;
+                        s.draining_since = Some(now);
+                    }
                     ("done", None)
                 }
-                _ => ("refused", Some("min_stages")),
+                Err(reason) => ("refused", Some(reason)),
             }
         }
-        ScaleAction::Delete { stage_arn } => {
-            match pool
-                .stages
-                .iter_mut()
-                .find(|s| s.stage_arn.as_deref() == Some(stage_arn))
-            {
-                Some(s) if s.load == 0 && !s.host_publishing && s.state == StageState::Draining => {
+        (ScaleAction::Delete { .. }, Some(i)) => {
+            let s = &mut pool.stages[i];
+            let check = if matches!(s.state, StageState::Creating | StageState::Deleted) {
+                Err("wrong_state")
+            } else if s.load > 0 {
+                Err("has_viewers")
+            } else if s.host_publishing {
+                Err("host_publishing")
+            } else {
+                drainable(s)
+            };
+            match check {
+                Ok(()) => {
                     s.state = StageState::Deleted;
                     ("done", None)
                 }
-                _ => ("refused", Some("stage_busy")),
+                Err(reason) => ("refused", Some(reason)),
             }
         }
-        ScaleAction::Create => ("refused", Some("not_scripted")),
+        _ => ("refused", Some("not_scripted")),
     };
     let snap = pool.clone();
     st.actions.push(ActionRec {
