@@ -169,6 +169,11 @@ pub struct Config {
     /// `MAX_SEATS_PER_CLIENT`: seats one client address (IPv4, or IPv6 /64) may hold per
     /// broadcast, 0..=100000 (0: no limit), default 16.
     pub max_seats_per_client: u32,
+    /// `ADMISSION_CONTROL`: `on` (default) or `off`. On, the viewer route limits each client
+    /// address: seat requests per period (Cloudflare's rate-limiting binding
+    /// `VIEWER_JOIN_LIMITER`) and seats held (`MAX_SEATS_PER_CLIENT`). Off is for a deploy
+    /// behind a front door of its own that does this, and for measuring what it costs.
+    pub admission_control: bool,
     /// `TICKET_BROADCASTS`: broadcasts that seat only holders of a viewer ticket signed by the
     /// operator's backend (a comma list of broadcast ids, or `*` for all); default none.
     pub ticket_broadcasts: TicketScope,
@@ -356,10 +361,21 @@ impl Config {
             100_000,
         )?;
         let ticket_broadcasts = TicketScope::parse(get("TICKET_BROADCASTS").as_deref())?;
+        let admission_control = match get("ADMISSION_CONTROL").as_deref() {
+            None | Some("on") => true,
+            Some("off") => false,
+            Some(other) => {
+                return Err(InvalidField::new(
+                    "ADMISSION_CONTROL",
+                    format!("must be `on` or `off`, got {other:?}"),
+                ))
+            }
+        };
 
         Ok(Config {
             max_seats_per_client,
             ticket_broadcasts,
+            admission_control,
             stage_capacity,
             min_stages,
             max_stages,

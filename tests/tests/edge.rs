@@ -382,19 +382,46 @@ async fn bad_inputs(api: &Api) {
 async fn sticky_reconnect_and_leave(api: &Api) {
     let b = "sticky";
     assert_eq!(api.create_broadcast(b).await.status, 200);
-    let first = wait_for_seat(api, b, "alice").await;
-    let others = [api.viewer(b, "bob").await, api.viewer(b, "carol").await];
-    for o in &others {
-        assert_eq!(o.status, 200, "{o:?}");
+    // More viewers than one stage holds, so that reconnects are checked across stages.
+    let first = wait_for_seat(api, b, "viewer-0").await;
+    let mut seats = vec![first.clone()];
+    for n in 1..(CAPACITY as usize + 5) {
+        seats.push(wait_for_seat(api, b, &format!("viewer-{n}")).await);
     }
-    let again = api.viewer(b, "alice").await;
-    assert_eq!(again.status, 200);
-    assert_eq!(again.body["stageArn"], first.body["stageArn"]);
-    assert_eq!(again.body["leaseId"], first.body["leaseId"]);
-    assert_eq!(again.body["reconnected"], true);
-    assert_ne!(again.body["participantId"], first.body["participantId"]);
+    let stages: BTreeSet<&str> = seats
+        .iter()
+        .map(|s| s.body["stageArn"].as_str().unwrap())
+        .collect();
+    assert!(stages.len() >= 2, "the viewers fit one stage: {stages:?}");
+    // Each viewer presenting its lease gets its seat back: same lease, same stage, same
+    // participant (a token for the participant it already is), however full that stage.
+    for seat in &seats {
+        let again = api
+            .post(
+                "/api/token/viewer",
+                &json!({"userId": seat.body["userId"], "broadcast": b, "leaseId": seat.body["leaseId"]}),
+                None,
+            )
+            .await;
+        assert_eq!(again.status, 200, "{again:?}");
+        assert_eq!(again.body["reconnected"], true);
+        assert_eq!(again.body["stageArn"], seat.body["stageArn"]);
+        assert_eq!(again.body["leaseId"], seat.body["leaseId"]);
+        assert_eq!(again.body["participantId"], seat.body["participantId"]);
+        let (_, claims) = token::decode_unverified(again.body["token"].as_str().unwrap()).unwrap();
+        assert_eq!(claims.jti, seat.body["participantId"].as_str().unwrap());
+    }
+    // The same name without the lease is somebody else: a seat of its own.
+    let namesake = api.viewer(b, "viewer-0").await;
+    assert_eq!(namesake.status, 200, "{namesake:?}");
+    assert_eq!(namesake.body["reconnected"], false);
+    assert_ne!(namesake.body["leaseId"], first.body["leaseId"]);
     let snap = api.snapshot(b).await;
-    assert_eq!(snap["viewers"], 3);
+    assert_eq!(snap["viewers"].as_u64().unwrap() as usize, seats.len() + 1);
+    assert_eq!(
+        snap["stats"]["reconnects"].as_u64().unwrap() as usize,
+        seats.len()
+    );
 
     // Leave frees the seat, and is idempotent.
     for _ in 0..2 {
@@ -408,7 +435,10 @@ async fn sticky_reconnect_and_leave(api: &Api) {
         assert_eq!(a.status, 200);
         assert_eq!(a.body["left"], true);
     }
-    assert_eq!(api.snapshot(b).await["viewers"], 2);
+    assert_eq!(
+        api.snapshot(b).await["viewers"].as_u64().unwrap() as usize,
+        seats.len()
+    );
 }
 
 /// The host's publisher-all names every warming/live stage, stages added later included;

@@ -163,7 +163,7 @@ async fn get_config(edge: &Edge) -> AppResult<Response> {
 }
 
 async fn viewer_token(mut req: Request, edge: &Edge) -> AppResult<Response> {
-    let client = client_of(&req);
+    let client = client_of(&req).filter(|_| edge.settings.config.admission_control);
     let body = JsonBody::read(&mut req).await?;
     let broadcast = resolve_broadcast(edge, &body)?;
     // A reconnect presents its lease: the only way back to a seat. It must be a lease of

@@ -241,6 +241,22 @@ async fn main() {
         )
         .await,
     );
+    // The same storm with per-client admission control off: what the rate-limiting binding
+    // and the seats-per-client count cost (every request above is its own client address).
+    runs.extend(
+        bench_stack(
+            "self-signed (WebCrypto), admission control off",
+            &with(&[
+                ("TOKEN_MODE", "self-signed"),
+                ("TOKEN_SIGNER", "webcrypto"),
+                ("ADMISSION_CONTROL", "off"),
+            ]),
+            requests,
+            concurrency,
+            false,
+        )
+        .await,
+    );
     runs.extend(
         bench_stack(
             "self-signed (Rust p384)",
@@ -291,6 +307,9 @@ async fn main() {
             "ratio WebCrypto / Rust p384 signer: {:.2}x",
             webcrypto / rust
         );
+    }
+    if let (Some(on), Some(off)) = (rate("WebCrypto)"), rate("admission control off")) {
+        println!("ratio admission control on / off: {:.2}", on / off);
     }
     if let (Some(tokens), Some(hb)) = (rate("WebCrypto"), rate("heartbeat")) {
         println!(
