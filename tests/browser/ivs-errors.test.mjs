@@ -8,6 +8,7 @@
 // key, handed to the page in place of its first seat (Playwright route on /api/token/viewer):
 // the SDK then meets ivs-local's real refusal. Stage deletion and DisconnectParticipant are
 // real IVS calls (SigV4) to ivs-local. Skips on a stack that is not in IVS mode.
+import { mustRun, skipOutsideCI } from './lib/must-run.mjs';
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { launch, waitFor, decodes } from './lib/browser.mjs';
@@ -106,7 +107,8 @@ async function reseatsAndPlays(v) {
   assert.equal((await status(v)).state, 'playing');
 }
 
-test('expired token: join() is refused with TOKEN_EXPIRED, the page takes a new seat and plays', { skip, timeout: 120_000 }, async () => {
+test('expired token: join() is refused with TOKEN_EXPIRED, the page takes a new seat and plays', { skip: skipOutsideCI(skip), timeout: 120_000 }, async () => {
+  mustRun(skip);
   await withViewer((seat) => ({
     ...seat, token: resign(seat.token, (c) => { c.iat -= 3600; c.exp = Math.floor(Date.now() / 1000) - 60; }),
   }), async (v) => {
@@ -115,7 +117,8 @@ test('expired token: join() is refused with TOKEN_EXPIRED, the page takes a new 
   });
 });
 
-test('token without the subscribe capability: TOKEN_NOT_ALLOWED, then a new seat that plays', { skip, timeout: 120_000 }, async () => {
+test('token without the subscribe capability: TOKEN_NOT_ALLOWED, then a new seat that plays', { skip: skipOutsideCI(skip), timeout: 120_000 }, async () => {
+  mustRun(skip);
   await withViewer((seat) => ({
     ...seat, token: resign(seat.token, (c) => { c.capabilities = { allow_publish: false, allow_subscribe: false }; }),
   }), async (v) => {
@@ -124,7 +127,8 @@ test('token without the subscribe capability: TOKEN_NOT_ALLOWED, then a new seat
   });
 });
 
-test('stage at capacity: ivs-local refuses the subscription (403, 2005), the page re-seats and plays', { skip, timeout: 150_000 }, async () => {
+test('stage at capacity: ivs-local refuses the subscription (403, 2005), the page re-seats and plays', { skip: skipOutsideCI(skip), timeout: 150_000 }, async () => {
+  mustRun(skip);
   // Two viewers fill a stage (ivs-local's subscriber cap is the stage capacity, 2).
   const fillers = [await viewer(), await viewer()];
   try {
@@ -150,7 +154,8 @@ test('stage at capacity: ivs-local refuses the subscription (403, 2005), the pag
   }
 });
 
-test('participant disconnected (DisconnectParticipant): the page is told and asks for a new seat', { skip, timeout: 150_000 }, async () => {
+test('participant disconnected (DisconnectParticipant): the page is told and asks for a new seat', { skip: skipOutsideCI(skip), timeout: 150_000 }, async () => {
+  mustRun(skip);
   await withViewer(null, async (v) => {
     await decodes(v, 60_000);
     const s = await status(v);
@@ -163,7 +168,8 @@ test('participant disconnected (DisconnectParticipant): the page is told and ask
   });
 });
 
-test('token reused: a second page with the same participant takes over; the first stops and says so', { skip, timeout: 150_000 }, async () => {
+test('token reused: a second page with the same participant takes over; the first stops and says so', { skip: skipOutsideCI(skip), timeout: 150_000 }, async () => {
+  mustRun(skip);
   const first = await viewer();
   try {
     await decodes(first, 60_000);
@@ -187,7 +193,8 @@ test('token reused: a second page with the same participant takes over; the firs
   }
 });
 
-test('token reused by a second host page: the first stops uploading to those stages and says so', { skip, timeout: 150_000 }, async () => {
+test('token reused by a second host page: the first stops uploading to those stages and says so', { skip: skipOutsideCI(skip), timeout: 150_000 }, async () => {
+  mustRun(skip);
   // A broadcast of its own, so the shared host above is not disturbed.
   const b2 = `${broadcast}-hosts`;
   const open = async (rewrite) => {
@@ -238,7 +245,8 @@ test('token reused by a second host page: the first stops uploading to those sta
 });
 
 // Last: the pool may keep seating viewers on the deleted stage (see below).
-test('stage deleted under the viewer: the page is told STAGE_DELETED and asks for a new seat', { skip, timeout: 150_000 }, async () => {
+test('stage deleted under the viewer: the page is told STAGE_DELETED and asks for a new seat', { skip: skipOutsideCI(skip), timeout: 150_000 }, async () => {
+  mustRun(skip);
   await withViewer(null, async (v) => {
     await decodes(v, 60_000);
     const s = await status(v);

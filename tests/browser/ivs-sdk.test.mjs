@@ -5,6 +5,7 @@
 //
 // The SDK's two AWS hosts are answered by the test (lib/ivs.mjs): nothing leaves the machine.
 // Skips on a stack in local mode.
+import { mustRun, skipOutsideCI } from './lib/must-run.mjs';
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -81,7 +82,8 @@ async function diagnose(host, viewers) {
   }
 }
 
-test('IVS mode: the host publishes to every stage, viewers play, a stage added live is joined', { skip, timeout: 240_000 }, async () => {
+test('IVS mode: the host publishes to every stage, viewers play, a stage added live is joined', { skip: skipOutsideCI(skip), timeout: 240_000 }, async () => {
+  mustRun(skip);
   const broadcast = `ivs-fanout-${run}`;
   const viewers = [];
   let host;
