@@ -623,3 +623,80 @@ async fn futures_join<F: std::future::Future<Output = Answer> + Send + 'static>(
     }
     out
 }
+
+/// `api` token mode with IVS throttling `CreateParticipantToken` beyond the retries (scripted
+/// throttles on top of ivs-local's own 50 per second): a seat is granted with its token or not
+/// at all, so the pool's load equals the tokens handed out, and the calls stay paced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn api_mode_under_throttling_seats_only_with_a_token() {
+    let stack = Stack::start(
+        "seats-api",
+        &[
+            ("TOKEN_MODE", "api"),
+            ("STAGE_CAPACITY", "500"),
+            ("MAX_STAGES", "2"),
+            ("LEASE_TTL_SECONDS", "600"),
+        ],
+    );
+    let (api, ivs) = (stack.api(), stack.ivs_local());
+    let b = "apithrottle";
+    assert_eq!(api.create_broadcast(b).await.status, 200);
+    wait_for_seat(&api, b, "first", "192.0.2.200").await;
+    // A run of throttles longer than a mint's retries (so some seats cannot get a token),
+    // then throttles here and there (retried within the budget).
+    ivs.add_fault(
+        &stagefan_tests::Fault::throttle("CreateParticipantToken")
+            .after(60)
+            .times(60),
+    )
+    .await;
+    for n in 0..20 {
+        ivs.add_fault(&stagefan_tests::Fault::throttle("CreateParticipantToken").after(5 * n))
+            .await;
+    }
+    let before = ivs.requests("CreateParticipantToken").await;
+    let started = Instant::now();
+    let storm = (0..300).map(|n| {
+        let api = api.clone();
+        async move {
+            api.post(
+                "/api/token/viewer",
+                &json!({"userId": format!("api-{n}"), "broadcast": "apithrottle"}),
+                None,
+            )
+            .await
+        }
+    });
+    let answers = futures_join(storm).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let granted = answers.iter().filter(|a| a.status == 200).count();
+    let refused: Vec<&Answer> = answers.iter().filter(|a| a.status != 200).collect();
+    for r in &refused {
+        assert_eq!(r.status, 503, "{r:?}");
+        assert_eq!(r.code(), "rate_limited", "{r:?}");
+        assert!(r.retry_after.is_some());
+    }
+    let calls = ivs.requests("CreateParticipantToken").await - before;
+    let snap = api.snapshot(b).await;
+    eprintln!(
+        "api mode under throttling: {granted} seated, {} refused, {calls} CreateParticipantToken \
+         in {seconds:.1} s ({:.1} per seat asked)",
+        refused.len(),
+        calls as f64 / 300.0
+    );
+    assert_eq!(
+        snap["viewers"].as_u64().unwrap() as usize,
+        granted + 1,
+        "the pool's load is the tokens handed out: {snap}"
+    );
+    assert!(granted > 0, "nobody was seated");
+    assert!(
+        !refused.is_empty(),
+        "the throttling never outlasted the retries"
+    );
+    // Paced at 50 per second account-wide, each attempt in its own slot.
+    assert!(
+        calls as f64 <= 50.0 * (seconds + 1.2) + 10.0,
+        "{calls} calls in {seconds:.1} s"
+    );
+}

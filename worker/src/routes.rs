@@ -342,37 +342,26 @@ async fn admit(edge: &Edge, client: Option<&str>) -> AppResult<()> {
 
 /// A viewer whose join found its stage missing (`STAGE_NOT_FOUND`) says so; the pool asks
 /// IVS and, if the stage is gone, marks it and evicts its seats (the answer says whether).
-async fn viewer_stage_missing(mut req: Request, edge: &Edge) -> AppResult<Response> {
-    let body = JsonBody::read(&mut req).await?;
-    let lease_id = body.required_str("leaseId")?.to_string();
-    let broadcast = body::broadcast_of_lease(&lease_id)?.to_string();
-    require_broadcast(edge, &broadcast)
-        .await
-        .map_err(|_| lease_not_found())?;
-    let answer: Value = pool_call(
-        edge,
-        &broadcast,
-        "stage-missing",
-        json!({ "leaseId": lease_id }),
-    )
-    .await?;
+async fn viewer_stage_missing(req: Request, edge: &Edge) -> AppResult<Response> {
+    let (_, answer) = lease_call(req, edge, "stage-missing").await?;
     json_response(&answer)
 }
 
-async fn viewer_heartbeat(mut req: Request, edge: &Edge) -> AppResult<Response> {
+/// A viewer route that names its lease only: reads `leaseId`, finds its broadcast (a lease of
+/// a broadcast nobody made is `lease_not_found`, without touching a pool) and asks the pool.
+async fn lease_call(mut req: Request, edge: &Edge, op: &str) -> AppResult<(String, Value)> {
     let body = JsonBody::read(&mut req).await?;
     let lease_id = body.required_str("leaseId")?.to_string();
     let broadcast = body::broadcast_of_lease(&lease_id)?.to_string();
     require_broadcast(edge, &broadcast)
         .await
         .map_err(|_| lease_not_found())?;
-    let renewed: Value = pool_call(
-        edge,
-        &broadcast,
-        "heartbeat",
-        json!({ "leaseId": lease_id }),
-    )
-    .await?;
+    let answer = pool_call(edge, &broadcast, op, json!({ "leaseId": lease_id })).await?;
+    Ok((lease_id, answer))
+}
+
+async fn viewer_heartbeat(req: Request, edge: &Edge) -> AppResult<Response> {
+    let (lease_id, renewed) = lease_call(req, edge, "heartbeat").await?;
     let expires_at = renewed["expiresAt"].as_u64().unwrap_or_default();
     json_response(&json!({ "leaseId": lease_id, "expiresAt": rfc3339_ms(expires_at) }))
 }
