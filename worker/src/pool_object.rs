@@ -510,6 +510,9 @@ impl StagePool {
                 }
                 Err(AssignError::NoSeat(_)) => {
                     shared.persist()?;
+                    // A create left unresolved (its outcome unknown, the lookup failing) is
+                    // settled by the maintenance alarm: make sure one is set.
+                    self.schedule_maintenance().await;
                     let retry_after_secs = shared.retry_after(now);
                     return Err(AppError::NoCapacity { retry_after_secs });
                 }
