@@ -37,10 +37,13 @@ async fn a_seat_is_one_participant_against_hostile_clients() {
     a_user_id_is_no_key_to_a_seat(&api).await;
     a_flood_from_one_address_holds_its_limit_and_no_more_stages(&api).await;
     unknown_broadcasts_leave_no_storage(&stack, &api).await;
-    endless_chunked_bodies_are_cut_off(&stack).await;
     a_stage_deleted_behind_the_pools_back(&stack, &api).await;
     tickets_seat_only_their_holders(&api).await;
     smaller_holes(&api).await;
+    strangers_are_disconnected(&stack, &api).await;
+    // Last of the edge's checks: wrangler's local dev proxy (not the worker) may restart the
+    // worker after a body it forwards is cut off.
+    endless_chunked_bodies_are_cut_off(&stack).await;
 
     given_back_tokens_expire(&api, given_back).await;
 }
@@ -592,6 +595,47 @@ async fn smaller_holes(api: &Api) {
     assert_eq!(too_many.status, 400);
     assert_eq!(too_many.body["error"]["field"], "limit");
     let _ = HOST_KEY;
+}
+
+/// A subscriber IVS lists on a stage without a seat there (its lease lapsed or was given back,
+/// or it never had one) is disconnected by the pool, within the budget; a seated one is not.
+async fn strangers_are_disconnected(stack: &Stack, api: &Api) {
+    let b = "strangers";
+    assert_eq!(api.create_broadcast(b).await.status, 200);
+    let seated = wait_for_seat(api, b, "seated", "192.0.2.210").await;
+    let arn = seated.body["stageArn"].as_str().unwrap().to_string();
+    let ivs = stack.ivs_local();
+    let before = ivs.requests("DisconnectParticipant").await;
+    let obs = api
+        .post(
+            &format!("/api/admin/broadcasts/{b}/observations"),
+            &json!({"observedAt": 0, "stages": [{
+                "stageArn": arn,
+                "publishers": [],
+                "subscribers": [seated.body["participantId"], "no-seat-here"],
+            }]}),
+            Some(ADMIN_KEY),
+        )
+        .await;
+    assert_eq!(obs.status, 200, "{obs:?}");
+    assert_eq!(
+        obs.body["strangers"],
+        json!([{"stageArn": arn, "participantId": "no-seat-here"}])
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ivs.requests("DisconnectParticipant").await == before {
+        assert!(
+            Instant::now() < deadline,
+            "the stranger was not disconnected"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        ivs.requests("DisconnectParticipant").await - before,
+        1,
+        "only the stranger is disconnected"
+    );
 }
 
 /// Waits until the broadcast's first stage exists, then takes a seat from `ip`.
