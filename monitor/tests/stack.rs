@@ -118,9 +118,18 @@ impl Stack {
         snap
     }
 
+    /// A viewer's seat request, each from its own simulated client address (the
+    /// `CF-Connecting-IP` Cloudflare sets), so the edge's per-client admission control sees a
+    /// storm of viewers, not one client asking again and again.
     async fn join(&self, broadcast: &str, user: &str) -> (u16, Value) {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let resp = reqwest::Client::new()
             .post(format!("{}/api/token/viewer", self.edge))
+            .header(
+                "cf-connecting-ip",
+                format!("10.{}.{}.{}", (n >> 16) & 255, (n >> 8) & 255, n & 255),
+            )
             .json(&json!({"userId": user, "broadcast": broadcast}))
             .send()
             .await
