@@ -1107,6 +1107,14 @@ impl Pool {
             .and_then(|id| self.leases.get(id))
     }
 
+    /// Whether [`Pool::join`] would refuse `req` for its client's limit of seats: it presents
+    /// no live lease, and its client already holds [`PoolSettings::max_seats_per_client`].
+    pub fn client_at_limit(&self, req: &JoinRequest<'_>) -> bool {
+        let limit = self.settings.max_seats_per_client;
+        let holds_lease = req.lease_id.is_some_and(|id| self.leases.contains_key(id));
+        limit > 0 && !holds_lease && req.client.is_some_and(|c| self.seats_of_client(c) >= limit)
+    }
+
     /// Seats `client` holds in this pool.
     pub fn seats_of_client(&self, client: &str) -> u32 {
         self.by_client.get(client).copied().unwrap_or(0)
@@ -1268,14 +1276,12 @@ impl Pool {
 
         // A seat moved off a draining stage is the same client's: it does not count twice.
         let moving = held.map(str::to_string);
-        if let (Some(client), None) = (req.client, &moving) {
+        if self.client_at_limit(req) {
             let limit = self.settings.max_seats_per_client;
-            let holds = self.seats_of_client(client);
-            if limit > 0 && holds >= limit {
-                self.meta.stats.client_refusals += 1;
-                self.changes.meta = true;
-                return Err(AssignError::ClientLimit { held: holds, limit });
-            }
+            let holds = req.client.map_or(0, |c| self.seats_of_client(c));
+            self.meta.stats.client_refusals += 1;
+            self.changes.meta = true;
+            return Err(AssignError::ClientLimit { held: holds, limit });
         }
 
         let lease_id = format!(

@@ -73,6 +73,14 @@ impl AppError {
         }
     }
 
+    /// No live lease with that id: it lapsed, was given back, or never was.
+    pub fn lease_not_found() -> Self {
+        AppError::NotFound {
+            code: "lease_not_found",
+            message: "no live lease with that id (it expired or was given back)".into(),
+        }
+    }
+
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         AppError::BadRequest {
             code,

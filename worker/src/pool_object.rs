@@ -271,7 +271,7 @@ impl StagePool {
             "heartbeat" => {
                 let lease_id = body["leaseId"].as_str().unwrap_or_default();
                 if !shared.has_pool() {
-                    return Err(lease_not_found());
+                    return Err(AppError::lease_not_found());
                 }
                 let lease =
                     shared.mutate(|pool, now| pool.heartbeat(lease_id, now).map_err(pool_error));
@@ -301,7 +301,7 @@ impl StagePool {
                 let lease_id = body["leaseId"].as_str().unwrap_or_default();
                 let participant = body["participantId"].as_str().unwrap_or_default();
                 if !shared.has_pool() {
-                    return Err(lease_not_found());
+                    return Err(AppError::lease_not_found());
                 }
                 shared.mutate(|pool, now| {
                     pool.bind_participant(lease_id, participant, now)
@@ -312,7 +312,7 @@ impl StagePool {
             "stage-missing" => {
                 let lease_id = body["leaseId"].as_str().unwrap_or_default();
                 if !shared.has_pool() {
-                    return Err(lease_not_found());
+                    return Err(AppError::lease_not_found());
                 }
                 let gone = self.check_missing_stage(lease_id).await?;
                 Ok(json!({"stageGone": gone}))
@@ -428,18 +428,16 @@ impl StagePool {
             let now = runtime::now_ms();
             // A viewer with a seat keeps it; a new one needs a stage with room, and a client
             // at its limit of seats is refused before any stage is asked for.
+            let request = JoinRequest {
+                user_id: &call.user_id,
+                lease_id: call.lease_id.as_deref(),
+                client: call.client.as_deref(),
+            };
             let (has_room_or_seat, at_limit) = shared.with_pool(|pool| {
-                let held = call.lease_id.as_deref().and_then(|id| pool.lease(id));
-                let limit = pool.settings().max_seats_per_client;
-                let at_limit = held.is_none()
-                    && limit > 0
-                    && call
-                        .client
-                        .as_deref()
-                        .is_some_and(|c| pool.seats_of_client(c) >= limit);
+                let held = request.lease_id.and_then(|id| pool.lease(id));
                 let room = held.is_some_and(|l| pool.stage(l.stage).is_some_and(|s| s.is_active()))
                     || pool.peek_assignment().is_some();
-                (room, at_limit)
+                (room, pool.client_at_limit(&request))
             });
             if !has_room_or_seat && !at_limit {
                 // Every stage is full: make more if the policy allows, and wait a little for
@@ -462,11 +460,6 @@ impl StagePool {
             let assigned = {
                 let mut inner = shared.inner.borrow_mut();
                 let pool = inner.pool.as_mut().ok_or_else(not_found_pool)?;
-                let request = JoinRequest {
-                    user_id: &call.user_id,
-                    lease_id: call.lease_id.as_deref(),
-                    client: call.client.as_deref(),
-                };
                 pool.join(&request, now, &random)
             };
             match assigned {
@@ -1505,13 +1498,6 @@ fn refuse_mode_switch(shared: &Shared, body: &Value) -> AppResult<()> {
     Ok(())
 }
 
-fn lease_not_found() -> AppError {
-    AppError::NotFound {
-        code: "lease_not_found",
-        message: "no live lease with that id (it expired or was given back)".into(),
-    }
-}
-
 fn not_found_pool() -> AppError {
     AppError::NotFound {
         code: "broadcast_not_found",
@@ -1523,10 +1509,7 @@ fn pool_error(e: PoolError) -> AppError {
     match e {
         PoolError::Corrupt(detail) => AppError::Internal(detail),
         e => match e.code() {
-            "lease_not_found" => AppError::NotFound {
-                code: "lease_not_found",
-                message: "no live lease with that id (it expired or was given back)".into(),
-            },
+            "lease_not_found" => AppError::lease_not_found(),
             "unknown_stage" => AppError::NotFound {
                 code: "stage_not_found",
                 message: e.to_string(),

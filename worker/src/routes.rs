@@ -355,7 +355,7 @@ async fn lease_call(mut req: Request, edge: &Edge, op: &str) -> AppResult<(Strin
     let broadcast = body::broadcast_of_lease(&lease_id)?.to_string();
     require_broadcast(edge, &broadcast)
         .await
-        .map_err(|_| lease_not_found())?;
+        .map_err(|_| AppError::lease_not_found())?;
     let answer = pool_call(edge, &broadcast, op, json!({ "leaseId": lease_id })).await?;
     Ok((lease_id, answer))
 }
@@ -469,13 +469,6 @@ async fn require_broadcast(edge: &Edge, broadcast: &str) -> AppResult<()> {
     }
     unknown.insert(broadcast.to_string(), now);
     Err(not_found())
-}
-
-fn lease_not_found() -> AppError {
-    AppError::NotFound {
-        code: "lease_not_found",
-        message: "no live lease with that id (it expired or was given back)".into(),
-    }
 }
 
 async fn get_broadcast(req: Request, edge: &Edge, id: &str) -> AppResult<Response> {
