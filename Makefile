@@ -61,8 +61,8 @@ unit:
 	cargo test --workspace --exclude stagefan-tests
 
 # Starts its own stacks on free ports (tests/src/stack.rs).
-# The monitor's tests against the real ivs-local (1,000 stages within its IVS budget, about
-# 5 minutes; orphans; backing off) and against a whole stack without a monitor of its own.
+# The monitor's tests against the real ivs-local (120 stages within its IVS budget, about a
+# minute; orphans; backing off) and against a whole stack without a monitor of its own.
 integration: build
 	cargo test -p stagefan-tests -- --test-threads=1
 	cargo test -p stagefan-monitor --test ivs_local -- --ignored --test-threads=1
@@ -95,3 +95,6 @@ test: setup-test build lint unit integration sdk-test browser-test
 bench: build
 	cargo run --release -p stagefan-tests --bin stagefan-bench
 	cargo run --release -p stagefan-tests --bin stagefan-recovery-bench
+	cargo build --release -p stagefan-monitor
+	STAGEFAN_MONITOR_STAGES=1000 STAGEFAN_MONITOR_BIN=target/release/stagefan-monitor \
+	  cargo test -p stagefan-monitor --test ivs_local -- --ignored --nocapture with_many_stages

@@ -117,6 +117,7 @@ impl EdgeClient {
     ) -> Result<Self, String> {
         reqwest::Url::parse(base).map_err(|e| format!("edge URL {base:?}: {e}"))?;
         let http = reqwest::Client::builder()
+            .pool_idle_timeout(crate::IDLE_CONNECTION_TIMEOUT)
             .timeout(timeout)
             .build()
             .map_err(|e| e.to_string())?;

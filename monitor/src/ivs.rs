@@ -91,6 +91,7 @@ impl IvsClient {
             (None, _) => return Err(format!("IVS endpoint {:?} has no host", settings.endpoint)),
         };
         let http = reqwest::Client::builder()
+            .pool_idle_timeout(crate::IDLE_CONNECTION_TIMEOUT)
             .timeout(settings.timeout)
             .build()
             .map_err(|e| e.to_string())?;

@@ -12,3 +12,9 @@ pub mod ivs;
 pub mod metrics;
 pub mod poller;
 pub mod shutdown;
+
+/// How long the monitor's clients keep an idle connection. Servers close idle connections
+/// (ivs-local and Node's HTTP server after 5 s, the default poll interval), and a request
+/// written on a connection the server is closing fails with `IncompleteMessage` although the
+/// server never saw it: the client closes first.
+pub const IDLE_CONNECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);

@@ -2,7 +2,8 @@
 //! and its own counters at `/_local/stats`), with the scripted edge for the pools.
 //!
 //! Ignored by default: they need the ivs-local binary (`cargo build -p ivs-local`, same
-//! `CARGO_TARGET_DIR`, or `IVS_LOCAL_BIN`), and the 1,000-stage run takes about five minutes:
+//! `CARGO_TARGET_DIR`, or `IVS_LOCAL_BIN`); `STAGEFAN_MONITOR_STAGES=1000` makes the budget
+//! test the 1,000-stage benchmark (about five minutes):
 //!
 //!     cargo build -p ivs-local && cargo test -p stagefan-monitor --test ivs_local -- --ignored --nocapture
 
@@ -37,11 +38,23 @@ fn proc_figures(pid: u32) -> (u64, u64, f64) {
     (kb("VmRSS:"), kb("VmHWM:"), ticks / hz)
 }
 
+/// How many stages the budget test seeds: 120 in `make test` (about a minute), IVS's default
+/// quota of 1,000 in `make bench` (`STAGEFAN_MONITOR_STAGES=1000`, about 5 minutes), whose
+/// printed RSS and CPU are the figures in docs/benchmarks.md.
+fn stage_count() -> u64 {
+    std::env::var("STAGEFAN_MONITOR_STAGES")
+        .ok()
+        .map(|v| v.parse().expect("STAGEFAN_MONITOR_STAGES is a number"))
+        .unwrap_or(120)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the ivs-local binary; about 5 minutes"]
-async fn with_1000_stages_in_ivs_local_the_monitor_stays_within_its_budget() {
-    // Room for the 1,000 and the orphan below (IVS's default quota is 1,000).
-    let (_ivs_local, ivs_url) = start_ivs_local(&[("IVS_LOCAL_STAGE_QUOTA", "1001")]).await;
+#[ignore = "needs the ivs-local binary; about a minute (5 with 1,000 stages)"]
+async fn with_many_stages_in_ivs_local_the_monitor_stays_within_its_budget() {
+    let count = stage_count();
+    // Room for them and the orphan below (IVS's default quota is 1,000).
+    let quota = (count + 1).to_string();
+    let (_ivs_local, ivs_url) = start_ivs_local(&[("IVS_LOCAL_STAGE_QUOTA", quota.as_str())]).await;
     let edge = ScriptedEdge::default();
     edge.put_pool(snapshot("alpha", 1, vec![]));
     edge.put_pool(snapshot("beta", 1, vec![]));
@@ -71,8 +84,8 @@ async fn with_1000_stages_in_ivs_local_the_monitor_stays_within_its_budget() {
     )
     .await;
     let started = std::time::Instant::now();
-    // 1,000 stages at 4 CreateStage/s (IVS's limit is 5), each added to a pool as it lands.
-    for n in 0..1000u64 {
+    // The stages at 4 CreateStage/s (IVS's limit is 5), each added to a pool as it lands.
+    for n in 0..count {
         let t = std::time::Instant::now();
         let broadcast = if n % 2 == 0 { "alpha" } else { "beta" };
         let a = create_stage(
@@ -89,8 +102,10 @@ async fn with_1000_stages_in_ivs_local_the_monitor_stays_within_its_budget() {
         }
     }
     let seeded = started.elapsed();
-    // Let it sample a while longer with all 1,000 in place.
-    tokio::time::sleep(Duration::from_secs(60)).await;
+    // Let it sample a while longer with all of them in place: at least three rounds, and
+    // long enough to sample every stage twice at the budget of 2 GetStage/s.
+    let tail = Duration::from_secs(60.min(20.max(count)));
+    tokio::time::sleep(tail).await;
     let (rss_kb, hwm_kb, cpu_s) = proc_figures(pid);
     let wall = started.elapsed().as_secs_f64();
 
@@ -103,7 +118,7 @@ async fn with_1000_stages_in_ivs_local_the_monitor_stays_within_its_budget() {
     .await;
     let samples = series(&metrics, "stagefan_ivs_stage_samples_total").unwrap_or(0.0);
     println!(
-        "monitor with 1000 stages: seeded in {:.0} s, ran {wall:.0} s; RSS {rss_kb} KiB, peak RSS {hwm_kb} KiB, CPU {cpu_s:.2} s = {:.2}% of one core; {samples} stage samples",
+        "monitor with {count} stages: seeded in {:.0} s, ran {wall:.0} s; RSS {rss_kb} KiB, peak RSS {hwm_kb} KiB, CPU {cpu_s:.2} s = {:.2}% of one core; {samples} stage samples",
         seeded.as_secs_f64(),
         100.0 * cpu_s / wall
     );
@@ -118,7 +133,7 @@ async fn with_1000_stages_in_ivs_local_the_monitor_stays_within_its_budget() {
         );
     }
     assert!(
-        op(&stats, "ListStages")["requests"].as_u64().unwrap() >= 10,
+        op(&stats, "ListStages")["requests"].as_u64().unwrap() >= 5,
         "full listings"
     );
     let observed: std::collections::HashSet<String> = edge
@@ -127,7 +142,7 @@ async fn with_1000_stages_in_ivs_local_the_monitor_stays_within_its_budget() {
         .flat_map(|(_, o)| o.stages)
         .map(|s| s.stage_arn)
         .collect();
-    assert_eq!(observed.len(), 1000, "every stage observed");
+    assert_eq!(observed.len() as u64, count, "every stage observed");
     assert_eq!(
         op(&stats, "DeleteStage")["requests"],
         1,
@@ -135,10 +150,10 @@ async fn with_1000_stages_in_ivs_local_the_monitor_stays_within_its_budget() {
     );
     let (status, _) = ivs_call(&ivs_url, "GetStage", json!({"arn": orphan})).await;
     assert_eq!(status, 404, "the orphan was collected");
-    assert_eq!(series(&metrics, "stagefan_ivs_stages"), Some(1000.0));
-    assert!(samples >= 1000.0);
+    assert_eq!(series(&metrics, "stagefan_ivs_stages"), Some(count as f64));
+    assert!(samples >= count as f64);
     assert!(!metrics.contains("status=\"429\""));
-    // Memory stays small: under 64 MiB resident with 1,000 stages.
+    // Memory stays small: under 64 MiB resident (with 1,000 stages too).
     assert!(hwm_kb < 64 * 1024, "peak RSS {hwm_kb} KiB");
 }
 

@@ -272,6 +272,12 @@ impl Answer {
 }
 
 /// A client of the edge API.
+/// How long the harness keeps an idle connection. Both servers close idle connections after
+/// 5 s (ivs-local's header-read timeout also runs between requests; Node's `keepAliveTimeout`
+/// is 5 s), and a request written on a connection the server is closing fails with
+/// `IncompleteMessage`: the client closes first.
+pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
+
 #[derive(Clone)]
 pub struct Api {
     http: reqwest::Client,
@@ -283,6 +289,7 @@ impl Api {
         Api {
             http: reqwest::Client::builder()
                 .pool_max_idle_per_host(256)
+                .pool_idle_timeout(IDLE_CONNECTION_TIMEOUT)
                 .timeout(Duration::from_secs(60))
                 .build()
                 .expect("http client"),
@@ -410,7 +417,10 @@ pub struct IvsLocal {
 impl IvsLocal {
     pub fn new(base: &str) -> IvsLocal {
         IvsLocal {
-            http: reqwest::Client::new(),
+            http: reqwest::Client::builder()
+                .pool_idle_timeout(IDLE_CONNECTION_TIMEOUT)
+                .build()
+                .expect("http client"),
             base: base.to_string(),
             host: base.trim_start_matches("http://").to_string(),
             credentials: Credentials::new("AKIDLOCALSTAGEFAN", "stagefan-local-secret", None),

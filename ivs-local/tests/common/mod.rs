@@ -78,7 +78,12 @@ impl IvsLocal {
     /// A client with the right credentials.
     pub fn client(&self) -> Client {
         Client {
-            http: reqwest::Client::new(),
+            // ivs-local closes idle connections after 5 s (its header-read timeout runs
+            // between requests too): close ours first, or a request races the close.
+            http: reqwest::Client::builder()
+                .pool_idle_timeout(std::time::Duration::from_secs(2))
+                .build()
+                .expect("http client"),
             base: self.base.clone(),
             host: self.host.clone(),
         }
