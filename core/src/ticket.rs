@@ -165,6 +165,120 @@ pub fn sign_hs256(secret: &[u8], claims_json: &str) -> String {
     format!("{input}.{}", enc(&mac.finalize().into_bytes()))
 }
 
+impl TicketAlg {
+    /// The name JWS gives it (`alg`).
+    pub fn name(self) -> &'static str {
+        match self {
+            TicketAlg::Hs256 => "HS256",
+            TicketAlg::Es256 => "ES256",
+            TicketAlg::Rs256 => "RS256",
+        }
+    }
+}
+
+/// One of the operator's public keys for `ES256` or `RS256` tickets: the SubjectPublicKeyInfo
+/// (DER, what WebCrypto imports as `spki`) and the algorithm its key type serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicKey {
+    pub alg: TicketAlg,
+    pub spki: Vec<u8>,
+}
+
+/// Reads `VIEWER_TICKET_PUBLIC_KEY`: one or more PEM `PUBLIC KEY` blocks. Several while a key
+/// is rotated: a ticket verifies if any key of its algorithm accepts it. Each key is P-256
+/// (for `ES256`) or RSA (for `RS256`), as its algorithm identifier says, so a ticket can
+/// never choose how a key is used. Escaped line breaks (`\n` as two characters, as one-line
+/// environment variables carry them) count as line breaks.
+pub fn parse_public_keys(pem: &str) -> Result<Vec<PublicKey>, String> {
+    let text = pem.replace("\\n", "\n");
+    let mut keys = Vec::new();
+    let mut body: Option<String> = None;
+    for line in text.lines().map(str::trim) {
+        let n = keys.len() + 1;
+        match (line, body.as_mut()) {
+            ("", _) => {}
+            ("-----BEGIN PUBLIC KEY-----", None) => body = Some(String::new()),
+            ("-----END PUBLIC KEY-----", Some(b64)) => {
+                let spki = base64::engine::general_purpose::STANDARD
+                    .decode(b64.as_bytes())
+                    .map_err(|_| format!("key {n}: its body is not base64"))?;
+                let alg = spki_alg(&spki).map_err(|e| format!("key {n} {e}"))?;
+                keys.push(PublicKey { alg, spki });
+                body = None;
+            }
+            (l, _) if l.starts_with("-----") => {
+                return Err(format!(
+                    "key {n}: {l:?} where a PEM `PUBLIC KEY` block (SPKI) was expected"
+                ))
+            }
+            (l, Some(b64)) => b64.push_str(l),
+            (_, None) => {
+                return Err(format!(
+                    "key {n}: text outside a -----BEGIN PUBLIC KEY----- block"
+                ))
+            }
+        }
+    }
+    if body.is_some() {
+        return Err(format!(
+            "key {}: no -----END PUBLIC KEY----- line",
+            keys.len() + 1
+        ));
+    }
+    if keys.is_empty() {
+        return Err("holds no -----BEGIN PUBLIC KEY----- block".into());
+    }
+    Ok(keys)
+}
+
+/// A DER element: its tag, its content and what follows it.
+fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, mut rest) = rest.split_first()?;
+    let len = if first < 0x80 {
+        usize::from(first)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |len, &b| len << 8 | usize::from(b));
+        rest = &rest[n..];
+        len
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+/// The ticket algorithm a SubjectPublicKeyInfo's key serves: RSA keys `RS256`, P-256 keys
+/// `ES256`; anything else is refused.
+pub fn spki_alg(spki: &[u8]) -> Result<TicketAlg, String> {
+    const EC_PUBLIC_KEY: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+    const P256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+    const RSA_ENCRYPTION: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
+    let malformed = || "is not a DER SubjectPublicKeyInfo".to_string();
+    let Some((0x30, info, _)) = der_element(spki) else {
+        return Err(malformed());
+    };
+    let Some((0x30, algorithm, _)) = der_element(info) else {
+        return Err(malformed());
+    };
+    let Some((0x06, oid, params)) = der_element(algorithm) else {
+        return Err(malformed());
+    };
+    if oid == RSA_ENCRYPTION {
+        Ok(TicketAlg::Rs256)
+    } else if oid == EC_PUBLIC_KEY {
+        match der_element(params) {
+            Some((0x06, curve, _)) if curve == P256 => Ok(TicketAlg::Es256),
+            _ => Err("is an EC key on a curve other than P-256 (ES256 is P-256)".into()),
+        }
+    } else {
+        Err("is neither an RSA nor a P-256 key (tickets are ES256 or RS256)".into())
+    }
+}
+
 impl TicketClaims {
     /// Checks the claims for `broadcast` at `now` (unix seconds); returns the viewer's user id.
     pub fn check(&self, broadcast: &str, now: i64) -> Result<&str, TicketError> {
@@ -205,6 +319,83 @@ mod tests {
 
     fn hs(claims: &str) -> Ticket {
         parse(&sign_hs256(SECRET, claims)).unwrap()
+    }
+
+    const P256_PEM: &str = "-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEvvQ4ZPv4aSWmct4x+8Oyg6UTh2QG
+dJwiQvyQgfRYmb4ZEekftEJ5sSjUfVYPTA+U2vsyj08OpX9ZGYBL7D8fGA==
+-----END PUBLIC KEY-----
+";
+    const RSA_PEM: &str = "-----BEGIN PUBLIC KEY-----
+MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEApX37eHWHAoTMlcAMmQl+
+haWuiXj9pRDqGXFFV3Gc8CrgRCv1XShm1tck990gLESWLmLLz6961QnIyvF+P7Cv
+KKK/5Qc+V4ZP4WzJOIRsPuy5Ii/l5mnF2FsnPu6c3btllneFOS2MAopwA9didNXl
+KKAuB9SzrDRlbe5WprVttOH4oKOo1dnhk0UJQlPavS9e6UynAfsV5tnXq8r2mnUl
+gXqPvSm9CC53U3mcYGdbMJGGoFoVK4sJfVxSP3MGZs9+MMh/eqVcEgg1awmDUpNw
+H0jEB2WVMbVvPQRjmsI8kwg+MoFPhN9sG1EJbafeK1iS9R3ka+Eal6olr0BUgTbz
+lwIDAQAB
+-----END PUBLIC KEY-----
+";
+    const P384_PEM: &str = "-----BEGIN PUBLIC KEY-----
+MHYwEAYHKoZIzj0CAQYFK4EEACIDYgAEBzA+t6FGY6g2sRfCyZWAqE20NmqmYq5N
+qMvj8KBX0MODDtmzA1eVjbRTgJu1mawZk9rlZ6L6Th9fSF0xxWLlzDiEQAP5RRDR
+5hFsKkfBddoYWFAw3JPUCVN+PoDNFOF0
+-----END PUBLIC KEY-----
+";
+    const ED25519_PEM: &str = "-----BEGIN PUBLIC KEY-----
+MCowBQYDK2VwAyEA9NCwbQIAR0aYC6mfs4UIN/j1jP7EO2gT5e/zAmcc63U=
+-----END PUBLIC KEY-----
+";
+
+    #[test]
+    fn public_keys_serve_the_algorithm_of_their_key_type() {
+        let keys = parse_public_keys(&format!("{P256_PEM}\n{RSA_PEM}")).unwrap();
+        let algs: Vec<TicketAlg> = keys.iter().map(|k| k.alg).collect();
+        assert_eq!(algs, [TicketAlg::Es256, TicketAlg::Rs256]);
+        assert_eq!(keys[0].spki.len(), 91, "a P-256 SPKI is 91 bytes");
+        // One line, as an environment variable carries it.
+        let one_line = RSA_PEM.trim().replace('\n', "\\n");
+        assert_eq!(
+            parse_public_keys(&one_line).unwrap()[0].alg,
+            TicketAlg::Rs256
+        );
+    }
+
+    #[test]
+    fn public_keys_of_other_kinds_or_shapes_are_refused_by_position() {
+        let p384 = parse_public_keys(&format!("{P256_PEM}{P384_PEM}")).unwrap_err();
+        assert!(
+            p384.starts_with("key 2 is an EC key on a curve other than P-256"),
+            "{p384}"
+        );
+        let ed = parse_public_keys(ED25519_PEM).unwrap_err();
+        assert!(ed.contains("neither an RSA nor a P-256 key"), "{ed}");
+        assert!(parse_public_keys("").unwrap_err().contains("no -----BEGIN"));
+        let private = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
+        assert!(parse_public_keys(private)
+            .unwrap_err()
+            .contains("PUBLIC KEY"));
+        let cut = &RSA_PEM[..RSA_PEM.len() - 30];
+        assert!(parse_public_keys(cut).unwrap_err().contains("no -----END"));
+        let garbled = P256_PEM.replace("MFkw", "MFk!");
+        assert!(parse_public_keys(&garbled)
+            .unwrap_err()
+            .contains("not base64"));
+        assert!(parse_public_keys("MFkw").unwrap_err().contains("outside"));
+    }
+
+    #[test]
+    fn a_truncated_or_lying_der_is_malformed_not_a_panic() {
+        let spki = &parse_public_keys(P256_PEM).unwrap()[0].spki;
+        for cut in 0..spki.len() {
+            assert!(spki_alg(&spki[..cut]).is_err(), "prefix {cut}");
+        }
+        // The outer length is true, an inner one points past it.
+        assert!(spki_alg(&[0x30, 0x03, 0x30, 0x05, 0x06]).is_err());
+        let mut long = spki.clone();
+        long[1] = 0x84; // a four-byte length that points past the end
+        assert!(spki_alg(&long).is_err());
+        assert!(spki_alg(&[0x30, 0x80]).is_err(), "indefinite length");
     }
 
     #[test]

@@ -14,33 +14,38 @@ const PER_CLIENT: u32 = 4;
 const TOKEN_TTL: u64 = 60;
 const TICKET_SECRET: &str = "a-test-ticket-secret-of-32-bytes!";
 
-/// An ES256 key pair made by Node's crypto (an implementation independent of the worker's
-/// WebCrypto), as `(public SPKI PEM, private PKCS#8 PEM)`.
-fn es256_key_pair() -> (String, String) {
+/// A key pair made by Node's crypto (an implementation independent of the worker's WebCrypto)
+/// for `alg` (`ES256`: P-256, `RS256`: RSA 2048), as `(public SPKI PEM, private PKCS#8 PEM)`.
+fn key_pair(alg: &str) -> (String, String) {
     let out = std::process::Command::new("node")
         .args([
             "-e",
-            "const c=require('crypto');const k=c.generateKeyPairSync('ec',{namedCurve:'P-256'});\
+            "const c=require('crypto');const k=process.env.ALG==='ES256'\
+             ?c.generateKeyPairSync('ec',{namedCurve:'P-256'})\
+             :c.generateKeyPairSync('rsa',{modulusLength:2048});\
              process.stdout.write(JSON.stringify([k.publicKey.export({type:'spki',format:'pem'}),\
              k.privateKey.export({type:'pkcs8',format:'pem'})]))",
         ])
+        .env("ALG", alg)
         .output()
-        .expect("node (the ES256 tickets are signed by Node's crypto)");
+        .expect("node (the ES256 and RS256 tickets are signed by Node's crypto)");
     assert!(out.status.success(), "{out:?}");
     let pair: (String, String) = serde_json::from_slice(&out.stdout).unwrap();
     pair
 }
 
-/// An ES256 ticket for `claims`, signed by Node with `private_pem` (JWS: raw r || s).
-fn es256_ticket(private_pem: &str, claims: &Value) -> String {
+/// A ticket for `claims` whose header says `alg`, signed by Node with `private_pem` (ECDSA as
+/// JWS has it, raw r || s; RSA with PKCS#1 v1.5).
+fn signed_ticket(alg: &str, private_pem: &str, claims: &Value) -> String {
     let out = std::process::Command::new("node")
         .args([
             "-e",
             "const c=require('crypto');const b=(x)=>Buffer.from(x).toString('base64url');\
-             const i=b(JSON.stringify({alg:'ES256',typ:'JWT'}))+'.'+b(process.env.TICKET_CLAIMS);\
+             const i=b(JSON.stringify({alg:process.env.ALG,typ:'JWT'}))+'.'+b(process.env.TICKET_CLAIMS);\
              const s=c.sign('sha256',Buffer.from(i),{key:process.env.TICKET_KEY,dsaEncoding:'ieee-p1363'});\
              process.stdout.write(i+'.'+s.toString('base64url'))",
         ])
+        .env("ALG", alg)
         .env("TICKET_KEY", private_pem)
         .env("TICKET_CLAIMS", claims.to_string())
         .output()
@@ -49,10 +54,29 @@ fn es256_ticket(private_pem: &str, claims: &Value) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// The backend's key pairs: the public halves are configured (two PEM blocks in one
+/// variable, as while a key is rotated), the private halves sign.
+struct TicketKeys {
+    es256_private: String,
+    rs256_private: String,
+    public: String,
+}
+
+fn ticket_keys() -> TicketKeys {
+    let (es_public, es256_private) = key_pair("ES256");
+    let (rs_public, rs256_private) = key_pair("RS256");
+    TicketKeys {
+        es256_private,
+        rs256_private,
+        public: format!("{es_public}{rs_public}")
+            .trim()
+            .replace('\n', "\\n"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_seat_is_one_participant_against_hostile_clients() {
-    let (ticket_public, ticket_private) = es256_key_pair();
-    let ticket_public_line = ticket_public.trim().replace('\n', "\\n");
+    let keys = ticket_keys();
     let stack = Stack::start(
         "seats",
         &[
@@ -63,7 +87,7 @@ async fn a_seat_is_one_participant_against_hostile_clients() {
             ("LEASE_TTL_SECONDS", "300"),
             ("TICKET_BROADCASTS", "private"),
             ("VIEWER_TICKET_SECRET", TICKET_SECRET),
-            ("VIEWER_TICKET_PUBLIC_KEY", &ticket_public_line),
+            ("VIEWER_TICKET_PUBLIC_KEY", &keys.public),
         ],
     );
     let api = stack.api();
@@ -76,7 +100,7 @@ async fn a_seat_is_one_participant_against_hostile_clients() {
     a_flood_from_one_address_holds_its_limit_and_no_more_stages(&api).await;
     unknown_broadcasts_leave_no_storage(&stack, &api).await;
     a_stage_deleted_behind_the_pools_back(&stack, &api).await;
-    tickets_seat_only_their_holders(&api, &ticket_private).await;
+    tickets_seat_only_their_holders(&api, &keys).await;
     smaller_holes(&api).await;
     strangers_are_disconnected(&stack, &api).await;
     // Last of the edge's checks: wrangler's local dev proxy (not the worker) may restart the
@@ -537,7 +561,7 @@ async fn a_stage_deleted_behind_the_pools_back(stack: &Stack, api: &Api) {
 
 /// A broadcast configured to require tickets seats only holders of a ticket the operator's
 /// backend signed; the ticket's subject is the viewer.
-async fn tickets_seat_only_their_holders(api: &Api, es256_private: &str) {
+async fn tickets_seat_only_their_holders(api: &Api, keys: &TicketKeys) {
     let b = "private";
     assert_eq!(api.create_broadcast(b).await.status, 200);
     let now = std::time::SystemTime::now()
@@ -586,19 +610,38 @@ async fn tickets_seat_only_their_holders(api: &Api, es256_private: &str) {
     let mismatch = ask(json!({"userId": "eve", "broadcast": b, "ticket": ticket(json!({"sub": "ann", "exp": now + 60}))})).await;
     assert_eq!(mismatch.status, 400);
     assert_eq!(mismatch.body["error"]["field"], "userId");
-    // ES256, the backend's key pair (its public half configured): verified by WebCrypto.
-    let es = es256_ticket(
-        es256_private,
-        &json!({"sub": "zoe", "exp": now + 60, "aud": b}),
-    );
-    let zoe = ask(json!({"broadcast": b, "ticket": es})).await;
-    assert_eq!(zoe.status, 200, "{zoe:?}");
-    assert_eq!(zoe.body["userId"], "zoe");
-    let (_, other_key) = es256_key_pair();
-    let forged = es256_ticket(&other_key, &json!({"sub": "zoe", "exp": now + 60}));
-    let bad = ask(json!({"broadcast": b, "ticket": forged})).await;
-    assert_eq!(bad.status, 401, "{bad:?}");
-    assert_eq!(bad.code(), "invalid_ticket", "{bad:?}");
+    // ES256 and RS256 with the backend's key pairs: verified by WebCrypto.
+    for (alg, private, user) in [
+        ("ES256", &keys.es256_private, "zoe"),
+        ("RS256", &keys.rs256_private, "ron"),
+    ] {
+        let claims = json!({"sub": user, "exp": now + 60, "aud": b});
+        let seated =
+            ask(json!({"broadcast": b, "ticket": signed_ticket(alg, private, &claims)})).await;
+        assert_eq!(seated.status, 200, "{alg}: {seated:?}");
+        assert_eq!(seated.body["userId"], user);
+        let (_, other_key) = key_pair(alg);
+        let forged = signed_ticket(alg, &other_key, &claims);
+        let bad = ask(json!({"broadcast": b, "ticket": forged})).await;
+        assert_eq!(bad.status, 401, "{alg} signed by another key: {bad:?}");
+        assert_eq!(bad.code(), "invalid_ticket", "{bad:?}");
+    }
+    // A ticket's `alg` never chooses how a key is used: an RSA signature sent as ES256 (and
+    // the reverse) is checked with the P-256 key (the RSA key) and fails, as a refusal, never
+    // a server error.
+    let claims = json!({"sub": "ron", "exp": now + 60, "aud": b});
+    for (claimed, private) in [
+        ("ES256", &keys.rs256_private),
+        ("RS256", &keys.es256_private),
+    ] {
+        let swapped = signed_ticket(claimed, private, &claims);
+        let bad = ask(json!({"broadcast": b, "ticket": swapped})).await;
+        assert_eq!(
+            bad.status, 401,
+            "signed otherwise, sent as {claimed}: {bad:?}"
+        );
+        assert_eq!(bad.code(), "invalid_ticket", "{bad:?}");
+    }
     // Public broadcasts stay open.
     assert_eq!(api.viewer("onelease", "anyone").await.status, 200);
 }
@@ -714,6 +757,34 @@ async fn wait_for_seat(api: &Api, broadcast: &str, user: &str, ip: &str) -> Answ
     panic!("no seat for {user} in {broadcast}");
 }
 
+/// A deployment with only `VIEWER_TICKET_SECRET` refuses ES256 and RS256 tickets as invalid
+/// (401), not as a closed route (503 `not_configured` would tell a client to come back).
+async fn only_the_configured_ticket_algorithms_are_taken(api: &Api) {
+    assert_eq!(api.create_broadcast("hsonly").await.status, 200);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = json!({"sub": "ann", "exp": now + 60});
+    for alg in ["ES256", "RS256"] {
+        let (_, private) = key_pair(alg);
+        let ticket = signed_ticket(alg, &private, &claims);
+        let a = api
+            .post(
+                "/api/token/viewer",
+                &json!({"broadcast": "hsonly", "ticket": ticket}),
+                None,
+            )
+            .await;
+        assert_eq!(a.status, 401, "{alg}: {a:?}");
+        assert_eq!(a.code(), "invalid_ticket", "{a:?}");
+        assert!(
+            a.body["error"]["message"].as_str().unwrap().contains(alg),
+            "{a:?}"
+        );
+    }
+}
+
 async fn futures_join<F: std::future::Future<Output = Answer> + Send + 'static>(
     futs: impl Iterator<Item = F>,
 ) -> Vec<Answer> {
@@ -737,9 +808,13 @@ async fn api_mode_under_throttling_seats_only_with_a_token() {
             ("STAGE_CAPACITY", "500"),
             ("MAX_STAGES", "2"),
             ("LEASE_TTL_SECONDS", "600"),
+            // Tickets with a shared secret only: no public key.
+            ("TICKET_BROADCASTS", "hsonly"),
+            ("VIEWER_TICKET_SECRET", TICKET_SECRET),
         ],
     );
     let (api, ivs) = (stack.api(), stack.ivs_local());
+    only_the_configured_ticket_algorithms_are_taken(&api).await;
     let b = "apithrottle";
     assert_eq!(api.create_broadcast(b).await.status, 200);
     wait_for_seat(&api, b, "first", "192.0.2.200").await;

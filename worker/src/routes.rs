@@ -263,22 +263,35 @@ async fn viewer_identity(edge: &Edge, body: &JsonBody, broadcast: &str) -> AppRe
     };
     let invalid = |why: String| AppError::InvalidTicket(why);
     let ticket = stagefan_core::ticket::parse(raw).map_err(|e| invalid(e.0))?;
+    let (secret, public) = (
+        edge.settings.ticket_secret.as_deref(),
+        edge.settings.ticket_public_key.as_deref(),
+    );
+    if secret.is_none() && public.is_none() {
+        return Err(AppError::NotConfigured(
+            "VIEWER_TICKET_SECRET or VIEWER_TICKET_PUBLIC_KEY",
+        ));
+    }
+    // The algorithm is the ticket's claim; what is configured decides whether it is taken.
+    let not_taken = || {
+        invalid(format!(
+            "this deployment does not take {} tickets",
+            ticket.alg.name()
+        ))
+    };
     let verified = match ticket.alg {
         stagefan_core::ticket::TicketAlg::Hs256 => {
-            let secret = edge
-                .settings
-                .ticket_secret
-                .as_deref()
-                .ok_or(AppError::NotConfigured("VIEWER_TICKET_SECRET"))?;
+            let secret = secret.ok_or_else(not_taken)?;
             stagefan_core::ticket::verify_hs256(secret.as_bytes(), &ticket)
         }
-        _ => {
-            let key = edge
-                .settings
-                .ticket_public_key
-                .as_deref()
-                .ok_or(AppError::NotConfigured("VIEWER_TICKET_PUBLIC_KEY"))?;
-            crate::tokens::verify_ticket(key, &ticket).await?
+        alg => {
+            let keys = stagefan_core::ticket::parse_public_keys(public.ok_or_else(not_taken)?)
+                .map_err(|e| AppError::Internal(format!("VIEWER_TICKET_PUBLIC_KEY {e}")))?;
+            let keys: Vec<_> = keys.into_iter().filter(|k| k.alg == alg).collect();
+            if keys.is_empty() {
+                return Err(not_taken());
+            }
+            crate::tokens::verify_ticket(&keys, &ticket).await?
         }
     };
     if !verified {

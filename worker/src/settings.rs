@@ -18,7 +18,8 @@ pub struct Settings {
     pub token_signer: Option<String>,
     /// `VIEWER_TICKET_SECRET`: the HS256 secret of viewer tickets (at least 32 bytes).
     pub ticket_secret: Option<String>,
-    /// `VIEWER_TICKET_PUBLIC_KEY`: the SPKI PEM public key of ES256 (P-256) or RS256 tickets.
+    /// `VIEWER_TICKET_PUBLIC_KEY`: the SPKI PEM public keys (one or more blocks, while a key
+    /// is rotated) of ES256 (P-256) and RS256 (RSA) tickets.
     pub ticket_public_key: Option<String>,
 }
 

@@ -166,15 +166,23 @@ pub fn same_pem(a: &str, b: &str) -> bool {
     !a.is_empty() && a == b
 }
 
-/// Verifies an ES256 or RS256 viewer ticket's signature with the operator's SPKI PEM public
-/// key through WebCrypto. `Ok(false)` for a signature that does not verify; an error for a
-/// key that cannot be imported for that algorithm (a configuration error).
+/// Verifies an ES256 or RS256 viewer ticket's signature through WebCrypto with the operator's
+/// public keys of its algorithm (several while a key is rotated): `Ok(true)` if one of them
+/// accepts it. An error for a key WebCrypto cannot import (a configuration error).
 pub async fn verify_ticket(
-    public_pem: &str,
+    keys: &[stagefan_core::ticket::PublicKey],
     ticket: &stagefan_core::ticket::Ticket,
 ) -> AppResult<bool> {
+    for key in keys.iter().filter(|k| k.alg == ticket.alg) {
+        if verify_with(&key.spki, ticket).await? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+async fn verify_with(spki: &[u8], ticket: &stagefan_core::ticket::Ticket) -> AppResult<bool> {
     use stagefan_core::ticket::TicketAlg;
-    let der = pem_body_der(&public_pem.replace("\\n", "\n"))?;
     let (import_alg, verify_alg) = match ticket.alg {
         TicketAlg::Es256 => {
             let import = Object::new();
@@ -197,20 +205,14 @@ pub async fn verify_ticket(
     };
     let usages = Array::of1(&"verify".into());
     let key = JsFuture::from(
-        subtle_import_key(
-            "spki",
-            &Uint8Array::from(der.as_slice()),
-            &import_alg,
-            false,
-            &usages,
-        )
-        .map_err(js_err)?,
+        subtle_import_key("spki", &Uint8Array::from(spki), &import_alg, false, &usages)
+            .map_err(js_err)?,
     )
     .await
     .map_err(|e| {
         AppError::Internal(format!(
-            "VIEWER_TICKET_PUBLIC_KEY is not a {:?} public key: {e:?}",
-            ticket.alg
+            "VIEWER_TICKET_PUBLIC_KEY: WebCrypto refused a {} key: {e:?}",
+            ticket.alg.name()
         ))
     })?;
     let ok = JsFuture::from(
