@@ -10,7 +10,6 @@ mod app;
 mod config;
 mod events;
 mod faults;
-mod http;
 mod limits;
 mod state;
 mod whip;
@@ -225,7 +224,7 @@ async fn main() {
     let media_text = media_addr.map_or_else(|| "off".to_string(), |a| a.to_string());
     println!("ivs-local ready http=http://{http_addr} media={media_text}");
     let _ = std::io::stdout().flush();
-    let served = http::serve(listener, router(app), shutdown_signal()).await;
+    let served = stagefan_serve::serve(listener, router(app), shutdown_signal()).await;
     if let Err(e) = served {
         eprintln!("ivs-local: server error: {e}");
         std::process::exit(1);

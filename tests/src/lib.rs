@@ -3,7 +3,6 @@
 //! the edge API and to ivs-local (SigV4-signed, like the worker).
 
 use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -44,20 +43,7 @@ pub fn bin_dir() -> PathBuf {
     dir
 }
 
-/// A free TCP port on 127.0.0.1 (a race with other processes is possible but unlikely).
-pub fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
-}
-
-pub fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("bind udp 127.0.0.1:0")
-        .port()
-}
+pub use stagefan_testkit::{free_tcp_port, free_udp_port};
 
 /// A running local stack; dropping it stops every process it started.
 pub struct Stack {

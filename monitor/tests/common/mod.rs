@@ -738,40 +738,12 @@ pub fn max_per_second(times: &[Instant]) -> usize {
 // ------------------------------------------------------------------------------------------
 // Processes
 
-use std::net::TcpListener as StdListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
-pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-pub fn temp_dir(tag: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let d = std::env::temp_dir().join(format!(
-        "stagefan-monitor-{tag}-{}-{nanos}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// Kills a child when dropped (a failing test leaves nothing running).
-pub struct Guard(pub Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+// Each test binary uses some of them.
+#[allow(unused_imports)]
+pub use stagefan_testkit::{free_tcp_port as free_port, temp_dir, Guard};
 
 pub fn tool(name: &str) -> String {
     let path = format!("/usr/bin/{name}");

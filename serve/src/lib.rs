@@ -1,7 +1,9 @@
-//! The HTTP server loop: the router behind hyper's HTTP/1.1 connection with a header-read
-//! timeout, which axum's own `serve` does not set. A client that has not sent a whole
-//! request head within [`HEADER_READ_TIMEOUT`] (headers sent byte by byte, or nothing at
-//! all) is cut off, so slow clients cannot pile up open connections.
+//! The HTTP server loop of ivs-local and the monitor's admin port: an axum router behind
+//! hyper's HTTP/1.1 connection with a header-read timeout, which axum's own `serve` does not
+//! set. A client that has not sent a whole request head within [`HEADER_READ_TIMEOUT`]
+//! (headers sent byte by byte, or nothing at all) is cut off, so slow clients cannot pile up
+//! open connections. The timeout also runs between requests on a kept-alive connection:
+//! idle connections close after it, and clients should keep theirs idle for less.
 
 use std::future::Future;
 use std::pin::pin;
@@ -14,7 +16,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
 /// The longest a client may take to send a request head (IVS's own front end cuts slow
-/// clients off too; a real SDK sends its headers in one write).
+/// clients off too; a real SDK or Prometheus sends its headers in one write).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a graceful shutdown waits for requests under way.
@@ -53,7 +55,7 @@ pub async fn serve(
                 TokioIo::new(stream),
                 TowerToHyperService::new(router.clone()),
             )
-            // The events WebSocket (the SDK's) is an HTTP/1.1 upgrade.
+            // WebSockets (ivs-local's events socket, the SDK's) are HTTP/1.1 upgrades.
             .with_upgrades();
         let mut stop = stop_rx.clone();
         connections.spawn(async move {
