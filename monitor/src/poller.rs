@@ -513,19 +513,13 @@ impl Poller {
                 Err(SampleError::Missing) => continue,
                 Ok(Some((publishers, subscribers, _))) => {
                     if !publishers.is_empty() || !subscribers.is_empty() {
-                        self.metrics
-                            .actions
-                            .action(ActionKind::OrphanDelete, Outcome::Refused);
-                        tracing::warn!(
-                            action = "orphan_delete",
-                            stage = %orphan.arn,
-                            broadcast,
-                            publishers = publishers.len(),
-                            subscribers = subscribers.len(),
-                            outcome = "refused",
-                            reason = "participants_connected",
-                            "scaling action"
+                        let connected = format!(
+                            "{} publishers, {} subscribers",
+                            publishers.len(),
+                            subscribers.len()
                         );
+                        let why = ("participants_connected", connected.as_str());
+                        self.record_orphan_delete(&orphan, Outcome::Refused, Some(why));
                         // Dropped from the list; the next listing pass looks at it again.
                         continue;
                     }
@@ -542,17 +536,7 @@ impl Poller {
                 Ok(()) => {
                     self.delete_throttled = false;
                     deleted += 1;
-                    self.metrics
-                        .actions
-                        .action(ActionKind::OrphanDelete, Outcome::Done);
-                    tracing::info!(
-                        action = "orphan_delete",
-                        stage = %orphan.arn,
-                        broadcast,
-                        age_ms = orphan.age_ms,
-                        outcome = "done",
-                        "scaling action"
-                    );
+                    self.record_orphan_delete(&orphan, Outcome::Done, None);
                 }
                 Err(e) if e.is_not_found() => {
                     tracing::info!(stage = %orphan.arn, "orphan already gone");
@@ -563,23 +547,38 @@ impl Poller {
                 }
                 Err(e) => {
                     self.delete_throttled = e.is_throttling();
-                    self.metrics
-                        .actions
-                        .action(ActionKind::OrphanDelete, Outcome::Error);
-                    tracing::warn!(
-                        action = "orphan_delete",
-                        stage = %orphan.arn,
-                        broadcast,
-                        outcome = "error",
-                        error = %e,
-                        "scaling action"
-                    );
+                    let error = e.to_string();
+                    let why = ("call_failed", error.as_str());
+                    self.record_orphan_delete(&orphan, Outcome::Error, Some(why));
                     left.push(orphan);
                 }
             }
         }
         self.pending_orphans = left;
         deleted
+    }
+
+    /// Counts and logs one orphan delete the same way each time: done at `info`; refused or
+    /// failed at `warn`, with why (a stable reason code and its detail).
+    fn record_orphan_delete(
+        &self,
+        orphan: &Orphan,
+        outcome: Outcome,
+        why: Option<(&'static str, &str)>,
+    ) {
+        self.metrics
+            .actions
+            .action(ActionKind::OrphanDelete, outcome);
+        let broadcast = orphan.broadcast.as_deref().unwrap_or("");
+        let (stage, age_ms, outcome) = (&orphan.arn, orphan.age_ms, outcome.as_str());
+        match why {
+            None => {
+                tracing::info!(action = "orphan_delete", %stage, broadcast, age_ms, outcome, "scaling action")
+            }
+            Some((reason, detail)) => {
+                tracing::warn!(action = "orphan_delete", %stage, broadcast, age_ms, outcome, reason, detail, "scaling action")
+            }
+        }
     }
 
     /// Whether the pool an orphan candidate's broadcast tag names knows it. Pools the edge
