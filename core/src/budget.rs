@@ -25,12 +25,13 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 
 use crate::ivs::Operation;
-use crate::pool::Millis;
+use crate::time::Millis;
 
-/// IVS's rate for each stage operation stagefan makes (per account and region).
-pub const IVS_STAGE_OPERATION_TPS: u32 = 5;
+/// IVS's rate for each stage operation stagefan makes (per account and region), from the one
+/// table of IVS's documented rates, [`Operation::documented_tps`].
+pub const IVS_STAGE_OPERATION_TPS: u32 = Operation::CreateStage.documented_tps();
 /// IVS's rate of `CreateParticipantToken`, per account and region.
-pub const IVS_CREATE_TOKEN_TPS: u32 = 50;
+pub const IVS_CREATE_TOKEN_TPS: u32 = Operation::CreateParticipantToken.documented_tps();
 /// Default margin added to the 1-second window, in milliseconds.
 pub const DEFAULT_GUARD_MS: u64 = 100;
 
@@ -124,7 +125,7 @@ impl SlotSchedule {
     }
 }
 
-/// The rates of the budgeted operations (see [`crate::config::Config`]).
+/// The rates of the budgeted operations (set by the configuration, `IVS_*_TPS`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BudgetConfig {

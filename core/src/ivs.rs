@@ -25,10 +25,7 @@ pub type Tags = BTreeMap<String, String>;
 /// Participant or token attributes (string to string, at most 1 KB in total).
 pub type Attributes = BTreeMap<String, String>;
 
-/// The tag every stagefan stage carries with its broadcast id.
-pub const TAG_BROADCAST: &str = "stagefan:broadcast";
-/// The tag that marks a stage as created and managed by stagefan (`"true"`).
-pub const TAG_MANAGED: &str = "stagefan:managed";
+pub use crate::tags::{TAG_BROADCAST, TAG_DEPLOYMENT, TAG_MANAGED};
 
 /// The operations of IVS Real-Time that stagefan and ivs-local use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -145,7 +142,7 @@ impl Operation {
     /// service-quotas page: 5 for stage and participant operations, 50 for
     /// CreateParticipantToken, 3 for public keys, 10 for tags). The replication operations are
     /// not in the published table; 5 is assumed like the other participant operations.
-    pub fn documented_tps(self) -> u32 {
+    pub const fn documented_tps(self) -> u32 {
         match self {
             Operation::CreateParticipantToken => 50,
             Operation::ImportPublicKey

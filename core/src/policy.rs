@@ -11,13 +11,15 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::budget::IVS_STAGE_OPERATION_TPS;
+use crate::ivs::Operation;
 use crate::pool::{
-    LoadSummary, Millis, PoolSettings, Snapshot, StageId, StageState, TAG_BROADCAST,
-    TAG_DEPLOYMENT, TAG_MANAGED,
+    headroom_seats, LoadSummary, PoolSettings, Snapshot, StageId, StageState, DEFAULT_HEADROOM,
+    DEFAULT_MAX_STAGES, DEFAULT_MIN_STAGES, DEFAULT_SCALE_DOWN_GRACE_SECONDS,
+    DEFAULT_STAGE_CAPACITY,
 };
-
-/// IVS's `CreateStage` rate limit, per account and region: 5 per second.
-pub const IVS_CREATE_STAGE_TPS: f64 = 5.0;
+use crate::tags::{TAG_BROADCAST, TAG_DEPLOYMENT, TAG_MANAGED};
+use crate::time::Millis;
 
 /// Micro-tokens per token: the bucket counts in millionths so that fractional refill rates
 /// (0.5 per second) stay exact in integers.
@@ -54,9 +56,11 @@ impl TokenBucket {
         }
     }
 
-    /// The bucket IVS's `CreateStage` limit calls for: 5 tokens, 5 per second.
+    /// The bucket IVS's `CreateStage` limit calls for: a second's worth of tokens, refilled
+    /// at IVS's documented rate ([`Operation::documented_tps`]).
     pub fn create_stage(now: Millis) -> TokenBucket {
-        TokenBucket::new(5, IVS_CREATE_STAGE_TPS, now)
+        let tps = Operation::CreateStage.documented_tps();
+        TokenBucket::new(tps, f64::from(tps), now)
     }
 
     /// Most tokens the bucket holds.
@@ -121,7 +125,7 @@ impl TokenBucket {
     }
 }
 
-/// The knobs of the policy (see [`crate::config::Config::policy`]).
+/// The knobs of the policy (see [`Config::policy`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyConfig {
@@ -148,18 +152,15 @@ pub struct PolicyConfig {
 
 impl Default for PolicyConfig {
     fn default() -> Self {
-        let capacity = crate::config::DEFAULT_STAGE_CAPACITY;
-        let grace = u64::from(crate::config::DEFAULT_SCALE_DOWN_GRACE_SECONDS) * 1000;
+        let capacity = DEFAULT_STAGE_CAPACITY;
+        let grace = u64::from(DEFAULT_SCALE_DOWN_GRACE_SECONDS) * 1000;
         PolicyConfig {
-            headroom_seats: crate::config::headroom_seats(
-                capacity,
-                crate::config::DEFAULT_HEADROOM,
-            ),
-            min_stages: crate::config::DEFAULT_MIN_STAGES,
-            max_stages: crate::config::DEFAULT_MAX_STAGES,
+            headroom_seats: headroom_seats(capacity, DEFAULT_HEADROOM),
+            min_stages: DEFAULT_MIN_STAGES,
+            max_stages: DEFAULT_MAX_STAGES,
             scale_down_grace_ms: grace,
             delete_grace_ms: grace,
-            max_creating: crate::budget::IVS_STAGE_OPERATION_TPS,
+            max_creating: IVS_STAGE_OPERATION_TPS,
             creating_timeout_ms: 60_000,
             orphan_grace_ms: 10 * 60_000,
         }

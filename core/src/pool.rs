@@ -49,10 +49,42 @@ use std::fmt;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{validate_broadcast_id, FanoutMode, InvalidField};
+use crate::ids::{validate_broadcast_id, InvalidField};
+use crate::modes::FanoutMode;
+pub use crate::time::Millis;
 
-/// Unix time in milliseconds.
-pub type Millis = u64;
+/// Default seats per stage (the seed's example).
+pub const DEFAULT_STAGE_CAPACITY: u32 = 50;
+/// Largest seats per stage accepted: IVS's subscriber quota can be raised to 25,000.
+pub const MAX_STAGE_CAPACITY: u32 = 25_000;
+/// Default lowest number of stages a broadcast keeps.
+pub const DEFAULT_MIN_STAGES: u32 = 1;
+/// Default highest number of stages a broadcast may use.
+pub const DEFAULT_MAX_STAGES: u32 = 100;
+/// Largest `MAX_STAGES` accepted (IVS's default stage quota per region is 1,000; it can be raised).
+pub const MAX_MAX_STAGES: u32 = 10_000;
+/// Default lease time to live, in seconds.
+pub const DEFAULT_LEASE_TTL_SECONDS: u32 = 60;
+/// Default limit of seats one client address (IPv4, or IPv6 /64) holds per broadcast.
+pub const DEFAULT_MAX_SEATS_PER_CLIENT: u32 = 16;
+/// Default headroom, as a fraction of one stage's capacity.
+pub const DEFAULT_HEADROOM: f64 = 0.5;
+/// Default grace before an empty stage is drained, and before a drained stage is deleted.
+pub const DEFAULT_SCALE_DOWN_GRACE_SECONDS: u32 = 300;
+/// Default deployment id (`STAGEFAN_DEPLOYMENT`), the value of the `stagefan:deployment` tag.
+pub const DEFAULT_DEPLOYMENT: &str = "local";
+
+/// Free seats to keep ahead of need for a stage capacity and a headroom fraction: at least one.
+pub fn headroom_seats(capacity: u32, headroom: f64) -> u32 {
+    let seats = (f64::from(capacity) * headroom).ceil();
+    if seats.is_nan() || seats < 1.0 {
+        1
+    } else if seats > f64::from(u32::MAX) {
+        u32::MAX
+    } else {
+        seats as u32
+    }
+}
 
 /// Replication destinations one participant may have at once (IVS quota, not adjustable):
 /// one origin stage serves itself and this many replica stages.
@@ -64,10 +96,7 @@ pub const DELETED_STAGES_RETAINED: usize = 32;
 /// Random bytes that make a lease id: 16 bytes, 22 url-safe base64 characters.
 pub const LEASE_RANDOM_BYTES: usize = 16;
 
-pub use crate::ivs::{TAG_BROADCAST, TAG_MANAGED};
-/// The tag key naming the deployment (`STAGEFAN_DEPLOYMENT`) whose pool made a stage: an
-/// orphan collector only ever looks at its own deployment's stages.
-pub const TAG_DEPLOYMENT: &str = "stagefan:deployment";
+pub use crate::tags::{TAG_BROADCAST, TAG_DEPLOYMENT, TAG_MANAGED};
 
 /// The identity of a stage inside its pool: a sequence number, so a smaller id is an older
 /// stage. It is also the id of the create intent that made the stage.
@@ -268,7 +297,7 @@ pub struct PoolMeta {
     pub integrated_at: Millis,
 }
 
-/// The settings a pool runs with (from [`crate::config::Config::pool_settings`]).
+/// The settings a pool runs with (from [`Config::pool_settings`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PoolSettings {
@@ -297,19 +326,16 @@ pub struct PoolSettings {
 
 impl Default for PoolSettings {
     fn default() -> Self {
-        let grace_ms = u64::from(crate::config::DEFAULT_SCALE_DOWN_GRACE_SECONDS) * 1000;
+        let grace_ms = u64::from(DEFAULT_SCALE_DOWN_GRACE_SECONDS) * 1000;
         PoolSettings {
-            capacity: crate::config::DEFAULT_STAGE_CAPACITY,
-            min_stages: crate::config::DEFAULT_MIN_STAGES,
-            max_stages: crate::config::DEFAULT_MAX_STAGES,
-            lease_ttl_ms: u64::from(crate::config::DEFAULT_LEASE_TTL_SECONDS) * 1000,
+            capacity: DEFAULT_STAGE_CAPACITY,
+            min_stages: DEFAULT_MIN_STAGES,
+            max_stages: DEFAULT_MAX_STAGES,
+            lease_ttl_ms: u64::from(DEFAULT_LEASE_TTL_SECONDS) * 1000,
             fanout: FanoutMode::MultiPublish,
             max_seats_per_client: 0,
-            deployment: crate::config::DEFAULT_DEPLOYMENT.to_string(),
-            headroom_seats: crate::config::headroom_seats(
-                crate::config::DEFAULT_STAGE_CAPACITY,
-                crate::config::DEFAULT_HEADROOM,
-            ),
+            deployment: DEFAULT_DEPLOYMENT.to_string(),
+            headroom_seats: headroom_seats(DEFAULT_STAGE_CAPACITY, DEFAULT_HEADROOM),
             scale_down_grace_ms: grace_ms,
             delete_grace_ms: grace_ms,
         }
@@ -1235,7 +1261,7 @@ impl Pool {
     /// there). A new seat is refused when its client already holds
     /// [`PoolSettings::max_seats_per_client`] seats (before a stage is looked for, so a
     /// flood's refusals ask for no stage). `random` makes the lease and participant ids. The
-    /// user id is not validated here (see [`crate::config::validate_user_id`]).
+    /// user id is not validated here (see [`validate_user_id`]).
     /// O(log stages + log leases).
     pub fn join(
         &mut self,

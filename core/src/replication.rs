@@ -43,7 +43,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::pool::{Millis, Pool, Replication, StageId};
+use crate::pool::{Pool, Replication, StageId};
+use crate::time::Millis;
 
 /// The first wait after a failed start; it doubles with each failure.
 pub const START_BACKOFF_MS: Millis = 500;
@@ -333,7 +334,7 @@ impl ReplicationTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::FanoutMode;
+    use crate::modes::FanoutMode;
     use crate::pool::{Observation, PoolSettings, StageEndpoints, StageObservation, StageState};
 
     const T0: Millis = 1_764_160_000_000;
