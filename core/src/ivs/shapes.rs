@@ -1,4 +1,6 @@
-//! The request and response shapes of the operations.
+//! The request and response shapes of the operations. They are AWS's model, named as it
+//! names them (botocore's `ivs-realtime` `service-2.json` documents each member); only what
+//! deviates from it, or what stagefan makes of a member, is documented here.
 
 use serde::{Deserialize, Serialize};
 
@@ -9,13 +11,10 @@ use crate::sigv4::uri_encode;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ParticipantTokenCapability {
-    /// May publish.
     Publish,
-    /// May subscribe.
     Subscribe,
 }
 
-/// `ParticipantThumbnailConfiguration`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ParticipantThumbnailConfiguration {
@@ -30,7 +29,6 @@ pub struct ParticipantThumbnailConfiguration {
     pub recording_mode: Option<String>,
 }
 
-/// `ParticipantRecordingHlsConfiguration`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ParticipantRecordingHlsConfiguration {
@@ -48,13 +46,11 @@ pub struct AutoParticipantRecordingConfiguration {
     /// `AUDIO_VIDEO`, `AUDIO_ONLY` or `NONE`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_types: Option<Vec<String>>,
-    /// Thumbnails.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thumbnail_configuration: Option<ParticipantThumbnailConfiguration>,
     /// 0–300 seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recording_reconnect_window_seconds: Option<u32>,
-    /// HLS segment settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hls_configuration: Option<ParticipantRecordingHlsConfiguration>,
     /// Whether replicas are recorded (model default true).
@@ -62,7 +58,6 @@ pub struct AutoParticipantRecordingConfiguration {
     pub record_participant_replicas: Option<bool>,
 }
 
-/// `StageEndpoints`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StageEndpoints {
@@ -72,33 +67,25 @@ pub struct StageEndpoints {
     /// WHIP endpoint; goes into a token's `whip_url`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub whip: Option<String>,
-    /// RTMP ingest endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rtmp: Option<String>,
-    /// RTMPS ingest endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rtmps: Option<String>,
 }
 
-/// `Stage`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Stage {
-    /// Stage ARN.
     pub arn: String,
-    /// Stage name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// `st-` + 13 characters while a session is active.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_session_id: Option<String>,
-    /// Tags.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Tags>,
-    /// Recording settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_participant_recording_configuration: Option<AutoParticipantRecordingConfiguration>,
-    /// Endpoints for clients.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoints: Option<StageEndpoints>,
 }
@@ -107,15 +94,12 @@ pub struct Stage {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StageSummary {
-    /// Stage ARN.
     pub arn: String,
-    /// Stage name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Active session id, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_session_id: Option<String>,
-    /// Tags.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Tags>,
 }
@@ -138,34 +122,26 @@ pub struct ParticipantTokenConfiguration {
     pub capabilities: Option<Vec<ParticipantTokenCapability>>,
 }
 
-/// `ParticipantToken`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ParticipantToken {
     /// The participant id (the token's `jti`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub participant_id: Option<String>,
-    /// The token (opaque to clients).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
-    /// The user id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
-    /// Attributes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attributes: Option<Attributes>,
-    /// Minutes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration: Option<u32>,
-    /// Capabilities.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capabilities: Option<Vec<ParticipantTokenCapability>>,
-    /// ISO 8601.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiration_time: Option<String>,
 }
 
-/// `CreateStageRequest`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateStageRequest {
@@ -175,22 +151,17 @@ pub struct CreateStageRequest {
     /// Up to 12 tokens to create with the stage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub participant_token_configurations: Option<Vec<ParticipantTokenConfiguration>>,
-    /// Tags.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Tags>,
-    /// Recording.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_participant_recording_configuration: Option<AutoParticipantRecordingConfiguration>,
 }
 
-/// `CreateStageResponse`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateStageResponse {
-    /// The new stage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage: Option<Stage>,
-    /// The requested tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub participant_tokens: Option<Vec<ParticipantToken>>,
 }
@@ -199,20 +170,16 @@ pub struct CreateStageResponse {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GetStageRequest {
-    /// Stage ARN.
     pub arn: String,
 }
 
-/// `GetStageResponse`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GetStageResponse {
-    /// The stage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage: Option<Stage>,
 }
 
-/// `DeleteStageRequest`.
 pub type DeleteStageRequest = GetStageRequest;
 
 /// An empty response body `{}` (DeleteStage, DisconnectParticipant, DeletePublicKey,
@@ -220,7 +187,6 @@ pub type DeleteStageRequest = GetStageRequest;
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EmptyResponse {}
 
-/// `ListStagesRequest`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ListStagesRequest {
@@ -232,11 +198,9 @@ pub struct ListStagesRequest {
     pub max_results: Option<u32>,
 }
 
-/// `ListStagesResponse`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ListStagesResponse {
-    /// This page.
     #[serde(default)]
     pub stages: Vec<StageSummary>,
     /// Present when there are more.
@@ -244,28 +208,21 @@ pub struct ListStagesResponse {
     pub next_token: Option<String>,
 }
 
-/// `UpdateStageRequest`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UpdateStageRequest {
-    /// Stage ARN.
     pub arn: String,
-    /// New name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// New recording settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_participant_recording_configuration: Option<AutoParticipantRecordingConfiguration>,
 }
 
-/// `UpdateStageResponse`.
 pub type UpdateStageResponse = GetStageResponse;
 
-/// `CreateParticipantTokenRequest`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateParticipantTokenRequest {
-    /// Stage ARN.
     pub stage_arn: String,
     /// Minutes, 1–20160; default 720.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -281,66 +238,48 @@ pub struct CreateParticipantTokenRequest {
     pub capabilities: Option<Vec<ParticipantTokenCapability>>,
 }
 
-/// `CreateParticipantTokenResponse`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateParticipantTokenResponse {
-    /// The token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub participant_token: Option<ParticipantToken>,
 }
 
-/// `ParticipantState`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ParticipantState {
-    /// Connected now.
     Connected,
-    /// Left.
     Disconnected,
 }
 
-/// `ParticipantProtocol`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ParticipantProtocol {
-    /// Unknown.
     Unknown,
-    /// WHIP (WebRTC).
     Whip,
-    /// RTMP.
     Rtmp,
-    /// RTMPS.
     Rtmps,
 }
 
-/// `ReplicationType`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ReplicationType {
-    /// Replicated elsewhere.
     Source,
     /// A replica of another stage's participant.
     Replica,
-    /// Not replicated.
     None,
 }
 
-/// `ReplicationState`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ReplicationState {
-    /// Replicating.
     Active,
-    /// Stopped.
     Stopped,
 }
 
-/// `ListParticipantsRequest`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ListParticipantsRequest {
-    /// Stage ARN.
     pub stage_arn: String,
     /// Session id (from the stage's `activeSessionId`).
     pub session_id: String,
@@ -353,7 +292,6 @@ pub struct ListParticipantsRequest {
     /// Only participants in this state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter_by_state: Option<ParticipantState>,
-    /// Recording state filter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter_by_recording_state: Option<String>,
     /// From a previous page.
@@ -364,32 +302,23 @@ pub struct ListParticipantsRequest {
     pub max_results: Option<u32>,
 }
 
-/// `ParticipantSummary`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ParticipantSummary {
-    /// Participant id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub participant_id: Option<String>,
-    /// User id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
-    /// State.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<ParticipantState>,
-    /// ISO 8601.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_join_time: Option<String>,
-    /// Whether it published.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub published: Option<bool>,
-    /// Recording state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recording_state: Option<String>,
-    /// Replication type.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication_type: Option<ReplicationType>,
-    /// Replication state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication_state: Option<ReplicationState>,
     /// For replicas.
@@ -400,11 +329,9 @@ pub struct ParticipantSummary {
     pub source_session_id: Option<String>,
 }
 
-/// `ListParticipantsResponse`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ListParticipantsResponse {
-    /// This page.
     #[serde(default)]
     pub participants: Vec<ParticipantSummary>,
     /// Present when there are more.
@@ -412,74 +339,52 @@ pub struct ListParticipantsResponse {
     pub next_token: Option<String>,
 }
 
-/// `GetParticipantRequest`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GetParticipantRequest {
-    /// Stage ARN.
     pub stage_arn: String,
-    /// Session id.
     pub session_id: String,
-    /// Participant id.
     pub participant_id: String,
 }
 
-/// `Participant`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Participant {
-    /// Participant id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub participant_id: Option<String>,
-    /// User id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
-    /// State.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<ParticipantState>,
-    /// ISO 8601.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_join_time: Option<String>,
     /// The token's attributes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attributes: Option<Attributes>,
-    /// Whether it published.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub published: Option<bool>,
-    /// Client ISP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub isp_name: Option<String>,
-    /// Client OS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub os_name: Option<String>,
-    /// Client OS version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub os_version: Option<String>,
-    /// Client browser.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub browser_name: Option<String>,
-    /// Client browser version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub browser_version: Option<String>,
-    /// Client SDK version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sdk_version: Option<String>,
-    /// Recording bucket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recording_s3_bucket_name: Option<String>,
-    /// Recording prefix.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recording_s3_prefix: Option<String>,
-    /// Recording state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recording_state: Option<String>,
-    /// Protocol.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<ParticipantProtocol>,
-    /// Replication type.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication_type: Option<ReplicationType>,
-    /// Replication state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication_state: Option<ReplicationState>,
     /// For replicas.
@@ -490,24 +395,18 @@ pub struct Participant {
     pub source_session_id: Option<String>,
 }
 
-/// `GetParticipantResponse`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GetParticipantResponse {
-    /// The participant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub participant: Option<Participant>,
 }
 
-/// `ListParticipantEventsRequest`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ListParticipantEventsRequest {
-    /// Stage ARN.
     pub stage_arn: String,
-    /// Session id.
     pub session_id: String,
-    /// Participant id.
     pub participant_id: String,
     /// From a previous page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -517,31 +416,19 @@ pub struct ListParticipantEventsRequest {
     pub max_results: Option<u32>,
 }
 
-/// `EventName`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum EventName {
-    /// Joined the stage.
     Joined,
-    /// Left the stage.
     Left,
-    /// Started publishing.
     PublishStarted,
-    /// Stopped publishing.
     PublishStopped,
-    /// Started subscribing.
     SubscribeStarted,
-    /// Stopped subscribing.
     SubscribeStopped,
-    /// Publishing failed.
     PublishError,
-    /// Subscribing failed.
     SubscribeError,
-    /// Joining failed.
     JoinError,
-    /// Replication started.
     ReplicationStarted,
-    /// Replication stopped.
     ReplicationStopped,
     /// The participant exchanged its token.
     TokenExchanged,
@@ -551,13 +438,10 @@ pub enum EventName {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Event {
-    /// What happened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<EventName>,
-    /// Whose event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub participant_id: Option<String>,
-    /// ISO 8601.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_time: Option<String>,
     /// The publisher subscribed to, for subscribe events.
@@ -577,11 +461,9 @@ pub struct Event {
     pub replica: Option<bool>,
 }
 
-/// `ListParticipantEventsResponse`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ListParticipantEventsResponse {
-    /// This page.
     #[serde(default)]
     pub events: Vec<Event>,
     /// Present when there are more.
@@ -589,20 +471,16 @@ pub struct ListParticipantEventsResponse {
     pub next_token: Option<String>,
 }
 
-/// `DisconnectParticipantRequest`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DisconnectParticipantRequest {
-    /// Stage ARN.
     pub stage_arn: String,
-    /// Participant id.
     pub participant_id: String,
     /// Up to 128 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
 
-/// `ImportPublicKeyRequest`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ImportPublicKeyRequest {
@@ -611,28 +489,23 @@ pub struct ImportPublicKeyRequest {
     /// `[a-zA-Z0-9-_]*`, up to 128.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// Tags.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Tags>,
 }
 
-/// `PublicKey`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PublicKey {
     /// Public key ARN (a token's `kid`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arn: Option<String>,
-    /// Name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// The PEM as imported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_key_material: Option<String>,
     /// A short string identifying the key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<String>,
-    /// Tags.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Tags>,
 }
@@ -641,42 +514,32 @@ pub struct PublicKey {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PublicKeyResponse {
-    /// The key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_key: Option<PublicKey>,
 }
 
-/// `ImportPublicKeyResponse`.
 pub type ImportPublicKeyResponse = PublicKeyResponse;
-/// `GetPublicKeyResponse`.
 pub type GetPublicKeyResponse = PublicKeyResponse;
 /// `GetPublicKeyRequest` / `DeletePublicKeyRequest` (`{arn}`).
 pub type GetPublicKeyRequest = GetStageRequest;
-/// `DeletePublicKeyRequest`.
 pub type DeletePublicKeyRequest = GetStageRequest;
 /// `ListPublicKeysRequest` (`nextToken`, `maxResults`).
 pub type ListPublicKeysRequest = ListStagesRequest;
 
-/// `PublicKeySummary`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PublicKeySummary {
-    /// ARN.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arn: Option<String>,
-    /// Name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// Tags.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Tags>,
 }
 
-/// `ListPublicKeysResponse`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ListPublicKeysResponse {
-    /// This page.
     #[serde(default)]
     pub public_keys: Vec<PublicKeySummary>,
     /// Present when there are more.
@@ -692,11 +555,9 @@ pub struct TagResourceBody {
     pub tags: Tags,
 }
 
-/// `ListTagsForResourceResponse`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ListTagsForResourceResponse {
-    /// The resource's tags.
     #[serde(default)]
     pub tags: Tags,
 }
@@ -710,7 +571,6 @@ pub fn untag_query(tag_keys: &[&str]) -> String {
         .join("&")
 }
 
-/// `StartParticipantReplicationRequest`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StartParticipantReplicationRequest {
@@ -728,25 +588,18 @@ pub struct StartParticipantReplicationRequest {
     pub attributes: Option<Attributes>,
 }
 
-/// `StopParticipantReplicationRequest`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StopParticipantReplicationRequest {
-    /// Source stage.
     pub source_stage_arn: String,
-    /// Destination stage.
     pub destination_stage_arn: String,
-    /// The participant.
     pub participant_id: String,
 }
 
-/// `ListParticipantReplicasRequest`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ListParticipantReplicasRequest {
-    /// Source stage.
     pub source_stage_arn: String,
-    /// The participant.
     pub participant_id: String,
     /// From a previous page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -756,29 +609,21 @@ pub struct ListParticipantReplicasRequest {
     pub max_results: Option<u32>,
 }
 
-/// `ParticipantReplica`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ParticipantReplica {
-    /// Source stage.
     pub source_stage_arn: String,
-    /// The participant.
     pub participant_id: String,
-    /// Source session.
     pub source_session_id: String,
-    /// Destination stage.
     pub destination_stage_arn: String,
-    /// Destination session.
     pub destination_session_id: String,
     /// `ACTIVE` or `STOPPED`.
     pub replication_state: String,
 }
 
-/// `ListParticipantReplicasResponse`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ListParticipantReplicasResponse {
-    /// This page.
     #[serde(default)]
     pub replicas: Vec<ParticipantReplica>,
     /// Present when there are more.
