@@ -16,6 +16,7 @@ use stagefan_core::sigv4::UtcDateTime;
 use stagefan_core::token::{self, Claims, VerifyingKey};
 
 mod keys;
+mod ops;
 mod participants;
 mod replication;
 mod stages;
