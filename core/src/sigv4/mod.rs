@@ -15,12 +15,14 @@
 use std::fmt;
 
 mod canonical;
+mod client;
 mod sign;
 #[cfg(test)]
 mod tests;
 mod verify;
 
 pub use canonical::*;
+pub use client::*;
 pub use sign::*;
 pub use verify::*;
 

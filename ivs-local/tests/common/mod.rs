@@ -224,7 +224,7 @@ impl Client {
         ];
         let creds = Credentials::new(sign.access_key.clone(), sign.secret.clone(), None);
         let signed_body = sign.signed_body.clone().unwrap_or_else(|| body.clone());
-        let signed = sigv4::sign(
+        let signed = sigv4::sign_request(
             &HttpRequest {
                 method,
                 path,
@@ -239,7 +239,8 @@ impl Client {
                 time: UtcDateTime::from_unix(unix_now() + sign.clock_offset_secs),
                 settings: SigningSettings::default(),
             },
-        );
+        )
+        .expect("signs");
         let url = if query.is_empty() {
             format!("{}{}", self.base, path)
         } else {
