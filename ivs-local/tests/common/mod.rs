@@ -81,7 +81,7 @@ impl IvsLocal {
             // ivs-local closes idle connections after 5 s (its header-read timeout runs
             // between requests too): close ours first, or a request races the close.
             http: reqwest::Client::builder()
-                .pool_idle_timeout(std::time::Duration::from_secs(2))
+                .pool_idle_timeout(Duration::from_secs(2))
                 .build()
                 .expect("http client"),
             base: self.base.clone(),
