@@ -9,6 +9,7 @@ pub mod config;
 pub mod ids;
 pub mod ivs;
 pub mod modes;
+pub mod pacing;
 pub mod policy;
 pub mod pool;
 pub mod replication;
