@@ -14,6 +14,8 @@ pub const MAX_TOKEN_CONFIGURATIONS: usize = 12;
 pub const MAX_ATTRIBUTES_BYTES: usize = 1024;
 /// Characters of a user id.
 pub const MAX_USER_ID_CHARS: usize = 128;
+/// Replications one participant may have at once (an IVS quota, not adjustable).
+pub const MAX_REPLICATIONS_PER_PARTICIPANT: usize = 5;
 
 /// Checks a stage or public-key name: `[a-zA-Z0-9-_]*`, at most 128.
 pub fn validate_name(name: &str) -> Result<(), String> {

@@ -86,7 +86,7 @@ pub fn headroom_seats(capacity: u32, headroom: f64) -> u32 {
 
 /// Replication destinations one participant may have at once (IVS quota, not adjustable):
 /// one origin stage serves itself and this many replica stages.
-pub const MAX_REPLICAS_PER_ORIGIN: usize = 5;
+pub const MAX_REPLICAS_PER_ORIGIN: usize = crate::ivs::MAX_REPLICATIONS_PER_PARTICIPANT;
 
 /// How many deleted stage rows a pool keeps for its history before forgetting the oldest.
 pub const DELETED_STAGES_RETAINED: usize = 32;

@@ -28,8 +28,7 @@ mod tests;
 const PAST_SESSIONS_KEPT: usize = 20;
 /// Events kept per participant.
 const EVENTS_KEPT: usize = 200;
-/// Replications per participant (IVS: 5, not adjustable).
-pub const MAX_REPLICATIONS_PER_PARTICIPANT: usize = 5;
+pub use stagefan_core::ivs::MAX_REPLICATIONS_PER_PARTICIPANT;
 
 /// The region's fixed facts and quotas.
 #[derive(Clone, Debug)]
