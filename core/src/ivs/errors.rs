@@ -99,11 +99,9 @@ impl ErrorKind {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{} ({}): {message}", kind.name(), status)]
 pub struct IvsError {
-    /// What kind.
     pub kind: ErrorKind,
     /// The HTTP status received or to send.
     pub status: u16,
-    /// The message.
     pub message: String,
 }
 
@@ -111,7 +109,6 @@ pub struct IvsError {
 /// `message`; servers here send both, clients accept either.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
-    /// The message.
     #[serde(default, skip_serializing_if = "Option::is_none", alias = "Message")]
     pub message: Option<String>,
     /// The same message under the model's member name.

@@ -4,36 +4,23 @@ use std::fmt;
 
 use crate::sigv4::uri_encode;
 
-/// The operations of IVS Real-Time that stagefan and ivs-local use.
+/// The operations of IVS Real-Time that stagefan and ivs-local use: each is
+/// `POST /{OperationName}` but the tag operations, whose routes are documented.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Operation {
-    /// `POST /CreateStage`
     CreateStage,
-    /// `POST /GetStage`
     GetStage,
-    /// `POST /ListStages`
     ListStages,
-    /// `POST /DeleteStage`
     DeleteStage,
-    /// `POST /UpdateStage`
     UpdateStage,
-    /// `POST /CreateParticipantToken`
     CreateParticipantToken,
-    /// `POST /ListParticipants`
     ListParticipants,
-    /// `POST /GetParticipant`
     GetParticipant,
-    /// `POST /ListParticipantEvents`
     ListParticipantEvents,
-    /// `POST /DisconnectParticipant`
     DisconnectParticipant,
-    /// `POST /ImportPublicKey`
     ImportPublicKey,
-    /// `POST /GetPublicKey`
     GetPublicKey,
-    /// `POST /ListPublicKeys`
     ListPublicKeys,
-    /// `POST /DeletePublicKey`
     DeletePublicKey,
     /// `POST /tags/{resourceArn}`
     TagResource,
@@ -41,11 +28,8 @@ pub enum Operation {
     UntagResource,
     /// `GET /tags/{resourceArn}`
     ListTagsForResource,
-    /// `POST /StartParticipantReplication`
     StartParticipantReplication,
-    /// `POST /StopParticipantReplication`
     StopParticipantReplication,
-    /// `POST /ListParticipantReplicas`
     ListParticipantReplicas,
 }
 
