@@ -63,8 +63,8 @@ fn shapes_serialize_as_the_model_names_them() {
             "duration":60,"userId":"u1","capabilities":["SUBSCRIBE"]})
     );
     let body = r#"{"stage":{"arn":"a","name":"n","activeSessionId":"st-ABCDEFGHIJKLM",
-        "endpoints":{"whip":"http://w","events":"ws://e","rtmp":"r"},"tags":{},
-        "newField":1},"participantTokens":[]}"#;
+            "endpoints":{"whip":"http://w","events":"ws://e","rtmp":"r"},"tags":{},
+            "newField":1},"participantTokens":[]}"#;
     let r: CreateStageResponse = serde_json::from_str(body).unwrap();
     let stage = r.stage.unwrap();
     assert_eq!(stage.active_session_id.as_deref(), Some("st-ABCDEFGHIJKLM"));
