@@ -6,121 +6,24 @@
 //! clear message at start-up.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// A value that was refused: which variable or field, and why.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {problem}")]
-pub struct InvalidField {
-    /// The variable (`STAGE_CAPACITY`) or request field (`userId`) that was wrong.
-    pub field: String,
-    /// What was wrong with it, in words, including the value where that is safe to show.
-    pub problem: String,
-}
+pub use crate::ids::{
+    validate_broadcast_id, validate_deployment_id, validate_user_id, InvalidField, HOST_USER_ID,
+};
+pub use crate::modes::{FanoutMode, MediaMode, TokenMode};
+pub use crate::pool::{
+    headroom_seats, DEFAULT_DEPLOYMENT, DEFAULT_HEADROOM, DEFAULT_LEASE_TTL_SECONDS,
+    DEFAULT_MAX_SEATS_PER_CLIENT, DEFAULT_MAX_STAGES, DEFAULT_MIN_STAGES,
+    DEFAULT_SCALE_DOWN_GRACE_SECONDS, DEFAULT_STAGE_CAPACITY, MAX_MAX_STAGES, MAX_STAGE_CAPACITY,
+};
 
-impl InvalidField {
-    /// An error for `field` with the explanation `problem`.
-    pub fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
-        InvalidField {
-            field: field.into(),
-            problem: problem.into(),
-        }
-    }
-}
-
-/// How participant tokens are made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum TokenMode {
-    /// ES384 JWTs minted at the edge with stagefan's own key (no AWS call per viewer).
-    #[default]
-    SelfSigned,
-    /// `CreateParticipantToken` over SigV4.
-    Api,
-}
-
-/// How the host's stream reaches every stage of a broadcast.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum FanoutMode {
-    /// The host page publishes to every stage itself.
-    #[default]
-    MultiPublish,
-    /// The host publishes to origin stages only; IVS replicates it into up to 5 more each.
-    Replicate,
-}
-
-/// Where media flows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum MediaMode {
-    /// Through `ivs-local`'s WHIP/WHEP-style signaling on this machine.
-    Local,
-    /// Through Amazon IVS with the IVS Web Broadcast SDK.
-    Ivs,
-}
-
-macro_rules! mode_text {
-    ($ty:ty, $field:literal, $( $variant:path => $text:literal ),+ $(,)?) => {
-        impl $ty {
-            /// The spelling used in configuration and JSON.
-            pub fn as_str(self) -> &'static str {
-                match self { $( $variant => $text, )+ }
-            }
-
-            /// Parses the configuration spelling (exact, lower case).
-            pub fn parse(value: &str) -> Result<Self, InvalidField> {
-                match value.trim() {
-                    $( $text => Ok($variant), )+
-                    other => Err(InvalidField::new(
-                        $field,
-                        format!(
-                            "must be one of {}, got {:?}",
-                            [$( concat!("`", $text, "`") ),+].join(" or "),
-                            other
-                        ),
-                    )),
-                }
-            }
-        }
-
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
-}
-
-mode_text!(TokenMode, "TOKEN_MODE", TokenMode::SelfSigned => "self-signed", TokenMode::Api => "api");
-mode_text!(FanoutMode, "FANOUT_MODE", FanoutMode::MultiPublish => "multi-publish", FanoutMode::Replicate => "replicate");
-mode_text!(MediaMode, "MEDIA_MODE", MediaMode::Local => "local", MediaMode::Ivs => "ivs");
-
-/// Default seats per stage (the seed's example).
-pub const DEFAULT_STAGE_CAPACITY: u32 = 50;
-/// Largest seats per stage accepted: IVS's subscriber quota can be raised to 25,000.
-pub const MAX_STAGE_CAPACITY: u32 = 25_000;
-/// Default lowest number of stages a broadcast keeps.
-pub const DEFAULT_MIN_STAGES: u32 = 1;
-/// Default highest number of stages a broadcast may use.
-pub const DEFAULT_MAX_STAGES: u32 = 100;
-/// Largest `MAX_STAGES` accepted (IVS's default stage quota per region is 1,000; it can be raised).
-pub const MAX_MAX_STAGES: u32 = 10_000;
-/// Default lease time to live, in seconds.
-pub const DEFAULT_LEASE_TTL_SECONDS: u32 = 60;
 /// Default participant-token lifetime, in seconds: about as long as a seat lives, so a token
 /// does not outlive the seat it was minted for by long (a held lease gets a fresh one).
 pub const DEFAULT_TOKEN_TTL_SECONDS: u32 = 300;
-/// Default limit of seats one client address (IPv4, or IPv6 /64) holds per broadcast.
-pub const DEFAULT_MAX_SEATS_PER_CLIENT: u32 = 16;
 /// Longest participant-token lifetime IVS accepts: 14 days.
 pub const MAX_TOKEN_TTL_SECONDS: u32 = 14 * 24 * 3_600;
-/// Default headroom, as a fraction of one stage's capacity.
-pub const DEFAULT_HEADROOM: f64 = 0.5;
-/// Default grace before an empty stage is drained, and before a drained stage is deleted.
-pub const DEFAULT_SCALE_DOWN_GRACE_SECONDS: u32 = 300;
 /// Largest rate accepted for a budgeted IVS operation (IVS's are 5; a raised quota is not
 /// expected beyond this).
 pub const MAX_OPERATION_TPS: u32 = 100;
@@ -128,9 +31,6 @@ pub const MAX_OPERATION_TPS: u32 = 100;
 pub const DEFAULT_IVS_REGION: &str = "us-east-1";
 /// Default broadcast when a request names none.
 pub const DEFAULT_BROADCAST_ID: &str = "default";
-/// Default deployment id (`STAGEFAN_DEPLOYMENT`), the value of the `stagefan:deployment` tag.
-pub const DEFAULT_DEPLOYMENT: &str = "local";
-
 /// The configuration of stagefan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -435,18 +335,6 @@ impl Config {
     }
 }
 
-/// Free seats to keep ahead of need for a stage capacity and a headroom fraction: at least one.
-pub fn headroom_seats(capacity: u32, headroom: f64) -> u32 {
-    let seats = (f64::from(capacity) * headroom).ceil();
-    if seats.is_nan() || seats < 1.0 {
-        1
-    } else if seats > f64::from(u32::MAX) {
-        u32::MAX
-    } else {
-        seats as u32
-    }
-}
-
 fn parse_int(
     name: &str,
     value: Option<String>,
@@ -525,82 +413,6 @@ fn is_loopback_url(url: &str) -> bool {
         authority.split(':').next().unwrap_or("")
     };
     host == "localhost" || host == "::1" || host.starts_with("127.")
-}
-
-/// Checks a broadcast id: 1 to 64 characters from `[A-Za-z0-9_-]`; errors name `broadcast`.
-pub fn validate_broadcast_id(id: &str) -> Result<(), InvalidField> {
-    validate_id(
-        id,
-        "broadcast",
-        64,
-        |c| c.is_ascii_alphanumeric() || c == '_' || c == '-',
-        "letters, digits, `_` and `-`",
-    )
-}
-
-/// Checks a deployment id: 1 to 64 characters from `[A-Za-z0-9_.-]`; errors name
-/// `deployment`.
-pub fn validate_deployment_id(id: &str) -> Result<(), InvalidField> {
-    validate_id(
-        id,
-        "deployment",
-        64,
-        |c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'),
-        "letters, digits, `_`, `.` and `-`",
-    )
-}
-
-/// Checks a user id: 1 to 128 characters from `[A-Za-z0-9_.@:-]` (so no control characters
-/// or spaces); errors name `userId`.
-pub fn validate_user_id(id: &str) -> Result<(), InvalidField> {
-    validate_id(
-        id,
-        "userId",
-        128,
-        |c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '@' | ':' | '-'),
-        "letters, digits, `_`, `.`, `@`, `:` and `-`",
-    )?;
-    if id.eq_ignore_ascii_case(HOST_USER_ID) {
-        return Err(InvalidField::new(
-            "userId",
-            format!("`{HOST_USER_ID}` is reserved for the broadcast's host"),
-        ));
-    }
-    Ok(())
-}
-
-/// The `user_id` of the host's participant tokens; no viewer may call itself that.
-pub const HOST_USER_ID: &str = "host";
-
-fn validate_id(
-    id: &str,
-    field: &str,
-    max: usize,
-    allowed: impl Fn(char) -> bool,
-    allowed_text: &str,
-) -> Result<(), InvalidField> {
-    let len = id.chars().count();
-    if len == 0 {
-        return Err(InvalidField::new(field, "must not be empty"));
-    }
-    if len > max {
-        return Err(InvalidField::new(
-            field,
-            format!("must be at most {max} characters, got {len}"),
-        ));
-    }
-    if let Some((pos, c)) = id.chars().enumerate().find(|(_, c)| !allowed(*c)) {
-        let what = if c.is_control() {
-            format!("a control character (U+{:04X})", c as u32)
-        } else {
-            format!("{c:?}")
-        };
-        return Err(InvalidField::new(
-            field,
-            format!("may hold only {allowed_text}; found {what} at position {pos}"),
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -6,10 +6,15 @@
 
 pub mod budget;
 pub mod config;
+pub mod ids;
 pub mod ivs;
+pub mod modes;
+pub mod pacing;
 pub mod policy;
 pub mod pool;
 pub mod replication;
 pub mod sigv4;
+pub mod tags;
 pub mod ticket;
+pub mod time;
 pub mod token;

@@ -1,7 +1,6 @@
 //! The scaling policy of a pool, pure: when to create stages (ahead of need, a bounded number
 //! in flight; their calls are paced by the account-wide budget, [`crate::budget`]), when to
-//! drain and delete them, which IVS stages are orphans; and the [`TokenBucket`] that paces
-//! other calls to IVS.
+//! drain and delete them, which IVS stages are orphans.
 //!
 //! The policy only decides. The pool carries decisions out (it alone writes), so the same
 //! functions serve the worker's Durable Object (which has the [`Pool`](crate::pool::Pool))
@@ -11,117 +10,19 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::budget::IVS_STAGE_OPERATION_TPS;
 use crate::pool::{
-    LoadSummary, Millis, PoolSettings, Snapshot, StageId, StageState, TAG_BROADCAST,
-    TAG_DEPLOYMENT, TAG_MANAGED,
+    headroom_seats, LoadSummary, PoolSettings, Snapshot, StageId, StageState, DEFAULT_HEADROOM,
+    DEFAULT_MAX_STAGES, DEFAULT_MIN_STAGES, DEFAULT_SCALE_DOWN_GRACE_SECONDS,
+    DEFAULT_STAGE_CAPACITY,
 };
+use crate::tags::{TAG_BROADCAST, TAG_DEPLOYMENT, TAG_MANAGED};
 
-/// IVS's `CreateStage` rate limit, per account and region: 5 per second.
-pub const IVS_CREATE_STAGE_TPS: f64 = 5.0;
+/// Moved to [`crate::pacing`]; this path stays for the adapters.
+pub use crate::pacing::TokenBucket;
+use crate::time::Millis;
 
-/// Micro-tokens per token: the bucket counts in millionths so that fractional refill rates
-/// (0.5 per second) stay exact in integers.
-const MICRO: u64 = 1_000_000;
-
-/// A token bucket driven by `now` arguments: `capacity` tokens at most, refilled at
-/// `refill_per_second`. Full when made. Time that goes backwards refills nothing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TokenBucket {
-    capacity_micro: u64,
-    /// Micro-tokens added per millisecond (= tokens per second × 1000).
-    refill_micro_per_ms: u64,
-    tokens_micro: u64,
-    updated_at: Millis,
-}
-
-impl TokenBucket {
-    /// A full bucket of `capacity` tokens (at least 1) refilled at `refill_per_second`
-    /// (at least 0.001, precise to 0.001).
-    pub fn new(capacity: u32, refill_per_second: f64, now: Millis) -> TokenBucket {
-        let capacity_micro = u64::from(capacity.max(1)) * MICRO;
-        let per_ms = if refill_per_second.is_finite() {
-            (refill_per_second * 1000.0).round()
-        } else {
-            1.0
-        };
-        let refill_micro_per_ms = if per_ms < 1.0 { 1 } else { per_ms as u64 };
-        TokenBucket {
-            capacity_micro,
-            refill_micro_per_ms,
-            tokens_micro: capacity_micro,
-            updated_at: now,
-        }
-    }
-
-    /// The bucket IVS's `CreateStage` limit calls for: 5 tokens, 5 per second.
-    pub fn create_stage(now: Millis) -> TokenBucket {
-        TokenBucket::new(5, IVS_CREATE_STAGE_TPS, now)
-    }
-
-    /// Most tokens the bucket holds.
-    pub fn capacity(&self) -> u32 {
-        (self.capacity_micro / MICRO) as u32
-    }
-
-    /// Tokens added per second.
-    pub fn refill_per_second(&self) -> f64 {
-        self.refill_micro_per_ms as f64 / 1000.0
-    }
-
-    fn level(&self, now: Millis) -> u64 {
-        let elapsed = now.saturating_sub(self.updated_at);
-        self.tokens_micro
-            .saturating_add(elapsed.saturating_mul(self.refill_micro_per_ms))
-            .min(self.capacity_micro)
-    }
-
-    fn refill(&mut self, now: Millis) {
-        self.tokens_micro = self.level(now);
-        self.updated_at = self.updated_at.max(now);
-    }
-
-    /// Whole tokens available at `now`.
-    pub fn available(&self, now: Millis) -> u32 {
-        (self.level(now) / MICRO) as u32
-    }
-
-    /// Takes one token if there is one.
-    pub fn try_take(&mut self, now: Millis) -> bool {
-        self.try_take_n(1, now)
-    }
-
-    /// Takes `n` tokens if all are there (none otherwise).
-    pub fn try_take_n(&mut self, n: u32, now: Millis) -> bool {
-        self.refill(now);
-        let need = u64::from(n) * MICRO;
-        if self.tokens_micro >= need {
-            self.tokens_micro -= need;
-            true
-        } else {
-            false
-        }
-    }
-
-    /// Milliseconds from `now` until one token is available (0 if one is).
-    pub fn time_until_available(&self, now: Millis) -> Millis {
-        let level = self.level(now);
-        if level >= MICRO {
-            0
-        } else {
-            (MICRO - level).div_ceil(self.refill_micro_per_ms)
-        }
-    }
-
-    /// Takes back the effect of a throttled call: empties the bucket at `now`, so the next
-    /// token comes after a full refill interval (a server's "slow down" overrides our count).
-    pub fn drain_on_throttle(&mut self, now: Millis) {
-        self.refill(now);
-        self.tokens_micro = 0;
-    }
-}
-
-/// The knobs of the policy (see [`crate::config::Config::policy`]).
+/// The knobs of the policy (see [`Config::policy`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyConfig {
@@ -148,18 +49,15 @@ pub struct PolicyConfig {
 
 impl Default for PolicyConfig {
     fn default() -> Self {
-        let capacity = crate::config::DEFAULT_STAGE_CAPACITY;
-        let grace = u64::from(crate::config::DEFAULT_SCALE_DOWN_GRACE_SECONDS) * 1000;
+        let capacity = DEFAULT_STAGE_CAPACITY;
+        let grace = u64::from(DEFAULT_SCALE_DOWN_GRACE_SECONDS) * 1000;
         PolicyConfig {
-            headroom_seats: crate::config::headroom_seats(
-                capacity,
-                crate::config::DEFAULT_HEADROOM,
-            ),
-            min_stages: crate::config::DEFAULT_MIN_STAGES,
-            max_stages: crate::config::DEFAULT_MAX_STAGES,
+            headroom_seats: headroom_seats(capacity, DEFAULT_HEADROOM),
+            min_stages: DEFAULT_MIN_STAGES,
+            max_stages: DEFAULT_MAX_STAGES,
             scale_down_grace_ms: grace,
             delete_grace_ms: grace,
-            max_creating: crate::budget::IVS_STAGE_OPERATION_TPS,
+            max_creating: IVS_STAGE_OPERATION_TPS,
             creating_timeout_ms: 60_000,
             orphan_grace_ms: 10 * 60_000,
         }

@@ -282,7 +282,7 @@ pub fn spki_alg(spki: &[u8]) -> Result<TicketAlg, String> {
 impl TicketClaims {
     /// Checks the claims for `broadcast` at `now` (unix seconds); returns the viewer's user id.
     pub fn check(&self, broadcast: &str, now: i64) -> Result<&str, TicketError> {
-        crate::config::validate_user_id(&self.sub)
+        crate::ids::validate_user_id(&self.sub)
             .map_err(|e| refuse(format!("the ticket's `sub` {}", e.problem)))?;
         if self.exp + CLOCK_LEEWAY_SECS <= now {
             return Err(refuse("the ticket has expired"));

@@ -357,7 +357,7 @@ fn step(w: &mut World, op: &Op) -> Result<(), TestCaseError> {
             let lease = lease_of_user(&probe, &user(*u)).cloned();
             let id = lease
                 .as_ref()
-                .map_or("x.none".to_string(), |l| l.id.clone());
+                .map_or_else(|| "x.none".to_string(), |l| l.id.clone());
             let r = w.pool.heartbeat(&id, now);
             match lease {
                 Some(old) => {
@@ -375,7 +375,7 @@ fn step(w: &mut World, op: &Op) -> Result<(), TestCaseError> {
             let lease = lease_of_user(&probe, &user(*u)).cloned();
             let id = lease
                 .as_ref()
-                .map_or("x.none".to_string(), |l| l.id.clone());
+                .map_or_else(|| "x.none".to_string(), |l| l.id.clone());
             prop_assert_eq!(w.pool.leave(&id, now), lease.is_some());
             prop_assert!(w.pool.lease(&id).is_none());
         }

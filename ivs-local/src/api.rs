@@ -13,14 +13,8 @@ use serde::Serialize;
 use serde_json::json;
 use stagefan_core::ivs::{
     self, CreateParticipantTokenRequest, CreateParticipantTokenResponse, CreateStageRequest,
-    CreateStageResponse, DisconnectParticipantRequest, EmptyResponse, ErrorKind,
-    GetParticipantRequest, GetParticipantResponse, GetStageRequest, GetStageResponse,
-    ImportPublicKeyRequest, IvsError, ListParticipantEventsRequest, ListParticipantEventsResponse,
-    ListParticipantReplicasRequest, ListParticipantReplicasResponse, ListParticipantsRequest,
-    ListParticipantsResponse, ListPublicKeysResponse, ListStagesRequest, ListStagesResponse,
-    ListTagsForResourceResponse, Operation, ParticipantToken, ParticipantTokenCapability,
-    PublicKeyResponse, StartParticipantReplicationRequest, StopParticipantReplicationRequest,
-    TagResourceBody, UpdateStageRequest,
+    CreateStageResponse, DeleteStageRequest, DisconnectParticipantRequest, EmptyResponse,
+    ErrorKind, IvsError, Operation, ParticipantToken, ParticipantTokenCapability,
 };
 use stagefan_core::sigv4::{self, HttpRequest, UtcDateTime, VerifyError, VerifyParams};
 use stagefan_core::token::TokenBuilder;
@@ -333,251 +327,107 @@ fn dispatch(
     now: i64,
 ) -> OpResult {
     use Operation as O;
+    let arn = arn.unwrap_or_default();
     match op {
-        O::CreateStage => {
-            let r: CreateStageRequest = parse(body)?;
-            let configs = r.participant_token_configurations.unwrap_or_default();
-            if configs.len() > ivs::MAX_TOKEN_CONFIGURATIONS {
-                return Err(IvsError::new(
-                    ErrorKind::Validation,
-                    "participantTokenConfigurations must have at most 12 members",
-                ));
-            }
-            for c in &configs {
-                ivs::validate_token_request(
-                    c.duration,
-                    c.user_id.as_deref(),
-                    c.attributes.as_ref(),
-                    c.capabilities.as_deref(),
-                )
-                .map_err(|m| IvsError::new(ErrorKind::Validation, m))?;
-            }
-            let stage = app.store().create_stage(
-                r.name,
-                r.tags,
-                r.auto_participant_recording_configuration,
-                &rand::random(),
-            )?;
-            let tokens = configs
-                .into_iter()
-                .map(|c| {
-                    mint_token(
-                        app,
-                        &stage.arn,
-                        c.duration,
-                        c.user_id,
-                        c.attributes,
-                        c.capabilities,
-                        now,
-                    )
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            tracing::info!(stage = %stage.arn, "stage created");
-            to_json(CreateStageResponse {
-                stage: Some(stage),
-                participant_tokens: Some(tokens),
-            })
-        }
-        O::GetStage => {
-            let r: GetStageRequest = parse(body)?;
-            to_json(GetStageResponse {
-                stage: Some(app.store().get_stage(&r.arn)?),
-            })
-        }
-        O::UpdateStage => {
-            let r: UpdateStageRequest = parse(body)?;
-            let stage = app.store().update_stage(
-                &r.arn,
-                r.name,
-                r.auto_participant_recording_configuration,
-            )?;
-            to_json(GetStageResponse { stage: Some(stage) })
-        }
-        O::ListStages => {
-            let r: ListStagesRequest = parse(body)?;
-            let (stages, next_token) = app
-                .store()
-                .list_stages(r.next_token.as_deref(), r.max_results)?;
-            to_json(ListStagesResponse { stages, next_token })
-        }
-        O::DeleteStage => {
-            let r: GetStageRequest = parse(body)?;
-            let (stage_id, _closed) = app.store().delete_stage(&r.arn, now)?;
-            app.events
-                .close_stage(&stage_id, "STAGE_DELETED", "the stage was deleted");
-            if let Some(media) = &app.media {
-                media.close_stage(&stage_id);
-            }
-            tracing::info!(stage = %r.arn, "stage deleted");
-            to_json(EmptyResponse {})
-        }
-        O::CreateParticipantToken => {
-            let r: CreateParticipantTokenRequest = parse(body)?;
-            app.store().get_stage(&r.stage_arn)?;
-            let token = mint_token(
-                app,
-                &r.stage_arn,
-                r.duration,
-                r.user_id,
-                r.attributes,
-                r.capabilities,
-                now,
-            )?;
-            to_json(CreateParticipantTokenResponse {
-                participant_token: Some(token),
-            })
-        }
-        O::ListParticipants => {
-            let r: ListParticipantsRequest = parse(body)?;
-            let (participants, next_token) = app.store().list_participants(
-                &r.stage_arn,
-                &r.session_id,
-                r.filter_by_user_id.as_deref(),
-                r.filter_by_published,
-                r.filter_by_state,
-                r.next_token.as_deref(),
-                r.max_results,
-            )?;
-            to_json(ListParticipantsResponse {
-                participants,
-                next_token,
-            })
-        }
-        O::GetParticipant => {
-            let r: GetParticipantRequest = parse(body)?;
-            let p = app
-                .store()
-                .get_participant(&r.stage_arn, &r.session_id, &r.participant_id)?;
-            to_json(GetParticipantResponse {
-                participant: Some(p),
-            })
-        }
-        O::ListParticipantEvents => {
-            let r: ListParticipantEventsRequest = parse(body)?;
-            let (events, next_token) = app.store().list_participant_events(
-                &r.stage_arn,
-                &r.session_id,
-                &r.participant_id,
-                r.next_token.as_deref(),
-                r.max_results,
-            )?;
-            to_json(ListParticipantEventsResponse { events, next_token })
-        }
-        O::DisconnectParticipant => {
-            let r: DisconnectParticipantRequest = parse(body)?;
-            if r.reason.as_ref().is_some_and(|x| x.chars().count() > 128) {
-                return Err(IvsError::new(
-                    ErrorKind::Validation,
-                    "reason must be at most 128 characters",
-                ));
-            }
-            let had_media =
-                app.store()
-                    .disconnect_participant(&r.stage_arn, &r.participant_id, now)?;
-            app.events.disconnect(
-                &r.participant_id,
-                "PARTICIPANT_DISCONNECTED",
-                r.reason.as_deref().unwrap_or(""),
-            );
-            if let Some(connection) = had_media {
-                if let Some(media) = &app.media {
-                    media.disconnect(&r.participant_id, Some(connection));
-                }
-            }
-            to_json(EmptyResponse {})
-        }
-        O::ImportPublicKey => {
-            let r: ImportPublicKeyRequest = parse(body)?;
-            let key = app.store().import_public_key(
-                &r.public_key_material,
-                r.name,
-                r.tags,
-                &rand::random(),
-            )?;
-            to_json(PublicKeyResponse {
-                public_key: Some(key),
-            })
-        }
-        O::GetPublicKey => {
-            let r: GetStageRequest = parse(body)?;
-            to_json(PublicKeyResponse {
-                public_key: Some(app.store().get_public_key(&r.arn)?),
-            })
-        }
-        O::ListPublicKeys => {
-            let r: ListStagesRequest = parse(body)?;
-            let (public_keys, next_token) = app
-                .store()
-                .list_public_keys(r.next_token.as_deref(), r.max_results)?;
-            to_json(ListPublicKeysResponse {
-                public_keys,
-                next_token,
-            })
-        }
-        O::DeletePublicKey => {
-            let r: GetStageRequest = parse(body)?;
-            app.store().delete_public_key(&r.arn)?;
-            to_json(EmptyResponse {})
-        }
-        O::TagResource => {
-            let r: TagResourceBody = parse(body)?;
-            app.store().tag_resource(arn.unwrap_or_default(), r.tags)?;
-            to_json(EmptyResponse {})
-        }
-        O::UntagResource => {
-            let keys = untag_keys(query);
-            app.store().untag_resource(arn.unwrap_or_default(), &keys)?;
-            to_json(EmptyResponse {})
-        }
-        O::ListTagsForResource => {
-            let tags = app.store().list_tags(arn.unwrap_or_default())?;
-            to_json(ListTagsForResourceResponse { tags })
-        }
-        O::StartParticipantReplication => {
-            let r: StartParticipantReplicationRequest = parse(body)?;
-            if r.reconnect_window_seconds.is_some_and(|s| s > 300) {
-                return Err(IvsError::new(
-                    ErrorKind::Validation,
-                    "reconnectWindowSeconds must be between 0 and 300",
-                ));
-            }
-            app.store().start_replication(
-                &r.source_stage_arn,
-                &r.destination_stage_arn,
-                &r.participant_id,
-                r.reconnect_window_seconds.unwrap_or(0),
-                r.attributes,
-                now,
-                &rand::random(),
-            )?;
-            to_json(EmptyResponse {})
-        }
+        O::CreateStage => create_stage(app, parse(body)?, now),
+        O::GetStage => to_json(app.store().get_stage_op(parse(body)?)?),
+        O::UpdateStage => to_json(app.store().update_stage_op(parse(body)?)?),
+        O::ListStages => to_json(app.store().list_stages_op(parse(body)?)?),
+        O::DeleteStage => delete_stage(app, parse(body)?, now),
+        O::CreateParticipantToken => create_participant_token(app, parse(body)?, now),
+        O::ListParticipants => to_json(app.store().list_participants_op(parse(body)?)?),
+        O::GetParticipant => to_json(app.store().get_participant_op(parse(body)?)?),
+        O::ListParticipantEvents => to_json(app.store().list_participant_events_op(parse(body)?)?),
+        O::DisconnectParticipant => disconnect_participant(app, parse(body)?, now),
+        O::ImportPublicKey => to_json(
+            app.store()
+                .import_public_key_op(parse(body)?, &rand::random())?,
+        ),
+        O::GetPublicKey => to_json(app.store().get_public_key_op(parse(body)?)?),
+        O::ListPublicKeys => to_json(app.store().list_public_keys_op(parse(body)?)?),
+        O::DeletePublicKey => to_json(app.store().delete_public_key_op(parse(body)?)?),
+        O::TagResource => to_json(app.store().tag_resource_op(arn, parse(body)?)?),
+        O::UntagResource => to_json(app.store().untag_resource_op(arn, &untag_keys(query))?),
+        O::ListTagsForResource => to_json(app.store().list_tags_op(arn)?),
+        O::StartParticipantReplication => to_json(app.store().start_replication_op(
+            parse(body)?,
+            now,
+            &rand::random(),
+        )?),
         O::StopParticipantReplication => {
-            let r: StopParticipantReplicationRequest = parse(body)?;
-            app.store().stop_replication(
-                &r.source_stage_arn,
-                &r.destination_stage_arn,
-                &r.participant_id,
-                now,
-            )?;
-            to_json(EmptyResponse {})
+            to_json(app.store().stop_replication_op(parse(body)?, now)?)
         }
-        O::ListParticipantReplicas => {
-            let r: ListParticipantReplicasRequest = parse(body)?;
-            let mut store = app.store();
-            store.expire_replications(now);
-            let (replicas, next_token) = store.list_replicas(
-                &r.source_stage_arn,
-                &r.participant_id,
-                r.next_token.as_deref(),
-                r.max_results,
-            )?;
-            to_json(ListParticipantReplicasResponse {
-                replicas,
-                next_token,
-            })
+        O::ListParticipantReplicas => to_json(app.store().list_replicas_op(parse(body)?, now)?),
+    }
+}
+
+/// CreateStage: the stage, then the tokens it was asked for, signed with ivs-local's key.
+fn create_stage(app: &App, r: CreateStageRequest, now: i64) -> OpResult {
+    let (stage, configs) = app.store().create_stage_op(r, &rand::random())?;
+    let tokens = configs
+        .into_iter()
+        .map(|c| {
+            mint_token(
+                app,
+                &stage.arn,
+                c.duration,
+                c.user_id,
+                c.attributes,
+                c.capabilities,
+                now,
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    tracing::info!(stage = %stage.arn, "stage created");
+    to_json(CreateStageResponse {
+        stage: Some(stage),
+        participant_tokens: Some(tokens),
+    })
+}
+
+/// DeleteStage: the stage goes, and with it its events sockets and media connections.
+fn delete_stage(app: &App, r: DeleteStageRequest, now: i64) -> OpResult {
+    let (stage_id, _closed) = app.store().delete_stage(&r.arn, now)?;
+    app.events
+        .close_stage(&stage_id, "STAGE_DELETED", "the stage was deleted");
+    if let Some(media) = &app.media {
+        media.close_stage(&stage_id);
+    }
+    tracing::info!(stage = %r.arn, "stage deleted");
+    to_json(EmptyResponse {})
+}
+
+/// CreateParticipantToken for an existing stage.
+fn create_participant_token(app: &App, r: CreateParticipantTokenRequest, now: i64) -> OpResult {
+    app.store().get_stage(&r.stage_arn)?;
+    let token = mint_token(
+        app,
+        &r.stage_arn,
+        r.duration,
+        r.user_id,
+        r.attributes,
+        r.capabilities,
+        now,
+    )?;
+    to_json(CreateParticipantTokenResponse {
+        participant_token: Some(token),
+    })
+}
+
+/// DisconnectParticipant: the participant's events socket and media connection close.
+fn disconnect_participant(app: &App, r: DisconnectParticipantRequest, now: i64) -> OpResult {
+    let had_media = app.store().disconnect_participant_op(&r, now)?;
+    app.events.disconnect(
+        &r.participant_id,
+        "PARTICIPANT_DISCONNECTED",
+        r.reason.as_deref().unwrap_or(""),
+    );
+    if let Some(connection) = had_media {
+        if let Some(media) = &app.media {
+            media.disconnect(&r.participant_id, Some(connection));
         }
     }
+    to_json(EmptyResponse {})
 }
 
 /// `GET /_local/stats`: request counters per operation, state counts and media figures

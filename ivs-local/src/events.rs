@@ -404,7 +404,7 @@ fn on_text(app: &App, pid: &str, id: u64, text: &str) -> Option<String> {
             json!({
                 "type": "aws:ivs:EXCHANGE_TOKEN",
                 "payload": {
-                    "requestId": v.pointer("/payload/requestId").or(v.get("requestId")),
+                    "requestId": v.pointer("/payload/requestId").or_else(|| v.get("requestId")),
                     "error": "token exchange is not implemented by ivs-local",
                 }
             })

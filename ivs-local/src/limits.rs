@@ -1,4 +1,4 @@
-//! IVS's per-operation request rates as token buckets, and the request counters behind
+//! IVS's per-operation request rates as token buckets (core's [`TokenBucket`]), and the request counters behind
 //! `GET /_local/stats` (including the most requests seen in any sliding 1-second window, so a
 //! test can prove a client stayed within its budget).
 
@@ -8,42 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use stagefan_core::ivs::Operation;
+use stagefan_core::pacing::TokenBucket;
 
 const WINDOW: Duration = Duration::from_secs(1);
-
-#[derive(Debug)]
-struct Bucket {
-    tokens: f64,
-    capacity: f64,
-    per_second: f64,
-    last: Instant,
-}
-
-impl Bucket {
-    fn new(per_second: f64, now: Instant) -> Self {
-        // A burst of one second's allowance, refilled continuously: any client that never
-        // sends more than the rate in any 1-second window is never throttled.
-        let capacity = per_second.max(1.0);
-        Self {
-            tokens: capacity,
-            capacity,
-            per_second,
-            last: now,
-        }
-    }
-
-    fn try_take(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.per_second).min(self.capacity);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
 
 /// Sliding 1-second window of arrival times, remembering its largest size.
 #[derive(Debug, Default)]
@@ -97,7 +64,9 @@ pub struct OpStats {
 }
 
 struct Inner {
-    buckets: BTreeMap<Operation, Bucket>,
+    buckets: BTreeMap<Operation, TokenBucket>,
+    /// The first instant seen: the buckets count milliseconds from it.
+    epoch: Option<Instant>,
     counters: BTreeMap<Operation, OpCounters>,
 }
 
@@ -123,6 +92,7 @@ impl Limits {
             scale,
             inner: Mutex::new(Inner {
                 buckets: BTreeMap::new(),
+                epoch: None,
                 counters: BTreeMap::new(),
             }),
         }
@@ -155,11 +125,15 @@ impl Limits {
         let mut inner = self.lock();
         let allowed = match limit {
             None => true,
-            Some(rate) => inner
-                .buckets
-                .entry(op)
-                .or_insert_with(|| Bucket::new(rate, now))
-                .try_take(now),
+            Some(rate) => {
+                let epoch = *inner.epoch.get_or_insert(now);
+                let ms = now.saturating_duration_since(epoch).as_millis() as u64;
+                inner
+                    .buckets
+                    .entry(op)
+                    .or_insert_with(|| TokenBucket::one_second(rate, ms))
+                    .try_take(ms)
+            }
         };
         let c = inner.counters.entry(op).or_default();
         if allowed {

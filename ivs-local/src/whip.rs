@@ -331,11 +331,13 @@ fn verify_bearer(
     now: i64,
     allow_expired: bool,
 ) -> Result<token::Claims, Refusal> {
-    let jwt = bearer(headers).ok_or((
-        StatusCode::UNAUTHORIZED,
-        "MISSING_TOKEN",
-        "Authorization: Bearer <participant token> is required".to_string(),
-    ))?;
+    let jwt = bearer(headers).ok_or_else(|| {
+        (
+            StatusCode::UNAUTHORIZED,
+            "MISSING_TOKEN",
+            "Authorization: Bearer <participant token> is required".to_string(),
+        )
+    })?;
     let at = match token::decode_unverified(jwt) {
         Ok((_, c)) if allow_expired && c.exp <= now => c.exp - 1,
         _ => now,

@@ -146,7 +146,7 @@ async fn raw_create(ivs: &IvsLocal, name: &str) -> Result<Value, String> {
         ("content-type", "application/json"),
     ];
     let creds = stagefan_core::sigv4::Credentials::new(common::ACCESS_KEY, common::SECRET, None);
-    let signed = stagefan_core::sigv4::sign(
+    let signed = stagefan_core::sigv4::sign_request(
         &stagefan_core::sigv4::HttpRequest {
             method: "POST",
             path: "/CreateStage",
@@ -161,7 +161,8 @@ async fn raw_create(ivs: &IvsLocal, name: &str) -> Result<Value, String> {
             time: stagefan_core::sigv4::UtcDateTime::from_unix(common::unix_now()),
             settings: Default::default(),
         },
-    );
+    )
+    .expect("signs");
     let mut req = reqwest::Client::new()
         .post(format!("{}/CreateStage", ivs.base))
         .header("content-type", "application/json")

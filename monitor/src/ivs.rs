@@ -197,7 +197,7 @@ impl IvsClient {
             ("host", self.host.as_str()),
             ("content-type", "application/json"),
         ];
-        let signed = sigv4::sign(
+        let signed = sigv4::sign_request(
             &HttpRequest {
                 method: op.http_method(),
                 path: &path,
@@ -212,7 +212,8 @@ impl IvsClient {
                 time: UtcDateTime::from_unix(unix),
                 settings: Default::default(),
             },
-        );
+        )
+        .map_err(|e| CallError::Transport(e.to_string()))?;
         let mut request = self
             .http
             .post(format!("{}{}", self.base, path))

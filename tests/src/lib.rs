@@ -425,7 +425,7 @@ impl IvsLocal {
             ("host", self.host.as_str()),
             ("content-type", "application/json"),
         ];
-        let signed = sigv4::sign(
+        let signed = sigv4::sign_request(
             &sigv4::HttpRequest {
                 method: "POST",
                 path: &path,
@@ -440,7 +440,8 @@ impl IvsLocal {
                 time: UtcDateTime::from_unix(now),
                 settings: SigningSettings::default(),
             },
-        );
+        )
+        .expect("signs");
         let mut req = self
             .http
             .post(format!("{}{}", self.base, path))

@@ -114,59 +114,11 @@ impl JsonBody {
     }
 }
 
-/// `[A-Za-z0-9_-]{1,64}`: broadcast ids go into Durable Object names and lease ids.
-pub fn validate_broadcast(field: &'static str, id: &str) -> AppResult<()> {
-    let ok = (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(AppError::bad_field(
-            field,
-            format!("`{field}` must be 1-64 characters of A-Z a-z 0-9 _ -"),
-        ))
-    }
-}
-
-/// `{broadcast}.{22 url-safe characters}`; returns the broadcast part, which routes the lease
-/// to its pool.
-pub fn broadcast_of_lease(lease_id: &str) -> AppResult<&str> {
-    let bad = || {
-        AppError::bad_field(
-            "leaseId",
-            "`leaseId` must be a lease id returned by /api/token/viewer",
-        )
-    };
-    let (broadcast, secret) = lease_id.rsplit_once('.').ok_or_else(bad)?;
-    validate_broadcast("leaseId", broadcast).map_err(|_| bad())?;
-    let secret_ok = secret.len() == 22
-        && secret
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if secret_ok {
-        Ok(broadcast)
-    } else {
-        Err(bad())
-    }
-}
-
-/// Stage ARNs as IVS writes them; the pool checks that the stage is one of its own.
-pub fn validate_stage_arn(arn: &str) -> AppResult<()> {
-    let ok = arn.len() <= 256
-        && arn.starts_with("arn:aws")
-        && arn.contains(":stage/")
-        && arn.bytes().all(|b| b.is_ascii_graphic());
-    if ok {
-        Ok(())
-    } else {
-        Err(AppError::bad_field(
-            "stageArn",
-            "`stageArn` must be a stage ARN",
-        ))
-    }
-}
+// The validators of ids that arrive in requests are core's (their errors name the field and
+// say what was wrong); `?` turns their `InvalidField` into a 400 `invalid_field`.
+pub use stagefan_core::ids::{
+    broadcast_of_lease, validate_broadcast_field as validate_broadcast, validate_stage_arn,
+};
 
 #[cfg(test)]
 mod tests {
@@ -203,17 +155,5 @@ mod tests {
             body.required_str("leaseId"),
             Err(AppError::BadRequest { field: Some(ref f), .. }) if f == "leaseId"
         ));
-    }
-
-    #[test]
-    fn ids() {
-        assert!(validate_broadcast("broadcast", "default").is_ok());
-        assert!(validate_broadcast("broadcast", "de.fault").is_err());
-        assert_eq!(
-            broadcast_of_lease("default.abcdefghijABCDEFGHIJ-_").unwrap(),
-            "default"
-        );
-        assert!(broadcast_of_lease("default.short").is_err());
-        assert!(broadcast_of_lease("nodot").is_err());
     }
 }

@@ -148,7 +148,8 @@ impl IvsClient {
         let time = UtcDateTime::from_unix(runtime::now_secs());
         let content_type = "application/json";
         let wire_headers = [("host", self.host.as_str()), ("content-type", content_type)];
-        let signed = sigv4::sign(
+        let transport = |e: worker::Error| CallError::Transport(e.to_string());
+        let signed = sigv4::sign_request(
             &sigv4::HttpRequest {
                 method,
                 path,
@@ -163,9 +164,9 @@ impl IvsClient {
                 time,
                 settings: SigningSettings::default(),
             },
-        );
+        )
+        .map_err(|e| CallError::Transport(e.to_string()))?;
         let headers = Headers::new();
-        let transport = |e: worker::Error| CallError::Transport(e.to_string());
         headers
             .set("content-type", content_type)
             .map_err(transport)?;

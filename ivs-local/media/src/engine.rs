@@ -920,7 +920,7 @@ fn write_to_subscribers(
 /// The subscriber's payload type for a publisher's frame: the best match among the payload
 /// types the subscriber negotiated, else any of the same codec (decoders take either H.264
 /// profile in practice).
-fn choose_pt(writer: &Writer, params: PayloadParams) -> Option<Pt> {
+fn choose_pt(writer: &Writer<'_>, params: PayloadParams) -> Option<Pt> {
     if let Some(pt) = writer.match_params(params) {
         if writer.payload_params().any(|p| p.pt() == pt) {
             return Some(pt);

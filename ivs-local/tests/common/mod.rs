@@ -81,7 +81,7 @@ impl IvsLocal {
             // ivs-local closes idle connections after 5 s (its header-read timeout runs
             // between requests too): close ours first, or a request races the close.
             http: reqwest::Client::builder()
-                .pool_idle_timeout(std::time::Duration::from_secs(2))
+                .pool_idle_timeout(Duration::from_secs(2))
                 .build()
                 .expect("http client"),
             base: self.base.clone(),
@@ -224,7 +224,7 @@ impl Client {
         ];
         let creds = Credentials::new(sign.access_key.clone(), sign.secret.clone(), None);
         let signed_body = sign.signed_body.clone().unwrap_or_else(|| body.clone());
-        let signed = sigv4::sign(
+        let signed = sigv4::sign_request(
             &HttpRequest {
                 method,
                 path,
@@ -239,7 +239,8 @@ impl Client {
                 time: UtcDateTime::from_unix(unix_now() + sign.clock_offset_secs),
                 settings: SigningSettings::default(),
             },
-        );
+        )
+        .expect("signs");
         let url = if query.is_empty() {
             format!("{}{}", self.base, path)
         } else {

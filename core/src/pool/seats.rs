@@ -1,0 +1,289 @@
+//! Viewers: seats, leases, heartbeats and expiry, and the load each stage carries.
+
+use super::*;
+
+impl Pool {
+    /// Gives `user_id` a new seat, as [`Pool::join`] does for a request without a lease or a
+    /// client.
+    pub fn assign(
+        &mut self,
+        user_id: &str,
+        now: Millis,
+        random: &[u8; LEASE_RANDOM_BYTES],
+    ) -> Result<Assignment, AssignError> {
+        self.join(
+            &JoinRequest {
+                user_id,
+                ..JoinRequest::default()
+            },
+            now,
+            random,
+        )
+    }
+
+    /// Gives a viewer a seat. A request that presents a live lease of this pool gets that
+    /// seat again (sticky reconnect: same lease, same stage, same participant, renewed even if
+    /// its stage is now the fullest); a lease on a draining stage is moved to a new seat. A
+    /// request without a live lease is a new seat, never anybody else's: the live stage with
+    /// the lowest load below capacity, else the warming one, ties to the oldest (in replicate
+    /// mode a warming replica is skipped: it gets viewers once the host's replica is observed
+    /// there). A new seat is refused when its client already holds
+    /// [`PoolSettings::max_seats_per_client`] seats (before a stage is looked for, so a
+    /// flood's refusals ask for no stage). `random` makes the lease and participant ids. The
+    /// user id is not validated here (see [`validate_user_id`]).
+    /// O(log stages + log leases).
+    pub fn join(
+        &mut self,
+        req: &JoinRequest<'_>,
+        now: Millis,
+        random: &[u8; LEASE_RANDOM_BYTES],
+    ) -> Result<Assignment, AssignError> {
+        self.advance(now);
+        let ttl = self.settings.lease_ttl_ms;
+
+        let held = req.lease_id.filter(|id| self.leases.contains_key(*id));
+        if let Some(lease_id) = held {
+            let lease = &self.leases[lease_id];
+            let stage = &self.stages[&lease.stage];
+            if stage.is_active() {
+                let (arn, state) = (stage.arn.clone().unwrap_or_default(), stage.state);
+                let (stage_id, participant_id, user_id) = (
+                    lease.stage,
+                    lease.participant_id.clone(),
+                    lease.user_id.clone(),
+                );
+                let lease_id = lease_id.to_string();
+                let expires_at = self.renew(&lease_id, now, ttl);
+                self.meta.stats.reconnects += 1;
+                self.changes.meta = true;
+                return Ok(Assignment {
+                    lease_id,
+                    stage: stage_id,
+                    stage_arn: arn,
+                    stage_state: state,
+                    expires_at,
+                    reconnected: true,
+                    participant_id,
+                    user_id,
+                });
+            }
+        }
+
+        // A seat moved off a draining stage is the same client's: it does not count twice.
+        let moving = held.map(str::to_string);
+        if self.client_at_limit(req) {
+            let limit = self.settings.max_seats_per_client;
+            let holds = req.client.map_or(0, |c| self.seats_of_client(c));
+            self.meta.stats.client_refusals += 1;
+            self.changes.meta = true;
+            return Err(AssignError::ClientLimit { held: holds, limit });
+        }
+
+        let lease_id = format!(
+            "{}.{}",
+            self.meta.broadcast,
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random)
+        );
+        let participant_id = derive_participant_id(random);
+        if self.leases.contains_key(&lease_id) || self.by_participant.contains_key(&participant_id)
+        {
+            return Err(AssignError::LeaseIdTaken(lease_id));
+        }
+        let Some(stage_id) = self.pick_stage() else {
+            self.meta.stats.refusals += 1;
+            self.changes.meta = true;
+            let count = |f: &dyn Fn(&Stage) -> bool| self.stages.values().filter(|s| f(s)).count();
+            let creating = count(&|s| s.state == StageState::Creating) as u32;
+            let replicas_waiting = count(&|s| {
+                s.state == StageState::Warming && s.origin.is_some() && s.load < s.capacity
+            }) as u32;
+            return Err(AssignError::NoSeat(NoSeat {
+                stages_creating: creating,
+                replicas_waiting,
+                can_create: self.existing_stages() < self.settings.max_stages,
+            }));
+        };
+        // Moving off a draining stage: give the old seat back first.
+        let mut client = req.client.map(str::to_string);
+        if let Some(old) = moving {
+            client = self.leases[&old].client.clone().or(client);
+            self.remove_lease(&old);
+            self.meta.stats.leaves += 1;
+        }
+
+        let expires_at = now.saturating_add(ttl);
+        let lease = Lease {
+            id: lease_id.clone(),
+            user_id: req.user_id.to_string(),
+            participant_id: participant_id.clone(),
+            client: client.clone(),
+            stage: stage_id,
+            joined_at: now,
+            renewed_at: now,
+            expires_at,
+        };
+        self.expiry.insert((expires_at, lease_id.clone()));
+        self.by_participant
+            .insert(participant_id.clone(), lease_id.clone());
+        if let Some(client) = client {
+            *self.by_client.entry(client).or_default() += 1;
+        }
+        self.leases.insert(lease_id.clone(), lease);
+        self.changes.lease(&lease_id);
+        let (was_empty, arn, state) = self.update_stage(stage_id, |stage| {
+            stage.load += 1;
+            (
+                stage.empty_since.take().is_some(),
+                stage.arn.clone().unwrap_or_default(),
+                stage.state,
+            )
+        });
+        if was_empty {
+            self.changes.stage(stage_id);
+        }
+        let stats = &mut self.meta.stats;
+        stats.joins += 1;
+        stats.peak_viewers = stats.peak_viewers.max(self.leases.len() as u64);
+        self.changes.meta = true;
+        Ok(Assignment {
+            lease_id,
+            stage: stage_id,
+            stage_arn: arn,
+            stage_state: state,
+            expires_at,
+            reconnected: false,
+            participant_id,
+            user_id: req.user_id.to_string(),
+        })
+    }
+
+    /// The stage the next new viewer would get, without assigning.
+    pub fn peek_assignment(&self) -> Option<StageId> {
+        self.pick_stage()
+    }
+
+    /// O(log stages): the first of the ordered set of stages with room.
+    pub(super) fn pick_stage(&self) -> Option<StageId> {
+        self.open.first().map(|&(_, _, id)| id)
+    }
+
+    /// Mutates a stage and keeps the index of stages with room in step with its state and load.
+    pub(super) fn update_stage<R>(&mut self, id: StageId, f: impl FnOnce(&mut Stage) -> R) -> R {
+        let st = self.stages.get_mut(&id).expect("stage exists");
+        let before = open_key(st);
+        let out = f(st);
+        let after = open_key(st);
+        if before != after {
+            if let Some(k) = before {
+                self.open.remove(&k);
+            }
+            if let Some(k) = after {
+                self.open.insert(k);
+            }
+        }
+        out
+    }
+
+    /// Renews a live lease for another TTL. Returns the renewed lease.
+    pub fn heartbeat(&mut self, lease_id: &str, now: Millis) -> Result<Lease, PoolError> {
+        self.advance(now);
+        if !self.leases.contains_key(lease_id) {
+            return Err(PoolError::LeaseNotFound);
+        }
+        self.renew(lease_id, now, self.settings.lease_ttl_ms);
+        Ok(self.leases[lease_id].clone())
+    }
+
+    /// Gives a seat back. Idempotent: `false` when there was no such live lease.
+    pub fn leave(&mut self, lease_id: &str, now: Millis) -> bool {
+        self.advance(now);
+        if !self.leases.contains_key(lease_id) {
+            return false;
+        }
+        self.remove_lease(lease_id);
+        self.meta.stats.leaves += 1;
+        self.changes.meta = true;
+        true
+    }
+
+    /// Frees every lease that lapsed by `now` and integrates viewer time; returns how many
+    /// lapsed. (Every method taking `now` does this first.)
+    pub fn expire(&mut self, now: Millis) -> u32 {
+        let before = self.meta.stats.lease_expiries;
+        self.advance(now);
+        (self.meta.stats.lease_expiries - before) as u32
+    }
+
+    pub(super) fn renew(&mut self, lease_id: &str, now: Millis, ttl: u64) -> Millis {
+        let lease = self.leases.get_mut(lease_id).expect("lease exists");
+        self.expiry.remove(&(lease.expires_at, lease.id.clone()));
+        // Never shorten a lease (a `now` from a skewed clock must not cut a seat short).
+        lease.expires_at = lease.expires_at.max(now.saturating_add(ttl));
+        lease.renewed_at = lease.renewed_at.max(now);
+        self.expiry.insert((lease.expires_at, lease.id.clone()));
+        self.changes.lease(lease_id);
+        lease.expires_at
+    }
+
+    pub(super) fn remove_lease(&mut self, lease_id: &str) {
+        let Some(lease) = self.leases.remove(lease_id) else {
+            return;
+        };
+        self.expiry.remove(&(lease.expires_at, lease.id.clone()));
+        if self.by_participant.get(&lease.participant_id) == Some(&lease.id) {
+            self.by_participant.remove(&lease.participant_id);
+        }
+        if let Some(client) = &lease.client {
+            if let Some(n) = self.by_client.get_mut(client) {
+                *n -= 1;
+                if *n == 0 {
+                    self.by_client.remove(client);
+                }
+            }
+        }
+        self.changes.lease_removed(lease_id);
+        if self.stages.contains_key(&lease.stage) {
+            let at = self.meta.integrated_at;
+            let emptied = self.update_stage(lease.stage, |st| {
+                st.load -= 1;
+                let emptied = st.load == 0 && st.state != StageState::Deleted;
+                if emptied {
+                    st.empty_since = Some(at);
+                }
+                emptied
+            });
+            if emptied {
+                self.changes.stage(lease.stage);
+            }
+        }
+    }
+
+    /// Integrates viewer time up to `t` (never backwards).
+    pub(super) fn integrate(&mut self, t: Millis) {
+        if t > self.meta.integrated_at {
+            let dt = t - self.meta.integrated_at;
+            self.meta.viewer_ms = self
+                .meta
+                .viewer_ms
+                .saturating_add(dt.saturating_mul(self.leases.len() as u64));
+            self.meta.integrated_at = t;
+            self.meta.stats.viewer_seconds = self.meta.viewer_ms / 1000;
+            self.changes.meta = true;
+        }
+    }
+
+    /// Sweeps lapsed leases in expiry order, integrating viewer time exactly up to each
+    /// expiry, then up to `now`.
+    pub(super) fn advance(&mut self, now: Millis) {
+        while let Some((t, id)) = self.expiry.first().cloned() {
+            if t > now {
+                break;
+            }
+            self.integrate(t);
+            self.remove_lease(&id);
+            self.meta.stats.lease_expiries += 1;
+            self.changes.meta = true;
+        }
+        self.integrate(now);
+    }
+}
