@@ -131,9 +131,8 @@ impl Budget {
     /// nothing and returns [`Deferred`].
     pub async fn acquire(&self, op: Operation, deadline: Instant) -> Result<Permit<'_>, Deferred> {
         let slot = self.with_family(op, |fam, _| fam.slot.clone());
-        let slot = match tokio::time::timeout_at(deadline, slot.acquire_owned()).await {
-            Ok(Ok(p)) => p,
-            _ => return Err(Deferred { ready_at: deadline }),
+        let Ok(Ok(slot)) = tokio::time::timeout_at(deadline, slot.acquire_owned()).await else {
+            return Err(Deferred { ready_at: deadline });
         };
         loop {
             let now = Instant::now();

@@ -394,7 +394,7 @@ impl Poller {
             .map(|(_, arn)| {
                 self.samples
                     .get(arn)
-                    .map_or(self.origin.elapsed(), |s| s.at.elapsed())
+                    .map_or_else(|| self.origin.elapsed(), |s| s.at.elapsed())
             })
             .max()
             .unwrap_or_default();
