@@ -67,13 +67,11 @@ impl PublicSummary {
                 state: s.state,
                 load: s.load,
                 capacity: s.capacity,
-                role: replicate.then(|| {
-                    match pool.stage(s.id).and_then(|st| st.origin) {
-                        Some(_) => StageRole::Replica {
-                            origin_arn: s.origin_arn.clone(),
-                        },
-                        None => StageRole::Origin,
-                    }
+                role: replicate.then(|| match pool.stage(s.id).and_then(|st| st.origin) {
+                    Some(_) => StageRole::Replica {
+                        origin_arn: s.origin_arn.clone(),
+                    },
+                    None => StageRole::Origin,
                 }),
             })
             .collect();
@@ -153,10 +151,7 @@ mod tests {
         for (n, stage) in s.stages.iter().enumerate() {
             match n {
                 0 | 6 => assert_eq!(stage.role, Some(StageRole::Origin), "{stage:?}"),
-                1..=5 => assert_eq!(
-                    stage.role,
-                    Some(StageRole::Replica { origin_arn: arn(0) })
-                ),
+                1..=5 => assert_eq!(stage.role, Some(StageRole::Replica { origin_arn: arn(0) })),
                 _ => {
                     assert_eq!(stage.role, Some(StageRole::Replica { origin_arn: arn(6) }));
                     assert_eq!(stage.state, StageState::Creating);
@@ -210,7 +205,12 @@ mod tests {
             assert_eq!(keys, ["capacity", "load", "stageArn", "state"], "{stage}");
         }
         assert_eq!(json["fanoutMode"], "multi-publish");
-        let keys: Vec<&str> = json.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
         assert_eq!(
             keys,
             ["broadcast", "capacity", "fanoutMode", "stages", "viewers"]
