@@ -10,11 +10,13 @@ use std::rc::Rc;
 
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
-use stagefan_core::config::TokenMode;
+use stagefan_core::config::{FanoutMode, TokenMode};
 use stagefan_core::ivs::{
     CreateParticipantTokenRequest, CreateParticipantTokenResponse, Operation,
     ParticipantTokenCapability,
 };
+use stagefan_core::policy::ScaleAction;
+use stagefan_core::pool::Observation;
 use stagefan_core::sigv4::UtcDateTime;
 use stagefan_core::token::{participant_id, TokenBuilder};
 use worker::{Env, Method, Request, Response};
@@ -22,10 +24,9 @@ use worker::{Env, Method, Request, Response};
 use crate::auth::{self, Role};
 use crate::body::{self, JsonBody};
 use crate::budget;
+use crate::calls::{self, JoinGrant, PoolCall, PublisherStages, Renewed};
 use crate::error::{AppError, AppResult};
-use crate::internal;
 use crate::ivs_client::{CallError, IvsClient, Retry};
-use crate::pool_object::{JoinGrant, PublisherStages};
 use crate::registry;
 use crate::runtime;
 use crate::settings::Settings;
@@ -180,13 +181,12 @@ async fn viewer_token(mut req: Request, edge: &Edge) -> AppResult<Response> {
     admit(edge, client.as_deref()).await?;
     require_broadcast(edge, &broadcast).await?;
     let user_id = viewer_identity(edge, &body, &broadcast).await?;
-    let grant: JoinGrant = pool_call(
-        edge,
-        &broadcast,
-        "join",
-        json!({ "userId": user_id, "leaseId": lease_id, "client": client }),
-    )
-    .await?;
+    let join = PoolCall::Join {
+        user_id,
+        lease_id,
+        client,
+    };
+    let grant: JoinGrant = pool_call(edge, &broadcast, join).await?;
     let minted = mint(
         edge,
         &grant.stage_arn,
@@ -203,13 +203,10 @@ async fn viewer_token(mut req: Request, edge: &Edge) -> AppResult<Response> {
             // A seat is granted together with its token or not at all: a new seat whose
             // token could not be made is given back at once (a reconnect keeps its seat).
             if !grant.reconnected {
-                let freed: AppResult<Value> = pool_call(
-                    edge,
-                    &broadcast,
-                    "leave",
-                    json!({ "leaseId": grant.lease_id }),
-                )
-                .await;
+                let leave = PoolCall::Leave {
+                    lease_id: grant.lease_id.clone(),
+                };
+                let freed: AppResult<Value> = pool_call(edge, &broadcast, leave).await;
                 if let Err(free) = freed {
                     worker::console_error!(
                         "giving back {} after a failed mint: {free:?}",
@@ -222,13 +219,11 @@ async fn viewer_token(mut req: Request, edge: &Edge) -> AppResult<Response> {
     };
     if minted.participant_id != grant.participant_id {
         // `api` token mode: IVS chose the participant id; the seat follows its token.
-        let _: Value = pool_call(
-            edge,
-            &broadcast,
-            "bind",
-            json!({ "leaseId": grant.lease_id, "participantId": minted.participant_id }),
-        )
-        .await?;
+        let bind = PoolCall::Bind {
+            lease_id: grant.lease_id.clone(),
+            participant_id: minted.participant_id.clone(),
+        };
+        let _: Value = pool_call(edge, &broadcast, bind).await?;
     }
     json_response(&json!({
         "token": minted.token,
@@ -343,27 +338,32 @@ async fn admit(edge: &Edge, client: Option<&str>) -> AppResult<()> {
 /// A viewer whose join found its stage missing (`STAGE_NOT_FOUND`) says so; the pool asks
 /// IVS and, if the stage is gone, marks it and evicts its seats (the answer says whether).
 async fn viewer_stage_missing(req: Request, edge: &Edge) -> AppResult<Response> {
-    let (_, answer) = lease_call(req, edge, "stage-missing").await?;
+    let (_, answer): (_, Value) =
+        lease_call(req, edge, |lease_id| PoolCall::StageMissing { lease_id }).await?;
     json_response(&answer)
 }
 
 /// A viewer route that names its lease only: reads `leaseId`, finds its broadcast (a lease of
 /// a broadcast nobody made is `lease_not_found`, without touching a pool) and asks the pool.
-async fn lease_call(mut req: Request, edge: &Edge, op: &str) -> AppResult<(String, Value)> {
+async fn lease_call<T: DeserializeOwned>(
+    mut req: Request,
+    edge: &Edge,
+    call: impl FnOnce(String) -> PoolCall,
+) -> AppResult<(String, T)> {
     let body = JsonBody::read(&mut req).await?;
     let lease_id = body.required_str("leaseId")?.to_string();
     let broadcast = body::broadcast_of_lease(&lease_id)?.to_string();
     require_broadcast(edge, &broadcast)
         .await
         .map_err(|_| AppError::lease_not_found())?;
-    let answer = pool_call(edge, &broadcast, op, json!({ "leaseId": lease_id })).await?;
+    let answer = pool_call(edge, &broadcast, call(lease_id.clone())).await?;
     Ok((lease_id, answer))
 }
 
 async fn viewer_heartbeat(req: Request, edge: &Edge) -> AppResult<Response> {
-    let (lease_id, renewed) = lease_call(req, edge, "heartbeat").await?;
-    let expires_at = renewed["expiresAt"].as_u64().unwrap_or_default();
-    json_response(&json!({ "leaseId": lease_id, "expiresAt": rfc3339_ms(expires_at) }))
+    let (lease_id, renewed): (_, Renewed) =
+        lease_call(req, edge, |lease_id| PoolCall::Heartbeat { lease_id }).await?;
+    json_response(&json!({ "leaseId": lease_id, "expiresAt": rfc3339_ms(renewed.expires_at) }))
 }
 
 async fn viewer_leave(mut req: Request, edge: &Edge) -> AppResult<Response> {
@@ -374,7 +374,7 @@ async fn viewer_leave(mut req: Request, edge: &Edge) -> AppResult<Response> {
         // Nothing to give back; leaving is idempotent.
         return json_response(&json!({ "left": true }));
     }
-    let _: Value = pool_call(edge, &broadcast, "leave", json!({ "leaseId": lease_id })).await?;
+    let _: Value = pool_call(edge, &broadcast, PoolCall::Leave { lease_id }).await?;
     json_response(&json!({ "left": true }))
 }
 
@@ -419,7 +419,7 @@ async fn list_broadcasts(req: Request, edge: &Edge) -> AppResult<Response> {
     }
     let mut summaries = Vec::new();
     for id in ids {
-        match pool_call::<Value>(edge, &id, "summary", json!({})).await {
+        match pool_call::<Value>(edge, &id, PoolCall::Summary).await {
             Ok(summary) => summaries.push(summary),
             Err(AppError::Forwarded { status: 404, .. }) => {}
             Err(e) => return Err(e),
@@ -474,11 +474,11 @@ async fn require_broadcast(edge: &Edge, broadcast: &str) -> AppResult<()> {
 async fn get_broadcast(req: Request, edge: &Edge, id: &str) -> AppResult<Response> {
     body::validate_broadcast("broadcast", id)?;
     if auth::has(&req, edge.settings.admin_key.as_deref()) {
-        let snapshot: Value = pool_call(edge, id, "snapshot", json!({})).await?;
+        let snapshot: Value = pool_call(edge, id, PoolCall::Snapshot).await?;
         return json_response(&snapshot);
     }
     require_broadcast(edge, id).await?;
-    let summary: Value = pool_call(edge, id, "summary", json!({})).await?;
+    let summary: Value = pool_call(edge, id, PoolCall::Summary).await?;
     json_response(&summary)
 }
 
@@ -489,14 +489,13 @@ async fn publisher_all(mut req: Request, edge: &Edge) -> AppResult<Response> {
     let body = JsonBody::read(&mut req).await?;
     let broadcast = resolve_broadcast(edge, &body)?;
     // A host may name the mode it expects; a pool in the other mode refuses (409).
-    let asked_mode = body.optional_str("fanoutMode")?.map(str::to_string);
-    let stages: PublisherStages = pool_call(
-        edge,
-        &broadcast,
-        "publisher",
-        json!({ "fanoutMode": asked_mode }),
-    )
-    .await?;
+    let fanout_mode = body
+        .optional_str("fanoutMode")?
+        .map(FanoutMode::parse)
+        .transpose()
+        .map_err(|e| AppError::bad_field("fanoutMode", e.to_string()))?;
+    let publisher = PoolCall::Publisher { fanout_mode };
+    let stages: PublisherStages = pool_call(edge, &broadcast, publisher).await?;
     let mut tokens = Vec::with_capacity(stages.stages.len());
     for stage in &stages.stages {
         let minted = mint(
@@ -540,13 +539,11 @@ async fn host_published(mut req: Request, edge: &Edge) -> AppResult<Response> {
             "`participantId` must be 1-64 characters of A-Z a-z 0-9 _ -",
         ));
     }
-    let result: Value = pool_call(
-        edge,
-        &broadcast,
-        "published",
-        json!({ "stageArn": stage_arn, "participantId": participant_id }),
-    )
-    .await?;
+    let published = PoolCall::Published {
+        stage_arn,
+        participant_id,
+    };
+    let result: Value = pool_call(edge, &broadcast, published).await?;
     json_response(&result)
 }
 
@@ -561,7 +558,7 @@ async fn admin_list(req: Request, edge: &Edge) -> AppResult<Response> {
 async fn admin_snapshot(req: Request, edge: &Edge, id: &str) -> AppResult<Response> {
     auth::require(&req, Role::Admin, edge.settings.admin_key.as_deref())?;
     body::validate_broadcast("broadcast", id)?;
-    let snapshot: Value = pool_call(edge, id, "snapshot", json!({})).await?;
+    let snapshot: Value = pool_call(edge, id, PoolCall::Snapshot).await?;
     json_response(&snapshot)
 }
 
@@ -569,7 +566,7 @@ async fn admin_create(mut req: Request, edge: &Edge, id: &str) -> AppResult<Resp
     auth::require(&req, Role::Admin, edge.settings.admin_key.as_deref())?;
     body::validate_broadcast("broadcast", id)?;
     let _ = JsonBody::read(&mut req).await?;
-    let snapshot: Value = pool_call(edge, id, "ensure", json!({})).await?;
+    let snapshot: Value = pool_call(edge, id, PoolCall::Ensure).await?;
     json_response(&snapshot)
 }
 
@@ -577,23 +574,28 @@ async fn admin_action(mut req: Request, edge: &Edge, id: &str) -> AppResult<Resp
     auth::require(&req, Role::Admin, edge.settings.admin_key.as_deref())?;
     body::validate_broadcast("broadcast", id)?;
     let body = JsonBody::read(&mut req).await?;
-    let action = body.required_str("action")?.to_string();
-    let mut forwarded = json!({ "action": action });
-    match action.as_str() {
-        "create" => {}
-        "drain" | "delete" => {
-            let arn = body.required_str("stageArn")?.to_string();
-            body::validate_stage_arn(&arn)?;
-            forwarded["stageArn"] = json!(arn);
-        }
+    let action = body.required_str("action")?;
+    let stage_arn = || -> AppResult<String> {
+        let arn = body.required_str("stageArn")?.to_string();
+        body::validate_stage_arn(&arn)?;
+        Ok(arn)
+    };
+    let action = match action {
+        "create" => ScaleAction::Create,
+        "drain" => ScaleAction::Drain {
+            stage_arn: stage_arn()?,
+        },
+        "delete" => ScaleAction::Delete {
+            stage_arn: stage_arn()?,
+        },
         _ => {
             return Err(AppError::bad_field(
                 "action",
                 "`action` must be one of create, drain, delete",
             ))
         }
-    }
-    let result: Value = pool_call(edge, id, "action", forwarded).await?;
+    };
+    let result: Value = pool_call(edge, id, PoolCall::Action { action }).await?;
     json_response(&result)
 }
 
@@ -617,7 +619,9 @@ async fn admin_observations(mut req: Request, edge: &Edge, id: &str) -> AppResul
             .filter_map(|k| body.get(k).map(|v| (k.to_string(), v.clone())))
             .collect(),
     );
-    let report: Value = pool_call(edge, id, "observations", value).await?;
+    let observation: Observation = serde_json::from_value(value)
+        .map_err(|e| AppError::bad_request("invalid_json", format!("observations: {e}")))?;
+    let report: Value = pool_call(edge, id, PoolCall::Observations { observation }).await?;
     json_response(&report)
 }
 
@@ -673,17 +677,10 @@ fn resolve_broadcast(edge: &Edge, body: &JsonBody) -> AppResult<String> {
 async fn pool_call<T: DeserializeOwned>(
     edge: &Edge,
     broadcast: &str,
-    op: &str,
-    body: Value,
+    call: PoolCall,
 ) -> AppResult<T> {
-    let mut response = internal::post(
-        &edge.env,
-        "STAGE_POOL",
-        broadcast,
-        &format!("https://pool/{op}/{broadcast}"),
-        &body,
-    )
-    .await?;
+    let url = format!("https://pool/{}/{broadcast}", call.name());
+    let mut response = calls::send(&edge.env, "STAGE_POOL", broadcast, &url, &call).await?;
     let status = response.status_code();
     if status >= 400 {
         let retry_after = response.headers().get("retry-after").ok().flatten();

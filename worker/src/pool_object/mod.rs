@@ -8,25 +8,25 @@
 //! IVS is explicit pool state (a `creating` stage is the create intent).
 //!
 //! The edge (`routes`) talks to it over internal requests `POST https://pool/<op>/<broadcast>`
-//! (JSON body, no headers); errors come back as the final HTTP error.
+//! whose body is a `calls::PoolCall` (no headers); errors come back as the final HTTP error.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{json, Value};
 use stagefan_core::budget::SlotSchedule;
 use stagefan_core::ivs::{GetStageRequest, GetStageResponse, Operation};
 use stagefan_core::policy::{self, ScaleAction};
 use stagefan_core::pool::{
-    AssignError, CreateIntent, JoinRequest, Observation, Pool, PoolError, Snapshot, StageId,
-    StageState, LEASE_RANDOM_BYTES,
+    AssignError, CreateIntent, JoinRequest, Pool, PoolError, Snapshot, StageId, LEASE_RANDOM_BYTES,
 };
 use stagefan_core::summary::{self, PublicSummary};
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlStorage, State};
 
+use crate::calls::{self, JoinGrant, PoolCall, PublisherStage, PublisherStages, Renewed};
 use crate::error::{AppError, AppResult};
 use crate::ivs_client::CallError;
 use crate::registry;
@@ -52,59 +52,6 @@ const MISSING_CHECK_INTERVAL_MS: u64 = 10_000;
 /// How long, and how many, evicted leases are remembered for their heartbeats.
 const EVICTED_RETAINED_MS: u64 = 10 * 60_000;
 const EVICTED_RETAINED_MAX: usize = 100_000;
-
-/// A viewer's seat as the pool grants it; the edge mints the token.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct JoinGrant {
-    pub broadcast: String,
-    pub lease_id: String,
-    pub stage_arn: String,
-    pub stage_state: StageState,
-    pub whip_url: String,
-    pub events_url: String,
-    pub lease_expires_at: u64,
-    pub lease_ttl_seconds: u64,
-    pub reconnected: bool,
-    /// The seat's IVS participant id: the token must carry it.
-    pub participant_id: String,
-    /// The display name the seat was taken with.
-    pub user_id: String,
-}
-
-/// What the edge asks the pool for a viewer (`join`).
-#[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct JoinCall {
-    pub user_id: String,
-    #[serde(default)]
-    pub lease_id: Option<String>,
-    #[serde(default)]
-    pub client: Option<String>,
-}
-
-/// A stage the host publishes to.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PublisherStage {
-    pub stage_arn: String,
-    pub state: StageState,
-    pub whip_url: String,
-    pub events_url: String,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PublisherStages {
-    pub broadcast: String,
-    pub fanout_mode: stagefan_core::config::FanoutMode,
-    pub stages: Vec<PublisherStage>,
-    /// Stages being created right now (the host page asks again to pick them up).
-    pub creating: u32,
-    /// Replicate mode: the stages that receive the host by replication, and from which origin.
-    #[serde(default)]
-    pub replicas: Vec<replication::ReplicaStage>,
-}
 
 /// The state shared by requests and by the background IVS calls they start.
 struct Shared {
@@ -166,18 +113,18 @@ impl DurableObject for StagePool {
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
+        // `/<call>/<broadcast>`: the call's name is there for logs, the call is the body.
         let path = req.path();
-        let (op, broadcast) = path
+        let (_, broadcast) = path
             .trim_start_matches('/')
             .split_once('/')
-            .unwrap_or((path.trim_start_matches('/'), ""));
-        let (op, broadcast) = (op.to_string(), broadcast.to_string());
-        let body: Value = req.json().await.unwrap_or(Value::Null);
-        let result = self.handle(&op, &broadcast, body).await;
-        Ok(match result {
-            Ok(value) => Response::from_json(&value)?,
-            Err(e) => e.into_response(),
-        })
+            .unwrap_or_default();
+        let broadcast = broadcast.to_string();
+        let result = match calls::receive::<PoolCall>(&mut req, "pool").await {
+            Ok(call) => self.handle(&broadcast, call).await,
+            Err(e) => Err(e),
+        };
+        calls::answer(result)
     }
 
     async fn alarm(&self) -> Result<Response> {
@@ -188,118 +135,105 @@ impl DurableObject for StagePool {
     }
 }
 
+/// A typed answer as JSON.
+fn to_value(answer: impl Serialize) -> AppResult<Value> {
+    Ok(serde_json::to_value(answer)?)
+}
+
 impl StagePool {
-    async fn handle(&self, op: &str, broadcast: &str, body: Value) -> AppResult<Value> {
+    async fn handle(&self, broadcast: &str, call: PoolCall) -> AppResult<Value> {
         let shared = &self.shared;
-        let settings = shared
-            .settings
-            .as_ref()
-            .map_err(|e| AppError::Internal(e.clone()))?;
+        let settings = shared.settings()?;
         shared.load(broadcast)?;
         let is_default = settings.config.default_broadcast.as_deref() == Some(broadcast);
-        match op {
-            "ensure" => {
+        let value = match call {
+            PoolCall::Ensure => {
                 self.ensure(broadcast).await?;
-                Ok(serde_json::to_value(self.snapshot()?)?)
+                to_value(self.snapshot()?)?
             }
-            "join" => {
+            PoolCall::Join {
+                user_id,
+                lease_id,
+                client,
+            } => {
                 if is_default {
                     // The configured default broadcast exists by configuration.
                     self.ensure(broadcast).await?;
                 }
-                let call: JoinCall = serde_json::from_value(body)
-                    .map_err(|e| AppError::Internal(format!("join call: {e}")))?;
-                let grant = self.join(broadcast, &call).await?;
-                Ok(serde_json::to_value(grant)?)
-            }
-            "heartbeat" => {
-                let lease_id = body["leaseId"].as_str().unwrap_or_default();
-                if !shared.has_pool() {
-                    return Err(AppError::lease_not_found());
-                }
-                let lease =
-                    shared.mutate(|pool, now| pool.heartbeat(lease_id, now).map_err(pool_error));
-                let lease = match lease {
-                    Err(AppError::NotFound { .. }) if shared.was_evicted(lease_id) => {
-                        return Err(AppError::Gone {
-                            code: "stage_gone",
-                            message: "the stage of this seat is gone: ask for a new seat \
-                                      (POST /api/token/viewer with this leaseId)"
-                                .into(),
-                        })
-                    }
-                    other => other?,
+                let request = JoinRequest {
+                    user_id: &user_id,
+                    lease_id: lease_id.as_deref(),
+                    client: client.as_deref(),
                 };
-                self.schedule_maintenance().await;
-                Ok(json!({"leaseId": lease.id, "expiresAt": lease.expires_at}))
+                to_value(self.join(broadcast, &request).await?)?
             }
-            "leave" => {
-                let lease_id = body["leaseId"].as_str().unwrap_or_default();
+            PoolCall::Heartbeat { lease_id } => to_value(self.heartbeat(&lease_id).await?)?,
+            PoolCall::Leave { lease_id } => {
                 if shared.has_pool() {
-                    shared.mutate(|pool, now| Ok(pool.leave(lease_id, now)))?;
+                    shared.mutate(|pool, now| Ok(pool.leave(&lease_id, now)))?;
                 }
-                Ok(json!({"left": true}))
+                json!({"left": true})
             }
-            "bind" => {
-                // api token mode: IVS chose the participant id of the seat's token.
-                let lease_id = body["leaseId"].as_str().unwrap_or_default();
-                let participant = body["participantId"].as_str().unwrap_or_default();
+            PoolCall::Bind {
+                lease_id,
+                participant_id,
+            } => {
                 if !shared.has_pool() {
                     return Err(AppError::lease_not_found());
                 }
                 shared.mutate(|pool, now| {
-                    pool.bind_participant(lease_id, participant, now)
+                    pool.bind_participant(&lease_id, &participant_id, now)
                         .map_err(pool_error)
                 })?;
-                Ok(json!({"bound": true}))
+                json!({"bound": true})
             }
-            "stage-missing" => {
-                let lease_id = body["leaseId"].as_str().unwrap_or_default();
+            PoolCall::StageMissing { lease_id } => {
                 if !shared.has_pool() {
                     return Err(AppError::lease_not_found());
                 }
-                let gone = self.check_missing_stage(lease_id).await?;
-                Ok(json!({"stageGone": gone}))
+                json!({"stageGone": self.check_missing_stage(&lease_id).await?})
             }
-            "publisher" => {
+            PoolCall::Publisher { fanout_mode } => {
                 self.ensure(broadcast).await?;
-                refuse_mode_switch(shared, &body)?;
-                Ok(serde_json::to_value(self.publisher_stages()?)?)
+                summary::check_fanout(shared.with_pool(|p| p.fanout()), fanout_mode).map_err(
+                    |e| AppError::Conflict {
+                        code: "fanout_mode_locked",
+                        message: e.to_string(),
+                    },
+                )?;
+                to_value(self.publisher_stages()?)?
             }
-            "published" => {
-                let arn = body["stageArn"].as_str().unwrap_or_default();
-                let participant = body["participantId"].as_str().unwrap_or_default();
+            PoolCall::Published {
+                stage_arn,
+                participant_id,
+            } => {
                 shared.mutate(|pool, now| {
-                    let id = pool.stage_id(arn).map_err(pool_error)?;
-                    pool.mark_live(id, participant, now).map_err(pool_error)
+                    let id = pool.stage_id(&stage_arn).map_err(pool_error)?;
+                    pool.mark_live(id, &participant_id, now).map_err(pool_error)
                 })?;
                 // Replicate mode: copy the host into the origin's replica stages.
                 replication::spawn(shared, &self.state);
-                Ok(json!({"stageArn": arn, "state": "live"}))
+                json!({"stageArn": stage_arn, "state": "live"})
             }
-            "summary" => {
+            PoolCall::Summary => {
                 if is_default {
                     self.ensure(broadcast).await?;
                 }
                 let snapshot = self.snapshot()?;
-                let summary = shared.with_pool(|pool| PublicSummary::of(pool, &snapshot));
-                Ok(serde_json::to_value(summary)?)
+                to_value(shared.with_pool(|pool| PublicSummary::of(pool, &snapshot)))?
             }
-            "snapshot" => {
+            PoolCall::Snapshot => {
                 if is_default {
                     self.ensure(broadcast).await?;
                 } else if shared.has_pool() && !shared.ensure_registered().await {
                     // Asked directly (the monitor checking an orphan candidate's pool).
                     self.schedule_maintenance().await;
                 }
-                Ok(serde_json::to_value(self.snapshot()?)?)
+                to_value(self.snapshot()?)?
             }
-            "action" => self.action(body).await,
-            "observations" => {
-                let obs: Observation = serde_json::from_value(body).map_err(|e| {
-                    AppError::bad_request("invalid_json", format!("observations: {e}"))
-                })?;
-                let report = shared.mutate(|pool, now| Ok(pool.observe(&obs, now)))?;
+            PoolCall::Action { action } => self.action(action).await?,
+            PoolCall::Observations { observation } => {
+                let report = shared.mutate(|pool, now| Ok(pool.observe(&observation, now)))?;
                 shared.remember_evicted(&report.evicted);
                 if !report.gone.is_empty() {
                     worker::console_warn!("stages gone from IVS: {:?}", report.gone);
@@ -311,13 +245,35 @@ impl StagePool {
                     self.state
                         .wait_until(async move { disconnect_strangers(&shared, strangers).await });
                 }
-                Ok(serde_json::to_value(report)?)
+                to_value(report)?
             }
-            _ => Err(AppError::NotFound {
-                code: "not_found",
-                message: format!("no pool operation {op:?}"),
-            }),
+        };
+        Ok(value)
+    }
+
+    /// Renews a lease; a lease evicted with its stage (gone from IVS) is `stage_gone`.
+    async fn heartbeat(&self, lease_id: &str) -> AppResult<Renewed> {
+        let shared = &self.shared;
+        if !shared.has_pool() {
+            return Err(AppError::lease_not_found());
         }
+        let lease = shared.mutate(|pool, now| pool.heartbeat(lease_id, now).map_err(pool_error));
+        let lease = match lease {
+            Err(AppError::NotFound { .. }) if shared.was_evicted(lease_id) => {
+                return Err(AppError::Gone {
+                    code: "stage_gone",
+                    message: "the stage of this seat is gone: ask for a new seat \
+                              (POST /api/token/viewer with this leaseId)"
+                        .into(),
+                })
+            }
+            other => other?,
+        };
+        self.schedule_maintenance().await;
+        Ok(Renewed {
+            lease_id: lease.id,
+            expires_at: lease.expires_at,
+        })
     }
 
     /// Creates the pool (and its first `MIN_STAGES` stages) if it does not exist.
@@ -358,7 +314,7 @@ impl StagePool {
         started
     }
 
-    async fn join(&self, broadcast: &str, call: &JoinCall) -> AppResult<JoinGrant> {
+    async fn join(&self, broadcast: &str, request: &JoinRequest<'_>) -> AppResult<JoinGrant> {
         let shared = &self.shared;
         if !shared.has_pool() {
             return Err(AppError::NotFound {
@@ -371,16 +327,11 @@ impl StagePool {
             let now = runtime::now_ms();
             // A viewer with a seat keeps it; a new one needs a stage with room, and a client
             // at its limit of seats is refused before any stage is asked for.
-            let request = JoinRequest {
-                user_id: &call.user_id,
-                lease_id: call.lease_id.as_deref(),
-                client: call.client.as_deref(),
-            };
             let (has_room_or_seat, at_limit) = shared.with_pool(|pool| {
                 let held = request.lease_id.and_then(|id| pool.lease(id));
                 let room = held.is_some_and(|l| pool.stage(l.stage).is_some_and(|s| s.is_active()))
                     || pool.peek_assignment().is_some();
-                (room, pool.client_at_limit(&request))
+                (room, pool.client_at_limit(request))
             });
             if !has_room_or_seat && !at_limit {
                 // Every stage is full: make more if the policy allows, and wait a little for
@@ -403,7 +354,7 @@ impl StagePool {
             let assigned = {
                 let mut inner = shared.inner.borrow_mut();
                 let pool = inner.pool.as_mut().ok_or_else(not_found_pool)?;
-                pool.join(&request, now, &random)
+                pool.join(request, now, &random)
             };
             match assigned {
                 Ok(a) => {
@@ -543,17 +494,11 @@ impl StagePool {
     }
 
     /// Admin scaling actions (`create`, `drain`, `delete`).
-    async fn action(&self, body: Value) -> AppResult<Value> {
+    async fn action(&self, action: ScaleAction) -> AppResult<Value> {
         let shared = &self.shared;
         if !shared.has_pool() {
             return Err(not_found_pool());
         }
-        let action: ScaleAction = serde_json::from_value(body).map_err(|e| {
-            AppError::bad_field(
-                "action",
-                format!("`action` must be create, drain or delete (with `stageArn`): {e}"),
-            )
-        })?;
         let outcome: std::result::Result<(), PoolError> = match &action {
             ScaleAction::Create => {
                 let intent = shared.mutate(|pool, now| Ok(pool.begin_create(now)));
@@ -719,22 +664,6 @@ impl Shared {
         }
         intents
     }
-}
-
-/// A pool keeps the fan-out mode it was created with: a host asking for the other mode
-/// (`fanoutMode` in `publisher-all`) is refused with 409 `fanout_mode_locked`.
-fn refuse_mode_switch(shared: &Shared, body: &Value) -> AppResult<()> {
-    let asked = match body.get("fanoutMode").and_then(Value::as_str) {
-        Some(asked) => Some(
-            stagefan_core::config::FanoutMode::parse(asked)
-                .map_err(|e| AppError::bad_field("fanoutMode", e.to_string()))?,
-        ),
-        None => None,
-    };
-    summary::check_fanout(shared.with_pool(|p| p.fanout()), asked).map_err(|e| AppError::Conflict {
-        code: "fanout_mode_locked",
-        message: e.to_string(),
-    })
 }
 
 fn not_found_pool() -> AppError {

@@ -22,7 +22,7 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use stagefan_core::config::FanoutMode;
 use stagefan_core::ivs::{
     EmptyResponse, ErrorKind, GetStageRequest, GetStageResponse, ListParticipantsRequest,
@@ -36,6 +36,7 @@ use stagefan_core::pool::{
 use stagefan_core::replication::{ReplicationTracker, Step, TrackedReplication, TrackerChanges};
 
 use super::Shared;
+use crate::calls::ReplicaStage;
 use crate::error::AppResult;
 use crate::ivs_client::{CallError, IvsClient, Retry};
 use crate::runtime;
@@ -61,18 +62,6 @@ pub(super) struct Replicator {
     bucket: Option<TokenBucket>,
     /// While a loop runs: when it last planned.
     running_since: Option<u64>,
-}
-
-/// A stage that receives the host by replication, for the host page.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ReplicaStage {
-    pub stage_arn: String,
-    /// The origin stage the host publishes to.
-    pub origin_arn: String,
-    pub state: StageState,
-    /// Whether the replica of the origin's current host is known to publish there.
-    pub receiving: bool,
 }
 
 /// The replica stages of a replicate-mode pool (warming, live or draining), oldest first.
