@@ -70,6 +70,12 @@ pub fn retry_after_secs(pool: &Pool, next_create_at: Option<Millis>, now: Millis
     retry_ms.div_ceil(1000).max(1) as u32
 }
 
+/// The `Retry-After` (seconds) for a viewer whose client holds its limit of seats: by then
+/// one of them has lapsed unless it was renewed (a lease's time to live).
+pub fn seat_limit_retry_after_secs(pool: &Pool) -> u32 {
+    (pool.settings().lease_ttl_ms / 1000).max(1) as u32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +100,15 @@ mod tests {
             .unwrap();
     }
 
+    /// A pool (at most 5 stages, one at least) with `stages` created stages.
+    fn pool_of(stages: u32, lease_ttl_ms: Millis) -> Pool {
+        let mut p = pool(1, 5, lease_ttl_ms);
+        for n in 0..stages {
+            add_stage(&mut p, n);
+        }
+        p
+    }
+
     fn seat(pool: &mut Pool, user: &str, now: Millis) {
         let mut random = [7u8; LEASE_RANDOM_BYTES];
         random[..user.len()].copy_from_slice(user.as_bytes());
@@ -107,43 +122,34 @@ mod tests {
 
     #[test]
     fn an_idle_registered_pool_sleeps() {
-        let mut p = pool(1, 5, 60_000);
-        add_stage(&mut p, 0);
-        assert_eq!(next_wake(&p, true, T0), None);
+        assert_eq!(next_wake(&pool_of(1, 60_000), true, T0), None);
     }
 
     #[test]
     fn an_unregistered_pool_retries_at_the_interval() {
-        let mut p = pool(1, 5, 60_000);
-        add_stage(&mut p, 0);
+        let p = pool_of(1, 60_000);
         assert_eq!(next_wake(&p, false, T0), Some(T0 + MAINTENANCE_INTERVAL_MS));
     }
 
     #[test]
     fn a_create_in_flight_or_a_stage_beyond_the_minimum_wakes_it() {
-        let mut p = pool(1, 5, 60_000);
-        add_stage(&mut p, 0);
+        let mut p = pool_of(1, 60_000);
         p.begin_create(T0).unwrap();
         assert_eq!(next_wake(&p, true, T0), Some(T0 + MAINTENANCE_INTERVAL_MS));
-
-        let mut p = pool(1, 5, 60_000);
-        add_stage(&mut p, 0);
-        add_stage(&mut p, 1);
+        let p = pool_of(2, 60_000);
         assert_eq!(next_wake(&p, true, T0), Some(T0 + MAINTENANCE_INTERVAL_MS));
     }
 
     #[test]
     fn viewers_wake_it_at_most_an_interval_away() {
-        let mut p = pool(1, 5, 60_000);
-        add_stage(&mut p, 0);
+        let mut p = pool_of(1, 60_000);
         seat(&mut p, "alice", T0);
         assert_eq!(next_wake(&p, true, T0), Some(T0 + MAINTENANCE_INTERVAL_MS));
     }
 
     #[test]
     fn a_short_lease_wakes_it_when_it_lapses() {
-        let mut p = pool(1, 5, 4_000);
-        add_stage(&mut p, 0);
+        let mut p = pool_of(1, 4_000);
         seat(&mut p, "alice", T0);
         assert_eq!(next_wake(&p, true, T0), Some(T0 + 4_000));
         // Never sooner than the minimum gap, even for a lease already lapsed.
@@ -155,8 +161,7 @@ mod tests {
 
     #[test]
     fn the_wake_is_never_in_the_past() {
-        let mut p = pool(1, 5, 2_000);
-        add_stage(&mut p, 0);
+        let mut p = pool_of(1, 2_000);
         seat(&mut p, "alice", T0);
         seat(&mut p, "bob", T0 + 500);
         for now in (T0..T0 + 40_000).step_by(700) {
@@ -181,12 +186,17 @@ mod tests {
 
     #[test]
     fn retry_after_follows_the_next_slot() {
-        let mut p = pool(1, 5, 60_000);
-        add_stage(&mut p, 0);
+        let p = pool_of(1, 60_000);
         assert_eq!(retry_after_secs(&p, None, T0), 1);
         assert_eq!(retry_after_secs(&p, Some(T0 + 200), T0), 1);
         assert_eq!(retry_after_secs(&p, Some(T0 + 2_001), T0), 3);
         assert_eq!(retry_after_secs(&p, Some(T0 - 5_000), T0), 1);
+    }
+
+    #[test]
+    fn a_client_at_its_limit_comes_back_after_a_lease_time() {
+        assert_eq!(seat_limit_retry_after_secs(&pool_of(1, 60_000)), 60);
+        assert_eq!(seat_limit_retry_after_secs(&pool_of(1, 300)), 1);
     }
 
     #[test]

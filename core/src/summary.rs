@@ -136,6 +136,16 @@ mod tests {
         pool
     }
 
+    /// The keys of a JSON object, sorted.
+    fn keys(value: &Value) -> Vec<&str> {
+        value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect()
+    }
+
     fn summary(pool: &mut Pool) -> PublicSummary {
         let snapshot = pool.snapshot(T0);
         PublicSummary::of(pool, &snapshot)
@@ -196,23 +206,15 @@ mod tests {
         let mut p = pool(FanoutMode::MultiPublish, 2);
         let json = serde_json::to_value(summary(&mut p)).unwrap();
         for stage in json["stages"].as_array().unwrap() {
-            let keys: Vec<&str> = stage
-                .as_object()
-                .unwrap()
-                .keys()
-                .map(|k| k.as_str())
-                .collect();
-            assert_eq!(keys, ["capacity", "load", "stageArn", "state"], "{stage}");
+            assert_eq!(
+                keys(stage),
+                ["capacity", "load", "stageArn", "state"],
+                "{stage}"
+            );
         }
         assert_eq!(json["fanoutMode"], "multi-publish");
-        let keys: Vec<&str> = json
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(|k| k.as_str())
-            .collect();
         assert_eq!(
-            keys,
+            keys(&json),
             ["broadcast", "capacity", "fanoutMode", "stages", "viewers"]
         );
     }

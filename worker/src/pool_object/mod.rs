@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::{json, Value};
+use stagefan_core::alarm;
 use stagefan_core::budget::SlotSchedule;
 use stagefan_core::ivs::{GetStageRequest, GetStageResponse, Operation};
 use stagefan_core::policy::{self, ScaleAction};
@@ -391,8 +392,7 @@ impl StagePool {
                             "this address already holds {held} seats of this broadcast (the \
                              limit is {limit}); give one back or wait for one to lapse"
                         ),
-                        retry_after_secs: shared
-                            .with_pool(|p| (p.settings().lease_ttl_ms / 1000).max(1) as u32),
+                        retry_after_secs: shared.with_pool(alarm::seat_limit_retry_after_secs),
                     });
                 }
                 Err(AssignError::NoSeat(_)) => {
