@@ -187,40 +187,36 @@ pub(super) async fn find_stage_by_name(
     client: &IvsClient,
     intent: &CreateIntent,
 ) -> Result<Option<stagefan_core::ivs::Stage>, CallError> {
-    let mut next_token = None;
-    loop {
-        let page: ListStagesResponse = client
-            .call(
-                Operation::ListStages,
-                &ListStagesRequest {
-                    next_token: next_token.take(),
-                    max_results: Some(100),
-                },
-                Retry::DEFAULT,
-            )
-            .await?;
-        let found = page.stages.iter().find(|s| {
-            s.name.as_deref() == Some(intent.name.as_str())
-                && s.tags.as_ref().and_then(|t| t.get(TAG_BROADCAST))
-                    == intent.tags.get(TAG_BROADCAST)
-        });
-        if let Some(summary) = found {
-            let got: GetStageResponse = client
-                .call(
-                    Operation::GetStage,
-                    &GetStageRequest {
-                        arn: summary.arn.clone(),
-                    },
-                    Retry::DEFAULT,
-                )
-                .await?;
-            return Ok(got.stage);
-        }
-        match page.next_token {
-            Some(t) if !t.is_empty() => next_token = Some(t),
-            _ => return Ok(None),
-        }
-    }
+    let found = client
+        .find_in_pages(
+            Operation::ListStages,
+            |next_token| ListStagesRequest {
+                next_token,
+                max_results: Some(100),
+            },
+            |page: &ListStagesResponse| {
+                page.stages
+                    .iter()
+                    .find(|s| {
+                        s.name.as_deref() == Some(intent.name.as_str())
+                            && s.tags.as_ref().and_then(|t| t.get(TAG_BROADCAST))
+                                == intent.tags.get(TAG_BROADCAST)
+                    })
+                    .map(|s| s.arn.clone())
+            },
+        )
+        .await?;
+    let Some(arn) = found else {
+        return Ok(None);
+    };
+    let got: GetStageResponse = client
+        .call(
+            Operation::GetStage,
+            &GetStageRequest { arn },
+            Retry::DEFAULT,
+        )
+        .await?;
+    Ok(got.stage)
 }
 
 /// Carries out a delete intent: `DeleteStage` (idempotent in effect: a stage already gone is

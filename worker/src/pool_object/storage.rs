@@ -4,14 +4,29 @@
 //! Every row is the JSON of one `stagefan_core::pool` record: `meta` (one row), `stages`,
 //! `leases`, and `registration` (when the Registry is known to list the pool).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use stagefan_core::pool::{Lease, Pool, PoolMeta, PoolRows, Stage, StageId, StageState};
+
+use worker::{SqlStorage, SqlStorageValue};
 
 use super::{not_found_pool, Shared};
 use crate::error::{AppError, AppResult};
 use crate::runtime;
 
 impl Shared {
+    /// The `row` column (JSON text) of every row of `table`.
+    pub(super) fn rows(&self, table: &str) -> AppResult<Vec<String>> {
+        #[derive(Deserialize)]
+        struct RowText {
+            row: String,
+        }
+        let rows: Vec<RowText> = self
+            .sql
+            .exec(&format!("SELECT row FROM {table}"), None)?
+            .to_array()?;
+        Ok(rows.into_iter().map(|r| r.row).collect())
+    }
+
     /// Loads the pool from SQLite, once.
     pub(super) fn load(&self, broadcast: &str) -> AppResult<()> {
         if self.inner.borrow().loaded {
@@ -27,17 +42,7 @@ impl Shared {
             return Ok(());
         }
         self.create_tables()?;
-        #[derive(Deserialize)]
-        struct RowText {
-            row: String,
-        }
-        let read = |table: &str| -> AppResult<Vec<String>> {
-            let rows: Vec<RowText> = self
-                .sql
-                .exec(&format!("SELECT row FROM {table}"), None)?
-                .to_array()?;
-            Ok(rows.into_iter().map(|r| r.row).collect())
-        };
+        let read = |table: &str| self.rows(table);
         let meta = read("meta")?;
         #[derive(Deserialize)]
         struct Registered {
@@ -156,34 +161,22 @@ impl Shared {
         let sql = &self.sql;
         for id in &changes.stages {
             if let Some(stage) = pool.stage(*id) {
-                sql.exec(
-                    "INSERT INTO stages (id, row) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET row = excluded.row",
-                    vec![(id.0 as i64).into(), serde_json::to_string(stage)?.into()],
-                )?;
+                put_row(sql, "stages", "id", stage_key(*id), stage)?;
             }
         }
         for id in &changes.stages_removed {
-            sql.exec(
-                "DELETE FROM stages WHERE id = ?",
-                vec![(id.0 as i64).into()],
-            )?;
+            delete_row(sql, "stages", "id", stage_key(*id))?;
         }
         for id in &changes.leases_upserted {
             if let Some(lease) = pool.lease(id) {
-                sql.exec(
-                    "INSERT INTO leases (id, row) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET row = excluded.row",
-                    vec![id.clone().into(), serde_json::to_string(lease)?.into()],
-                )?;
+                put_row(sql, "leases", "id", id.as_str().into(), lease)?;
             }
         }
         for id in &changes.leases_removed {
-            sql.exec("DELETE FROM leases WHERE id = ?", vec![id.clone().into()])?;
+            delete_row(sql, "leases", "id", id.as_str().into())?;
         }
         if changes.meta {
-            sql.exec(
-                "INSERT INTO meta (id, row) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET row = excluded.row",
-                vec![serde_json::to_string(pool.meta())?.into()],
-            )?;
+            put_row(sql, "meta", "id", 1i64.into(), pool.meta())?;
         }
         Ok(())
     }
@@ -198,20 +191,49 @@ impl Shared {
             let _ = pool.take_changes();
             self.sql.exec("DELETE FROM stages", None)?;
             self.sql.exec("DELETE FROM leases", None)?;
-            self.sql.exec(
-                "INSERT INTO meta (id, row) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET row = excluded.row",
-                vec![serde_json::to_string(&rows.meta)?.into()],
-            )?;
+            put_row(&self.sql, "meta", "id", 1i64.into(), &rows.meta)?;
             for stage in &rows.stages {
-                self.sql.exec(
-                    "INSERT INTO stages (id, row) VALUES (?, ?)",
-                    vec![
-                        (stage.id.0 as i64).into(),
-                        serde_json::to_string(stage)?.into(),
-                    ],
-                )?;
+                put_row(&self.sql, "stages", "id", stage_key(stage.id), stage)?;
             }
         }
         Ok(())
     }
+}
+
+/// The key of a stage's row.
+pub(super) fn stage_key(id: StageId) -> SqlStorageValue {
+    (id.0 as i64).into()
+}
+
+/// Writes `row`, as JSON, as the row keyed `key` of `table` (whose key column is
+/// `key_column`), new or not.
+pub(super) fn put_row(
+    sql: &SqlStorage,
+    table: &str,
+    key_column: &str,
+    key: SqlStorageValue,
+    row: &impl Serialize,
+) -> AppResult<()> {
+    sql.exec(
+        &format!(
+            "INSERT INTO {table} ({key_column}, row) VALUES (?, ?) \
+             ON CONFLICT({key_column}) DO UPDATE SET row = excluded.row"
+        ),
+        vec![key, serde_json::to_string(row)?.into()],
+    )?;
+    Ok(())
+}
+
+/// Deletes the row keyed `key` of `table`.
+pub(super) fn delete_row(
+    sql: &SqlStorage,
+    table: &str,
+    key_column: &str,
+    key: SqlStorageValue,
+) -> AppResult<()> {
+    sql.exec(
+        &format!("DELETE FROM {table} WHERE {key_column} = ?"),
+        vec![key],
+    )?;
+    Ok(())
 }
