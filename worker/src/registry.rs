@@ -265,14 +265,8 @@ async fn call<T: DeserializeOwned>(env: &Env, call: RegistryCall) -> AppResult<T
 
 /// Records that `broadcast` exists.
 pub async fn register(env: &Env, broadcast: &str, now: u64) -> AppResult<()> {
-    let _: Value = call(
-        env,
-        RegistryCall::Register {
-            broadcast: broadcast.to_string(),
-            now,
-        },
-    )
-    .await?;
+    let broadcast = broadcast.to_string();
+    let _: Value = call(env, RegistryCall::Register { broadcast, now }).await?;
     Ok(())
 }
 
@@ -285,37 +279,23 @@ pub async fn list(env: &Env) -> AppResult<Vec<String>> {
 /// Whether a broadcast exists (its pool was made): asked before any public request reaches a
 /// pool, so that a request for an unknown broadcast creates no Durable Object at all.
 pub async fn has(env: &Env, broadcast: &str) -> AppResult<bool> {
-    let has: Exists = call(
-        env,
-        RegistryCall::Has {
-            broadcast: broadcast.to_string(),
-        },
-    )
-    .await?;
-    Ok(has.exists)
+    let broadcast = broadcast.to_string();
+    Ok(call::<Exists>(env, RegistryCall::Has { broadcast })
+        .await?
+        .exists)
 }
 
 /// Up to `limit` broadcasts after `after`, sorted (a page of the public list).
 pub async fn page(env: &Env, after: &str, limit: u32) -> AppResult<Vec<String>> {
-    let page: Broadcasts = call(
-        env,
-        RegistryCall::Page {
-            after: after.to_string(),
-            limit,
-        },
-    )
-    .await?;
+    let after = after.to_string();
+    let page: Broadcasts = call(env, RegistryCall::Page { after, limit }).await?;
     Ok(page.broadcasts)
 }
 
 /// The public-key ARN for our key (imported into IVS on first use).
 pub async fn public_key_arn(env: &Env, public_pem: &str) -> AppResult<String> {
-    let key: KeyArn = call(
-        env,
-        RegistryCall::PublicKey {
-            pem: public_pem.to_string(),
-        },
-    )
-    .await?;
-    Ok(key.arn)
+    let pem = public_pem.to_string();
+    Ok(call::<KeyArn>(env, RegistryCall::PublicKey { pem })
+        .await?
+        .arn)
 }

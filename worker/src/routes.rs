@@ -555,24 +555,27 @@ async fn admin_list(req: Request, edge: &Edge) -> AppResult<Response> {
     json_response(&json!({ "broadcasts": ids }))
 }
 
+/// An admin route on one broadcast's pool: the admin key, and a valid broadcast id.
+fn admin_pool(req: &Request, edge: &Edge, id: &str) -> AppResult<()> {
+    auth::require(req, Role::Admin, edge.settings.admin_key.as_deref())?;
+    body::validate_broadcast("broadcast", id)
+}
+
 async fn admin_snapshot(req: Request, edge: &Edge, id: &str) -> AppResult<Response> {
-    auth::require(&req, Role::Admin, edge.settings.admin_key.as_deref())?;
-    body::validate_broadcast("broadcast", id)?;
+    admin_pool(&req, edge, id)?;
     let snapshot: Value = pool_call(edge, id, PoolCall::Snapshot).await?;
     json_response(&snapshot)
 }
 
 async fn admin_create(mut req: Request, edge: &Edge, id: &str) -> AppResult<Response> {
-    auth::require(&req, Role::Admin, edge.settings.admin_key.as_deref())?;
-    body::validate_broadcast("broadcast", id)?;
+    admin_pool(&req, edge, id)?;
     let _ = JsonBody::read(&mut req).await?;
     let snapshot: Value = pool_call(edge, id, PoolCall::Ensure).await?;
     json_response(&snapshot)
 }
 
 async fn admin_action(mut req: Request, edge: &Edge, id: &str) -> AppResult<Response> {
-    auth::require(&req, Role::Admin, edge.settings.admin_key.as_deref())?;
-    body::validate_broadcast("broadcast", id)?;
+    admin_pool(&req, edge, id)?;
     let body = JsonBody::read(&mut req).await?;
     let action = body.required_str("action")?;
     let stage_arn = || -> AppResult<String> {
@@ -600,8 +603,7 @@ async fn admin_action(mut req: Request, edge: &Edge, id: &str) -> AppResult<Resp
 }
 
 async fn admin_observations(mut req: Request, edge: &Edge, id: &str) -> AppResult<Response> {
-    auth::require(&req, Role::Admin, edge.settings.admin_key.as_deref())?;
-    body::validate_broadcast("broadcast", id)?;
+    admin_pool(&req, edge, id)?;
     let body = JsonBody::read(&mut req).await?;
     body.optional_u64("observedAt")?;
     match body.get("stages") {
