@@ -12,8 +12,9 @@ use crate::runtime;
 
 impl StagePool {
     /// Sets the alarm to when the pool next needs its maintenance (`alarm::next_wake`),
-    /// unless one is set already: a set alarm is never later than that instant would be (it
-    /// was set at most an interval ago, leases only get later).
+    /// unless one is set already: that one is at most `alarm::MAINTENANCE_INTERVAL_MS` away
+    /// (set less than an interval ago), as the fixed 15-s alarm was; only a lease shorter
+    /// than the interval, taken since, is swept later than its own instant.
     pub(super) async fn schedule_maintenance(&self) {
         let shared = &self.shared;
         if shared.inner.borrow().alarm_set {
