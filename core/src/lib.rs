@@ -4,6 +4,7 @@
 //! random bytes are always arguments, so every function is deterministic and runs the same
 //! natively (tests) and on wasm32 (the Cloudflare Worker).
 
+pub mod alarm;
 pub mod budget;
 pub mod config;
 pub mod ids;
@@ -14,6 +15,7 @@ pub mod policy;
 pub mod pool;
 pub mod replication;
 pub mod sigv4;
+pub mod summary;
 pub mod tags;
 pub mod ticket;
 pub mod time;

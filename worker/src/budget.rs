@@ -4,8 +4,8 @@
 //!
 //! IVS limits `CreateStage`, `DeleteStage` and the participant-replication calls to 5 per
 //! second per account and region, whatever the number of broadcasts. A pool asks
-//! `POST https://budget/reserve {"operation":"CreateStage"}` before each such call and gets
-//! the earliest instant it may make it (`stagefan_core::budget::SlotSchedule`); it sleeps until
+//! (`calls::BudgetCall::Reserve`, `{"reserve":{"operation":"CreateStage",...}}`) before each
+//! such call and gets the earliest instant it may make it (`stagefan_core::budget::SlotSchedule`); it sleeps until
 //! then. A reservation is read, decided and written in one synchronous turn (no await in
 //! between), so no two callers get the same slot; the schedule is stored in SQLite so that a
 //! restarted instance does not hand out slots that are already taken.
@@ -19,13 +19,12 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use stagefan_core::budget::{BudgetConfig, SlotSchedule};
 use stagefan_core::ivs::Operation;
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlStorage, State};
 
+use crate::calls::{self, BudgetCall};
 use crate::error::{AppError, AppResult};
-use crate::internal;
 use crate::runtime;
 use crate::settings::Settings;
 
@@ -58,33 +57,25 @@ impl DurableObject for IvsBudget {
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
-        let op = req.path().trim_start_matches('/').to_string();
-        let body: Value = req.json().await.unwrap_or(Value::Null);
-        let result = match op.as_str() {
-            "reserve" => self
-                .reserve(&body)
-                .and_then(|slot| Ok(serde_json::to_value(slot)?)),
-            _ => Err(AppError::NotFound {
-                code: "not_found",
-                message: format!("no budget operation {op:?}"),
-            }),
+        let result = match calls::receive::<BudgetCall>(&mut req, "IVS budget").await {
+            Ok(BudgetCall::Reserve {
+                operation,
+                throttled,
+            }) => self.reserve(&operation, throttled),
+            Err(e) => Err(e),
         };
-        Ok(match result {
-            Ok(value) => Response::from_json(&value)?,
-            Err(e) => e.into_response(),
-        })
+        calls::answer(result)
     }
 }
 
 impl IvsBudget {
-    /// Reserves the next slot of `body.operation`; `body.throttled` says the caller's last
+    /// Reserves the next slot of `name` (an IVS operation); `throttled` says the caller's last
     /// call of it was throttled by IVS, which pushes the schedule a window back first.
-    fn reserve(&self, body: &Value) -> AppResult<Slot> {
+    fn reserve(&self, name: &str, throttled: bool) -> AppResult<Slot> {
         let config = self
             .config
             .as_ref()
             .map_err(|e| AppError::Internal(e.clone()))?;
-        let name = body["operation"].as_str().unwrap_or_default();
         let rate = Operation::from_name(name)
             .and_then(|op| config.rate(op))
             .ok_or_else(|| {
@@ -97,7 +88,7 @@ impl IvsBudget {
             None => schedules.insert(self.load()?),
         };
         let schedule = schedules.entry(name.to_string()).or_default();
-        if body["throttled"].as_bool() == Some(true) {
+        if throttled {
             schedule.throttled(&rate, now);
         }
         let at = schedule.reserve(&rate, now);
@@ -144,14 +135,17 @@ pub async fn reserve(
     op: Operation,
     throttled: bool,
 ) -> AppResult<Slot> {
-    let value = internal::post_json(
+    let call = BudgetCall::Reserve {
+        operation: op.name().to_string(),
+        throttled,
+    };
+    calls::send_for(
         env,
         "IVS_BUDGET",
         &format!("{endpoint} {region}"),
         "https://budget/reserve",
-        &serde_json::json!({"operation": op.name(), "throttled": throttled}),
+        &call,
         &format!("budget reserve {}", op.name()),
     )
-    .await?;
-    Ok(serde_json::from_value(value)?)
+    .await
 }

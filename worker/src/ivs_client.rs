@@ -9,11 +9,31 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use stagefan_core::ivs::{ErrorKind, IvsError, Operation, SIGNING_NAME};
+use stagefan_core::ivs::{
+    ErrorKind, IvsError, ListParticipantsResponse, ListStagesResponse, Operation, SIGNING_NAME,
+};
 use stagefan_core::sigv4::{self, Credentials, SigningParams, SigningSettings, UtcDateTime};
 use worker::{Delay, Fetch, Headers, Method, Request, RequestInit};
 
 use crate::runtime;
+
+/// A page of a `List*` answer.
+pub trait Paged {
+    /// The token of the next page, if any.
+    fn next_token(&self) -> Option<&str>;
+}
+
+impl Paged for ListStagesResponse {
+    fn next_token(&self) -> Option<&str> {
+        self.next_token.as_deref()
+    }
+}
+
+impl Paged for ListParticipantsResponse {
+    fn next_token(&self) -> Option<&str> {
+        self.next_token.as_deref()
+    }
+}
 
 /// Why a call failed.
 #[derive(Debug)]
@@ -110,6 +130,27 @@ impl IvsClient {
             host,
             region: region.to_string(),
             credentials,
+        }
+    }
+
+    /// Reads the pages of a `List*` operation `op` (the request of each made by `request`
+    /// from the page token) until `find` picks something from one, or the pages end.
+    pub async fn find_in_pages<Req: Serialize, Resp: DeserializeOwned + Paged, T>(
+        &self,
+        op: Operation,
+        request: impl Fn(Option<String>) -> Req,
+        mut find: impl FnMut(&Resp) -> Option<T>,
+    ) -> Result<Option<T>, CallError> {
+        let mut next_token = None;
+        loop {
+            let page: Resp = self.call(op, &request(next_token), Retry::DEFAULT).await?;
+            if let Some(found) = find(&page) {
+                return Ok(Some(found));
+            }
+            match page.next_token() {
+                Some(t) if !t.is_empty() => next_token = Some(t.to_string()),
+                _ => return Ok(None),
+            }
         }
     }
 

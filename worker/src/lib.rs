@@ -9,8 +9,8 @@
 mod auth;
 mod body;
 mod budget;
+mod calls;
 mod error;
-mod internal;
 mod ivs_client;
 mod pool_object;
 mod registry;

@@ -8,6 +8,7 @@
 
 use std::cell::RefCell;
 
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use stagefan_core::ivs::{
@@ -16,8 +17,8 @@ use stagefan_core::ivs::{
 };
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlStorage, State};
 
+use crate::calls::{self, Broadcasts, Exists, KeyArn, RegistryCall};
 use crate::error::{AppError, AppResult};
-use crate::internal;
 use crate::ivs_client::{IvsClient, Retry};
 use crate::settings::Settings;
 use crate::tokens;
@@ -46,45 +47,37 @@ impl DurableObject for Registry {
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
-        let op = req.path().trim_start_matches('/').to_string();
-        let body: Value = req.json().await.unwrap_or(Value::Null);
-        Ok(match self.handle(&op, body).await {
-            Ok(v) => Response::from_json(&v)?,
-            Err(e) => e.into_response(),
-        })
+        let result = match calls::receive::<RegistryCall>(&mut req, "registry").await {
+            Ok(call) => self.handle(call).await,
+            Err(e) => Err(e),
+        };
+        calls::answer(result)
     }
 }
 
 impl Registry {
-    async fn handle(&self, op: &str, body: Value) -> AppResult<Value> {
+    async fn handle(&self, call: RegistryCall) -> AppResult<Value> {
         self.schema()?;
-        match op {
-            "register" => {
-                let broadcast = body["broadcast"].as_str().unwrap_or_default();
-                let now = body["now"].as_i64().unwrap_or_default();
+        Ok(match call {
+            RegistryCall::Register { broadcast, now } => {
                 self.sql.exec(
                     "INSERT INTO broadcasts (id, created_at) VALUES (?, ?) ON CONFLICT(id) DO NOTHING",
-                    vec![broadcast.into(), now.into()],
+                    vec![broadcast.clone().into(), (now as i64).into()],
                 )?;
-                Ok(json!({"broadcast": broadcast}))
+                json!({"broadcast": broadcast})
             }
-            "list" => {
-                #[derive(Deserialize)]
-                struct Row {
-                    id: String,
-                }
-                let rows: Vec<Row> = self
+            RegistryCall::List => {
+                let rows: Vec<IdRow> = self
                     .sql
                     .exec("SELECT id FROM broadcasts ORDER BY id", None)?
                     .to_array()?;
-                Ok(json!({"broadcasts": rows.into_iter().map(|r| r.id).collect::<Vec<_>>()}))
+                serde_json::to_value(Broadcasts::of(rows))?
             }
-            "has" => {
+            RegistryCall::Has { broadcast } => {
                 #[derive(Deserialize)]
                 struct Row {
                     n: i64,
                 }
-                let broadcast = body["broadcast"].as_str().unwrap_or_default();
                 let rows: Vec<Row> = self
                     .sql
                     .exec(
@@ -92,51 +85,48 @@ impl Registry {
                         vec![broadcast.into()],
                     )?
                     .to_array()?;
-                Ok(json!({"exists": rows.first().is_some_and(|r| r.n > 0)}))
+                serde_json::to_value(Exists {
+                    exists: rows.first().is_some_and(|r| r.n > 0),
+                })?
             }
-            "page" => {
-                #[derive(Deserialize)]
-                struct Row {
-                    id: String,
-                }
-                let after = body["after"].as_str().unwrap_or_default();
-                let limit = body["limit"].as_u64().unwrap_or(20).clamp(1, 100) as i64;
-                let rows: Vec<Row> = self
+            RegistryCall::Page { after, limit } => {
+                let rows: Vec<IdRow> = self
                     .sql
                     .exec(
                         "SELECT id FROM broadcasts WHERE id > ? ORDER BY id LIMIT ?",
-                        vec![after.into(), limit.into()],
+                        vec![after.into(), i64::from(limit.clamp(1, 100)).into()],
                     )?
                     .to_array()?;
-                Ok(json!({"broadcasts": rows.into_iter().map(|r| r.id).collect::<Vec<_>>()}))
+                serde_json::to_value(Broadcasts::of(rows))?
             }
-            "public-key" => {
-                let pem = body["pem"].as_str().unwrap_or_default().to_string();
-                if let Some((cached_pem, arn)) = self.key_arn.borrow().as_ref() {
-                    if *cached_pem == pem {
-                        return Ok(json!({"arn": arn}));
-                    }
-                }
-                let sql = self.sql.clone();
-                let env = self.env.clone();
-                let pem2 = pem.clone();
-                let arn = self
-                    .state
-                    .block_concurrency_while(async move {
-                        ensure_public_key(&sql, &env, &pem2)
-                            .await
-                            .map_err(|e| worker::Error::RustError(format!("{e:?}")))
-                    })
-                    .await
-                    .map_err(|e| AppError::Upstream(format!("public key import: {e}")))?;
-                *self.key_arn.borrow_mut() = Some((pem, arn.clone()));
-                Ok(json!({"arn": arn}))
+            RegistryCall::PublicKey { pem } => serde_json::to_value(KeyArn {
+                arn: self.public_key(pem).await?,
+            })?,
+        })
+    }
+
+    /// The ARN of our key (`pem`), imported once: concurrent first requests wait for the
+    /// one lookup (`blockConcurrencyWhile`).
+    async fn public_key(&self, pem: String) -> AppResult<String> {
+        if let Some((cached_pem, arn)) = self.key_arn.borrow().as_ref() {
+            if *cached_pem == pem {
+                return Ok(arn.clone());
             }
-            _ => Err(AppError::NotFound {
-                code: "not_found",
-                message: format!("no registry operation {op:?}"),
-            }),
         }
+        let sql = self.sql.clone();
+        let env = self.env.clone();
+        let pem2 = pem.clone();
+        let arn = self
+            .state
+            .block_concurrency_while(async move {
+                ensure_public_key(&sql, &env, &pem2)
+                    .await
+                    .map_err(|e| worker::Error::RustError(format!("{e:?}")))
+            })
+            .await
+            .map_err(|e| AppError::Upstream(format!("public key import: {e}")))?;
+        *self.key_arn.borrow_mut() = Some((pem, arn.clone()));
+        Ok(arn)
     }
 
     fn schema(&self) -> AppResult<()> {
@@ -246,49 +236,66 @@ async fn ensure_public_key(sql: &SqlStorage, env: &Env, pem: &str) -> AppResult<
     Ok(arn)
 }
 
+#[derive(Deserialize)]
+struct IdRow {
+    id: String,
+}
+
+impl Broadcasts {
+    fn of(rows: Vec<IdRow>) -> Broadcasts {
+        Broadcasts {
+            broadcasts: rows.into_iter().map(|r| r.id).collect(),
+        }
+    }
+}
+
 /// Calls the registry.
-async fn call(env: &Env, op: &str, body: Value) -> AppResult<Value> {
-    internal::post_json(
+async fn call<T: DeserializeOwned>(env: &Env, call: RegistryCall) -> AppResult<T> {
+    let what = format!("registry {}", call.name());
+    calls::send_for(
         env,
         "REGISTRY",
         REGISTRY_NAME,
-        &format!("https://registry/{op}"),
-        &body,
-        &format!("registry {op}"),
+        &format!("https://registry/{}", call.name()),
+        &call,
+        &what,
     )
     .await
 }
 
 /// Records that `broadcast` exists.
 pub async fn register(env: &Env, broadcast: &str, now: u64) -> AppResult<()> {
-    call(env, "register", json!({"broadcast": broadcast, "now": now})).await?;
+    let broadcast = broadcast.to_string();
+    let _: Value = call(env, RegistryCall::Register { broadcast, now }).await?;
     Ok(())
 }
 
 /// Every broadcast, sorted.
 pub async fn list(env: &Env) -> AppResult<Vec<String>> {
-    let v = call(env, "list", json!({})).await?;
-    Ok(serde_json::from_value(v["broadcasts"].clone())?)
+    let list: Broadcasts = call(env, RegistryCall::List).await?;
+    Ok(list.broadcasts)
 }
 
 /// Whether a broadcast exists (its pool was made): asked before any public request reaches a
 /// pool, so that a request for an unknown broadcast creates no Durable Object at all.
 pub async fn has(env: &Env, broadcast: &str) -> AppResult<bool> {
-    let v = call(env, "has", json!({"broadcast": broadcast})).await?;
-    Ok(v["exists"].as_bool().unwrap_or(false))
+    let broadcast = broadcast.to_string();
+    Ok(call::<Exists>(env, RegistryCall::Has { broadcast })
+        .await?
+        .exists)
 }
 
 /// Up to `limit` broadcasts after `after`, sorted (a page of the public list).
 pub async fn page(env: &Env, after: &str, limit: u32) -> AppResult<Vec<String>> {
-    let v = call(env, "page", json!({"after": after, "limit": limit})).await?;
-    Ok(serde_json::from_value(v["broadcasts"].clone())?)
+    let after = after.to_string();
+    let page: Broadcasts = call(env, RegistryCall::Page { after, limit }).await?;
+    Ok(page.broadcasts)
 }
 
 /// The public-key ARN for our key (imported into IVS on first use).
 pub async fn public_key_arn(env: &Env, public_pem: &str) -> AppResult<String> {
-    let v = call(env, "public-key", json!({"pem": public_pem})).await?;
-    v["arn"]
-        .as_str()
-        .map(str::to_string)
-        .ok_or_else(|| AppError::Internal("registry returned no key ARN".into()))
+    let pem = public_pem.to_string();
+    Ok(call::<KeyArn>(env, RegistryCall::PublicKey { pem })
+        .await?
+        .arn)
 }

@@ -22,7 +22,6 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use stagefan_core::config::FanoutMode;
 use stagefan_core::ivs::{
     EmptyResponse, ErrorKind, GetStageRequest, GetStageResponse, ListParticipantsRequest,
@@ -35,7 +34,9 @@ use stagefan_core::pool::{
 };
 use stagefan_core::replication::{ReplicationTracker, Step, TrackedReplication, TrackerChanges};
 
+use super::storage::{delete_row, put_row, stage_key};
 use super::Shared;
+use crate::calls::ReplicaStage;
 use crate::error::AppResult;
 use crate::ivs_client::{CallError, IvsClient, Retry};
 use crate::runtime;
@@ -61,18 +62,6 @@ pub(super) struct Replicator {
     bucket: Option<TokenBucket>,
     /// While a loop runs: when it last planned.
     running_since: Option<u64>,
-}
-
-/// A stage that receives the host by replication, for the host page.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ReplicaStage {
-    pub stage_arn: String,
-    /// The origin stage the host publishes to.
-    pub origin_arn: String,
-    pub state: StageState,
-    /// Whether the replica of the origin's current host is known to publish there.
-    pub receiving: bool,
 }
 
 /// The replica stages of a replicate-mode pool (warming, live or draining), oldest first.
@@ -155,17 +144,10 @@ fn load(shared: &Shared) -> AppResult<ReplicationTracker> {
         "CREATE TABLE IF NOT EXISTS replications (replica INTEGER PRIMARY KEY, row TEXT NOT NULL)",
         None,
     )?;
-    #[derive(Deserialize)]
-    struct RowText {
-        row: String,
-    }
-    let rows: Vec<RowText> = shared
-        .sql
-        .exec("SELECT row FROM replications", None)?
-        .to_array()?;
-    let rows = rows
+    let rows = shared
+        .rows("replications")?
         .iter()
-        .map(|r| serde_json::from_str::<TrackedReplication>(&r.row))
+        .map(|r| serde_json::from_str::<TrackedReplication>(r))
         .collect::<Result<Vec<_>, _>>()?;
     if !rows.is_empty() {
         worker::console_log!("replication: {} tracked replications reloaded", rows.len());
@@ -197,19 +179,16 @@ fn store(shared: &Shared, changes: &TrackerChanges) {
 
 fn persist(shared: &Shared, changes: &TrackerChanges) -> AppResult<()> {
     for row in &changes.upserted {
-        shared.sql.exec(
-            "INSERT INTO replications (replica, row) VALUES (?, ?) ON CONFLICT(replica) DO UPDATE SET row = excluded.row",
-            vec![
-                (row.replica.0 as i64).into(),
-                serde_json::to_string(row)?.into(),
-            ],
+        put_row(
+            &shared.sql,
+            "replications",
+            "replica",
+            stage_key(row.replica),
+            row,
         )?;
     }
     for id in &changes.removed {
-        shared.sql.exec(
-            "DELETE FROM replications WHERE replica = ?",
-            vec![(id.0 as i64).into()],
-        )?;
+        delete_row(&shared.sql, "replications", "replica", stage_key(*id))?;
     }
     Ok(())
 }
@@ -372,34 +351,30 @@ async fn replica_published(client: &IvsClient, arn: &str, pid: &str) -> Result<b
     let Some(session_id) = stage.stage.and_then(|s| s.active_session_id) else {
         return Ok(false);
     };
-    let mut next_token = None;
-    loop {
-        let page: ListParticipantsResponse = client
-            .call(
-                Operation::ListParticipants,
-                &ListParticipantsRequest {
-                    stage_arn: arn.to_string(),
-                    session_id: session_id.clone(),
-                    filter_by_published: Some(true),
-                    next_token: next_token.take(),
-                    max_results: Some(100),
-                    ..Default::default()
-                },
-                Retry::DEFAULT,
-            )
-            .await?;
-        if page.participants.iter().any(|p| {
-            p.participant_id.as_deref() == Some(pid)
-                && p.state == Some(ParticipantState::Connected)
-                && p.published == Some(true)
-        }) {
-            return Ok(true);
-        }
-        match page.next_token {
-            Some(t) if !t.is_empty() => next_token = Some(t),
-            _ => return Ok(false),
-        }
-    }
+    let found = client
+        .find_in_pages(
+            Operation::ListParticipants,
+            |next_token| ListParticipantsRequest {
+                stage_arn: arn.to_string(),
+                session_id: session_id.clone(),
+                filter_by_published: Some(true),
+                next_token,
+                max_results: Some(100),
+                ..Default::default()
+            },
+            |page: &ListParticipantsResponse| {
+                page.participants
+                    .iter()
+                    .any(|p| {
+                        p.participant_id.as_deref() == Some(pid)
+                            && p.state == Some(ParticipantState::Connected)
+                            && p.published == Some(true)
+                    })
+                    .then_some(())
+            },
+        )
+        .await?;
+    Ok(found.is_some())
 }
 
 /// Before a replica stage without viewers is deleted: its host is a replica that IVS keeps

@@ -1,0 +1,691 @@
+//! The `StagePool` Durable Object: one per broadcast (`idFromName(broadcast)`), the single
+//! writer of that broadcast's `stagefan_core::pool::Pool`.
+//!
+//! The pool is loaded from SQLite once, lazily, on the first request; every mutation writes
+//! the rows it touched (`Pool::take_changes`) in the same turn of the event loop, so a
+//! response never reports a state that is not stored. Between awaits a Durable Object runs one
+//! thing at a time, so assignment is atomic; IVS calls are awaited, and what is in flight with
+//! IVS is explicit pool state (a `creating` stage is the create intent).
+//!
+//! The edge (`routes`) talks to it over internal requests `POST https://pool/<op>/<broadcast>`
+//! whose body is a `calls::PoolCall` (no headers); errors come back as the final HTTP error.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+use stagefan_core::alarm;
+use stagefan_core::budget::SlotSchedule;
+use stagefan_core::ivs::{GetStageRequest, GetStageResponse, Operation};
+use stagefan_core::policy::{self, ScaleAction};
+use stagefan_core::pool::{
+    AssignError, CreateIntent, JoinRequest, Pool, PoolError, Snapshot, StageId, LEASE_RANDOM_BYTES,
+};
+use stagefan_core::summary::{self, PublicSummary};
+use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlStorage, State};
+
+use crate::calls::{self, JoinGrant, PoolCall, PublisherStage, PublisherStages, Renewed};
+use crate::error::{AppError, AppResult};
+use crate::ivs_client::CallError;
+use crate::registry;
+use crate::runtime;
+use crate::settings::Settings;
+
+use ivs_calls::{call_budgeted, create_stage, delete_stage, disconnect_strangers};
+use slots::CreateSignal;
+
+mod ivs_calls;
+mod maintenance;
+mod replication;
+mod slots;
+mod storage;
+
+/// How long a viewer who finds every stage full waits for a stage being created (a join storm
+/// on a fresh pool needs about two seconds of IVS's 5/s CreateStage for ten stages).
+const WAIT_FOR_CREATE_MS: u64 = 4_000;
+/// Attempts of a `DeleteStage` or `StopParticipantReplication` (each in its own budget slot).
+const BUDGETED_ATTEMPTS: u32 = 4;
+/// How often one stage is checked with `GetStage` when viewers report it missing.
+const MISSING_CHECK_INTERVAL_MS: u64 = 10_000;
+/// How long, and how many, evicted leases are remembered for their heartbeats.
+const EVICTED_RETAINED_MS: u64 = 10 * 60_000;
+const EVICTED_RETAINED_MAX: usize = 100_000;
+
+/// The state shared by requests and by the background IVS calls they start.
+struct Shared {
+    sql: SqlStorage,
+    env: Env,
+    settings: std::result::Result<Settings, String>,
+    inner: RefCell<Inner>,
+    /// Signalled whenever a create intent ends or gets its slot.
+    create_done: CreateSignal,
+}
+
+#[derive(Default)]
+struct Inner {
+    loaded: bool,
+    pool: Option<Pool>,
+    /// Creates waiting for their slot in the account-wide `CreateStage` budget: when each may
+    /// call IVS (this instance's clock).
+    create_slots: BTreeMap<StageId, u64>,
+    /// This pool's own schedules, used only when the account-wide budget cannot be reached
+    /// (so that the pool still never exceeds IVS's rate on its own).
+    fallback: BTreeMap<&'static str, SlotSchedule>,
+    /// Whether the maintenance alarm is set (saves a storage read per request).
+    alarm_set: bool,
+    /// Whether the Registry lists this pool (stored: table `registration`). Until it does,
+    /// the monitor cannot tell this pool's stages from orphans by the list alone, so every
+    /// `ensure`, snapshot and maintenance alarm tries again.
+    registered: bool,
+    /// Registration attempts made by this instance (for `STAGEFAN_TEST_FAIL_REGISTRATIONS`).
+    registration_attempts: u32,
+    /// Replicate mode: replications being brought up (memory only).
+    replication: replication::Replicator,
+    /// Leases dropped because their stage went missing in IVS, and when (memory only: after
+    /// a restart their heartbeats answer `lease_not_found`, which the page treats alike).
+    evicted: BTreeMap<String, u64>,
+    /// When each stage was last checked with `GetStage` after a viewer found it missing.
+    checked_missing: BTreeMap<StageId, u64>,
+}
+
+#[durable_object]
+pub struct StagePool {
+    state: State,
+    shared: Rc<Shared>,
+}
+
+impl DurableObject for StagePool {
+    fn new(state: State, env: Env) -> Self {
+        let sql = state.storage().sql();
+        let settings = Settings::from_env(&env).map_err(|e| format!("{e:?}"));
+        StagePool {
+            state,
+            shared: Rc::new(Shared {
+                sql,
+                env,
+                settings,
+                inner: RefCell::new(Inner::default()),
+                create_done: CreateSignal::default(),
+            }),
+        }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        // `/<call>/<broadcast>`: the call's name is there for logs, the call is the body.
+        let path = req.path();
+        let (_, broadcast) = path
+            .trim_start_matches('/')
+            .split_once('/')
+            .unwrap_or_default();
+        let broadcast = broadcast.to_string();
+        let result = match calls::receive::<PoolCall>(&mut req, "pool").await {
+            Ok(call) => self.handle(&broadcast, call).await,
+            Err(e) => Err(e),
+        };
+        calls::answer(result)
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        if let Err(e) = self.maintain().await {
+            worker::console_error!("pool maintenance: {e:?}");
+        }
+        Response::ok("ok")
+    }
+}
+
+/// A typed answer as JSON.
+fn to_value(answer: impl Serialize) -> AppResult<Value> {
+    Ok(serde_json::to_value(answer)?)
+}
+
+impl StagePool {
+    async fn handle(&self, broadcast: &str, call: PoolCall) -> AppResult<Value> {
+        let shared = &self.shared;
+        let settings = shared.settings()?;
+        shared.load(broadcast)?;
+        let is_default = settings.config.default_broadcast.as_deref() == Some(broadcast);
+        let value = match call {
+            PoolCall::Ensure => {
+                self.ensure(broadcast).await?;
+                to_value(self.snapshot()?)?
+            }
+            PoolCall::Join {
+                user_id,
+                lease_id,
+                client,
+            } => {
+                if is_default {
+                    // The configured default broadcast exists by configuration.
+                    self.ensure(broadcast).await?;
+                }
+                let request = JoinRequest {
+                    user_id: &user_id,
+                    lease_id: lease_id.as_deref(),
+                    client: client.as_deref(),
+                };
+                to_value(self.join(broadcast, &request).await?)?
+            }
+            PoolCall::Heartbeat { lease_id } => to_value(self.heartbeat(&lease_id).await?)?,
+            PoolCall::Leave { lease_id } => {
+                if shared.has_pool() {
+                    shared.mutate(|pool, now| Ok(pool.leave(&lease_id, now)))?;
+                }
+                json!({"left": true})
+            }
+            PoolCall::Bind {
+                lease_id,
+                participant_id,
+            } => {
+                if !shared.has_pool() {
+                    return Err(AppError::lease_not_found());
+                }
+                shared.mutate(|pool, now| {
+                    pool.bind_participant(&lease_id, &participant_id, now)
+                        .map_err(pool_error)
+                })?;
+                json!({"bound": true})
+            }
+            PoolCall::StageMissing { lease_id } => {
+                if !shared.has_pool() {
+                    return Err(AppError::lease_not_found());
+                }
+                json!({"stageGone": self.check_missing_stage(&lease_id).await?})
+            }
+            PoolCall::Publisher { fanout_mode } => {
+                self.ensure(broadcast).await?;
+                summary::check_fanout(shared.with_pool(|p| p.fanout()), fanout_mode).map_err(
+                    |e| AppError::Conflict {
+                        code: "fanout_mode_locked",
+                        message: e.to_string(),
+                    },
+                )?;
+                to_value(self.publisher_stages()?)?
+            }
+            PoolCall::Published {
+                stage_arn,
+                participant_id,
+            } => {
+                shared.mutate(|pool, now| {
+                    let id = pool.stage_id(&stage_arn).map_err(pool_error)?;
+                    pool.mark_live(id, &participant_id, now).map_err(pool_error)
+                })?;
+                // Replicate mode: copy the host into the origin's replica stages.
+                replication::spawn(shared, &self.state);
+                json!({"stageArn": stage_arn, "state": "live"})
+            }
+            PoolCall::Summary => {
+                if is_default {
+                    self.ensure(broadcast).await?;
+                }
+                let snapshot = self.snapshot()?;
+                to_value(shared.with_pool(|pool| PublicSummary::of(pool, &snapshot)))?
+            }
+            PoolCall::Snapshot => {
+                if is_default {
+                    self.ensure(broadcast).await?;
+                } else if shared.has_pool() && !shared.ensure_registered().await {
+                    // Asked directly (the monitor checking an orphan candidate's pool).
+                    self.schedule_maintenance().await;
+                }
+                to_value(self.snapshot()?)?
+            }
+            PoolCall::Action { action } => self.action(action).await?,
+            PoolCall::Observations { observation } => {
+                let report = shared.mutate(|pool, now| Ok(pool.observe(&observation, now)))?;
+                shared.remember_evicted(&report.evicted);
+                if !report.gone.is_empty() {
+                    worker::console_warn!("stages gone from IVS: {:?}", report.gone);
+                    self.scale_up();
+                }
+                if !report.strangers.is_empty() {
+                    let shared = shared.clone();
+                    let strangers = report.strangers.clone();
+                    self.state
+                        .wait_until(async move { disconnect_strangers(&shared, strangers).await });
+                }
+                to_value(report)?
+            }
+        };
+        Ok(value)
+    }
+
+    /// Renews a lease; a lease evicted with its stage (gone from IVS) is `stage_gone`.
+    async fn heartbeat(&self, lease_id: &str) -> AppResult<Renewed> {
+        let shared = &self.shared;
+        if !shared.has_pool() {
+            return Err(AppError::lease_not_found());
+        }
+        let lease = shared.mutate(|pool, now| pool.heartbeat(lease_id, now).map_err(pool_error));
+        let lease = match lease {
+            Err(AppError::NotFound { .. }) if shared.was_evicted(lease_id) => {
+                return Err(AppError::Gone {
+                    code: "stage_gone",
+                    message: "the stage of this seat is gone: ask for a new seat \
+                              (POST /api/token/viewer with this leaseId)"
+                        .into(),
+                })
+            }
+            other => other?,
+        };
+        self.schedule_maintenance().await;
+        Ok(Renewed {
+            lease_id: lease.id,
+            expires_at: lease.expires_at,
+        })
+    }
+
+    /// Creates the pool (and its first `MIN_STAGES` stages) if it does not exist.
+    async fn ensure(&self, broadcast: &str) -> AppResult<()> {
+        let shared = &self.shared;
+        if !shared.has_pool() {
+            let settings = shared.settings()?;
+            let now = runtime::now_ms();
+            let pool =
+                Pool::new(broadcast, settings.config.pool_settings(), now).map_err(pool_error)?;
+            {
+                let mut inner = shared.inner.borrow_mut();
+                inner.pool = Some(pool);
+            }
+            // The first write of a new pool is every row.
+            shared.write_all()?;
+        }
+        if !shared.ensure_registered().await {
+            // The maintenance alarm retries until the registration lands.
+            self.schedule_maintenance().await;
+        }
+        self.scale_up();
+        Ok(())
+    }
+
+    /// Decides and starts the creates the policy asks for (ahead of need).
+    fn scale_up(&self) -> u32 {
+        let intents = self.shared.plan_creates();
+        let started = intents.len() as u32;
+        for intent in intents {
+            let shared = self.shared.clone();
+            self.state.wait_until(async move {
+                create_stage(shared.clone(), intent).await;
+                // A replica stage created while the host is live gets its replication started.
+                replication::run(&shared).await;
+            });
+        }
+        started
+    }
+
+    async fn join(&self, broadcast: &str, request: &JoinRequest<'_>) -> AppResult<JoinGrant> {
+        let shared = &self.shared;
+        if !shared.has_pool() {
+            return Err(AppError::NotFound {
+                code: "broadcast_not_found",
+                message: format!("no broadcast {broadcast:?}: the host has not started it"),
+            });
+        }
+        let deadline = runtime::now_ms() + WAIT_FOR_CREATE_MS;
+        loop {
+            let now = runtime::now_ms();
+            // A viewer with a seat keeps it; a new one needs a stage with room, and a client
+            // at its limit of seats is refused before any stage is asked for.
+            let (has_room_or_seat, at_limit) = shared.with_pool(|pool| {
+                let held = request.lease_id.and_then(|id| pool.lease(id));
+                let room = held.is_some_and(|l| pool.stage(l.stage).is_some_and(|s| s.is_active()))
+                    || pool.peek_assignment().is_some();
+                (room, pool.client_at_limit(request))
+            });
+            if !has_room_or_seat && !at_limit {
+                // Every stage is full: make more if the policy allows, and wait a little for
+                // stages being created, unless their slots in the account-wide CreateStage
+                // budget come after the wait (then the viewer is told when to come back).
+                self.scale_up();
+                let creating = shared.with_pool(|p| p.load_summary().creating);
+                let next_stage_by_deadline =
+                    shared.next_create_at(now).is_none_or(|at| at < deadline);
+                if now < deadline && creating > 0 && next_stage_by_deadline {
+                    shared
+                        .create_done
+                        .wait(Duration::from_millis(deadline - now))
+                        .await;
+                    continue;
+                }
+            }
+            // Assign (this also records a refusal when there is no seat).
+            let random: [u8; LEASE_RANDOM_BYTES] = runtime::random();
+            let assigned = {
+                let mut inner = shared.inner.borrow_mut();
+                let pool = inner.pool.as_mut().ok_or_else(not_found_pool)?;
+                pool.join(request, now, &random)
+            };
+            match assigned {
+                Ok(a) => {
+                    let grant = shared.with_pool(|pool| {
+                        let endpoints = pool
+                            .stage(a.stage)
+                            .and_then(|s| s.endpoints.clone())
+                            .unwrap_or_default();
+                        JoinGrant {
+                            broadcast: broadcast.to_string(),
+                            lease_id: a.lease_id,
+                            stage_arn: a.stage_arn,
+                            stage_state: a.stage_state,
+                            whip_url: endpoints.whip,
+                            events_url: endpoints.events,
+                            lease_expires_at: a.expires_at,
+                            lease_ttl_seconds: pool.settings().lease_ttl_ms / 1000,
+                            reconnected: a.reconnected,
+                            participant_id: a.participant_id,
+                            user_id: a.user_id,
+                        }
+                    });
+                    shared.persist()?;
+                    self.scale_up();
+                    self.schedule_maintenance().await;
+                    return Ok(grant);
+                }
+                Err(AssignError::LeaseIdTaken(_)) => continue,
+                Err(AssignError::ClientLimit { held, limit }) => {
+                    shared.persist()?;
+                    return Err(AppError::TooManyRequests {
+                        code: "client_seat_limit",
+                        message: format!(
+                            "this address already holds {held} seats of this broadcast (the \
+                             limit is {limit}); give one back or wait for one to lapse"
+                        ),
+                        retry_after_secs: shared.with_pool(alarm::seat_limit_retry_after_secs),
+                    });
+                }
+                Err(AssignError::NoSeat(_)) => {
+                    shared.persist()?;
+                    // A create left unresolved (its outcome unknown, the lookup failing) is
+                    // settled by the maintenance alarm: make sure one is set.
+                    self.schedule_maintenance().await;
+                    let retry_after_secs = shared.retry_after(now);
+                    return Err(AppError::NoCapacity { retry_after_secs });
+                }
+            }
+        }
+    }
+
+    /// A viewer's join found its stage missing (`STAGE_NOT_FOUND` at WHIP/WHEP or from the
+    /// SDK): ask IVS (`GetStage`, within the account-wide budget, at most once per stage per
+    /// `MISSING_CHECK_INTERVAL_MS`) and mark the stage gone if IVS no longer has it. Returns
+    /// whether the lease's stage is gone (then the viewer asks for a new seat).
+    async fn check_missing_stage(&self, lease_id: &str) -> AppResult<bool> {
+        let shared = &self.shared;
+        let now = runtime::now_ms();
+        let stage = shared.with_pool(|pool| {
+            let lease = pool.lease(lease_id)?;
+            let st = pool.stage(lease.stage)?;
+            Some((st.id, st.arn.clone(), st.is_active()))
+        });
+        let Some((stage, Some(arn), active)) = stage else {
+            // No live lease (or its stage is already deleted): the viewer needs a new seat.
+            return Ok(!shared.with_pool(|pool| pool.lease(lease_id).is_some()));
+        };
+        if !active {
+            return Ok(false);
+        }
+        {
+            let mut inner = shared.inner.borrow_mut();
+            let last = inner.checked_missing.get(&stage).copied();
+            if last.is_some_and(|t| now < t + MISSING_CHECK_INTERVAL_MS) {
+                return Ok(false);
+            }
+            inner.checked_missing.insert(stage, now);
+        }
+        let client = shared.ivs()?;
+        let answer: std::result::Result<GetStageResponse, CallError> = call_budgeted(
+            shared,
+            &client,
+            Operation::GetStage,
+            &GetStageRequest { arn: arn.clone() },
+            BUDGETED_ATTEMPTS,
+        )
+        .await;
+        match answer {
+            Err(CallError::Ivs(e)) if e.status == 404 => {
+                let evicted =
+                    shared.mutate(|pool, now| pool.gone(stage, now).map_err(pool_error))?;
+                worker::console_warn!(
+                    "stage {arn} is gone from IVS (a viewer found it missing): {} seats evicted",
+                    evicted.len()
+                );
+                shared.remember_evicted(&evicted);
+                self.scale_up();
+                Ok(true)
+            }
+            Ok(_) => Ok(false),
+            Err(e) => {
+                worker::console_error!("GetStage {arn}: {e}");
+                Ok(false)
+            }
+        }
+    }
+
+    fn publisher_stages(&self) -> AppResult<PublisherStages> {
+        let shared = &self.shared;
+        let inner = shared.inner.borrow();
+        let pool = inner.pool.as_ref().ok_or_else(not_found_pool)?;
+        let stages = pool
+            .publisher_stages()
+            .into_iter()
+            .filter_map(|s| {
+                let endpoints = s.endpoints.clone()?;
+                Some(PublisherStage {
+                    stage_arn: s.arn.clone()?,
+                    state: s.state,
+                    whip_url: endpoints.whip,
+                    events_url: endpoints.events,
+                })
+            })
+            .collect();
+        Ok(PublisherStages {
+            broadcast: pool.broadcast().to_string(),
+            fanout_mode: pool.fanout(),
+            stages,
+            creating: pool.load_summary().creating,
+            replicas: replication::replica_stages(pool),
+        })
+    }
+
+    fn snapshot(&self) -> AppResult<Snapshot> {
+        self.shared.mutate(|pool, now| Ok(pool.snapshot(now)))
+    }
+
+    /// Admin scaling actions (`create`, `drain`, `delete`).
+    async fn action(&self, action: ScaleAction) -> AppResult<Value> {
+        let shared = &self.shared;
+        if !shared.has_pool() {
+            return Err(not_found_pool());
+        }
+        let outcome: std::result::Result<(), PoolError> = match &action {
+            ScaleAction::Create => {
+                let intent = shared.mutate(|pool, now| Ok(pool.begin_create(now)));
+                match intent? {
+                    Ok(intent) => {
+                        // An explicit create waits for its slot in the budget like any other.
+                        create_stage(shared.clone(), intent).await;
+                        replication::spawn(shared, &self.state);
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            ScaleAction::Drain { stage_arn } => shared.mutate(|pool, now| {
+                let id = pool.stage_id(stage_arn).map_err(pool_error)?;
+                Ok(pool.drain(id, now))
+            })?,
+            ScaleAction::Delete { stage_arn } => {
+                replication::release_for_delete(shared, stage_arn).await;
+                let intent = shared.mutate(|pool, now| {
+                    let id = pool.stage_id(stage_arn).map_err(pool_error)?;
+                    Ok(pool.request_delete(id, now))
+                })?;
+                match intent {
+                    Ok(intent) => delete_stage(shared, intent).await,
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        let snapshot = self.snapshot()?;
+        Ok(match outcome {
+            Ok(()) => json!({"outcome": "done", "snapshot": snapshot}),
+            Err(e) => {
+                json!({"outcome": "refused", "reason": e.code(), "message": e.to_string(), "snapshot": snapshot})
+            }
+        })
+    }
+}
+
+impl Shared {
+    fn settings(&self) -> AppResult<&Settings> {
+        self.settings
+            .as_ref()
+            .map_err(|e| AppError::Internal(e.clone()))
+    }
+
+    fn has_pool(&self) -> bool {
+        self.inner.borrow().pool.is_some()
+    }
+
+    /// Remembers leases evicted with a stage that went missing, so their heartbeats can say
+    /// why (`stage_gone`) for `EVICTED_RETAINED_MS`.
+    fn remember_evicted(&self, leases: &[String]) {
+        if leases.is_empty() {
+            return;
+        }
+        let now = runtime::now_ms();
+        let mut inner = self.inner.borrow_mut();
+        inner
+            .evicted
+            .retain(|_, at| now.saturating_sub(*at) < EVICTED_RETAINED_MS);
+        for id in leases {
+            if inner.evicted.len() >= EVICTED_RETAINED_MAX {
+                break;
+            }
+            inner.evicted.insert(id.clone(), now);
+        }
+    }
+
+    fn was_evicted(&self, lease_id: &str) -> bool {
+        let now = runtime::now_ms();
+        self.inner
+            .borrow()
+            .evicted
+            .get(lease_id)
+            .is_some_and(|at| now.saturating_sub(*at) < EVICTED_RETAINED_MS)
+    }
+
+    fn with_pool<T>(&self, f: impl FnOnce(&Pool) -> T) -> T {
+        let inner = self.inner.borrow();
+        f(inner.pool.as_ref().expect("pool loaded"))
+    }
+
+    /// Runs `f` on the pool at `now` and writes the rows it touched.
+    fn mutate<T>(&self, f: impl FnOnce(&mut Pool, u64) -> AppResult<T>) -> AppResult<T> {
+        let now = runtime::now_ms();
+        let result = {
+            let mut inner = self.inner.borrow_mut();
+            let pool = inner.pool.as_mut().ok_or_else(not_found_pool)?;
+            f(pool, now)
+        };
+        self.persist()?;
+        result
+    }
+
+    /// Makes sure the Registry lists this pool: registers it unless that is known to have
+    /// landed (stored), and says whether it has. A failure is logged and left to the next
+    /// `ensure`, snapshot or maintenance alarm (the caller sets one): before this retry, a
+    /// pool whose one registry write failed stayed unlisted for good and its stages looked
+    /// like orphans to the monitor.
+    async fn ensure_registered(&self) -> bool {
+        let (broadcast, created_at, attempt) = {
+            let mut inner = self.inner.borrow_mut();
+            if inner.registered {
+                return true;
+            }
+            let Some(pool) = inner.pool.as_ref() else {
+                return false;
+            };
+            let (b, at) = (pool.broadcast().to_string(), pool.meta().created_at);
+            inner.registration_attempts += 1;
+            (b, at, inner.registration_attempts)
+        };
+        // A test hook: this instance's first N registrations fail as a lost registry write.
+        let injected = crate::settings::var(&self.env, "STAGEFAN_TEST_FAIL_REGISTRATIONS")
+            .and_then(|n| n.trim().parse::<u32>().ok())
+            .is_some_and(|n| attempt <= n);
+        let result = if injected {
+            Err(AppError::Internal(
+                "registry write failed (STAGEFAN_TEST_FAIL_REGISTRATIONS)".into(),
+            ))
+        } else {
+            registry::register(&self.env, &broadcast, created_at).await
+        };
+        match result {
+            Ok(()) => {
+                self.store_registered();
+                self.inner.borrow_mut().registered = true;
+                worker::console_log!("pool {broadcast} registered (attempt {attempt})");
+                true
+            }
+            Err(e) => {
+                worker::console_error!(
+                    "registering pool {broadcast} failed (attempt {attempt}): {e:?}; retried by \
+                     the maintenance alarm"
+                );
+                false
+            }
+        }
+    }
+
+    /// The creates the scaling policy wants now, as intents already recorded in the pool.
+    fn plan_creates(&self) -> Vec<CreateIntent> {
+        let Ok(settings) = self.settings() else {
+            return Vec::new();
+        };
+        let policy_cfg = settings.config.policy();
+        let now = runtime::now_ms();
+        let intents = {
+            let mut inner = self.inner.borrow_mut();
+            let Some(pool) = inner.pool.as_mut() else {
+                return Vec::new();
+            };
+            let decision = policy::scale_up(&policy_cfg, &pool.load_summary());
+            (0..decision.create)
+                .map_while(|_| pool.begin_create(now).ok())
+                .collect::<Vec<_>>()
+        };
+        if !intents.is_empty() {
+            if let Err(e) = self.persist() {
+                worker::console_error!("persist create intents: {e:?}");
+            }
+        }
+        intents
+    }
+}
+
+fn not_found_pool() -> AppError {
+    AppError::NotFound {
+        code: "broadcast_not_found",
+        message: "no such broadcast: the host has not started it".into(),
+    }
+}
+
+fn pool_error(e: PoolError) -> AppError {
+    match e {
+        PoolError::Corrupt(detail) => AppError::Internal(detail),
+        e => match e.code() {
+            "lease_not_found" => AppError::lease_not_found(),
+            "unknown_stage" => AppError::NotFound {
+                code: "stage_not_found",
+                message: e.to_string(),
+            },
+            code => AppError::Conflict {
+                code,
+                message: e.to_string(),
+            },
+        },
+    }
+}

@@ -1,0 +1,137 @@
+//! The admin routes (the monitor): broadcasts, snapshots, scaling actions, observations, and
+//! slots of the account-wide IVS budget.
+
+use serde_json::{json, Value};
+use stagefan_core::ivs::Operation;
+use stagefan_core::policy::ScaleAction;
+use stagefan_core::pool::Observation;
+use worker::{Request, Response};
+
+use crate::auth::{self, Role};
+use crate::body::{self, JsonBody};
+use crate::budget;
+use crate::calls::PoolCall;
+use crate::error::{AppError, AppResult};
+use crate::registry;
+
+use super::{json_response, pool_call, Edge};
+
+pub(super) async fn admin_list(req: Request, edge: &Edge) -> AppResult<Response> {
+    auth::require(&req, Role::Admin, edge.settings.admin_key.as_deref())?;
+    let ids = registry::list(&edge.env).await?;
+    json_response(&json!({ "broadcasts": ids }))
+}
+
+/// An admin route on one broadcast's pool: the admin key, and a valid broadcast id.
+pub(super) fn admin_pool(req: &Request, edge: &Edge, id: &str) -> AppResult<()> {
+    auth::require(req, Role::Admin, edge.settings.admin_key.as_deref())?;
+    Ok(body::validate_broadcast("broadcast", id)?)
+}
+
+pub(super) async fn admin_snapshot(req: Request, edge: &Edge, id: &str) -> AppResult<Response> {
+    admin_pool(&req, edge, id)?;
+    let snapshot: Value = pool_call(edge, id, PoolCall::Snapshot).await?;
+    json_response(&snapshot)
+}
+
+pub(super) async fn admin_create(mut req: Request, edge: &Edge, id: &str) -> AppResult<Response> {
+    admin_pool(&req, edge, id)?;
+    let _ = JsonBody::read(&mut req).await?;
+    let snapshot: Value = pool_call(edge, id, PoolCall::Ensure).await?;
+    json_response(&snapshot)
+}
+
+pub(super) async fn admin_action(mut req: Request, edge: &Edge, id: &str) -> AppResult<Response> {
+    admin_pool(&req, edge, id)?;
+    let body = JsonBody::read(&mut req).await?;
+    let action = body.required_str("action")?;
+    let stage_arn = || -> AppResult<String> {
+        let arn = body.required_str("stageArn")?.to_string();
+        body::validate_stage_arn(&arn)?;
+        Ok(arn)
+    };
+    let action = match action {
+        "create" => ScaleAction::Create,
+        "drain" => ScaleAction::Drain {
+            stage_arn: stage_arn()?,
+        },
+        "delete" => ScaleAction::Delete {
+            stage_arn: stage_arn()?,
+        },
+        _ => {
+            return Err(AppError::bad_field(
+                "action",
+                "`action` must be one of create, drain, delete",
+            ))
+        }
+    };
+    let result: Value = pool_call(edge, id, PoolCall::Action { action }).await?;
+    json_response(&result)
+}
+
+pub(super) async fn admin_observations(
+    mut req: Request,
+    edge: &Edge,
+    id: &str,
+) -> AppResult<Response> {
+    admin_pool(&req, edge, id)?;
+    let body = JsonBody::read(&mut req).await?;
+    body.optional_u64("observedAt")?;
+    match body.get("stages") {
+        Some(Value::Array(_)) => {}
+        _ => {
+            return Err(AppError::bad_field(
+                "stages",
+                "`stages` must be an array of {stageArn, publishers, subscribers}",
+            ))
+        }
+    }
+    let value = Value::Object(
+        ["observedAt", "stages", "missing"]
+            .iter()
+            .filter_map(|k| body.get(k).map(|v| (k.to_string(), v.clone())))
+            .collect(),
+    );
+    let observation: Observation = serde_json::from_value(value)
+        .map_err(|e| AppError::bad_request("invalid_json", format!("observations: {e}")))?;
+    let report: Value = pool_call(edge, id, PoolCall::Observations { observation }).await?;
+    json_response(&report)
+}
+
+/// A slot of the account-wide IVS budget for a caller outside the worker (the monitor's
+/// orphan deletes): the same `IvsBudget` schedule the pools take theirs from, so that IVS
+/// sees at most its rate of each stage operation from stagefan as a whole.
+pub(super) async fn admin_budget_slot(mut req: Request, edge: &Edge) -> AppResult<Response> {
+    auth::require(&req, Role::Admin, edge.settings.admin_key.as_deref())?;
+    let body = JsonBody::read(&mut req).await?;
+    let name = body.required_str("operation")?;
+    let config = &edge.settings.config;
+    let op = Operation::from_name(name)
+        .filter(|op| config.budget.rate(*op).is_some())
+        .ok_or_else(|| {
+            AppError::bad_field(
+                "operation",
+                "`operation` must be one of CreateStage, DeleteStage, \
+                 StartParticipantReplication, StopParticipantReplication",
+            )
+        })?;
+    let throttled = match body.get("throttled") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(AppError::bad_field(
+                "throttled",
+                "`throttled` must be true or false",
+            ))
+        }
+    };
+    let slot = budget::reserve(
+        &edge.env,
+        &config.ivs_endpoint,
+        &config.ivs_region,
+        op,
+        throttled,
+    )
+    .await?;
+    json_response(&json!({ "operation": op.name(), "at": slot.at, "waitMs": slot.wait_ms }))
+}

@@ -1,0 +1,329 @@
+//! The edge's HTTP API (docs/contract.md): a flat route table, one named `async fn` per route.
+//!
+//! Handlers authenticate and validate, hand pool operations to the broadcast's `StagePool`
+//! Durable Object, and mint tokens here at the edge (stateless, so minting scales out while
+//! the pool stays the single writer of its counts). The routes by who calls them: `viewer`,
+//! `host`, `admin` (the monitor); the tokens they mint, `mint`.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+use stagefan_core::sigv4::UtcDateTime;
+use worker::{Env, Method, Request, Response};
+
+use crate::auth;
+use crate::body::{self, JsonBody};
+use crate::calls::{self, PoolCall};
+use crate::error::{AppError, AppResult};
+use crate::registry;
+use crate::runtime;
+use crate::settings::Settings;
+use crate::tokens::{SignerKind, TokenKey};
+
+mod admin;
+mod host;
+mod mint;
+mod viewer;
+
+use admin::{
+    admin_action, admin_budget_slot, admin_create, admin_list, admin_observations, admin_snapshot,
+};
+use host::{host_published, publisher_all};
+use mint::mint;
+use viewer::{viewer_heartbeat, viewer_leave, viewer_stage_missing, viewer_token};
+
+/// What an isolate keeps between requests: parsed settings, the token key, the key's ARN.
+struct Isolate {
+    settings: Rc<Settings>,
+    key: Option<Rc<TokenKey>>,
+    signer: SignerKind,
+    key_arn: RefCell<Option<String>>,
+    /// Broadcasts the registry said exist (they are never unmade while an isolate lives).
+    known: RefCell<BTreeSet<String>>,
+    /// Broadcasts the registry said do not exist, and when it said so.
+    unknown: RefCell<BTreeMap<String, u64>>,
+    /// Pages of the public broadcast list, by (after, limit), with when they were made.
+    list_cache: RefCell<BTreeMap<(String, u32), (u64, Value)>>,
+}
+
+/// How long an isolate believes "no such broadcast" before asking the registry again.
+const UNKNOWN_TTL_MS: u64 = 5_000;
+/// How many unknown names an isolate remembers (a flood of made-up names cycles through it).
+const UNKNOWN_MAX: usize = 10_000;
+/// How long a page of the public broadcast list is served from the isolate's cache.
+const LIST_CACHE_MS: u64 = 2_000;
+/// Broadcasts per page of `GET /api/broadcasts` (default and most).
+const LIST_PAGE_DEFAULT: u32 = 20;
+const LIST_PAGE_MAX: u32 = 50;
+
+thread_local! {
+    static ISOLATE: RefCell<Option<Rc<Isolate>>> = const { RefCell::new(None) };
+}
+
+/// One request's view: the bindings and the isolate's cache.
+pub struct Edge {
+    env: Env,
+    settings: Rc<Settings>,
+    key: Option<Rc<TokenKey>>,
+    signer: SignerKind,
+    isolate: Rc<Isolate>,
+}
+
+impl Edge {
+    fn new(env: Env) -> AppResult<Edge> {
+        let isolate = match ISOLATE.with(|c| c.borrow().clone()) {
+            Some(isolate) => isolate,
+            None => {
+                let settings = Rc::new(Settings::from_env(&env)?);
+                let key = match settings.token_private_key.as_deref() {
+                    Some(pem) => Some(TokenKey::from_pem(pem)?),
+                    None => None,
+                };
+                let isolate = Rc::new(Isolate {
+                    signer: SignerKind::parse(settings.token_signer.as_deref())?,
+                    key_arn: RefCell::new(settings.token_public_key_arn.clone()),
+                    known: RefCell::default(),
+                    unknown: RefCell::default(),
+                    list_cache: RefCell::default(),
+                    settings,
+                    key,
+                });
+                ISOLATE.with(|slot| *slot.borrow_mut() = Some(isolate.clone()));
+                isolate
+            }
+        };
+        Ok(Edge {
+            env,
+            settings: isolate.settings.clone(),
+            key: isolate.key.clone(),
+            signer: isolate.signer,
+            isolate,
+        })
+    }
+}
+
+/// Every request enters here; the only place errors become responses, and CORS is added.
+pub async fn handle(req: Request, env: Env) -> Response {
+    let method = req.method();
+    let path = req.path();
+    let response = if method == Method::Options {
+        Response::empty()
+            .map(|r| r.with_status(204))
+            .map_err(AppError::from)
+    } else {
+        match Edge::new(env) {
+            Ok(edge) => dispatch(req, &edge, method, &path).await,
+            Err(e) => Err(e),
+        }
+    };
+    let response = response.unwrap_or_else(AppError::into_response);
+    with_cors(response)
+}
+
+/// The route table.
+async fn dispatch(req: Request, edge: &Edge, method: Method, path: &str) -> AppResult<Response> {
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    use Method::{Get, Post};
+    match (method, segments.as_slice()) {
+        (Get, ["api", "config"]) => get_config(edge).await,
+        (Post, ["api", "token", "viewer"]) => viewer_token(req, edge).await,
+        (Post, ["api", "viewer", "heartbeat"]) => viewer_heartbeat(req, edge).await,
+        (Post, ["api", "viewer", "leave"]) => viewer_leave(req, edge).await,
+        (Post, ["api", "viewer", "stage-missing"]) => viewer_stage_missing(req, edge).await,
+        (Get, ["api", "broadcasts"]) => list_broadcasts(req, edge).await,
+        (Get, ["api", "broadcasts", id]) => get_broadcast(req, edge, id).await,
+        (Post, ["api", "token", "publisher-all"]) => publisher_all(req, edge).await,
+        (Post, ["api", "host", "published"]) => host_published(req, edge).await,
+        (Get, ["api", "admin", "broadcasts"]) => admin_list(req, edge).await,
+        (Get, ["api", "admin", "broadcasts", id]) => admin_snapshot(req, edge, id).await,
+        (Post, ["api", "admin", "broadcasts", id]) => admin_create(req, edge, id).await,
+        (Post, ["api", "admin", "broadcasts", id, "actions"]) => admin_action(req, edge, id).await,
+        (Post, ["api", "admin", "broadcasts", id, "observations"]) => {
+            admin_observations(req, edge, id).await
+        }
+        (Post, ["api", "admin", "ivs-budget", "slots"]) => admin_budget_slot(req, edge).await,
+        (_, ["api", "config" | "broadcasts" | "admin", ..])
+        | (_, ["api", "token" | "viewer" | "host", _]) => Err(AppError::MethodNotAllowed),
+        _ => Err(AppError::NotFound {
+            code: "not_found",
+            message: format!("no route {path}"),
+        }),
+    }
+}
+
+// ----- public routes ---------------------------------------------------------------------
+
+async fn get_config(edge: &Edge) -> AppResult<Response> {
+    let c = &edge.settings.config;
+    json_response(&json!({
+        "mediaMode": c.media_mode.as_str(),
+        "fanoutMode": c.fanout_mode.as_str(),
+        "tokenMode": c.token_mode.as_str(),
+        "defaultBroadcast": c.default_broadcast,
+    }))
+}
+
+async fn list_broadcasts(req: Request, edge: &Edge) -> AppResult<Response> {
+    // Bounded in cost: a page at a time (`?limit=` up to 50, `?after=` the last id of the
+    // previous page), each page served from the isolate's cache for 2 s.
+    let url = req.url()?;
+    let mut after = String::new();
+    let mut limit = LIST_PAGE_DEFAULT;
+    for (k, v) in url.query_pairs() {
+        match k.as_ref() {
+            "after" => {
+                body::validate_broadcast("after", &v)?;
+                after = v.to_string();
+            }
+            "limit" => {
+                limit = v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=LIST_PAGE_MAX).contains(n))
+                    .ok_or_else(|| {
+                        AppError::bad_field("limit", format!("`limit` must be 1-{LIST_PAGE_MAX}"))
+                    })?;
+            }
+            _ => {}
+        }
+    }
+    let now = runtime::now_ms();
+    let key = (after.clone(), limit);
+    if let Some((at, page)) = edge.isolate.list_cache.borrow().get(&key) {
+        if now.saturating_sub(*at) < LIST_CACHE_MS {
+            return json_response(page);
+        }
+    }
+    let mut ids = registry::page(&edge.env, &after, limit).await?;
+    let full = ids.len() as u32 == limit;
+    let next = if full { ids.last().cloned() } else { None };
+    if let Some(default) = &edge.settings.config.default_broadcast {
+        if after.is_empty() && !ids.contains(default) {
+            ids.insert(0, default.clone());
+        }
+    }
+    let mut summaries = Vec::new();
+    for id in ids {
+        match pool_call::<Value>(edge, &id, PoolCall::Summary).await {
+            Ok(summary) => summaries.push(summary),
+            Err(AppError::Forwarded { status: 404, .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let page = json!({ "broadcasts": summaries, "next": next });
+    let mut cache = edge.isolate.list_cache.borrow_mut();
+    cache.retain(|_, (at, _)| now.saturating_sub(*at) < LIST_CACHE_MS);
+    cache.insert(key, (now, page.clone()));
+    json_response(&page)
+}
+
+/// A public request names a broadcast: it must exist (its pool was made, or it is the
+/// configured default), else 404 without touching any pool, so that requests for made-up
+/// names create no Durable Object and no storage. The registry is asked once per name per
+/// isolate (a negative answer is believed for 5 s).
+async fn require_broadcast(edge: &Edge, broadcast: &str) -> AppResult<()> {
+    if edge.settings.config.default_broadcast.as_deref() == Some(broadcast)
+        || edge.isolate.known.borrow().contains(broadcast)
+    {
+        return Ok(());
+    }
+    let now = runtime::now_ms();
+    let not_found = || AppError::NotFound {
+        code: "broadcast_not_found",
+        message: format!("no broadcast {broadcast:?}: the host has not started it"),
+    };
+    if let Some(at) = edge.isolate.unknown.borrow().get(broadcast) {
+        if now.saturating_sub(*at) < UNKNOWN_TTL_MS {
+            return Err(not_found());
+        }
+    }
+    if registry::has(&edge.env, broadcast).await? {
+        edge.isolate
+            .known
+            .borrow_mut()
+            .insert(broadcast.to_string());
+        edge.isolate.unknown.borrow_mut().remove(broadcast);
+        return Ok(());
+    }
+    let mut unknown = edge.isolate.unknown.borrow_mut();
+    if unknown.len() >= UNKNOWN_MAX {
+        unknown.retain(|_, at| now.saturating_sub(*at) < UNKNOWN_TTL_MS);
+        if unknown.len() >= UNKNOWN_MAX {
+            unknown.clear();
+        }
+    }
+    unknown.insert(broadcast.to_string(), now);
+    Err(not_found())
+}
+
+async fn get_broadcast(req: Request, edge: &Edge, id: &str) -> AppResult<Response> {
+    body::validate_broadcast("broadcast", id)?;
+    if auth::has(&req, edge.settings.admin_key.as_deref()) {
+        let snapshot: Value = pool_call(edge, id, PoolCall::Snapshot).await?;
+        return json_response(&snapshot);
+    }
+    require_broadcast(edge, id).await?;
+    let summary: Value = pool_call(edge, id, PoolCall::Summary).await?;
+    json_response(&summary)
+}
+
+// ----- helpers -----------------------------------------------------------------------------
+
+fn resolve_broadcast(edge: &Edge, body: &JsonBody) -> AppResult<String> {
+    let named = body.optional_str("broadcast")?;
+    if let Some(b) = named {
+        body::validate_broadcast("broadcast", b)?;
+    }
+    Ok(edge.settings.config.resolve_broadcast(named)?)
+}
+
+/// Calls the broadcast's pool; an error answer is sent on to the client unchanged.
+async fn pool_call<T: DeserializeOwned>(
+    edge: &Edge,
+    broadcast: &str,
+    call: PoolCall,
+) -> AppResult<T> {
+    let url = format!("https://pool/{}/{broadcast}", call.name());
+    let mut response = calls::send(&edge.env, "STAGE_POOL", broadcast, &url, &call).await?;
+    let status = response.status_code();
+    if status >= 400 {
+        let retry_after = response.headers().get("retry-after").ok().flatten();
+        return Err(AppError::Forwarded {
+            status,
+            body: response.text().await?,
+            retry_after,
+        });
+    }
+    Ok(response.json().await?)
+}
+
+fn rfc3339_ms(ms: u64) -> String {
+    UtcDateTime::from_unix((ms / 1000) as i64).rfc3339()
+}
+
+fn json_response(value: &Value) -> AppResult<Response> {
+    Ok(Response::from_json(value)?)
+}
+
+fn with_cors(mut response: Response) -> Response {
+    const CORS: [(&str, &str); 5] = [
+        ("access-control-allow-origin", "*"),
+        ("access-control-allow-methods", "GET, POST, OPTIONS"),
+        (
+            "access-control-allow-headers",
+            "authorization, content-type",
+        ),
+        ("access-control-expose-headers", "retry-after"),
+        ("access-control-max-age", "86400"),
+    ];
+    // Every response here is built by this worker (none is a fetched one passed through), so
+    // its headers are mutable: set in place, no copy per request.
+    let headers = response.headers_mut();
+    for (name, value) in CORS {
+        let _ = headers.set(name, value);
+    }
+    response
+}
