@@ -60,7 +60,8 @@ lint:
 unit:
 	cargo test --workspace --exclude stagefan-tests
 
-# Starts its own stacks on free ports (tests/src/stack.rs).
+# Starts its own stacks on free ports (tests/src/lib.rs), tests/tests/stacks.rs among them:
+# two stacks from one checkout both serve their pages, a start on a busy port changes nothing.
 # The monitor's tests against the real ivs-local (120 stages within its IVS budget, about a
 # minute; orphans; backing off) and against a whole stack without a monitor of its own.
 integration: build
@@ -81,9 +82,9 @@ BROWSER_TESTS := $(filter-out tests/browser/replicate.test.mjs tests/browser/ivs
 browser-test: build
 	@if [[ -n "$(BROWSER_TESTS)" ]]; then \
 	  STAGE_CAPACITY=2 scripts/with-stack.sh node --test --test-concurrency=1 $(BROWSER_TESTS); \
-	  STAGE_CAPACITY=2 FANOUT_MODE=replicate STAGEFAN_STATE_DIR=.stagefan/with-stack-replicate \
+	  STAGE_CAPACITY=2 FANOUT_MODE=replicate \
 	    scripts/with-stack.sh node --test --test-concurrency=1 tests/browser/replicate.test.mjs; \
-	  STAGE_CAPACITY=2 MEDIA_MODE=ivs IVS_LOCAL_SUBSCRIBER_CAP=2 STAGEFAN_STATE_DIR=.stagefan/with-stack-ivs \
+	  STAGE_CAPACITY=2 MEDIA_MODE=ivs IVS_LOCAL_SUBSCRIBER_CAP=2 \
 	    scripts/with-stack.sh node --test --test-concurrency=1 tests/browser/ivs-*.test.mjs; \
 	else echo "no browser tests yet (tests/browser/)"; fi
 

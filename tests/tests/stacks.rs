@@ -1,0 +1,117 @@
+//! Stacks started from one checkout leave each other alone (`scripts/stack.sh`): each keeps
+//! its worker build, pages, wrangler config and `.wrangler/` in its own state directory, and a
+//! start on a busy port exits before it touches any state.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use stagefan_tests::{bin_dir, free_tcp_port, free_udp_port, root, Stack, HOST_KEY};
+
+/// `/host`, `/watch` and `/status` answer 200 with their page.
+async fn pages_served(stack: &Stack, when: &str) {
+    let http = reqwest::Client::new();
+    for (path, marker) in [
+        ("/host", "host.js"),
+        ("/watch", "watch.js"),
+        ("/status", "status.js"),
+    ] {
+        let answer = http
+            .get(format!("{}{path}", stack.edge))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{when}: GET {}{path}: {e}", stack.edge));
+        let status = answer.status().as_u16();
+        let body = answer.text().await.unwrap_or_default();
+        assert_eq!(status, 200, "{when}: GET {}{path}: {body:?}", stack.edge);
+        assert!(
+            body.contains("<html") && body.contains(marker),
+            "{when}: GET {}{path} is not its page: {body:?}",
+            stack.edge
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stacks_from_one_checkout() {
+    let first = Stack::start("stacks-first", &[]);
+    pages_served(&first, "the first stack alone").await;
+
+    // Something the first stack keeps in its Durable Object storage: a pool and a seat.
+    let api = first.api();
+    let host = api
+        .post(
+            "/api/token/publisher-all",
+            &json!({"broadcast": "default"}),
+            Some(HOST_KEY),
+        )
+        .await;
+    assert_eq!(host.status, 200, "{:?}", host.body);
+    let seat = api
+        .post("/api/token/viewer", &json!({"userId": "stays"}), None)
+        .await;
+    assert_eq!(seat.status, 200, "{:?}", seat.body);
+    let lease = seat.body["leaseId"].as_str().expect("leaseId").to_string();
+
+    let second = Stack::start("stacks-second", &[]);
+    // What `make run` does before it starts: rebuild the shared pages (web/dist).
+    let built = Command::new("node")
+        .arg("web/build.mjs")
+        .current_dir(root())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("node web/build.mjs");
+    assert!(built.success(), "node web/build.mjs: {built}");
+    pages_served(&first, "the first stack, with a second one running").await;
+    pages_served(&second, "the second stack").await;
+
+    // A start on the first stack's edge port and state directory (a second `make run`).
+    let edge_port = first.edge.rsplit(':').next().expect("edge port");
+    let started = Instant::now();
+    let mut again = Command::new("bash")
+        .arg(root().join("scripts/stack.sh"))
+        .current_dir(root())
+        .env("STAGEFAN_PORT", edge_port)
+        .env("IVS_LOCAL_PORT", free_tcp_port().to_string())
+        .env("IVS_LOCAL_MEDIA_PORT", free_udp_port().to_string())
+        .env("STAGEFAN_INSPECTOR_PORT", free_tcp_port().to_string())
+        .env("STAGEFAN_MONITOR", "0")
+        .env("STAGEFAN_STATE_DIR", &first.state_dir)
+        .env("STAGEFAN_BIN_DIR", bin_dir())
+        .env("STAGEFAN_PARENT_PID", std::process::id().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start scripts/stack.sh");
+    let status = loop {
+        if let Some(status) = again.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            // SIGTERM, so that it stops what it started.
+            let _ = Command::new("kill")
+                .args(["-TERM", &again.id().to_string()])
+                .status();
+            let _ = again.wait();
+            panic!("a start on a busy port did not give up");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(!status.success(), "a start on a busy port: {status}");
+
+    // The first stack still has its storage: the seat is still there, the pages still served.
+    let beat = api
+        .post("/api/viewer/heartbeat", &json!({"leaseId": lease}), None)
+        .await;
+    assert_eq!(
+        beat.status, 200,
+        "heartbeat after the busy start: {:?}",
+        beat.body
+    );
+    let pool = api.get("/api/broadcasts/default", None).await;
+    assert_eq!(pool.status, 200, "{:?}", pool.body);
+    assert_eq!(pool.body["viewers"], 1, "{:?}", pool.body);
+    pages_served(&first, "the first stack, after a busy start").await;
+}
