@@ -3,7 +3,9 @@
 #               the monitor, print the URLs; Ctrl-C stops everything
 #   make test   every check: fmt, clippy, unit tests, the wasm build, the integration tests
 #               through wrangler dev + ivs-local, ivs-local's AWS SDK test, the browser tests
-# Others: make setup | build | worker | bench | stack
+#   make check  the inner loop: fmt, clippy, unit tests; no set-up,
+#               no stack, a minute or two once target/ is warm
+# Others: make setup | build | worker | pages | stack | integration | browser-test | bench
 #
 # Every default below can be overridden from the environment (STAGE_CAPACITY=10 make run).
 
@@ -24,10 +26,10 @@ export STAGEFAN_ADMIN_KEY ?= local-admin-key
 NATIVE_BINS := -p ivs-local -p stagefan-monitor
 
 
-.PHONY: help setup setup-test build worker pages run stack test lint unit integration sdk-test browser-test bench
+.PHONY: help setup setup-test build worker pages run stack check test lint unit integration sdk-test browser-test bench
 
 help:
-	@sed -n '2,8p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,10p' Makefile | sed 's/^# \{0,1\}//'
 
 setup:
 	@scripts/setup.sh
@@ -59,6 +61,10 @@ lint:
 
 unit:
 	cargo test --workspace --exclude stagefan-tests
+
+# The inner loop: what needs neither set-up nor a stack.
+check: lint unit
+	@echo "make check: fmt, clippy and unit tests passed"
 
 # Starts its own stacks on free ports (tests/src/lib.rs), tests/tests/stacks.rs among them:
 # two stacks from one checkout both serve their pages, a start on a busy port changes nothing.
