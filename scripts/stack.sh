@@ -67,6 +67,10 @@ port_free() { # tcp|udp, port
 import socket, sys
 kind = socket.SOCK_STREAM if sys.argv[1] == "tcp" else socket.SOCK_DGRAM
 s = socket.socket(socket.AF_INET, kind)
+if kind == socket.SOCK_STREAM:
+    # As the servers bind: a port whose last connections linger in TIME_WAIT (a stack just
+    # stopped) is free, only one a socket listens on is taken.
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 try:
     s.bind(("127.0.0.1", int(sys.argv[2])))
 except OSError:
