@@ -3,7 +3,7 @@
 #               the monitor, print the URLs; Ctrl-C stops everything
 #   make test   every check: fmt, clippy, unit tests, the wasm build, the integration tests
 #               through wrangler dev + ivs-local, ivs-local's AWS SDK test, the browser tests
-#   make check  the inner loop: fmt, clippy, unit tests; no set-up,
+#   make check  the inner loop: fmt, clippy, unit tests (Rust and pages); no set-up,
 #               no stack, a minute or two once target/ is warm
 # Others: make setup | build | worker | pages | stack | integration | browser-test | bench
 #
@@ -26,7 +26,7 @@ export STAGEFAN_ADMIN_KEY ?= local-admin-key
 NATIVE_BINS := -p ivs-local -p stagefan-monitor
 
 
-.PHONY: help setup setup-test build worker pages run stack check test lint unit integration sdk-test browser-test bench
+.PHONY: help setup setup-test build worker pages run stack check test lint unit web-test integration sdk-test browser-test bench
 
 help:
 	@sed -n '2,10p' Makefile | sed 's/^# \{0,1\}//'
@@ -62,8 +62,12 @@ lint:
 unit:
 	cargo test --workspace --exclude stagefan-tests
 
+# The pages' pure modules (web/src/host-stages.js, …) under node --test, no browser.
+web-test:
+	node --test web/test/
+
 # The inner loop: what needs neither set-up nor a stack.
-check: lint unit
+check: lint unit web-test
 	@echo "make check: fmt, clippy and unit tests passed"
 
 # Starts its own stacks on free ports (tests/src/lib.rs), tests/tests/stacks.rs among them:
@@ -94,7 +98,7 @@ browser-test: build
 	    scripts/with-stack.sh node --test --test-concurrency=1 tests/browser/ivs-*.test.mjs; \
 	else echo "no browser tests yet (tests/browser/)"; fi
 
-test: setup-test build lint unit integration sdk-test browser-test
+test: setup-test build lint unit web-test integration sdk-test browser-test
 	@echo "make test: all checks passed"
 
 # Benchmarks, not tests: tokens/s and latency, and the wasm size; seats given during a storm
