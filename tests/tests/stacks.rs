@@ -1,7 +1,9 @@
 //! Stacks started from one checkout leave each other alone (`scripts/stack.sh`): each keeps
 //! its worker build, pages, wrangler config and `.wrangler/` in its own state directory, and a
-//! start on a busy port exits before it touches any state.
+//! start on a busy port exits before it touches any state. A stack started in the background
+//! by a script (where SIGINT starts ignored) still stops on SIGINT.
 
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -114,4 +116,70 @@ async fn stacks_from_one_checkout() {
     assert_eq!(pool.status, 200, "{:?}", pool.body);
     assert_eq!(pool.body["viewers"], 1, "{:?}", pool.body);
     pages_served(&first, "the first stack, after a busy start").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_background_stack_stops_on_sigint() {
+    let state_dir = root().join(".stagefan").join("test-stacks-background");
+    std::fs::create_dir_all(&state_dir).expect("state dir");
+    let out = state_dir.join("stack.out");
+    std::fs::write(&out, "").expect("empty stack.out");
+    // A background job of a non-interactive shell: SIGINT is ignored when it starts.
+    let mut shell = Command::new("bash")
+        .arg("-c")
+        .arg(r#"scripts/stack.sh >"$OUT" 2>&1 & echo $!; wait"#)
+        .current_dir(root())
+        .env("OUT", &out)
+        .env("STAGEFAN_PORT", free_tcp_port().to_string())
+        .env("IVS_LOCAL_PORT", free_tcp_port().to_string())
+        .env("IVS_LOCAL_MEDIA_PORT", free_udp_port().to_string())
+        .env("STAGEFAN_INSPECTOR_PORT", free_tcp_port().to_string())
+        .env("STAGEFAN_MONITOR", "0")
+        .env("STAGEFAN_STATE_DIR", &state_dir)
+        .env("STAGEFAN_BIN_DIR", bin_dir())
+        .env("STAGEFAN_PARENT_PID", std::process::id().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("bash -c 'scripts/stack.sh &'");
+    let mut line = String::new();
+    BufReader::new(shell.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("the stack's pid");
+    let pid = line.trim().to_string();
+    let started = Instant::now();
+    while !std::fs::read_to_string(&out)
+        .unwrap_or_default()
+        .contains("STAGEFAN_READY")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "the background stack did not start: {}",
+            std::fs::read_to_string(&out).unwrap_or_default()
+        );
+        assert!(
+            shell.try_wait().expect("wait").is_none(),
+            "the background stack exited: {}",
+            std::fs::read_to_string(&out).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    let sent = Command::new("kill").args(["-INT", &pid]).status();
+    assert!(sent.expect("kill -INT").success(), "kill -INT {pid}");
+    let asked = Instant::now();
+    let stopped = loop {
+        if shell.try_wait().expect("wait").is_some() {
+            break true;
+        }
+        if asked.elapsed() > Duration::from_secs(30) {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    if !stopped {
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let _ = shell.wait();
+    }
+    assert!(stopped, "a background stack ignored SIGINT for 30 s");
 }
