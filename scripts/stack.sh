@@ -4,8 +4,9 @@
 # stays in the foreground. SIGINT (Ctrl-C) or SIGTERM stops everything it started (and only
 # that), also when it was started in the background.
 #
-# A start checks its ports before it touches any state: a second start on a busy port exits
-# (status 2) and leaves the running stack alone. Each stack runs from its own state directory:
+# A start checks its ports and locks its state directory before it touches any state: a
+# second start on a busy port or state directory exits (status 2) and leaves the running stack
+# alone. Each stack runs from its own state directory:
 # its own copy of the worker build and the pages, its own wrangler config and `.wrangler/`, so
 # stacks started from one checkout (and later builds) do not disturb each other.
 #
@@ -90,6 +91,13 @@ done
 
 mkdir -p "$STATE_DIR"
 STATE_DIR="$(cd "$STATE_DIR" && pwd)"
+# One stack per state directory, whatever its ports: the lock is held as long as this script
+# or any process it started (they inherit the descriptor) runs.
+exec 8>>"$STATE_DIR/stack.lock"
+if ! flock -n 8; then
+  say "$STATE_DIR is in use by another stack: nothing started, nothing changed"
+  exit 2
+fi
 if [[ "${STAGEFAN_FRESH:-1}" == 1 ]]; then
   rm -rf "$STATE_DIR/wrangler"
 fi

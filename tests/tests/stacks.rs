@@ -34,6 +34,44 @@ async fn pages_served(stack: &Stack, when: &str) {
     }
 }
 
+/// Starts `scripts/stack.sh` on `edge_port` (else a free one; the other ports free) with
+/// `state_dir`, and expects it to give up with a failure status.
+async fn refused_start(edge_port: Option<&str>, state_dir: &std::path::Path, what: &str) {
+    let edge_port = edge_port.map_or_else(|| free_tcp_port().to_string(), str::to_string);
+    let started = Instant::now();
+    let mut again = Command::new("bash")
+        .arg(root().join("scripts/stack.sh"))
+        .current_dir(root())
+        .env("STAGEFAN_PORT", edge_port)
+        .env("IVS_LOCAL_PORT", free_tcp_port().to_string())
+        .env("IVS_LOCAL_MEDIA_PORT", free_udp_port().to_string())
+        .env("STAGEFAN_INSPECTOR_PORT", free_tcp_port().to_string())
+        .env("STAGEFAN_MONITOR", "0")
+        .env("STAGEFAN_STATE_DIR", state_dir)
+        .env("STAGEFAN_BIN_DIR", bin_dir())
+        .env("STAGEFAN_PARENT_PID", std::process::id().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start scripts/stack.sh");
+    let status = loop {
+        if let Some(status) = again.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            // SIGTERM, so that it stops what it started.
+            let _ = Command::new("kill")
+                .args(["-TERM", &again.id().to_string()])
+                .status();
+            let _ = again.wait();
+            panic!("{what} did not give up");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(!status.success(), "{what}: {status}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stacks_from_one_checkout() {
     let first = Stack::start("stacks-first", &[]);
@@ -68,40 +106,11 @@ async fn stacks_from_one_checkout() {
     pages_served(&first, "the first stack, with a second one running").await;
     pages_served(&second, "the second stack").await;
 
-    // A start on the first stack's edge port and state directory (a second `make run`).
+    // A start on the first stack's edge port and state directory (a second `make run`), and
+    // one on free ports but the first stack's state directory: both refuse.
     let edge_port = first.edge.rsplit(':').next().expect("edge port");
-    let started = Instant::now();
-    let mut again = Command::new("bash")
-        .arg(root().join("scripts/stack.sh"))
-        .current_dir(root())
-        .env("STAGEFAN_PORT", edge_port)
-        .env("IVS_LOCAL_PORT", free_tcp_port().to_string())
-        .env("IVS_LOCAL_MEDIA_PORT", free_udp_port().to_string())
-        .env("STAGEFAN_INSPECTOR_PORT", free_tcp_port().to_string())
-        .env("STAGEFAN_MONITOR", "0")
-        .env("STAGEFAN_STATE_DIR", &first.state_dir)
-        .env("STAGEFAN_BIN_DIR", bin_dir())
-        .env("STAGEFAN_PARENT_PID", std::process::id().to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start scripts/stack.sh");
-    let status = loop {
-        if let Some(status) = again.try_wait().expect("wait") {
-            break status;
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            // SIGTERM, so that it stops what it started.
-            let _ = Command::new("kill")
-                .args(["-TERM", &again.id().to_string()])
-                .status();
-            let _ = again.wait();
-            panic!("a start on a busy port did not give up");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    assert!(!status.success(), "a start on a busy port: {status}");
+    refused_start(Some(edge_port), &first.state_dir, "a start on a busy port").await;
+    refused_start(None, &first.state_dir, "a start on a busy state directory").await;
 
     // The first stack still has its storage: the seat is still there, the pages still served.
     let beat = api
