@@ -3,7 +3,9 @@
 #               the monitor, print the URLs; Ctrl-C stops everything
 #   make test   every check: fmt, clippy, unit tests, the wasm build, the integration tests
 #               through wrangler dev + ivs-local, ivs-local's AWS SDK test, the browser tests
-# Others: make setup | build | worker | bench | stack
+#   make check  the inner loop: fmt, clippy, unit tests (Rust and pages); no set-up,
+#               no stack, a minute or two once target/ is warm
+# Others: make setup | build | worker | pages | stack | integration | browser-test | bench
 #
 # Every default below can be overridden from the environment (STAGE_CAPACITY=10 make run).
 
@@ -24,10 +26,10 @@ export STAGEFAN_ADMIN_KEY ?= local-admin-key
 NATIVE_BINS := -p ivs-local -p stagefan-monitor
 
 
-.PHONY: help setup setup-test build worker pages run stack test lint unit integration sdk-test browser-test bench
+.PHONY: help setup setup-test build worker pages run stack check test lint unit web-test integration sdk-test browser-test bench
 
 help:
-	@sed -n '2,8p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,10p' Makefile | sed 's/^# \{0,1\}//'
 
 setup:
 	@scripts/setup.sh
@@ -60,7 +62,16 @@ lint:
 unit:
 	cargo test --workspace --exclude stagefan-tests
 
-# Starts its own stacks on free ports (tests/src/stack.rs).
+# The pages' pure modules (web/src/host-stages.js, …) under node --test, no browser.
+web-test:
+	node --test web/test/
+
+# The inner loop: what needs neither set-up nor a stack.
+check: lint unit web-test
+	@echo "make check: fmt, clippy and unit tests passed"
+
+# Starts its own stacks on free ports (tests/src/lib.rs), tests/tests/stacks.rs among them:
+# two stacks from one checkout both serve their pages, a start on a busy port changes nothing.
 # The monitor's tests against the real ivs-local (120 stages within its IVS budget, about a
 # minute; orphans; backing off) and against a whole stack without a monitor of its own.
 integration: build
@@ -81,13 +92,13 @@ BROWSER_TESTS := $(filter-out tests/browser/replicate.test.mjs tests/browser/ivs
 browser-test: build
 	@if [[ -n "$(BROWSER_TESTS)" ]]; then \
 	  STAGE_CAPACITY=2 scripts/with-stack.sh node --test --test-concurrency=1 $(BROWSER_TESTS); \
-	  STAGE_CAPACITY=2 FANOUT_MODE=replicate STAGEFAN_STATE_DIR=.stagefan/with-stack-replicate \
+	  STAGE_CAPACITY=2 FANOUT_MODE=replicate \
 	    scripts/with-stack.sh node --test --test-concurrency=1 tests/browser/replicate.test.mjs; \
-	  STAGE_CAPACITY=2 MEDIA_MODE=ivs IVS_LOCAL_SUBSCRIBER_CAP=2 STAGEFAN_STATE_DIR=.stagefan/with-stack-ivs \
+	  STAGE_CAPACITY=2 MEDIA_MODE=ivs IVS_LOCAL_SUBSCRIBER_CAP=2 \
 	    scripts/with-stack.sh node --test --test-concurrency=1 tests/browser/ivs-*.test.mjs; \
 	else echo "no browser tests yet (tests/browser/)"; fi
 
-test: setup-test build lint unit integration sdk-test browser-test
+test: setup-test build lint unit web-test integration sdk-test browser-test
 	@echo "make test: all checks passed"
 
 # Benchmarks, not tests: tokens/s and latency, and the wasm size; seats given during a storm

@@ -11,7 +11,8 @@
 // either, by default.
 //
 //   node scripts/dev-worker.mjs --ip 127.0.0.1 --port 8787 --env-file F --persist-to DIR
-//        [--inspector-port N]   (with STAGEFAN_INSPECT=1)
+//        [--config wrangler.toml]  (default: the repository's; scripts/stack.sh passes its own)
+//        [--inspector-port N]      (with STAGEFAN_INSPECT=1)
 import { unstable_startWorker } from 'wrangler';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
@@ -19,7 +20,7 @@ import path from 'node:path';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 function parseArgs(argv) {
-  const known = new Set(['--ip', '--port', '--env-file', '--persist-to', '--inspector-port']);
+  const known = new Set(['--ip', '--port', '--env-file', '--persist-to', '--inspector-port', '--config']);
   const args = {};
   for (let i = 0; i < argv.length; i += 2) {
     const [flag, value] = [argv[i], argv[i + 1]];
@@ -39,7 +40,7 @@ const hostname = args.ip ?? '127.0.0.1';
 const inspect = process.env.STAGEFAN_INSPECT === '1';
 
 const worker = await unstable_startWorker({
-  config: path.join(root, 'wrangler.toml'),
+  config: args.config ? path.resolve(args.config) : path.join(root, 'wrangler.toml'),
   envFiles: [path.resolve(args['env-file'])],
   dev: {
     server: { hostname, port: Number(args.port) },

@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
 # Starts the local stack — ivs-local, the worker under `wrangler dev` pointed at it, and the
 # monitor — on the ports of the environment, waits until each answers, prints the URLs, and
-# stays in the foreground. Ctrl-C / SIGTERM stops everything it started (and only that).
+# stays in the foreground. SIGINT (Ctrl-C) or SIGTERM stops everything it started (and only
+# that), also when it was started in the background.
+#
+# A start checks its ports and locks its state directory before it touches any state: a
+# second start on a busy port or state directory exits (status 2) and leaves the running stack
+# alone. Each stack runs from its own state directory:
+# its own copy of the worker build and the pages, its own wrangler config and `.wrangler/`, so
+# stacks started from one checkout (and later builds) do not disturb each other.
 #
 # Used by `make run`, by the Rust integration tests (tests/) and by the browser tests
 # (tests/browser/): they start it with their own ports and state directory and wait for the
@@ -17,7 +24,8 @@
 #   STAGEFAN_DEPLOYMENT [local]: the deployment tag of the stages (worker and monitor)
 #   STAGEFAN_TEST_FAIL_REGISTRATIONS [0]: tests only, each pool's first N registry writes fail
 #   STAGEFAN_HOST_KEY [local-host-key]  STAGEFAN_ADMIN_KEY [local-admin-key]
-#   STAGEFAN_STATE_DIR [.stagefan/stack-$STAGEFAN_PORT]: logs, wrangler's local storage
+#   STAGEFAN_STATE_DIR [.stagefan/stack-$STAGEFAN_PORT]: logs, wrangler's local storage, and
+#     worker/: the stack's wrangler.toml, worker build and pages (rewritten at each start)
 #   STAGEFAN_FRESH [1]: start with empty Durable Object storage (ivs-local is in-memory)
 #   STAGEFAN_BIN_DIR [$CARGO_TARGET_DIR or target, /debug]: where ivs-local and stagefan-monitor are
 #   STAGEFAN_PARENT_PID: stop when this process is gone (test harnesses)
@@ -26,6 +34,12 @@
 # the monitor keep running), like a Durable Object eviction; each restart done appends a line
 # to $STAGEFAN_STATE_DIR/worker-restarts.
 set -euo pipefail
+# A background job of a non-interactive shell starts with SIGINT ignored, and bash cannot trap
+# a signal ignored at entry: start again once with SIGINT at its default, so the trap below
+# works (GNU env; without it, SIGTERM still stops the stack).
+if [[ -z "${STAGEFAN_STACK_SIGNALS:-}" ]] && env --default-signal=INT true 2>/dev/null; then
+  STAGEFAN_STACK_SIGNALS=1 exec env --default-signal=INT bash "${BASH_SOURCE[0]}" "$@"
+fi
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
@@ -42,13 +56,51 @@ export IVS_ENDPOINT="http://127.0.0.1:${IVS_LOCAL_PORT}"
 BIN_DIR="${STAGEFAN_BIN_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/debug}"
 STATE_DIR="${STAGEFAN_STATE_DIR:-$ROOT/.stagefan/stack-$STAGEFAN_PORT}"
 WITH_MONITOR="${STAGEFAN_MONITOR:-1}"
+INSPECTOR_PORT="${STAGEFAN_INSPECTOR_PORT:-$((STAGEFAN_PORT + 10000))}"
+
+say() { printf '[stack] %s\n' "$*" >&2; }
+
+# --- the ports, before anything is touched -------------------------------------------------
+# A port another process holds (another stack on the same ports, most likely with the same
+# state directory) ends the start here, before the storage below is emptied.
+port_free() { # tcp|udp, port
+  python3 - "$1" "$2" <<'PY'
+import socket, sys
+kind = socket.SOCK_STREAM if sys.argv[1] == "tcp" else socket.SOCK_DGRAM
+s = socket.socket(socket.AF_INET, kind)
+if kind == socket.SOCK_STREAM:
+    # As the servers bind: a port whose last connections linger in TIME_WAIT (a stack just
+    # stopped) is free, only one a socket listens on is taken.
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+try:
+    s.bind(("127.0.0.1", int(sys.argv[2])))
+except OSError:
+    sys.exit(1)
+PY
+}
+PORTS=("tcp $STAGEFAN_PORT STAGEFAN_PORT" "tcp $IVS_LOCAL_PORT IVS_LOCAL_PORT" "udp $IVS_LOCAL_MEDIA_PORT IVS_LOCAL_MEDIA_PORT")
+[[ "$WITH_MONITOR" == 1 ]] && PORTS+=("tcp $MONITOR_PORT MONITOR_PORT")
+[[ "${STAGEFAN_INSPECT:-0}" == 1 ]] && PORTS+=("tcp $INSPECTOR_PORT STAGEFAN_INSPECTOR_PORT")
+for entry in "${PORTS[@]}"; do
+  read -r kind port name <<<"$entry"
+  if ! port_free "$kind" "$port"; then
+    say "$name $port ($kind) is in use, by another stack or process: nothing started, nothing changed"
+    exit 2
+  fi
+done
+
 mkdir -p "$STATE_DIR"
 STATE_DIR="$(cd "$STATE_DIR" && pwd)"
+# One stack per state directory, whatever its ports: the lock is held as long as this script
+# or any process it started (they inherit the descriptor) runs.
+exec 8>>"$STATE_DIR/stack.lock"
+if ! flock -n 8; then
+  say "$STATE_DIR is in use by another stack: nothing started, nothing changed"
+  exit 2
+fi
 if [[ "${STAGEFAN_FRESH:-1}" == 1 ]]; then
   rm -rf "$STATE_DIR/wrangler"
 fi
-
-say() { printf '[stack] %s\n' "$*" >&2; }
 
 PIDS=()
 cleanup() {
@@ -142,16 +194,42 @@ ENV_FILE="$STATE_DIR/worker.env"
 } >"$ENV_FILE"
 chmod 600 "$ENV_FILE"
 
+# The stack's own worker: a copy of the worker build (built first if it is missing or older
+# than its sources; the lock keeps a concurrent start from copying a half-written build), the
+# pages built into the state directory, and a wrangler.toml pointing at both without the
+# `[build]` command, which would otherwise rebuild the shared web/dist under every running
+# stack. wrangler keeps its `.wrangler/` next to the config: in the state directory too.
+WORKER_DIR="$STATE_DIR/worker"
+rm -rf "$WORKER_DIR"
+mkdir -p "$WORKER_DIR"
+mkdir -p .stagefan
+(
+  flock 9
+  scripts/build-worker.sh
+  cp -R worker/build "$WORKER_DIR/build"
+) 9>.stagefan/build.lock
+node web/build.mjs --outdir "$WORKER_DIR/assets" >"$STATE_DIR/pages.log" 2>&1 ||
+  { say "building the pages failed:"; cat "$STATE_DIR/pages.log" >&2; exit 1; }
+awk '
+  /^\[build\]/ { skip = 1; next }
+  /^\[/ { skip = 0 }
+  skip { next }
+  /^main = "worker\/build\/index.js"$/ { print "main = \"build/index.js\""; main++; next }
+  /^directory = "web\/dist"$/ { print "directory = \"assets\""; assets++; next }
+  { print }
+  END { if (main != 1 || assets != 1) exit 1 }
+' wrangler.toml >"$WORKER_DIR/wrangler.toml" ||
+  { say "wrangler.toml no longer has main = \"worker/build/index.js\" and directory = \"web/dist\": update scripts/stack.sh"; exit 1; }
+
 export WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false WRANGLER_HIDE_BANNER=true
 export WRANGLER_LOG_PATH="$STATE_DIR/wrangler-logs"
-INSPECTOR_PORT="${STAGEFAN_INSPECTOR_PORT:-$((STAGEFAN_PORT + 10000))}"
 # wrangler's dev server through its API (scripts/dev-worker.mjs says why not the `wrangler dev`
 # command: its always-on inspector costs more CPU per Durable Object call than the call).
 start_worker() {
-  start wrangler node scripts/dev-worker.mjs --ip 127.0.0.1 --port "$STAGEFAN_PORT" \
+  start wrangler node scripts/dev-worker.mjs --config "$WORKER_DIR/wrangler.toml" \
+    --ip 127.0.0.1 --port "$STAGEFAN_PORT" \
     --inspector-port "$INSPECTOR_PORT" --env-file "$ENV_FILE" --persist-to "$STATE_DIR/wrangler"
   WRANGLER_PID=${PIDS[-1]}
-  # The first start may build the worker (a minute or more on a cold cache).
   wait_http wrangler "http://127.0.0.1:$STAGEFAN_PORT/api/config" 600 "$WRANGLER_PID"
 }
 start_worker
@@ -184,7 +262,7 @@ cat <<EOF
     host key      $STAGEFAN_HOST_KEY
     admin key     $STAGEFAN_ADMIN_KEY   (local development keys; set your own for anything else)
 
-  Ctrl-C stops everything.
+  Ctrl-C (SIGINT) or SIGTERM stops everything.
 STAGEFAN_READY $EDGE
 EOF
 

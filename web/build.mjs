@@ -2,16 +2,20 @@
 // web/src/*.js bundled by esbuild (npm dependencies included, the IVS SDK in its own chunk,
 // loaded only in IVS mode), web/src/*.html and *.css copied.
 //
-//   node web/build.mjs            # once
-//   node web/build.mjs --watch    # rebuild on change
+//   node web/build.mjs                  # once, into web/dist
+//   node web/build.mjs --watch          # rebuild on change
+//   node web/build.mjs --outdir DIR     # into DIR (scripts/stack.sh: each stack its own copy)
 import * as esbuild from 'esbuild';
 import { cpSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const src = join(here, 'src');
-const dist = join(here, 'dist');
+const outdirAt = process.argv.indexOf('--outdir');
+if (outdirAt >= 0 && !process.argv[outdirAt + 1]) throw new Error('build.mjs: --outdir needs a directory');
+// The output directory is emptied first.
+const dist = outdirAt >= 0 ? resolve(process.argv[outdirAt + 1]) : join(here, 'dist');
 const watch = process.argv.includes('--watch');
 
 rmSync(dist, { recursive: true, force: true });

@@ -13,19 +13,9 @@ import { join } from 'node:path';
 import {
   launch, waitFor, decodes, hostUpload, screenshotPath, ROOT,
 } from './lib/browser.mjs';
-import { ivsContext, keepConsole, PINNED_SDK } from './lib/ivs.mjs';
+import { ivsStack, ivsContext, keepConsole, PINNED_SDK } from './lib/ivs.mjs';
 
-const BASE = process.env.STAGEFAN_URL?.replace(/\/$/, '');
-const HOST_KEY = process.env.STAGEFAN_HOST_KEY;
-const ADMIN_KEY = process.env.STAGEFAN_ADMIN_KEY;
-const IVS = process.env.IVS_ENDPOINT;
-let skip = !BASE || !HOST_KEY || !IVS ? 'set STAGEFAN_URL, STAGEFAN_HOST_KEY and IVS_ENDPOINT (scripts/with-stack.sh)' : false;
-if (!skip) {
-  const cfg = await fetch(`${BASE}/api/config`).then((r) => r.json()).catch(() => null);
-  if (!cfg) throw new Error(`cannot read ${BASE}/api/config`);
-  if (cfg.mediaMode !== 'ivs') skip = 'the stack runs MEDIA_MODE=local (start it with MEDIA_MODE=ivs)';
-  else if (cfg?.fanoutMode === 'replicate') skip = 'the stack runs FANOUT_MODE=replicate';
-}
+const { BASE, HOST_KEY, ADMIN_KEY, IVS, skip } = await ivsStack();
 
 let browser;
 const run = Date.now().toString(36);

@@ -1,7 +1,76 @@
-// The edge API (docs/contract.md, "Edge HTTP API") and small shared helpers.
+// @ts-check
+// The edge API (docs/contract.md, "Edge HTTP API"): one JSON request helper, its error, and
+// the shapes of the answers the pages read. No DOM here (dom.js has the page helpers).
+
+/**
+ * @typedef {'local' | 'ivs'} MediaMode
+ * @typedef {'multi-publish' | 'replicate'} FanoutMode
+ * @typedef {'creating' | 'warming' | 'live' | 'draining' | 'deleted'} StageState
+ *
+ * @typedef {object} Config `GET /api/config`
+ * @property {MediaMode} mediaMode
+ * @property {FanoutMode} fanoutMode
+ * @property {string} tokenMode
+ * @property {string} [defaultBroadcast]
+ *
+ * @typedef {object} PublisherToken one stage of `POST /api/token/publisher-all`
+ * @property {string} stageArn
+ * @property {string} token
+ * @property {string} participantId
+ * @property {string} expiresAt RFC3339
+ * @property {string} whipUrl
+ * @property {StageState} state
+ *
+ * @typedef {object} Replica a stage that gets the host by replication (replicate mode)
+ * @property {string} stageArn
+ * @property {string} originArn
+ * @property {StageState} state
+ * @property {boolean} receiving
+ *
+ * @typedef {object} PublisherAll `POST /api/token/publisher-all`
+ * @property {string} broadcast
+ * @property {FanoutMode} fanoutMode
+ * @property {PublisherToken[]} tokens
+ * @property {number} [creating]
+ * @property {Replica[]} [replicas]
+ *
+ * @typedef {object} ViewerSeat `POST /api/token/viewer`
+ * @property {string} token
+ * @property {string} stageArn
+ * @property {string} participantId
+ * @property {string} userId
+ * @property {string} expiresAt RFC3339
+ * @property {string} leaseId
+ * @property {number} leaseTtlSeconds
+ * @property {string} whipUrl
+ * @property {string} broadcast
+ * @property {'warming' | 'live'} [stageState]
+ * @property {boolean} [reconnected]
+ *
+ * @typedef {object} StageSummary one stage of a broadcast summary
+ * @property {string} stageArn
+ * @property {StageState} state
+ * @property {number} load
+ * @property {number} capacity
+ * @property {'origin' | 'replica'} [role] replicate mode only
+ * @property {string | null} [originArn] a replica's origin
+ *
+ * @typedef {object} BroadcastSummary `GET /api/broadcasts/{id}`, and each of `GET /api/broadcasts`
+ * @property {string} broadcast
+ * @property {number} capacity
+ * @property {number} viewers
+ * @property {FanoutMode} [fanoutMode]
+ * @property {StageSummary[]} stages
+ */
 
 /** An HTTP error with the edge's `{"error":{"code","message"}}` body and Retry-After. */
 export class ApiError extends Error {
+  /**
+   * @param {number} status
+   * @param {string} code
+   * @param {string} message
+   * @param {number} [retryAfter] seconds
+   */
   constructor(status, code, message, retryAfter) {
     super(`${status} ${code}: ${message}`);
     this.status = status;
@@ -10,6 +79,7 @@ export class ApiError extends Error {
   }
 }
 
+/** @param {Response} res */
 async function failure(res) {
   let code = 'http_' + res.status;
   let message = res.statusText;
@@ -21,8 +91,14 @@ async function failure(res) {
   return new ApiError(res.status, code, message, Number.isFinite(ra) && ra > 0 ? ra : undefined);
 }
 
-/** JSON request to the edge; throws ApiError on a non-2xx answer. */
+/**
+ * JSON request to the edge; throws ApiError on a non-2xx answer.
+ * @param {string} path
+ * @param {{ method?: string, body?: unknown, key?: string, timeoutMs?: number }} [options]
+ * @returns {Promise<any>} the answer's JSON (null for 204); the typedefs above name its shape
+ */
 export async function api(path, { method = 'GET', body, key, timeoutMs = 10000 } = {}) {
+  /** @type {Record<string, string>} */
   const headers = {};
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   if (key) headers.Authorization = `Bearer ${key}`;
@@ -35,38 +111,13 @@ export async function api(path, { method = 'GET', body, key, timeoutMs = 10000 }
   return res.status === 204 ? null : res.json();
 }
 
+/** @type {Promise<Config> | undefined} */
 let configPromise;
-/** `GET /api/config`, once per page: the media mode comes from the edge, not from the page. */
+/**
+ * `GET /api/config`, once per page: the media mode comes from the edge, not from the page.
+ * @returns {Promise<Config>}
+ */
 export function config() {
   configPromise ??= api('/api/config');
   return configPromise;
-}
-
-export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-/** The stage id (last part of a stage ARN) for display. */
-export const stageId = (arn) => (arn || '').split('/').pop();
-
-/** Makes an element: el('td', {class: 'x'}, child, 'text'). */
-export function el(tag, attrs = {}, ...children) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v === undefined || v === null) continue;
-    if (k === 'class') e.className = v;
-    else if (k === 'style') e.style.cssText = v;
-    else e.setAttribute(k, v);
-  }
-  for (const c of children.flat()) {
-    if (c === undefined || c === null) continue;
-    e.append(c instanceof Node ? c : document.createTextNode(String(c)));
-  }
-  return e;
-}
-
-export const badge = (state) => el('span', { class: `badge s-${state}` }, state);
-
-/** Backoff with jitter: 1 s, 2 s, 4 s … up to `max` ms. */
-export function backoff(attempt, max = 15000) {
-  const base = Math.min(max, 1000 * 2 ** Math.min(attempt, 6));
-  return base / 2 + Math.random() * base / 2;
 }

@@ -2,7 +2,10 @@
 // (multi-publish), follows the pool as it adds and drains stages, and reconnects dropped stages.
 // In replicate mode the pool hands out origin stages only (one per six stages): the page
 // uploads to those, and lists the stages that receive it by replication, and from which origin.
-import { api, config, stageId, el, badge, backoff } from './api.js';
+import { api, config } from './api.js';
+import { stageId, el, badge } from './dom.js';
+import { backoff } from './retry.js';
+import { StageRecord, reconcile } from './host-stages.js';
 import { media } from './media.js';
 
 const POLL_MS = 4000;
@@ -23,9 +26,9 @@ if (q.get('broadcast')) $('broadcast').value = q.get('broadcast');
 let stream = null;
 let live = false;
 let broadcast = null;
-/** stageArn → { arn, poolState, conn, participantId, session, gen, failures, retryAt, reported, since } */
+/** @type {Map<string, StageRecord>} by stage ARN */
 const stages = new Map();
-/** Replicate mode: [{ stageArn, originArn, state, receiving }] from the last poll. */
+/** @type {import('./api.js').Replica[]} replicate mode: from the last poll */
 let replicas = [];
 let fanoutMode = '';
 let wake = () => {};
@@ -88,15 +91,15 @@ async function startCamera() {
   $('live').disabled = false;
 }
 
+/** @param {StageRecord} s @param {string} conn */
 function setConn(s, conn) {
-  if (s.conn !== conn) { s.conn = conn; s.since = Date.now(); }
+  s.setConn(conn, Date.now());
   render();
 }
 
+/** @param {StageRecord} s @param {string} why */
 function dropped(s, why) {
-  if (s.session) { try { s.session.close(); } catch { /* already gone */ } }
-  s.session = null;
-  s.gen++;
+  s.closeSession();
   s.reported = false;
   if (!live) return;
   s.failures++;
@@ -113,9 +116,7 @@ function dropped(s, why) {
  * back, so this page stops uploading to that stage and says so.
  */
 function replaced(s) {
-  if (s.session) { try { s.session.close(); } catch { /* already gone */ } }
-  s.session = null;
-  s.gen++;
+  s.closeSession();
   s.replaced = true;
   setConn(s, 'replaced');
   log(`${stageId(s.arn)}: another connection took over this stage's upload; not reconnecting`);
@@ -171,10 +172,9 @@ async function join(s, t) {
   }
 }
 
+/** @param {StageRecord} s @param {string} why */
 function leave(s, why) {
-  s.gen++;
-  if (s.session) s.session.close();
-  s.session = null;
+  s.closeSession();
   stages.delete(s.arn);
   log(`${stageId(s.arn)}: left (${why})`);
 }
@@ -182,28 +182,20 @@ function leave(s, why) {
 /** One round: ask for a token per stage, join new stages, leave drained ones, retry dropped ones. */
 async function sync() {
   const body = broadcast ? { broadcast } : {};
+  /** @type {import('./api.js').PublisherAll} */
   const res = await api('/api/token/publisher-all', { method: 'POST', key: hostKey, body });
   broadcast = res.broadcast || broadcast;
   fanoutMode = res.fanoutMode || fanoutMode;
   replicas = (res.replicas || []).filter((r) => r.state !== 'deleted');
-  const tokens = new Map(res.tokens.map((t) => [t.stageArn, t]));
-  for (const s of [...stages.values()]) {
-    const t = tokens.get(s.arn);
-    if (!t) leave(s, 'no longer in the pool');
-    else if (t.state === 'draining' || t.state === 'deleted') leave(s, t.state);
-    else s.poolState = t.state;
+  const plan = reconcile(stages, res.tokens, Date.now());
+  for (const { stage, why } of plan.leave) leave(stage, why);
+  for (const { stage, poolState } of plan.update) stage.poolState = poolState;
+  for (const stage of plan.add) {
+    stages.set(stage.arn, stage);
+    log(`${stageId(stage.arn)}: new stage (${stage.poolState})`);
   }
-  for (const t of res.tokens) {
-    if (t.state === 'draining' || t.state === 'deleted') continue;
-    let s = stages.get(t.stageArn);
-    if (!s) {
-      s = { arn: t.stageArn, poolState: t.state, conn: 'idle', gen: 0, failures: 0, retryAt: 0, reported: false };
-      stages.set(t.stageArn, s);
-      log(`${stageId(t.stageArn)}: new stage (${t.state})`);
-    }
-    if (!s.session && !s.joining && !s.replaced && Date.now() >= s.retryAt) join(s, t);
-    else if (s.session && s.conn === 'publishing' && !s.reported) reportPublished(s, s.gen);
-  }
+  for (const { stage, token } of plan.join) join(stage, token);
+  for (const stage of plan.report) reportPublished(stage, stage.gen);
   render();
 }
 
@@ -260,8 +252,7 @@ window.addEventListener('pagehide', () => { for (const s of stages.values()) s.s
 
 // For tests and diagnostics (no secrets).
 window.stagefanHost = {
-  stages: () => [...stages.values()].map(({ arn, poolState, conn, participantId, reported }) =>
-    ({ stageArn: arn, poolState, conn, participantId, reported })),
+  stages: () => [...stages.values()].map((s) => s.view()),
   replicas: () => replicas.map((r) => ({ ...r })),
   fanoutMode: () => fanoutMode,
   live: () => live,

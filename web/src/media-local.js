@@ -1,3 +1,4 @@
+// @ts-check
 // Local mode: WHIP publish and WHEP-style subscribe against ivs-local (docs/contract.md,
 // "Local media signaling"). One RTCPeerConnection per stage; the participant token is the
 // Bearer credential and is sent nowhere else.
@@ -17,7 +18,8 @@ export class SignalError extends Error {
 }
 
 // Every peer connection the page opens, for tests and diagnostics (getStats).
-window.__stagefanPcs ??= new Set();
+/** @type {Set<RTCPeerConnection>} */
+const pcs = (/** @type {any} */ (window)).__stagefanPcs ??= new Set();
 
 const VIDEO_MAX_BITRATE = 2_500_000; // IVS's STAGE_MAX_BITRATE
 
@@ -104,7 +106,7 @@ class LocalSession {
       this.sessionUrl = null;
     }
     this.pc.close();
-    window.__stagefanPcs.delete(this.pc);
+    pcs.delete(this.pc);
   }
 }
 
@@ -113,62 +115,84 @@ function sessionUrl(location, whipUrl, participantId) {
 }
 
 /**
- * Publishes `stream` to one stage. onState: 'connected' | 'failed' | 'closed'; onPublished()
- * once media flows (ICE and DTLS up: the next RTP packet is the camera's).
+ * @typedef {'connected' | 'failed' | 'closed'} ConnState
+ * @typedef {(state: ConnState, err?: SignalError) => void} OnState
  */
-export async function publish({ whipUrl, token, participantId, stream, onState, onPublished }) {
+
+/**
+ * One peer connection to ivs-local, from offer to teardown, for publish and subscribe alike:
+ * `setup(pc)` adds the transceivers, the offer goes to `offerUrl`, and the answer's session is
+ * watched and closed as one LocalSession. On any failure before that the connection is torn
+ * down and the error thrown.
+ * @param {{ offerUrl: string, whipUrl: string, token: string, participantId: string,
+ *   onState: OnState, setup: (pc: RTCPeerConnection) => Promise<void> | void }} options
+ */
+async function connect({ offerUrl, whipUrl, token, participantId, onState, setup }) {
   const pc = new RTCPeerConnection();
-  window.__stagefanPcs.add(pc);
-  let published = false;
+  pcs.add(pc);
+  /** @type {{ url: string | null }} */
   const session = { url: null };
-  const stopWatching = watch(pc, (s) => {
-    onState(s);
-    if (s === 'connected' && !published && onPublished) { published = true; onPublished(); }
-  }, sessionGone(session));
+  const stopWatching = watch(pc, onState, sessionGone(session));
   try {
-    for (const track of stream.getTracks()) {
-      const t = pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
-      if (track.kind === 'video') {
-        const p = t.sender.getParameters();
-        p.encodings = [{ maxBitrate: VIDEO_MAX_BITRATE }];
-        p.degradationPreference = 'maintain-resolution';
-        await t.sender.setParameters(p).catch(() => {});
-      }
-    }
-    const location = await postOffer(whipUrl, token, pc);
+    await setup(pc);
+    const location = await postOffer(offerUrl, token, pc);
     session.url = sessionUrl(location, whipUrl, participantId);
     return new LocalSession(pc, session.url, token, stopWatching);
   } catch (e) {
     stopWatching();
     pc.close();
-    window.__stagefanPcs.delete(pc);
+    pcs.delete(pc);
     throw e;
   }
 }
 
-/** Subscribes to a stage's host; `video` plays it. onState: 'connected' | 'failed' | 'closed'. */
+/**
+ * Publishes `stream` to one stage. onState: 'connected' | 'failed' | 'closed'; onPublished()
+ * once media flows (ICE and DTLS up: the next RTP packet is the camera's).
+ * @param {{ whipUrl: string, token: string, participantId: string, stream: MediaStream,
+ *   onState: OnState, onPublished?: () => void }} options
+ */
+export async function publish({ whipUrl, token, participantId, stream, onState, onPublished }) {
+  let published = false;
+  return connect({
+    offerUrl: whipUrl, whipUrl, token, participantId,
+    // As before the helper: the host page gets no reason in local mode (a replaced upload
+    // reconnects), unlike IVS mode's TOKEN_REUSED.
+    onState: (s) => {
+      onState(s);
+      if (s === 'connected' && !published && onPublished) { published = true; onPublished(); }
+    },
+    setup: async (pc) => {
+      for (const track of stream.getTracks()) {
+        const t = pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
+        if (track.kind === 'video') {
+          const p = t.sender.getParameters();
+          p.encodings = [{ maxBitrate: VIDEO_MAX_BITRATE }];
+          p.degradationPreference = 'maintain-resolution';
+          await t.sender.setParameters(p).catch(() => {});
+        }
+      }
+    },
+  });
+}
+
+/**
+ * Subscribes to a stage's host; `video` plays it. onState: 'connected' | 'failed' | 'closed'.
+ * @param {{ whipUrl: string, token: string, participantId: string, video: HTMLVideoElement,
+ *   onState: OnState }} options
+ */
 export async function subscribe({ whipUrl, token, participantId, video, onState }) {
-  const pc = new RTCPeerConnection();
-  window.__stagefanPcs.add(pc);
-  const session = { url: null };
-  const stopWatching = watch(pc, onState, sessionGone(session));
-  try {
-    pc.addTransceiver('audio', { direction: 'recvonly' });
-    pc.addTransceiver('video', { direction: 'recvonly' });
-    const stream = new MediaStream();
-    pc.addEventListener('track', (e) => {
-      stream.addTrack(e.track);
-      video.srcObject = stream;
-      video.play().catch(() => {});
-    });
-    const base = whipUrl.replace(/\/$/, '');
-    const location = await postOffer(`${base}/subscribe`, token, pc);
-    session.url = sessionUrl(location, whipUrl, participantId);
-    return new LocalSession(pc, session.url, token, stopWatching);
-  } catch (e) {
-    stopWatching();
-    pc.close();
-    window.__stagefanPcs.delete(pc);
-    throw e;
-  }
+  return connect({
+    offerUrl: `${whipUrl.replace(/\/$/, '')}/subscribe`, whipUrl, token, participantId, onState,
+    setup: (pc) => {
+      pc.addTransceiver('audio', { direction: 'recvonly' });
+      pc.addTransceiver('video', { direction: 'recvonly' });
+      const stream = new MediaStream();
+      pc.addEventListener('track', (e) => {
+        stream.addTrack(e.track);
+        video.srcObject = stream;
+        video.play().catch(() => {});
+      });
+    },
+  });
 }

@@ -1,6 +1,7 @@
 // The status page: every broadcast's stages with state, load and a fill bar, refreshed live.
 // In replicate mode each origin is followed by its replica stages, marked with their origin.
-import { api, stageId, el, badge } from './api.js';
+import { api } from './api.js';
+import { stageId, el, badge } from './dom.js';
 
 const REFRESH_MS = 2000;
 const $ = (id) => document.getElementById(id);

@@ -1,7 +1,9 @@
 // The viewer page: asks the edge for a seat (a subscribe token on the stage the pool picks),
 // plays the host from that stage, keeps its lease alive, and asks again whenever the seat is
 // lost (capacity, stage deleted, token expired, connection dropped).
-import { api, config, sleep, stageId, badge, backoff } from './api.js';
+import { api, config } from './api.js';
+import { stageId, badge } from './dom.js';
+import { sleep, backoff } from './retry.js';
 import { media } from './media.js';
 
 const $ = (id) => document.getElementById(id);

@@ -11,6 +11,26 @@ export const PINNED_SDK = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'u
   .devDependencies['amazon-ivs-web-broadcast'];
 
 /**
+ * The stack an ivs-*.test.mjs runs against, from scripts/with-stack.sh's environment, and
+ * `skip`: why its tests cannot run there (no stack named, or a stack not in IVS mode, or in
+ * replicate mode), else false. Throws when the named stack does not answer.
+ */
+export async function ivsStack() {
+  const BASE = process.env.STAGEFAN_URL?.replace(/\/$/, '');
+  const HOST_KEY = process.env.STAGEFAN_HOST_KEY;
+  const ADMIN_KEY = process.env.STAGEFAN_ADMIN_KEY;
+  const IVS = process.env.IVS_ENDPOINT;
+  let skip = !BASE || !HOST_KEY || !IVS ? 'set STAGEFAN_URL, STAGEFAN_HOST_KEY and IVS_ENDPOINT (scripts/with-stack.sh)' : false;
+  if (!skip) {
+    const cfg = await fetch(`${BASE}/api/config`).then((r) => r.json()).catch(() => null);
+    if (!cfg) throw new Error(`cannot read ${BASE}/api/config`);
+    if (cfg.mediaMode !== 'ivs') skip = 'the stack runs MEDIA_MODE=local (start it with MEDIA_MODE=ivs)';
+    else if (cfg.fanoutMode === 'replicate') skip = 'the stack runs FANOUT_MODE=replicate';
+  }
+  return { BASE, HOST_KEY, ADMIN_KEY, IVS, skip };
+}
+
+/**
  * A browser context for a page in IVS mode. Every request to an AWS host is recorded in
  * `ctx.awsRequests`; the SDK's stats endpoint gets 204, its device configuration an empty
  * one (the shape the SDK accepts), and any other *.live-video.net or amazonaws.com request is
