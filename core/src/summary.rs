@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::FanoutMode;
+use crate::modes::FanoutMode;
 use crate::pool::{Pool, Snapshot, StageState};
 
 /// The public view of one pool.

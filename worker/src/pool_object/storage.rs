@@ -66,11 +66,11 @@ impl Shared {
                 let stages = read("stages")?
                     .iter()
                     .map(|r| serde_json::from_str::<Stage>(r))
-                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                    .collect::<Result<Vec<_>, _>>()?;
                 let leases = read("leases")?
                     .iter()
                     .map(|r| serde_json::from_str::<Lease>(r))
-                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                    .collect::<Result<Vec<_>, _>>()?;
                 let settings = self.settings()?.config.pool_settings();
                 Some(
                     Pool::from_rows(
