@@ -1,0 +1,367 @@
+//! The pools as their admin snapshots show them.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use stagefan_core::pool::{Snapshot, StageState, Stats};
+
+use super::{register, stage_label};
+
+/// Every state, for `stagefan_stages{state}` (all are exported, zeros included).
+const STATES: [StageState; 5] = [
+    StageState::Creating,
+    StageState::Warming,
+    StageState::Live,
+    StageState::Draining,
+    StageState::Deleted,
+];
+
+/// Counters the pool keeps (cumulative) and the monitor mirrors as Prometheus counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum PoolCounter {
+    Joins,
+    Reconnects,
+    Refusals,
+    Leaves,
+    LeaseExpiries,
+    Evictions,
+    ViewerSeconds,
+    StagesCreated,
+    StagesDeleted,
+    CreateFailures,
+}
+
+impl PoolCounter {
+    const ALL: [PoolCounter; 10] = [
+        PoolCounter::Joins,
+        PoolCounter::Reconnects,
+        PoolCounter::Refusals,
+        PoolCounter::Leaves,
+        PoolCounter::LeaseExpiries,
+        PoolCounter::Evictions,
+        PoolCounter::ViewerSeconds,
+        PoolCounter::StagesCreated,
+        PoolCounter::StagesDeleted,
+        PoolCounter::CreateFailures,
+    ];
+
+    fn value(self, s: &Stats) -> u64 {
+        match self {
+            PoolCounter::Joins => s.joins,
+            PoolCounter::Reconnects => s.reconnects,
+            PoolCounter::Refusals => s.refusals,
+            PoolCounter::Leaves => s.leaves,
+            PoolCounter::LeaseExpiries => s.lease_expiries,
+            PoolCounter::Evictions => s.evictions,
+            PoolCounter::ViewerSeconds => s.viewer_seconds,
+            PoolCounter::StagesCreated => s.stages_created,
+            PoolCounter::StagesDeleted => s.stages_deleted,
+            PoolCounter::CreateFailures => s.create_failures,
+        }
+    }
+}
+
+/// The pools as their admin snapshots show them.
+pub struct PoolMetrics {
+    stages: IntGaugeVec,
+    stage_viewers: IntGaugeVec,
+    stage_capacity: IntGaugeVec,
+    stage_fill: GaugeVec,
+    broadcast_viewers: IntGaugeVec,
+    broadcast_capacity: IntGaugeVec,
+    broadcast_fill: GaugeVec,
+    peak_viewers: IntGaugeVec,
+    broadcasts: IntGauge,
+    counters: HashMap<PoolCounter, IntCounterVec>,
+    /// Last value of each pool counter, per broadcast, to turn the pool's cumulative counts
+    /// into counter increments.
+    last: Mutex<HashMap<(String, PoolCounter), u64>>,
+}
+
+impl PoolMetrics {
+    /// Registers the pool series.
+    pub fn register(r: &Registry) -> Result<Self, prometheus::Error> {
+        let counter_defs: [(PoolCounter, &str, &str); 10] = [
+            (
+                PoolCounter::Joins,
+                "joins_total",
+                "Viewers given a seat (assignments), per broadcast.",
+            ),
+            (
+                PoolCounter::Reconnects,
+                "reconnects_total",
+                "Viewers with a live lease who asked again and kept their seat.",
+            ),
+            (
+                PoolCounter::Refusals,
+                "refusals_total",
+                "Viewers refused for want of a seat (503 no_capacity).",
+            ),
+            (
+                PoolCounter::Leaves,
+                "leaves_total",
+                "Leases given back by viewers.",
+            ),
+            (
+                PoolCounter::LeaseExpiries,
+                "lease_expiries_total",
+                "Leases that lapsed without a heartbeat.",
+            ),
+            (
+                PoolCounter::Evictions,
+                "lease_evictions_total",
+                "Leases dropped because their stage was deleted.",
+            ),
+            (
+                PoolCounter::ViewerSeconds,
+                "viewer_seconds_total",
+                "Viewer-seconds watched, integrated by the pool.",
+            ),
+            (
+                PoolCounter::StagesCreated,
+                "stages_created_total",
+                "Stages IVS confirmed as created for the broadcast (stages used).",
+            ),
+            (
+                PoolCounter::StagesDeleted,
+                "stages_deleted_total",
+                "Stages of the broadcast deleted.",
+            ),
+            (
+                PoolCounter::CreateFailures,
+                "stage_create_failures_total",
+                "CreateStage intents that failed.",
+            ),
+        ];
+        let mut counters = HashMap::new();
+        for (kind, name, help) in counter_defs {
+            let c = register(
+                r,
+                IntCounterVec::new(Opts::new(name, help), &["broadcast"])?,
+            )?;
+            counters.insert(kind, c);
+        }
+        Ok(Self {
+            stages: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new("stages", "Stages of a broadcast's pool, by state."),
+                    &["broadcast", "state"],
+                )?,
+            )?,
+            stage_viewers: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "stage_viewers",
+                        "Seats taken on a stage, as the pool counts them.",
+                    ),
+                    &["broadcast", "stage"],
+                )?,
+            )?,
+            stage_capacity: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new("stage_capacity", "Seats on a stage."),
+                    &["broadcast", "stage"],
+                )?,
+            )?,
+            stage_fill: register(
+                r,
+                GaugeVec::new(
+                    Opts::new(
+                        "stage_fill_ratio",
+                        "Seats taken over seats on a stage (0..1).",
+                    ),
+                    &["broadcast", "stage"],
+                )?,
+            )?,
+            broadcast_viewers: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "broadcast_viewers",
+                        "Viewers holding a seat, per broadcast.",
+                    ),
+                    &["broadcast"],
+                )?,
+            )?,
+            broadcast_capacity: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "broadcast_capacity",
+                        "Seats on the broadcast's warming and live stages.",
+                    ),
+                    &["broadcast"],
+                )?,
+            )?,
+            broadcast_fill: register(
+                r,
+                GaugeVec::new(
+                    Opts::new(
+                        "broadcast_fill_ratio",
+                        "Viewers over seats on warming and live stages (0..1).",
+                    ),
+                    &["broadcast"],
+                )?,
+            )?,
+            peak_viewers: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "broadcast_peak_viewers",
+                        "Highest number of concurrent viewers the broadcast has had.",
+                    ),
+                    &["broadcast"],
+                )?,
+            )?,
+            broadcasts: register(
+                r,
+                IntGauge::new("broadcasts", "Broadcasts (pools) the edge knows.")?,
+            )?,
+            counters,
+            last: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Replaces the per-pool gauges with what `snapshots` show and advances the counters.
+    /// Called once per round with every snapshot that could be read; the broadcasts whose
+    /// snapshot could not be read keep their previous gauges (`kept`).
+    pub fn observe(&self, snapshots: &[Snapshot], kept: &[String], total_broadcasts: usize) {
+        self.broadcasts.set(total_broadcasts as i64);
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        for s in snapshots {
+            let b = s.broadcast.as_str();
+            let mut by_state: HashMap<StageState, i64> = HashMap::new();
+            let mut seats: i64 = 0;
+            for st in &s.stages {
+                *by_state.entry(st.state).or_default() += 1;
+                if matches!(st.state, StageState::Warming | StageState::Live) {
+                    seats += i64::from(st.capacity);
+                }
+                if st.state == StageState::Deleted {
+                    continue;
+                }
+                let Some(arn) = st.stage_arn.as_deref() else {
+                    continue;
+                };
+                let stage = stage_label(arn);
+                self.stage_viewers
+                    .with_label_values(&[b, stage])
+                    .set(i64::from(st.load));
+                self.stage_capacity
+                    .with_label_values(&[b, stage])
+                    .set(i64::from(st.capacity));
+                self.stage_fill
+                    .with_label_values(&[b, stage])
+                    .set(ratio(u64::from(st.load), u64::from(st.capacity)));
+            }
+            for state in STATES {
+                self.stages
+                    .with_label_values(&[b, state.as_str()])
+                    .set(by_state.get(&state).copied().unwrap_or(0));
+            }
+            self.broadcast_viewers
+                .with_label_values(&[b])
+                .set(i64::from(s.viewers));
+            self.broadcast_capacity.with_label_values(&[b]).set(seats);
+            self.broadcast_fill
+                .with_label_values(&[b])
+                .set(ratio(u64::from(s.viewers), seats.max(0) as u64));
+            self.peak_viewers
+                .with_label_values(&[b])
+                .set(i64::try_from(s.stats.peak_viewers).unwrap_or(i64::MAX));
+            for kind in PoolCounter::ALL {
+                let counter = self.counters[&kind].with_label_values(&[b]);
+                let now = kind.value(&s.stats);
+                let prev = last.entry((b.to_string(), kind)).or_insert(0);
+                advance_counter(&counter, prev, now);
+            }
+        }
+        drop(last);
+        // Stages and broadcasts come and go: drop the series no pool shows any more (after the
+        // new values are set, so a scrape never sees a gap). Broadcasts whose snapshot could
+        // not be read keep their last values.
+        let fresh: HashSet<(&str, &str)> = snapshots
+            .iter()
+            .flat_map(|s| {
+                s.stages
+                    .iter()
+                    .filter(|st| st.state != StageState::Deleted)
+                    .filter_map(move |st| {
+                        Some((s.broadcast.as_str(), stage_label(st.stage_arn.as_deref()?)))
+                    })
+            })
+            .collect();
+        let read: HashSet<&str> = snapshots.iter().map(|s| s.broadcast.as_str()).collect();
+        let keep_stage = |labels: &HashMap<&str, &str>| {
+            let b = labels.get("broadcast").copied().unwrap_or("");
+            let st = labels.get("stage").copied().unwrap_or("");
+            kept.iter().any(|k| k == b) || fresh.contains(&(b, st))
+        };
+        let keep_broadcast = |labels: &HashMap<&str, &str>| {
+            let b = labels.get("broadcast").copied().unwrap_or("");
+            kept.iter().any(|k| k == b) || read.contains(b)
+        };
+        for vec in [&self.stage_viewers, &self.stage_capacity] {
+            retain(vec, &["broadcast", "stage"], &keep_stage);
+        }
+        retain(&self.stage_fill, &["broadcast", "stage"], &keep_stage);
+        retain(&self.stages, &["broadcast", "state"], &keep_broadcast);
+        for vec in [
+            &self.broadcast_viewers,
+            &self.broadcast_capacity,
+            &self.peak_viewers,
+        ] {
+            retain(vec, &["broadcast"], &keep_broadcast);
+        }
+        retain(&self.broadcast_fill, &["broadcast"], &keep_broadcast);
+    }
+}
+
+/// Moves a Prometheus counter to a cumulative value read elsewhere. A value that went
+/// down (the pool was recreated) restarts the counter, which Prometheus reads as a reset.
+pub(super) fn advance_counter(counter: &IntCounter, prev: &mut u64, now: u64) {
+    if now >= *prev {
+        counter.inc_by(now - *prev);
+    } else {
+        counter.reset();
+        counter.inc_by(now);
+    }
+    *prev = now;
+}
+
+pub(super) fn ratio(num: u64, den: u64) -> f64 {
+    if den == 0 {
+        0.0
+    } else {
+        num as f64 / den as f64
+    }
+}
+
+/// Removes the series of a vector (integer or float gauges) whose labels `keep` rejects.
+fn retain<T: prometheus::core::MetricVecBuilder>(
+    vec: &prometheus::core::MetricVec<T>,
+    names: &[&str],
+    keep: &dyn Fn(&HashMap<&str, &str>) -> bool,
+) {
+    use prometheus::core::Collector;
+    for mf in vec.collect() {
+        for m in mf.get_metric() {
+            let labels: HashMap<&str, &str> = m
+                .get_label()
+                .iter()
+                .map(|l| (l.name(), l.value()))
+                .collect();
+            if !keep(&labels) {
+                let values: Vec<&str> = names
+                    .iter()
+                    .map(|n| labels.get(n).copied().unwrap_or(""))
+                    .collect();
+                let _ = vec.remove_label_values(&values);
+            }
+        }
+    }
+}
