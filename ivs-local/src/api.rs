@@ -430,8 +430,8 @@ fn disconnect_participant(app: &App, r: DisconnectParticipantRequest, now: i64) 
     to_json(EmptyResponse {})
 }
 
-/// `GET /_local/stats`: request counters per operation, state counts and media figures
-/// (unsigned, for tests).
+/// `GET /_local/stats`: request counters per operation, state counts, the region's quotas
+/// (current and limit) and media figures (unsigned, for tests).
 pub async fn stats(State(app): State<Arc<App>>) -> Response {
     let media = app
         .media
@@ -447,6 +447,7 @@ pub async fn stats(State(app): State<Arc<App>>) -> Response {
         "uptimeSeconds": app.started.elapsed().as_secs_f64(),
         "operations": app.limits.snapshot(),
         "state": app.store().counts(),
+        "quotas": app.store().quota_usage().to_json(),
         "whip": app.whip_counters(),
         "events": {"sockets": app.events.sockets(), "outcomes": app.events_counters()},
         "media": media,

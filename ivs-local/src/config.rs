@@ -50,9 +50,31 @@ pub struct Config {
     /// Publishers allowed per stage (IVS: 12, not adjustable).
     #[arg(long, env = "IVS_LOCAL_PUBLISHER_CAP", default_value_t = 12)]
     pub publisher_cap: usize,
-    /// Stages allowed in the region (IVS default 1,000).
-    #[arg(long, env = "IVS_LOCAL_STAGE_QUOTA", default_value_t = 1_000)]
-    pub stage_quota: usize,
+    /// Stages allowed in the region (IVS default 1,000) [default: 1000]; the older variable
+    /// IVS_LOCAL_STAGE_QUOTA still works when neither this flag nor IVS_QUOTA_STAGES is set.
+    #[arg(
+        long = "stage-quota",
+        env = "IVS_QUOTA_STAGES",
+        value_name = "STAGE_QUOTA"
+    )]
+    stage_quota_arg: Option<usize>,
+    /// IVS_LOCAL_STAGE_QUOTA, the stage quota's older variable, kept as an alias: clap reads one
+    /// variable per flag, so it is a hidden flag of its own, below `--stage-quota` and
+    /// IVS_QUOTA_STAGES (see [`Config::stage_quota`]).
+    #[arg(
+        long = "legacy-stage-quota",
+        env = "IVS_LOCAL_STAGE_QUOTA",
+        hide = true
+    )]
+    legacy_stage_quota: Option<usize>,
+    /// Concurrent publishers allowed across all stages of the region (IVS default 1,000;
+    /// replicas count).
+    #[arg(long, env = "IVS_QUOTA_PUBLISHERS", default_value_t = 1_000)]
+    pub publisher_quota: usize,
+    /// Concurrent subscriptions (one subscriber receiving one publisher) allowed across all
+    /// stages of the region (IVS default 20,000).
+    #[arg(long, env = "IVS_QUOTA_SUBSCRIPTIONS", default_value_t = 20_000)]
+    pub subscription_quota: usize,
     /// Seconds a WHIP/WHEP session has to complete ICE and DTLS after its answer; one that
     /// has not is ended and its seat freed (IVS ends such sessions too).
     #[arg(long, env = "IVS_LOCAL_ICE_SETUP_TIMEOUT", default_value_t = 30)]
@@ -62,7 +84,18 @@ pub struct Config {
     pub no_media: bool,
 }
 
+/// IVS's default stage quota per region.
+const DEFAULT_STAGE_QUOTA: usize = 1_000;
+
 impl Config {
+    /// Stages allowed in the region: `--stage-quota`, else IVS_QUOTA_STAGES, else the older
+    /// IVS_LOCAL_STAGE_QUOTA, else 1,000.
+    pub fn stage_quota(&self) -> usize {
+        self.stage_quota_arg
+            .or(self.legacy_stage_quota)
+            .unwrap_or(DEFAULT_STAGE_QUOTA)
+    }
+
     /// Refuses values that cannot work.
     pub fn validate(&self) -> Result<(), String> {
         if self.ice_setup_timeout_secs == 0 || self.ice_setup_timeout_secs > 3600 {
@@ -83,5 +116,36 @@ impl Config {
             return Err("--region must look like us-east-1".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Config {
+        Config::try_parse_from(std::iter::once("ivs-local").chain(args.iter().copied())).unwrap()
+    }
+
+    // Flags only: the environment is the process's, shared by every test thread. clap reads a
+    // variable exactly as it reads the flag that names it.
+    #[test]
+    fn quotas_default_to_ivs_and_take_flags() {
+        let c = parse(&[]);
+        assert_eq!(
+            (c.stage_quota(), c.publisher_quota, c.subscription_quota),
+            (1_000, 1_000, 20_000)
+        );
+        let c = parse(&["--publisher-quota", "2", "--subscription-quota", "3"]);
+        assert_eq!((c.publisher_quota, c.subscription_quota), (2, 3));
+        assert!(Config::try_parse_from(["ivs-local", "--subscription-quota", "-1"]).is_err());
+    }
+
+    #[test]
+    fn the_older_stage_quota_variable_is_an_alias_below_the_new_one() {
+        assert_eq!(parse(&["--stage-quota", "5"]).stage_quota(), 5);
+        assert_eq!(parse(&["--legacy-stage-quota", "7"]).stage_quota(), 7);
+        let both = parse(&["--stage-quota", "5", "--legacy-stage-quota", "7"]);
+        assert_eq!(both.stage_quota(), 5);
     }
 }

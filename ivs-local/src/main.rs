@@ -185,9 +185,11 @@ async fn main() {
         account_id: cfg.account_id.clone(),
         whip_url: whip_url.clone(),
         events_url: events_url.clone(),
-        stage_quota: cfg.stage_quota,
+        stage_quota: cfg.stage_quota(),
         publisher_cap: cfg.publisher_cap,
         subscriber_cap: cfg.subscriber_cap,
+        publisher_quota: cfg.publisher_quota,
+        subscription_quota: cfg.subscription_quota,
     });
     let own_kid = Arn::public_key(&cfg.region, &cfg.account_id, "ivs-local-own-key").to_string();
     let media_addr = media.as_ref().map(|m| m.local_addr());

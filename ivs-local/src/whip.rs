@@ -113,14 +113,17 @@ pub async fn sdk_subscribe(
 }
 
 /// The SDK's error body: a numeric `code` in JSON, with the statuses it maps (400–403 with
-/// 2002 expired, 2003 not allowed, 2005 at capacity; 404 with 2004 no such publisher).
+/// 2002 expired, 2003 not allowed, 2005 at capacity or a region quota; 404 with 2004 no such
+/// publisher).
 fn sdk_error(status: StatusCode, code: &'static str, message: String) -> Response {
     let (status, numeric) = match code {
         "TOKEN_EXPIRED" => (StatusCode::UNAUTHORIZED, 2002),
         "INSUFFICIENT_CAPABILITIES" | "WRONG_PARTICIPANT" | "TOKEN_REVOKED" => {
             (StatusCode::FORBIDDEN, 2003)
         }
-        "STAGE_AT_CAPACITY" => (StatusCode::FORBIDDEN, 2005),
+        // The SDK knows one capacity code, STAGE_AT_CAPACITY ("stage or account", IVS's docs
+        // say): the region's quotas answer it too, `error` naming which.
+        "STAGE_AT_CAPACITY" | "QUOTA_EXCEEDED" => (StatusCode::FORBIDDEN, 2005),
         "STAGE_NOT_FOUND" | "PUBLISHER_NOT_FOUND" => (StatusCode::NOT_FOUND, 2004),
         _ => (status, 2001),
     };
@@ -270,7 +273,13 @@ async fn try_join(
                         }
                     ),
                 ),
-            })
+                // Refused like a full stage, with the quota's code and which quota it is.
+                AdmitError::QuotaExceeded { quota, limit } => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "QUOTA_EXCEEDED",
+                    quota.message(limit),
+                ),
+            });
         }
     };
     if let Some(old) = admitted.replaced {

@@ -18,11 +18,16 @@ use stagefan_core::token::{self, Claims, VerifyingKey};
 mod keys;
 mod ops;
 mod participants;
+#[cfg(test)]
+mod quota_tests;
+mod quotas;
 mod replication;
 mod stages;
 mod tags;
 #[cfg(test)]
 mod tests;
+
+pub use quotas::RegionQuota;
 
 /// Past sessions kept per stage (for ListParticipants / GetParticipant on ended sessions).
 const PAST_SESSIONS_KEPT: usize = 20;
@@ -47,6 +52,10 @@ pub struct RegionConfig {
     pub publisher_cap: usize,
     /// Subscribers per stage.
     pub subscriber_cap: usize,
+    /// Concurrent publishers across every stage of the region (see [`RegionQuota`]).
+    pub publisher_quota: usize,
+    /// Concurrent subscriptions across every stage of the region (see [`RegionQuota`]).
+    pub subscription_quota: usize,
 }
 
 /// Publisher or subscriber (what the WHIP route admitted it as).
@@ -255,6 +264,13 @@ pub enum AdmitError {
         role: Role,
         /// The cap.
         cap: usize,
+    },
+    /// The region's concurrent publishers or subscriptions are at their quota.
+    QuotaExceeded {
+        /// Which quota.
+        quota: RegionQuota,
+        /// Its limit.
+        limit: usize,
     },
 }
 

@@ -5,7 +5,7 @@ use super::*;
 
 impl Store {
     /// Admits a verified token to a stage's media (before the media plane answers): checks
-    /// revocation and the caps, ends the participant's older connection if it has one (one
+    /// revocation, the stage's caps and the region's quotas, ends the participant's older connection if it has one (one
     /// connection per participant id, the newest wins, as IVS does), opens a session if none
     /// is active, and records the participant as CONNECTED with a JOINED event.
     pub fn admit(
@@ -42,19 +42,20 @@ impl Store {
             .as_ref()
             .map_or(0, |s| s.connected(role))
             .saturating_sub(usize::from(reused_seat));
-        if now_connected >= cap {
-            if let Some(session) = self
-                .stages
-                .get_mut(&stage_id)
-                .and_then(|s| s.session.as_mut())
-            {
-                if let Some(p) = session.find_mut(&claims.jti) {
-                    let mut e = event(EventName::JoinError, &claims.jti, now);
-                    e.error_code = Some("QUOTA_EXCEEDED".into());
-                    push_event(p, e);
-                }
-            }
-            return Err(AdmitError::AtCapacity { role, cap });
+        // The region's quota: the older connection's slot is the new one's when it has the
+        // same role anywhere; a publisher's replicas waiting for it come back with it.
+        let mut more = usize::from(!older.as_ref().is_some_and(|c| c.role == role));
+        if role == Role::Publisher {
+            more += self.waiting_replicas(&stage.arn, &claims.jti, now);
+        }
+        let refused = if now_connected >= cap {
+            Err(AdmitError::AtCapacity { role, cap })
+        } else {
+            self.check_region_quota(role, more)
+        };
+        if let Err(e) = refused {
+            self.record_join_refused(&stage_id, &claims.jti, now);
+            return Err(e);
         }
         if let Some(old) = &older {
             // Same stage: the session goes on with the new connection.

@@ -5,6 +5,8 @@ use super::*;
 impl Store {
     /// StartParticipantReplication: the participant (a connected publisher of the source)
     /// appears in the destination as a REPLICA publisher (and is SOURCE in its own stage).
+    /// The replica takes a slot of the region's concurrent-publishers quota (402 when none is
+    /// left, as for a full destination).
     #[allow(clippy::too_many_arguments)]
     pub fn start_replication(
         &mut self,
@@ -70,6 +72,15 @@ impl Store {
             return Err(IvsError::new(
                 ErrorKind::ServiceQuotaExceeded,
                 format!("The destination stage already has {cap} publishers"),
+            ));
+        }
+        // The replica is one more publisher in the region (see `quotas`).
+        if let Err(AdmitError::QuotaExceeded { quota, limit }) =
+            self.check_region_quota(Role::Publisher, 1)
+        {
+            return Err(IvsError::new(
+                ErrorKind::ServiceQuotaExceeded,
+                quota.message(limit),
             ));
         }
         let mut merged = source_p.attributes.clone().unwrap_or_default();

@@ -9,6 +9,8 @@ fn store() -> Store {
         stage_quota: 3,
         publisher_cap: 2,
         subscriber_cap: 1,
+        publisher_quota: 1_000,
+        subscription_quota: 20_000,
     })
 }
 
