@@ -29,6 +29,11 @@ impl IvsLocal {
     /// Starts the binary with `--port 0 --media-port 0` and `extra` flags, and waits for its
     /// ready line.
     pub fn start(extra: &[&str]) -> Self {
+        Self::start_with_env(extra, &[])
+    }
+
+    /// [`start`](Self::start) with environment variables `env` set for the process.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ivs-local"));
         for var in [
             "IVS_LOCAL_PORT",
@@ -39,6 +44,9 @@ impl IvsLocal {
             "IVS_LOCAL_SUBSCRIBER_CAP",
             "IVS_LOCAL_PUBLISHER_CAP",
             "IVS_LOCAL_STAGE_QUOTA",
+            "IVS_QUOTA_STAGES",
+            "IVS_QUOTA_PUBLISHERS",
+            "IVS_QUOTA_SUBSCRIPTIONS",
             "IVS_LOCAL_NO_MEDIA",
             "IVS_LOCAL_ICE_SETUP_TIMEOUT",
             "AWS_ACCESS_KEY_ID",
@@ -46,6 +54,7 @@ impl IvsLocal {
         ] {
             cmd.env_remove(var);
         }
+        cmd.envs(env.iter().copied());
         let mut child = cmd
             .args(["--port", "0", "--media-port", "0"])
             .args(extra)
