@@ -5,25 +5,10 @@
 
 mod common;
 
-use common::{unix_now, IvsLocal};
+use common::{offer, unix_now, IvsLocal};
 use serde_json::{json, Value};
 use stagefan_core::ivs::Operation as Op;
 use stagefan_core::token::{self, SigningKey, TokenBuilder};
-use str0m::media::{Direction, MediaKind};
-use str0m::Rtc;
-
-fn offer(publish: bool) -> String {
-    let mut rtc = Rtc::new(std::time::Instant::now());
-    let mut api = rtc.sdp_api();
-    let dir = if publish {
-        Direction::SendOnly
-    } else {
-        Direction::RecvOnly
-    };
-    api.add_media(MediaKind::Audio, dir, None, None, None);
-    api.add_media(MediaKind::Video, dir, None, None, None);
-    api.apply().expect("an offer").0.to_sdp_string()
-}
 
 /// One ivs-local, an imported key and two stages.
 struct Region {

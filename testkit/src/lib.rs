@@ -87,28 +87,52 @@ pub async fn slow_client(addr: String, path: &'static str, silent: bool) -> Opti
     None
 }
 
+/// The status of `GET path` on the HTTP/1.1 server at `addr`, asked over a fresh connection
+/// (`Connection: close`) and read within 3 s.
+pub async fn get_status(addr: &str, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ask = async {
+        let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        conn.write_all(head.as_bytes())
+            .await
+            .expect("send the request");
+        let mut answer = Vec::new();
+        conn.read_to_end(&mut answer)
+            .await
+            .expect("read the answer");
+        let line = String::from_utf8_lossy(&answer);
+        line.split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("no HTTP status line in {:?}", &line[..line.len().min(80)]))
+    };
+    tokio::time::timeout(Duration::from_secs(3), ask)
+        .await
+        .unwrap_or_else(|_| panic!("GET {path} on {addr} was not answered within 3 s"))
+}
+
 /// The slow-client attack on the server at `addr`: 150 slow clients that dribble a request
-/// head for `path` and 10 that send nothing. While they are connected, `answers` (an ordinary
-/// request to the same server) is called five times and must succeed each time; then every
-/// slow client must have been cut off, none before `at_least` (a client merely slow on a bad
-/// network keeps its few seconds). Returns the first and last cut-off times.
-pub async fn slowloris<F, Fut>(
-    addr: &str,
-    path: &'static str,
-    at_least: Duration,
-    answers: F,
-) -> (Duration, Duration)
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
+/// head for `path` and 10 that send nothing. While they are connected, an ordinary `GET path`
+/// is asked five times and must be answered `200` each time; then every slow client must have
+/// been cut off, none before `at_least` (a client merely slow on a bad network keeps its few
+/// seconds), and the server still answers. Prints and returns the first and last cut-off
+/// times.
+pub async fn slowloris(addr: &str, path: &'static str, at_least: Duration) -> (Duration, Duration) {
     let clients: Vec<_> = (0..160)
         .map(|n| tokio::spawn(slow_client(addr.to_string(), path, n >= 150)))
         .collect();
+    let answered = || async {
+        let status = get_status(addr, path).await;
+        assert_eq!(
+            status, 200,
+            "GET {path} while 160 slow clients are connected"
+        );
+    };
     // While they dribble, the server answers others at once.
     tokio::time::sleep(Duration::from_secs(2)).await;
     for _ in 0..5 {
-        answers().await;
+        answered().await;
     }
     let mut open_for = Vec::with_capacity(clients.len());
     for c in clients {
@@ -125,6 +149,11 @@ where
         "cut off before {at_least:?}: {open_for:?}"
     );
     // And the server is still well.
-    answers().await;
+    answered().await;
+    eprintln!(
+        "slow headers: 160 slow clients of {addr} cut off after {:.1} s (first) .. {:.1} s (last)",
+        first.as_secs_f64(),
+        last.as_secs_f64()
+    );
     (first, last)
 }

@@ -1,44 +1,23 @@
 //! The region's concurrent-publishers and concurrent-subscriptions quotas (`quotas.rs`).
 
+use super::tests::claims;
 use super::*;
 
 /// A region of 2 publishers and 3 subscriptions, with stage caps that never bind first.
 fn store() -> Store {
     Store::new(RegionConfig {
-        region: "us-east-1".into(),
-        account_id: "123456789012".into(),
-        whip_url: "http://127.0.0.1:1/whip".into(),
-        events_url: "ws://127.0.0.1:1/events".into(),
         stage_quota: 10,
         publisher_cap: 12,
         subscriber_cap: 100,
         publisher_quota: 2,
         subscription_quota: 3,
+        ..super::tests::region()
     })
 }
 
 fn stage(s: &mut Store, n: u8) -> (String, Stage) {
     let st = s.create_stage(None, None, None, &[n; 12]).unwrap();
     (ivs::stage_id_from_arn(&st.arn).unwrap().to_string(), st)
-}
-
-fn claims(stage: &Stage, jti: &str) -> Claims {
-    Claims {
-        exp: 10_000,
-        iat: 0,
-        jti: jti.into(),
-        user_id: None,
-        resource: stage.arn.clone(),
-        topic: ivs::stage_id_from_arn(&stage.arn).unwrap().into(),
-        events_url: "e".into(),
-        whip_url: "w".into(),
-        capabilities: token::Capabilities {
-            allow_publish: true,
-            allow_subscribe: true,
-        },
-        attributes: None,
-        version: "1.0".into(),
-    }
 }
 
 fn join(s: &mut Store, st: &Stage, pid: &str, role: Role) -> Result<Admitted, AdmitError> {

@@ -1,7 +1,8 @@
 use super::*;
 
-fn store() -> Store {
-    Store::new(RegionConfig {
+/// The region these tests run in: 3 stages, 2 publishers and 1 subscriber per stage.
+pub(super) fn region() -> RegionConfig {
+    RegionConfig {
         region: "us-east-1".into(),
         account_id: "123456789012".into(),
         whip_url: "http://127.0.0.1:1/whip".into(),
@@ -11,10 +12,15 @@ fn store() -> Store {
         subscriber_cap: 1,
         publisher_quota: 1_000,
         subscription_quota: 20_000,
-    })
+    }
 }
 
-fn claims(stage: &Stage, jti: &str) -> Claims {
+fn store() -> Store {
+    Store::new(region())
+}
+
+/// A token's claims for participant `jti` on `stage`, with both capabilities.
+pub(super) fn claims(stage: &Stage, jti: &str) -> Claims {
     Claims {
         exp: 10_000,
         iat: 0,

@@ -280,3 +280,20 @@ impl Client {
         }
     }
 }
+
+/// An SDP offer made by str0m, a real WebRTC stack: audio and video, send-only to publish,
+/// receive-only to subscribe.
+pub fn offer(publish: bool) -> String {
+    use str0m::media::{Direction, MediaKind};
+    let mut rtc = str0m::Rtc::new(std::time::Instant::now());
+    let mut api = rtc.sdp_api();
+    let dir = if publish {
+        Direction::SendOnly
+    } else {
+        Direction::RecvOnly
+    };
+    api.add_media(MediaKind::Audio, dir, None, None, None);
+    api.add_media(MediaKind::Video, dir, None, None, None);
+    let (offer, _pending) = api.apply().expect("an offer");
+    offer.to_sdp_string()
+}
