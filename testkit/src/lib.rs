@@ -92,7 +92,7 @@ pub async fn slow_client(addr: String, path: &'static str, silent: bool) -> Opti
 pub async fn get_status(addr: &str, path: &str) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let ask = async {
-        let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let mut conn = TcpStream::connect(addr).await.expect("connect");
         let head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
         conn.write_all(head.as_bytes())
             .await

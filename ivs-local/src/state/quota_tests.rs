@@ -11,7 +11,7 @@ fn store() -> Store {
         subscriber_cap: 100,
         publisher_quota: 2,
         subscription_quota: 3,
-        ..super::tests::region()
+        ..tests::region()
     })
 }
 
