@@ -5,6 +5,22 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::*;
 
 impl Pool {
+    /// A pool of `meta` with no stages and no leases, and nothing changed yet.
+    fn empty(settings: PoolSettings, meta: PoolMeta) -> Pool {
+        Pool {
+            settings,
+            meta,
+            stages: BTreeMap::new(),
+            by_arn: BTreeMap::new(),
+            leases: BTreeMap::new(),
+            by_participant: BTreeMap::new(),
+            by_client: BTreeMap::new(),
+            expiry: BTreeSet::new(),
+            open: BTreeSet::new(),
+            changes: Changes::default(),
+        }
+    }
+
     /// A new, empty pool for `broadcast` (validated as a broadcast id). It has no stages: the
     /// adapter (or the policy) calls [`Pool::begin_create`] for `min_stages` of them.
     pub fn new(broadcast: &str, settings: PoolSettings, now: Millis) -> Result<Pool, PoolError> {
@@ -18,18 +34,7 @@ impl Pool {
             viewer_ms: 0,
             integrated_at: now,
         };
-        let mut pool = Pool {
-            settings,
-            meta,
-            stages: BTreeMap::new(),
-            by_arn: BTreeMap::new(),
-            leases: BTreeMap::new(),
-            by_participant: BTreeMap::new(),
-            by_client: BTreeMap::new(),
-            expiry: BTreeSet::new(),
-            open: BTreeSet::new(),
-            changes: Changes::default(),
-        };
+        let mut pool = Pool::empty(settings, meta);
         pool.changes.meta = true;
         Ok(pool)
     }
@@ -44,21 +49,11 @@ impl Pool {
             leases,
         } = rows;
         validate_broadcast_id(&meta.broadcast)?;
-        let mut pool = Pool {
-            settings: PoolSettings {
-                fanout: meta.fanout,
-                ..settings
-            },
-            meta,
-            stages: BTreeMap::new(),
-            by_arn: BTreeMap::new(),
-            leases: BTreeMap::new(),
-            by_participant: BTreeMap::new(),
-            by_client: BTreeMap::new(),
-            expiry: BTreeSet::new(),
-            open: BTreeSet::new(),
-            changes: Changes::default(),
+        let settings = PoolSettings {
+            fanout: meta.fanout,
+            ..settings
         };
+        let mut pool = Pool::empty(settings, meta);
         for mut st in stages {
             if st.id.0 >= pool.meta.next_stage_id {
                 return Err(PoolError::Corrupt(format!(
