@@ -16,17 +16,22 @@ pub const MAINTENANCE_INTERVAL_MS: Millis = 15_000;
 pub const MIN_ALARM_GAP_MS: Millis = 1_000;
 
 /// When the pool next needs its maintenance, or `None` when nothing can change without a
-/// request: no viewers, no create in flight, no stage beyond its minimum, and the Registry
-/// lists it (`registered`).
+/// request: no viewers, no create in flight, no stage beyond its minimum (none at all once
+/// the broadcast ended: they are all to be deleted), and the Registry lists it (`registered`).
 ///
 /// The instant is at most [`MAINTENANCE_INTERVAL_MS`] away, earlier when a lease lapses
 /// sooner (at least [`MIN_ALARM_GAP_MS`] away).
 pub fn next_wake(pool: &Pool, registered: bool, now: Millis) -> Option<Millis> {
     let load = pool.load_summary();
+    let keep = if pool.is_ended() {
+        0
+    } else {
+        pool.settings().min_stages
+    };
     let tidying = !registered
         || pool.viewers() > 0
         || load.creating > 0
-        || load.warming + load.live + load.draining > pool.settings().min_stages;
+        || load.warming + load.live + load.draining > keep;
     if !tidying {
         return None;
     }

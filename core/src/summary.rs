@@ -5,7 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::modes::FanoutMode;
-use crate::pool::{Pool, Snapshot, StageState};
+use crate::pool::{BroadcastState, Pool, Snapshot, StageState};
+use crate::time::UtcDateTime;
 
 /// The public view of one pool.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,6 +20,10 @@ pub struct PublicSummary {
     pub fanout_mode: FanoutMode,
     /// Viewers holding a seat.
     pub viewers: u32,
+    /// Where the broadcast is in its life (`stagefan_core::pool::life`).
+    pub broadcast_state: BroadcastState,
+    /// Since when (RFC 3339, whole seconds).
+    pub broadcast_state_since: String,
     /// Every stage not deleted, oldest first.
     pub stages: Vec<PublicStage>,
 }
@@ -75,14 +80,22 @@ impl PublicSummary {
                 }),
             })
             .collect();
+        let life = pool.life(snapshot.now);
         PublicSummary {
             broadcast: snapshot.broadcast.clone(),
             capacity: snapshot.capacity,
             fanout_mode: snapshot.fanout_mode,
             viewers: snapshot.viewers,
+            broadcast_state: life.state,
+            broadcast_state_since: rfc3339_ms(life.since),
             stages,
         }
     }
+}
+
+/// Unix milliseconds as RFC 3339 (whole seconds), as the edge's answers spell times.
+pub fn rfc3339_ms(ms: u64) -> String {
+    UtcDateTime::from_unix((ms / 1000) as i64).rfc3339()
 }
 
 /// A host asked a running pool for the other fan-out mode: a pool keeps the mode it was
@@ -215,8 +228,18 @@ mod tests {
         assert_eq!(json["fanoutMode"], "multi-publish");
         assert_eq!(
             keys(&json),
-            ["broadcast", "capacity", "fanoutMode", "stages", "viewers"]
+            [
+                "broadcast",
+                "broadcastState",
+                "broadcastStateSince",
+                "capacity",
+                "fanoutMode",
+                "stages",
+                "viewers"
+            ]
         );
+        assert_eq!(json["broadcastState"], "not_started");
+        assert_eq!(json["broadcastStateSince"], "2025-11-26T12:26:40Z");
     }
 
     #[test]

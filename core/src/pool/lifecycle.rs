@@ -33,6 +33,9 @@ impl Pool {
     /// fewer than 5 replicas, or a new origin.
     pub fn begin_create(&mut self, now: Millis) -> Result<CreateIntent, PoolError> {
         self.advance(now);
+        if self.is_ended() {
+            return Err(PoolError::Ended);
+        }
         if self.existing_stages() >= self.settings.max_stages {
             return Err(PoolError::MaxStages {
                 max: self.settings.max_stages,
@@ -176,6 +179,9 @@ impl Pool {
         now: Millis,
     ) -> Result<(), PoolError> {
         self.advance(now);
+        if self.is_ended() {
+            return Err(PoolError::Ended);
+        }
         let st = self.get(stage)?;
         if st.origin.is_some() {
             return Err(PoolError::ReplicaStage(stage));
@@ -220,6 +226,7 @@ impl Pool {
             went_live
         });
         self.changes.stage(stage);
+        self.refresh_life(at);
         went_live
     }
 
@@ -416,6 +423,7 @@ impl Pool {
         });
         self.changes.stage(stage);
         self.changes.meta = true;
+        self.refresh_life(now);
         if was_origin {
             self.rehome_replicas(stage);
         }

@@ -96,6 +96,7 @@ pub const LEASE_RANDOM_BYTES: usize = 16;
 
 pub use crate::tags::{TAG_BROADCAST, TAG_DEPLOYMENT, TAG_MANAGED};
 
+mod life;
 mod lifecycle;
 mod observation;
 mod rows;
@@ -103,6 +104,7 @@ mod seats;
 mod types;
 mod views;
 
+pub use life::*;
 pub use observation::*;
 pub use types::*;
 pub use views::*;

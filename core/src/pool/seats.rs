@@ -39,6 +39,9 @@ impl Pool {
         random: &[u8; LEASE_RANDOM_BYTES],
     ) -> Result<Assignment, AssignError> {
         self.advance(now);
+        if self.is_ended() {
+            return Err(AssignError::Ended);
+        }
         let ttl = self.settings.lease_ttl_ms;
 
         let held = req.lease_id.filter(|id| self.leases.contains_key(*id));
@@ -187,6 +190,9 @@ impl Pool {
     /// Renews a live lease for another TTL. Returns the renewed lease.
     pub fn heartbeat(&mut self, lease_id: &str, now: Millis) -> Result<Lease, PoolError> {
         self.advance(now);
+        if self.is_ended() {
+            return Err(PoolError::Ended);
+        }
         if !self.leases.contains_key(lease_id) {
             return Err(PoolError::LeaseNotFound);
         }

@@ -205,6 +205,9 @@ pub struct PoolMeta {
     pub viewer_ms: u64,
     /// The time up to which `viewer_ms` is integrated.
     pub integrated_at: Millis,
+    /// The broadcast's life: when the host came on air, left, and whether it ended.
+    #[serde(default)]
+    pub life: LifeRecord,
 }
 
 /// The settings a pool runs with (from [`Config::pool_settings`]).
@@ -377,6 +380,9 @@ pub enum AssignError {
     /// The random bytes gave a lease id that exists: call again with fresh bytes.
     #[error("lease id {0} already exists; draw new random bytes")]
     LeaseIdTaken(String),
+    /// The host ended the broadcast (answered 410 `broadcast_ended`).
+    #[error("the broadcast has ended")]
+    Ended,
     /// The client already holds `limit` seats of this broadcast (answered 429).
     #[error("this client already holds {held} seats of this broadcast (limit {limit})")]
     ClientLimit {
@@ -483,6 +489,10 @@ pub enum PoolError {
     /// Replicate mode: a replica stage goes live only when its replica is observed in IVS.
     #[error("stage {0} is a replica: it goes live when IVS shows the host's replica there")]
     ReplicaStage(StageId),
+    /// The host ended the broadcast: no seats, heartbeats, creates or host reports until it
+    /// starts afresh.
+    #[error("the broadcast has ended")]
+    Ended,
     /// The broadcast id is not valid.
     #[error(transparent)]
     Invalid(#[from] InvalidField),
@@ -506,6 +516,7 @@ impl PoolError {
             PoolError::HasViewers { .. } => "has_viewers",
             PoolError::HostPublishing(_) => "host_publishing",
             PoolError::ReplicaStage(_) => "replica_stage",
+            PoolError::Ended => "broadcast_ended",
             PoolError::Invalid(_) => "invalid",
             PoolError::Corrupt(_) => "corrupt",
         }
