@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use stagefan_core::config::FanoutMode;
 use stagefan_core::policy::ScaleAction;
-use stagefan_core::pool::{Observation, StageState};
+use stagefan_core::pool::{BroadcastState, Observation, StageState};
 use worker::{Env, Method, Request, RequestInit, Response};
 
 use crate::error::{AppError, AppResult};
@@ -45,6 +45,9 @@ pub enum PoolCall {
     /// The stages the host publishes to; answers [`PublisherStages`]. A host may name the
     /// mode it expects (a pool in the other mode refuses).
     Publisher { fanout_mode: Option<FanoutMode> },
+    /// The host ends the broadcast: every seat freed, every stage deleted (paced); answers
+    /// [`Ended`].
+    End,
     /// The host publishes to a stage.
     Published {
         stage_arn: String,
@@ -71,6 +74,7 @@ impl PoolCall {
             PoolCall::Bind { .. } => "bind",
             PoolCall::StageMissing { .. } => "stage-missing",
             PoolCall::Publisher { .. } => "publisher",
+            PoolCall::End => "end",
             PoolCall::Published { .. } => "published",
             PoolCall::Summary => "summary",
             PoolCall::Snapshot => "snapshot",
@@ -97,6 +101,9 @@ pub struct JoinGrant {
     pub participant_id: String,
     /// The display name the seat was taken with.
     pub user_id: String,
+    /// Where the broadcast is in its life, and since when (unix ms).
+    pub broadcast_state: BroadcastState,
+    pub broadcast_state_since: u64,
 }
 
 /// A lease renewed by its heartbeat.
@@ -106,6 +113,23 @@ pub struct Renewed {
     pub lease_id: String,
     /// Unix ms.
     pub expires_at: u64,
+    /// Where the broadcast is in its life, and since when (unix ms): how a seated viewer
+    /// learns that the host left or came on air.
+    pub broadcast_state: BroadcastState,
+    pub broadcast_state_since: u64,
+}
+
+/// A broadcast the host ended.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Ended {
+    pub broadcast: String,
+    /// Unix ms.
+    pub ended_at: u64,
+    /// Seats freed by this end.
+    pub seats_freed: u32,
+    /// Stages being deleted (each in its slot of the IVS budget).
+    pub stages_deleting: u32,
 }
 
 /// A stage the host publishes to.
@@ -315,6 +339,7 @@ mod tests {
                 observation: Observation::default(),
             },
             PoolCall::Summary,
+            PoolCall::End,
         ];
         for call in calls {
             let text = serde_json::to_string(&call).unwrap();

@@ -57,7 +57,14 @@ impl StagePool {
         let policy_cfg = settings.config.policy();
         let snapshot = self.snapshot()?;
         let now = runtime::now_ms();
-        for action in policy::scale_down(&policy_cfg, &snapshot, now) {
+        // An ended broadcast deletes every stage instead of scaling down.
+        let ended = self.continue_ending()?;
+        let scale_down = if ended {
+            Vec::new()
+        } else {
+            policy::scale_down(&policy_cfg, &snapshot, now)
+        };
+        for action in scale_down {
             match action {
                 ScaleAction::Drain { stage_arn } => {
                     let _ = shared.mutate(|pool, now| {

@@ -11,7 +11,7 @@
 //! whose body is a `calls::PoolCall` (no headers); errors come back as the final HTTP error.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -38,6 +38,7 @@ use ivs_calls::{call_budgeted, create_stage, delete_stage, disconnect_strangers}
 use slots::CreateSignal;
 
 mod ivs_calls;
+mod life;
 mod maintenance;
 mod replication;
 mod slots;
@@ -89,6 +90,8 @@ struct Inner {
     evicted: BTreeMap<String, u64>,
     /// When each stage was last checked with `GetStage` after a viewer found it missing.
     checked_missing: BTreeMap<StageId, u64>,
+    /// Stages of an ended broadcast whose `DeleteStage` is under way (memory only).
+    deleting: BTreeSet<StageId>,
 }
 
 #[durable_object]
@@ -195,6 +198,7 @@ impl StagePool {
                 json!({"stageGone": self.check_missing_stage(&lease_id).await?})
             }
             PoolCall::Publisher { fanout_mode } => {
+                self.restart_if_ended()?;
                 self.ensure(broadcast).await?;
                 summary::check_fanout(shared.with_pool(|p| p.fanout()), fanout_mode).map_err(
                     |e| AppError::Conflict {
@@ -204,6 +208,7 @@ impl StagePool {
                 )?;
                 to_value(self.publisher_stages()?)?
             }
+            PoolCall::End => to_value(self.end_broadcast().await?)?,
             PoolCall::Published {
                 stage_arn,
                 participant_id,
@@ -271,9 +276,12 @@ impl StagePool {
             other => other?,
         };
         self.schedule_maintenance().await;
+        let life = shared.with_pool(|pool| pool.life(runtime::now_ms()));
         Ok(Renewed {
             lease_id: lease.id,
             expires_at: lease.expires_at,
+            broadcast_state: life.state,
+            broadcast_state_since: life.since,
         })
     }
 
@@ -360,6 +368,7 @@ impl StagePool {
             match assigned {
                 Ok(a) => {
                     let grant = shared.with_pool(|pool| {
+                        let life = pool.life(now);
                         let endpoints = pool
                             .stage(a.stage)
                             .and_then(|s| s.endpoints.clone())
@@ -376,6 +385,8 @@ impl StagePool {
                             reconnected: a.reconnected,
                             participant_id: a.participant_id,
                             user_id: a.user_id,
+                            broadcast_state: life.state,
+                            broadcast_state_since: life.since,
                         }
                     });
                     shared.persist()?;
@@ -384,6 +395,7 @@ impl StagePool {
                     return Ok(grant);
                 }
                 Err(AssignError::LeaseIdTaken(_)) => continue,
+                Err(AssignError::Ended) => return Err(broadcast_ended()),
                 Err(AssignError::ClientLimit { held, limit }) => {
                     shared.persist()?;
                     return Err(AppError::TooManyRequests {
@@ -673,9 +685,18 @@ fn not_found_pool() -> AppError {
     }
 }
 
+/// The host ended the broadcast: seats, heartbeats and host reports are refused (410).
+fn broadcast_ended() -> AppError {
+    AppError::Gone {
+        code: "broadcast_ended",
+        message: "the broadcast has ended".into(),
+    }
+}
+
 fn pool_error(e: PoolError) -> AppError {
     match e {
         PoolError::Corrupt(detail) => AppError::Internal(detail),
+        PoolError::Ended => broadcast_ended(),
         e => match e.code() {
             "lease_not_found" => AppError::lease_not_found(),
             "unknown_stage" => AppError::NotFound {

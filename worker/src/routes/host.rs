@@ -1,4 +1,4 @@
-//! The host routes: the tokens of every stage, and the host publishing to one.
+//! The host routes: the tokens of every stage, the host publishing to one, and the end.
 
 use serde_json::{json, Value};
 use stagefan_core::config::FanoutMode;
@@ -6,10 +6,12 @@ use worker::{Request, Response};
 
 use crate::auth::{self, Role};
 use crate::body::{self, JsonBody};
-use crate::calls::{PoolCall, PublisherStages};
+use crate::calls::{Ended, PoolCall, PublisherStages};
 use crate::error::{AppError, AppResult};
 
-use super::{json_response, mint, pool_call, resolve_broadcast, Edge};
+use super::{
+    json_response, mint, pool_call, require_broadcast, resolve_broadcast, rfc3339_ms, Edge,
+};
 
 pub(super) async fn publisher_all(mut req: Request, edge: &Edge) -> AppResult<Response> {
     auth::require(&req, Role::Host, edge.settings.host_key.as_deref())?;
@@ -72,4 +74,23 @@ pub(super) async fn host_published(mut req: Request, edge: &Edge) -> AppResult<R
     };
     let result: Value = pool_call(edge, &broadcast, published).await?;
     json_response(&result)
+}
+
+/// `POST /api/broadcasts/{id}/end`: the host ends the broadcast. Every seat is freed (their
+/// heartbeats then answer `410 broadcast_ended`), new seats are refused the same way, and
+/// every stage is drained and deleted through the paced delete path. A later
+/// `publisher-all` starts the broadcast afresh. Idempotent.
+pub(super) async fn end_broadcast(req: Request, edge: &Edge, id: &str) -> AppResult<Response> {
+    auth::require(&req, Role::Host, edge.settings.host_key.as_deref())?;
+    body::validate_broadcast("broadcast", id)?;
+    // Ending a broadcast nobody made is a 404 that touches no pool.
+    require_broadcast(edge, id).await?;
+    let ended: Ended = pool_call(edge, id, PoolCall::End).await?;
+    json_response(&json!({
+        "broadcast": ended.broadcast,
+        "broadcastState": "ended",
+        "endedAt": rfc3339_ms(ended.ended_at),
+        "seatsFreed": ended.seats_freed,
+        "stagesDeleting": ended.stages_deleting,
+    }))
 }

@@ -31,7 +31,7 @@ mod viewer;
 use admin::{
     admin_action, admin_budget_slot, admin_create, admin_list, admin_observations, admin_snapshot,
 };
-use host::{host_published, publisher_all};
+use host::{end_broadcast, host_published, publisher_all};
 use mint::mint;
 use viewer::{viewer_heartbeat, viewer_leave, viewer_stage_missing, viewer_token};
 
@@ -137,6 +137,7 @@ async fn dispatch(req: Request, edge: &Edge, method: Method, path: &str) -> AppR
         (Get, ["api", "broadcasts", id]) => get_broadcast(req, edge, id).await,
         (Post, ["api", "token", "publisher-all"]) => publisher_all(req, edge).await,
         (Post, ["api", "host", "published"]) => host_published(req, edge).await,
+        (Post, ["api", "broadcasts", id, "end"]) => end_broadcast(req, edge, id).await,
         (Get, ["api", "admin", "broadcasts"]) => admin_list(req, edge).await,
         (Get, ["api", "admin", "broadcasts", id]) => admin_snapshot(req, edge, id).await,
         (Post, ["api", "admin", "broadcasts", id]) => admin_create(req, edge, id).await,

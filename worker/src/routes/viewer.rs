@@ -88,6 +88,8 @@ pub(super) async fn viewer_token(mut req: Request, edge: &Edge) -> AppResult<Res
         "broadcast": grant.broadcast,
         "stageState": grant.stage_state,
         "reconnected": grant.reconnected,
+        "broadcastState": grant.broadcast_state,
+        "broadcastStateSince": rfc3339_ms(grant.broadcast_state_since),
     }))
 }
 
@@ -225,7 +227,12 @@ pub(super) async fn lease_call<T: DeserializeOwned>(
 pub(super) async fn viewer_heartbeat(req: Request, edge: &Edge) -> AppResult<Response> {
     let (lease_id, renewed): (_, Renewed) =
         lease_call(req, edge, |lease_id| PoolCall::Heartbeat { lease_id }).await?;
-    json_response(&json!({ "leaseId": lease_id, "expiresAt": rfc3339_ms(renewed.expires_at) }))
+    json_response(&json!({
+        "leaseId": lease_id,
+        "expiresAt": rfc3339_ms(renewed.expires_at),
+        "broadcastState": renewed.broadcast_state,
+        "broadcastStateSince": rfc3339_ms(renewed.broadcast_state_since),
+    }))
 }
 
 pub(super) async fn viewer_leave(mut req: Request, edge: &Edge) -> AppResult<Response> {
