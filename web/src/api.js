@@ -6,6 +6,7 @@
  * @typedef {'local' | 'ivs'} MediaMode
  * @typedef {'multi-publish' | 'replicate'} FanoutMode
  * @typedef {'creating' | 'warming' | 'live' | 'draining' | 'deleted'} StageState
+ * @typedef {'not_started' | 'on_air' | 'host_reconnecting' | 'off_air' | 'ended'} BroadcastState
  *
  * @typedef {object} Config `GET /api/config`
  * @property {MediaMode} mediaMode
@@ -46,6 +47,21 @@
  * @property {string} broadcast
  * @property {'warming' | 'live'} [stageState]
  * @property {boolean} [reconnected]
+ * @property {BroadcastState} [broadcastState]
+ * @property {string} [broadcastStateSince] RFC3339
+ *
+ * @typedef {object} Heartbeat `POST /api/viewer/heartbeat`
+ * @property {string} leaseId
+ * @property {string} expiresAt RFC3339
+ * @property {BroadcastState} [broadcastState]
+ * @property {string} [broadcastStateSince] RFC3339
+ *
+ * @typedef {object} Ended `POST /api/broadcasts/{id}/end`
+ * @property {string} broadcast
+ * @property {'ended'} broadcastState
+ * @property {string} endedAt RFC3339
+ * @property {number} seatsFreed
+ * @property {number} stagesDeleting
  *
  * @typedef {object} StageSummary one stage of a broadcast summary
  * @property {string} stageArn
@@ -60,6 +76,8 @@
  * @property {number} capacity
  * @property {number} viewers
  * @property {FanoutMode} [fanoutMode]
+ * @property {BroadcastState} [broadcastState]
+ * @property {string} [broadcastStateSince] RFC3339
  * @property {StageSummary[]} stages
  */
 

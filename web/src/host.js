@@ -1,5 +1,8 @@
-// The host page: camera preview, then "Go live" publishes to every stage of the broadcast's pool
-// (multi-publish), follows the pool as it adds and drains stages, and reconnects dropped stages.
+// The host page: camera preview, then "Go live" (which starts the camera if it is off) publishes
+// to every stage of the broadcast's pool (multi-publish), follows the pool as it adds and drains
+// stages, and reconnects dropped stages. "End broadcast" (after a confirm) stops publishing and
+// ends the broadcast for every viewer (`POST /api/broadcasts/{id}/end`); going live again
+// starts it afresh.
 // In replicate mode the pool hands out origin stages only (one per six stages): the page
 // uploads to those, and lists the stages that receive it by replication, and from which origin.
 import { api, config } from './api.js';
@@ -32,6 +35,8 @@ const stages = new Map();
 let replicas = [];
 let fanoutMode = '';
 let wake = () => {};
+/** @type {Promise<void> | null} the sync round in flight (an end waits for it) */
+let syncing = null;
 
 function log(msg) {
   const line = `${new Date().toLocaleTimeString()}  ${msg}\n`;
@@ -88,7 +93,6 @@ async function startCamera() {
   const v = stream.getVideoTracks()[0]?.getSettings() || {};
   $('camera-state').textContent = `Camera on: ${v.width}×${v.height}` + (stream.getAudioTracks().length ? ', microphone on.' : '.');
   $('camera').disabled = true;
-  $('live').disabled = false;
 }
 
 /** @param {StageRecord} s @param {string} conn */
@@ -216,7 +220,8 @@ async function goLive() {
   let failures = 0;
   while (live) {
     try {
-      await sync();
+      syncing = sync();
+      await syncing;
       failures = 0;
       showError(replacedNote());
     } catch (e) {
@@ -238,7 +243,7 @@ function stop() {
   replicas = [];
   wake();
   setState('stopped');
-  $('live').disabled = !stream;
+  $('live').disabled = false;
   $('stop').disabled = true;
   $('key').disabled = false;
   $('broadcast').disabled = false;
@@ -248,6 +253,29 @@ function stop() {
 $('camera').addEventListener('click', () => startCamera().catch(() => {}));
 $('form').addEventListener('submit', (e) => { e.preventDefault(); goLive().catch((err) => showError(err.message)); });
 $('stop').addEventListener('click', stop);
+
+/** Ends the broadcast for everyone: stops publishing first (and lets the sync round in flight
+ *  finish, so that no `publisher-all` reaches the pool after the end and starts it afresh). */
+async function endBroadcast() {
+  hostKey = $('key').value.trim() || hostKey;
+  if (!hostKey) { showError('The host key is needed to end the broadcast.'); return; }
+  const id = broadcast || $('broadcast').value.trim() || (await config()).defaultBroadcast;
+  if (!id) { showError('Name the broadcast to end.'); return; }
+  if (!window.confirm(`End the broadcast "${id}" for every viewer?`)) return;
+  if (live) stop();
+  await syncing?.catch(() => {});
+  try {
+    /** @type {import('./api.js').Ended} */
+    const ended = await api(`/api/broadcasts/${encodeURIComponent(id)}/end`, { method: 'POST', key: hostKey, body: {} });
+    setState('ended');
+    showError('');
+    $('camera-state').textContent = 'The broadcast has ended. Go live to start it afresh.';
+    log(`ended ${ended.broadcast}: ${ended.seatsFreed} seats freed, ${ended.stagesDeleting} stages being deleted`);
+  } catch (e) {
+    showError(e.status === 401 ? 'The host key was refused.' : `Cannot end the broadcast: ${e.message}`);
+  }
+}
+$('end').addEventListener('click', () => { endBroadcast().catch((err) => showError(err.message)); });
 window.addEventListener('pagehide', () => { for (const s of stages.values()) s.session?.close(); });
 
 // For tests and diagnostics (no secrets).

@@ -1,4 +1,5 @@
-// The status page: every broadcast's stages with state, load and a fill bar, refreshed live.
+// The status page: every broadcast's state (not started, on air, host reconnecting, off air,
+// ended) and its stages with state, load and a fill bar, refreshed live.
 // In replicate mode each origin is followed by its replica stages, marked with their origin.
 import { api } from './api.js';
 import { stageId, el, badge } from './dom.js';
@@ -59,7 +60,9 @@ function broadcastPanel(b) {
     : '';
   const columns = ['Stage', ...(replicate ? ['Role'] : []), 'State', 'Viewers', 'Fill'];
   return el('section', { class: 'panel', 'data-broadcast': b.broadcast },
-    el('h2', { style: 'margin: 0 0 8px; font-size: 17px' }, b.broadcast,
+    el('h2', { style: 'margin: 0 0 8px; font-size: 17px' }, b.broadcast, ' ',
+      b.broadcastState ? el('span', { 'data-broadcast-state': b.broadcastState, title: b.broadcastStateSince ? `since ${b.broadcastStateSince}` : '' },
+        badge(b.broadcastState)) : [],
       el('span', { class: 'muted', style: 'font-weight: 400; font-size: 14px; margin-left: 12px' },
         `${b.viewers} viewer${b.viewers === 1 ? '' : 's'} · ${stages.length} stage${stages.length === 1 ? '' : 's'} (${live} live) · ${seats} seats · capacity ${b.capacity} per stage${fanout}`)),
     el('table', {},

@@ -1,10 +1,15 @@
 // The viewer page: asks the edge for a seat (a subscribe token on the stage the pool picks),
 // plays the host from that stage, keeps its lease alive, and asks again whenever the seat is
-// lost (capacity, stage deleted, token expired, connection dropped).
+// lost (capacity, stage deleted, token expired, connection dropped). Over the video it says
+// where the broadcast is (waiting for the host, the host reconnecting or away, ended: from the
+// seat, heartbeat and summary answers and from the frames it gets, viewer-life.js) and plays
+// by itself when the host comes on air; after an end it asks again now and then, so a
+// broadcast started afresh plays without a reload.
 import { api, config } from './api.js';
 import { stageId, badge } from './dom.js';
 import { sleep, backoff } from './retry.js';
 import { media } from './media.js';
+import { viewerView, wantsSummary } from './viewer-life.js';
 
 const $ = (id) => document.getElementById(id);
 const q = new URLSearchParams(location.search);
@@ -35,7 +40,17 @@ function holdLease(id) {
 }
 const status = {
   state: 'joining', stageArn: null, leaseId: null, participantId: null, broadcast: null, joins: 0, firstFrameMs: null,
+  /** @type {import('./api.js').BroadcastState | undefined} the edge's last word */
+  broadcastState: undefined,
+  notice: '',
 };
+/** How often an ended broadcast is asked again (a new seat request), and a host away (summary). */
+const ENDED_RETRY_MS = 10_000;
+const SUMMARY_EVERY_MS = 3_000;
+/** Frames older than this mean the host's video stopped. */
+const FRAME_GAP_MS = 2_000;
+const life = { connected: false, hadFrames: false, framesAt: 0, summaryAt: 0, lose: null };
+window.stagefanLife = life; // for tests and diagnostics
 window.stagefanViewer = status; // for tests and diagnostics
 let closing = false;
 /** The code of a connection ended because a newer one of the same participant took over. */
@@ -52,6 +67,37 @@ function setState(s, error) {
 }
 $('user').textContent = userId;
 
+/** Shows where the broadcast is (viewer-life.js): once connected to a stage, or once ended. */
+function showLife() {
+  if (!life.connected && status.broadcastState !== 'ended') return;
+  const frames = Date.now() - life.framesAt < FRAME_GAP_MS;
+  const v = viewerView({ broadcastState: status.broadcastState, connected: life.connected, frames, hadFrames: life.hadFrames });
+  if (v.state !== status.state) {
+    setState(v.state);
+    if (v.notice) log(v.notice);
+  }
+  status.notice = v.notice;
+  $('notice').textContent = v.notice;
+  $('notice').hidden = !v.notice;
+}
+
+/** The edge's word on the broadcast (seat, heartbeat, summary). */
+function heard(broadcastState) {
+  if (!broadcastState) return;
+  status.broadcastState = broadcastState;
+  if (broadcastState === 'ended') life.lose?.('the broadcast has ended');
+  showLife();
+}
+
+/** While the host is away, the summary says whether it is back or the broadcast ended. */
+async function askSummary() {
+  if (!wantsSummary(status.state) || !status.broadcast || Date.now() - life.summaryAt < SUMMARY_EVERY_MS) return;
+  life.summaryAt = Date.now();
+  try {
+    const s = await api(`/api/broadcasts/${encodeURIComponent(status.broadcast)}`);
+    heard(s.broadcastState);
+  } catch (e) { log(`cannot read the broadcast's state: ${e.message}`); }
+}
 /** Resolves when the current seat is lost, with the reason. */
 function seatLost() {
   let lose;
@@ -66,10 +112,14 @@ async function heartbeatLoop(leaseId, ttlSeconds, lose) {
     await sleep(every);
     if (closing || status.leaseId !== leaseId) return;
     try {
-      await api('/api/viewer/heartbeat', { method: 'POST', body: { leaseId } });
+      /** @type {import('./api.js').Heartbeat} */
+      const beat = await api('/api/viewer/heartbeat', { method: 'POST', body: { leaseId } });
       misses = 0;
+      heard(beat.broadcastState);
     } catch (e) {
-      // 410 stage_gone: IVS lost the stage; the pool evicted the seat. 404: the lease lapsed.
+      // 410 broadcast_ended: the host ended it, every seat is freed. 410 stage_gone: IVS lost
+      // the stage; the pool evicted the seat. 404: the lease lapsed.
+      if (e.status === 410 && e.code === 'broadcast_ended') { holdLease(null); heard('ended'); return; }
       if (e.status === 410) { lose('the stage is gone; taking a new seat'); return; }
       if (e.status === 404) { holdLease(null); lose('lease expired'); return; }
       if (++misses >= 3) { lose(`heartbeat failing: ${e.message}`); return; }
@@ -84,10 +134,16 @@ async function getSeat() {
         method: 'POST', body: { userId, broadcast: broadcastParam, leaseId: heldLease },
       });
       holdLease(seat.leaseId);
+      status.broadcastState = seat.broadcastState;
       return seat;
     } catch (e) {
       let wait = backoff(attempt);
-      if (e.status === 429) {
+      if (e.status === 410 && e.code === 'broadcast_ended') {
+        // Asked again now and then: a broadcast started afresh seats this viewer.
+        holdLease(null);
+        heard('ended');
+        wait = ENDED_RETRY_MS;
+      } else if (e.status === 429) {
         wait = (e.retryAfter ?? 10) * 1000;
         setState('waiting', 'Too many seats or requests from this address; waiting…');
       } else if (e.status === 503) {
@@ -110,7 +166,7 @@ async function run() {
   const m = await media();
   let failures = 0;
   while (!closing) {
-    setState(status.joins ? 'reconnecting' : 'joining');
+    if (status.broadcastState !== 'ended') setState(status.joins ? 'reconnecting' : 'joining');
     const seat = await getSeat();
     if (!seat) return;
     status.joins++;
@@ -122,6 +178,8 @@ async function run() {
     $('broadcast').textContent = seat.broadcast || '–';
     log(`seat on ${stageId(seat.stageArn)} as ${seat.participantId}`);
     const { lost, lose } = seatLost();
+    life.lose = lose;
+    Object.assign(life, { connected: false, hadFrames: false, framesAt: 0 });
     heartbeatLoop(seat.leaseId, seat.leaseTtlSeconds || 60, lose);
 
     let session = null;
@@ -129,8 +187,11 @@ async function run() {
       session = await m.subscribe({
         whipUrl: seat.whipUrl, token: seat.token, participantId: seat.participantId, video,
         onState: (st, err) => {
-          if (st === 'connected') setState(video.readyState >= 2 ? 'playing' : 'connected');
-          else if (err?.code === REPLACED) lose(REPLACED);
+          if (st === 'connected') {
+            life.connected = true;
+            setState('connected');
+            showLife();
+          } else if (err?.code === REPLACED) lose(REPLACED);
           else lose(err ? err.message : `connection ${st}`);
         },
       });
@@ -159,6 +220,8 @@ async function run() {
       log(`join refused: ${e.message}`);
       await sleep(e.status === 401 ? 200 : backoff(failures - 1, 8000));
     } finally {
+      life.connected = false;
+      life.lose = null;
       status.leaseId = null; // stops this seat's heartbeat loop
       session?.close();
       window.stagefanSession = null;
@@ -173,11 +236,38 @@ function watchFirstFrame() {
   video.requestVideoFrameCallback(() => { status.firstFrameMs ??= Math.round(performance.now()); });
 }
 watchFirstFrame();
-video.addEventListener('playing', () => { if (status.state === 'connected') setState('playing'); });
+
+/** Frames decoded by the page's peer connections (local mode lists them), else null. The
+ *  <video> is no witness: Chromium repeats a WebRTC track's last frame when none arrive. */
+async function framesDecoded() {
+  const pcs = /** @type {any} */ (window).__stagefanPcs;
+  if (!pcs) return null;
+  let n = 0;
+  for (const pc of pcs) {
+    if (pc.connectionState === 'closed') continue;
+    (await pc.getStats()).forEach((r) => { if (r.type === 'inbound-rtp' && r.kind === 'video') n += r.framesDecoded || 0; });
+  }
+  return n;
+}
+let lastFrames = 0;
+let lastTime = 0;
+/** Whether the host's video is arriving: decoded frames rise (or, without the peer
+ *  connections to ask, the playing video's time advances). */
+async function sampleFrames() {
+  const n = await framesDecoded().catch(() => null);
+  const arriving = n !== null ? n > lastFrames
+    : video.readyState >= 2 && !video.paused && video.currentTime > lastTime;
+  lastFrames = n ?? 0;
+  lastTime = video.currentTime;
+  if (arriving && life.connected) {
+    life.framesAt = Date.now();
+    life.hadFrames = true;
+  }
+}
 video.addEventListener('resize', () => { $('video-info').textContent = `${video.videoWidth}×${video.videoHeight}`; });
 setInterval(() => {
-  if (status.state === 'connected' && video.readyState >= 2 && !video.paused) setState('playing');
-}, 1000);
+  sampleFrames().then(() => { showLife(); askSummary(); });
+}, 500);
 $('unmute').addEventListener('click', () => { video.muted = !video.muted; $('unmute').textContent = video.muted ? 'Unmute' : 'Mute'; });
 
 window.addEventListener('pagehide', () => {
