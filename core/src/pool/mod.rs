@@ -98,12 +98,14 @@ pub use crate::tags::{TAG_BROADCAST, TAG_DEPLOYMENT, TAG_MANAGED};
 
 mod lifecycle;
 mod observation;
+mod quota;
 mod rows;
 mod seats;
 mod types;
 mod views;
 
 pub use observation::*;
+pub use quota::*;
 pub use types::*;
 pub use views::*;
 

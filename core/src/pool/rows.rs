@@ -33,6 +33,7 @@ impl Pool {
             stats: Stats::default(),
             viewer_ms: 0,
             integrated_at: now,
+            quota: None,
         };
         let mut pool = Pool::empty(settings, meta);
         pool.changes.meta = true;
