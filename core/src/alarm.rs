@@ -15,6 +15,11 @@ pub const MAINTENANCE_INTERVAL_MS: Millis = 15_000;
 /// (leases renewed by their heartbeats would otherwise wake it at every renewal).
 pub const MIN_ALARM_GAP_MS: Millis = 1_000;
 
+/// The `Retry-After` (seconds) of a viewer refused because the region's IVS quota is used
+/// up: seats free as viewers leave, and idle grants of other pools come back within
+/// [`TIGHT_TRIM_MS`].
+pub const REGION_QUOTA_RETRY_AFTER_SECS: u32 = 5;
+
 /// How soon a pool in a tight region gives idle subscriptions back (see
 /// [`crate::ledger::subscription_target`]).
 pub const TIGHT_TRIM_MS: Millis = 2_000;

@@ -39,6 +39,7 @@ use slots::CreateSignal;
 
 mod ivs_calls;
 mod maintenance;
+mod quota;
 mod replication;
 mod slots;
 mod storage;
@@ -62,6 +63,8 @@ struct Shared {
     inner: RefCell<Inner>,
     /// Signalled whenever a create intent ends or gets its slot.
     create_done: CreateSignal,
+    /// Signalled whenever a call to the quota ledger ends.
+    quota_done: CreateSignal,
 }
 
 #[derive(Default)]
@@ -89,6 +92,8 @@ struct Inner {
     evicted: BTreeMap<String, u64>,
     /// When each stage was last checked with `GetStage` after a viewer found it missing.
     checked_missing: BTreeMap<StageId, u64>,
+    /// Whether a call to the quota ledger is in flight (one at a time).
+    quota_busy: bool,
 }
 
 #[durable_object]
@@ -109,6 +114,7 @@ impl DurableObject for StagePool {
                 settings,
                 inner: RefCell::new(Inner::default()),
                 create_done: CreateSignal::default(),
+                quota_done: CreateSignal::default(),
             }),
         }
     }
@@ -283,8 +289,9 @@ impl StagePool {
         if !shared.has_pool() {
             let settings = shared.settings()?;
             let now = runtime::now_ms();
-            let pool =
+            let mut pool =
                 Pool::new(broadcast, settings.config.pool_settings(), now).map_err(pool_error)?;
+            pool.enforce_quota();
             {
                 let mut inner = shared.inner.borrow_mut();
                 inner.pool = Some(pool);
@@ -296,6 +303,8 @@ impl StagePool {
             // The maintenance alarm retries until the registration lands.
             self.schedule_maintenance().await;
         }
+        // The first stages need their share of the region's stages and publishers.
+        shared.quota_for_stages().await;
         self.scale_up();
         Ok(())
     }
@@ -304,6 +313,10 @@ impl StagePool {
     fn scale_up(&self) -> u32 {
         let intents = self.shared.plan_creates();
         let started = intents.len() as u32;
+        if self.shared.stages_beyond_grant() > 0 {
+            // The grant does not cover what the policy wants: ask, then create.
+            self.state.wait_until(quota::grow(self.shared.clone()));
+        }
         for intent in intents {
             let shared = self.shared.clone();
             self.state.wait_until(async move {
@@ -325,6 +338,8 @@ impl StagePool {
         }
         let deadline = runtime::now_ms() + WAIT_FOR_CREATE_MS;
         loop {
+            // A new seat needs a subscription of the region's quota granted to this pool.
+            self.quota_before_join(request).await;
             let now = runtime::now_ms();
             // A viewer with a seat keeps it; a new one needs a stage with room, and a client
             // at its limit of seats is refused before any stage is asked for.
@@ -338,6 +353,8 @@ impl StagePool {
                 // Every stage is full: make more if the policy allows, and wait a little for
                 // stages being created, unless their slots in the account-wide CreateStage
                 // budget come after the wait (then the viewer is told when to come back).
+                // A stage needs its share of the region's stages and publishers first.
+                shared.quota_for_stages().await;
                 self.scale_up();
                 let creating = shared.with_pool(|p| p.load_summary().creating);
                 let next_stage_by_deadline =
@@ -395,11 +412,17 @@ impl StagePool {
                         retry_after_secs: shared.with_pool(alarm::seat_limit_retry_after_secs),
                     });
                 }
-                Err(AssignError::NoSeat(_)) => {
+                Err(AssignError::NoSeat(no)) => {
                     shared.persist()?;
                     // A create left unresolved (its outcome unknown, the lookup failing) is
                     // settled by the maintenance alarm: make sure one is set.
                     self.schedule_maintenance().await;
+                    if let Some(quota) = no.region_quota {
+                        return Err(AppError::RegionQuota {
+                            quota,
+                            retry_after_secs: alarm::REGION_QUOTA_RETRY_AFTER_SECS,
+                        });
+                    }
                     let retry_after_secs = shared.retry_after(now);
                     return Err(AppError::NoCapacity { retry_after_secs });
                 }
