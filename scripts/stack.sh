@@ -21,6 +21,9 @@
 #   MIN_STAGES [1]  MAX_STAGES [100]  LEASE_TTL_SECONDS [60]  TOKEN_TTL_SECONDS [300]
 #   HEADROOM  SCALE_DOWN_GRACE_SECONDS  TOKEN_SIGNER [webcrypto|rust]  DEFAULT_BROADCAST [default]
 #   IVS_CREATE_STAGE_TPS  IVS_DELETE_STAGE_TPS  IVS_REPLICATION_TPS  IVS_BUDGET_GUARD_MS
+#   IVS_QUOTA_SUBSCRIPTIONS [20000]  IVS_QUOTA_PUBLISHERS [1000]  IVS_QUOTA_STAGES [1000]: the
+#     region quotas, given to both ivs-local (which enforces them) and the worker (whose
+#     ledger keeps within them); IVS_QUOTA_RESERVE_PERCENT  IVS_QUOTA_GRANT_TTL_SECONDS (worker)
 #   STAGEFAN_DEPLOYMENT [local]: the deployment tag of the stages (worker and monitor)
 #   STAGEFAN_TEST_FAIL_REGISTRATIONS [0]: tests only, each pool's first N registry writes fail
 #   STAGEFAN_HOST_KEY [local-host-key]  STAGEFAN_ADMIN_KEY [local-admin-key]
@@ -168,6 +171,8 @@ done
 [[ -s .stagefan/keys/token-private.pem ]] || { say "missing the token key: run scripts/setup.sh"; exit 1; }
 
 # --- ivs-local ----------------------------------------------------------------------------
+# ivs-local reads IVS_QUOTA_SUBSCRIPTIONS, IVS_QUOTA_PUBLISHERS and IVS_QUOTA_STAGES from this
+# environment; the worker gets the same values below, so the ledger and the region agree.
 start ivs-local "$BIN_DIR/ivs-local" --port "$IVS_LOCAL_PORT"
 IVS_PID=${PIDS[-1]}
 wait_http ivs-local "http://127.0.0.1:$IVS_LOCAL_PORT/" 60 "$IVS_PID"
@@ -186,6 +191,8 @@ ENV_FILE="$STATE_DIR/worker.env"
     MAX_SEATS_PER_CLIENT ADMISSION_CONTROL TICKET_BROADCASTS VIEWER_TICKET_SECRET VIEWER_TICKET_PUBLIC_KEY \
     IVS_CREATE_TOKEN_TPS IVS_PARTICIPANT_TPS \
     IVS_CREATE_STAGE_TPS IVS_DELETE_STAGE_TPS IVS_REPLICATION_TPS IVS_BUDGET_GUARD_MS \
+    IVS_QUOTA_SUBSCRIPTIONS IVS_QUOTA_PUBLISHERS IVS_QUOTA_STAGES IVS_QUOTA_RESERVE_PERCENT \
+    IVS_QUOTA_GRANT_TTL_SECONDS \
     STAGEFAN_DEPLOYMENT STAGEFAN_TEST_FAIL_REGISTRATIONS; do
     if [[ -n "${!name+x}" ]]; then echo "$name=${!name}"; fi
   done

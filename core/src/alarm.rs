@@ -15,12 +15,23 @@ pub const MAINTENANCE_INTERVAL_MS: Millis = 15_000;
 /// (leases renewed by their heartbeats would otherwise wake it at every renewal).
 pub const MIN_ALARM_GAP_MS: Millis = 1_000;
 
+/// The `Retry-After` (seconds) of a viewer refused because the region's IVS quota is used
+/// up: seats free as viewers leave, and idle grants of other pools come back within
+/// [`TIGHT_TRIM_MS`].
+pub const REGION_QUOTA_RETRY_AFTER_SECS: u32 = 5;
+
+/// How soon a pool in a tight region gives idle subscriptions back (see
+/// [`crate::ledger::subscription_target`]).
+pub const TIGHT_TRIM_MS: Millis = 2_000;
+
 /// When the pool next needs its maintenance, or `None` when nothing can change without a
 /// request: no viewers, no create in flight, no stage beyond its minimum (none at all once
-/// the broadcast ended: they are all to be deleted), and the Registry lists it (`registered`).
+/// the broadcast ended: they are all to be deleted), the Registry lists it (`registered`),
+/// and no grant of the region's quotas to renew.
 ///
 /// The instant is at most [`MAINTENANCE_INTERVAL_MS`] away, earlier when a lease lapses
-/// sooner (at least [`MIN_ALARM_GAP_MS`] away).
+/// sooner (at least [`MIN_ALARM_GAP_MS`] away), when the quota grant is due for renewal, or
+/// within [`TIGHT_TRIM_MS`] when the region is tight and the pool holds idle subscriptions.
 pub fn next_wake(pool: &Pool, registered: bool, now: Millis) -> Option<Millis> {
     let load = pool.load_summary();
     let keep = if pool.is_ended() {
@@ -28,18 +39,27 @@ pub fn next_wake(pool: &Pool, registered: bool, now: Millis) -> Option<Millis> {
     } else {
         pool.settings().min_stages
     };
+    let hold = pool.quota_hold().filter(|h| !h.held.is_zero());
     let tidying = !registered
         || pool.viewers() > 0
         || load.creating > 0
-        || load.warming + load.live + load.draining > keep;
+        || load.warming + load.live + load.draining > keep
+        || hold.is_some();
     if !tidying {
         return None;
     }
     let interval = now + MAINTENANCE_INTERVAL_MS;
-    Some(match pool.next_expiry() {
+    let mut at = match pool.next_expiry() {
         Some(lapse) => lapse.max(now + MIN_ALARM_GAP_MS).min(interval),
         None => interval,
-    })
+    };
+    if let Some(hold) = hold {
+        at = at.min(hold.renew_at.max(now + MIN_ALARM_GAP_MS));
+        if hold.tight && hold.held.subscriptions > pool.quota_in_use().subscriptions {
+            at = at.min(now + TIGHT_TRIM_MS);
+        }
+    }
+    Some(at)
 }
 
 /// When the next stage being created can come at the earliest: `None` when one of the

@@ -81,6 +81,12 @@ pub struct Config {
     /// default 5, IVS's rate) and `IVS_BUDGET_GUARD_MS` (0..=1000, default 100): the
     /// account-wide budget of IVS stage operations shared by every pool.
     pub budget: crate::budget::BudgetConfig,
+    /// `IVS_QUOTA_SUBSCRIPTIONS` (1..=10000000, default 20000), `IVS_QUOTA_PUBLISHERS` and
+    /// `IVS_QUOTA_STAGES` (1..=1000000, default 1000): the account's region quotas;
+    /// `IVS_QUOTA_RESERVE_PERCENT` (0..=90, default 0): the share kept for the account's
+    /// other users; `IVS_QUOTA_GRANT_TTL_SECONDS` (10..=3600, default 300): how long a pool's
+    /// grant outlives its last renewal. The account-quota ledger ([`crate::ledger`]).
+    pub quota: crate::ledger::LedgerConfig,
     /// `STAGEFAN_DEPLOYMENT`: this deployment's id, put on every stage it creates as the tag
     /// `stagefan:deployment` (1 to 64 of `[A-Za-z0-9_.-]`, default `local`); the orphan
     /// collector of one deployment never touches another's stages on the same AWS account.
@@ -239,6 +245,37 @@ impl Config {
                 1_000,
             )?),
         };
+        let quota_limit =
+            |name: &str, default: u32, max: u32| parse_int(name, get(name), default, 1, max);
+        let quota = crate::ledger::LedgerConfig {
+            limits: crate::ledger::Quotas {
+                subscriptions: quota_limit(
+                    "IVS_QUOTA_SUBSCRIPTIONS",
+                    crate::ledger::IVS_CONCURRENT_SUBSCRIPTIONS,
+                    10_000_000,
+                )?,
+                publishers: quota_limit(
+                    "IVS_QUOTA_PUBLISHERS",
+                    crate::ledger::IVS_CONCURRENT_PUBLISHERS,
+                    1_000_000,
+                )?,
+                stages: quota_limit("IVS_QUOTA_STAGES", crate::ledger::IVS_STAGES, 1_000_000)?,
+            },
+            reserve_percent: parse_int(
+                "IVS_QUOTA_RESERVE_PERCENT",
+                get("IVS_QUOTA_RESERVE_PERCENT"),
+                0,
+                0,
+                90,
+            )?,
+            grant_ttl_ms: u64::from(parse_int(
+                "IVS_QUOTA_GRANT_TTL_SECONDS",
+                get("IVS_QUOTA_GRANT_TTL_SECONDS"),
+                (crate::ledger::DEFAULT_GRANT_TTL_MS / 1000) as u32,
+                10,
+                3_600,
+            )?) * 1000,
+        };
         let deployment = match get("STAGEFAN_DEPLOYMENT") {
             None => DEFAULT_DEPLOYMENT.to_string(),
             Some(d) => {
@@ -290,6 +327,7 @@ impl Config {
             ivs_region,
             default_broadcast,
             budget,
+            quota,
             deployment,
         })
     }

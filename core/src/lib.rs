@@ -9,6 +9,7 @@ pub mod budget;
 pub mod config;
 pub mod ids;
 pub mod ivs;
+pub mod ledger;
 pub mod modes;
 pub mod pacing;
 pub mod policy;

@@ -107,6 +107,11 @@ fn numbers_out_of_range_or_malformed_name_the_variable() {
         ("LEASE_TTL_SECONDS", "1", "between 5"),
         ("TOKEN_TTL_SECONDS", "1209601", "1209600"),
         ("SCALE_DOWN_GRACE_SECONDS", "x", "whole number"),
+        ("IVS_QUOTA_SUBSCRIPTIONS", "0", "between 1"),
+        ("IVS_QUOTA_PUBLISHERS", "many", "whole number"),
+        ("IVS_QUOTA_STAGES", "0", "between 1"),
+        ("IVS_QUOTA_RESERVE_PERCENT", "91", "between 0 and 90"),
+        ("IVS_QUOTA_GRANT_TTL_SECONDS", "5", "between 10"),
     ] {
         let e = err(&[(var, value)]);
         assert_eq!(e.field, var);
@@ -303,4 +308,35 @@ proptest! {
             prop_assert_eq!(r.unwrap_err().field, "STAGE_CAPACITY");
         }
     }
+}
+
+#[test]
+fn the_region_quotas_default_to_ivs_and_are_read() {
+    use stagefan_core::ledger::{LedgerConfig, Quotas};
+    assert_eq!(Config::default().quota, LedgerConfig::default());
+    assert_eq!(
+        Config::default().quota.limits,
+        Quotas {
+            subscriptions: 20_000,
+            publishers: 1_000,
+            stages: 1_000
+        }
+    );
+    let c = parse(&[
+        ("IVS_QUOTA_SUBSCRIPTIONS", "12"),
+        ("IVS_QUOTA_PUBLISHERS", "4"),
+        ("IVS_QUOTA_STAGES", "3"),
+        ("IVS_QUOTA_RESERVE_PERCENT", "25"),
+        ("IVS_QUOTA_GRANT_TTL_SECONDS", "30"),
+    ])
+    .unwrap();
+    assert_eq!(
+        c.quota.usable(),
+        Quotas {
+            subscriptions: 9,
+            publishers: 3,
+            stages: 2
+        }
+    );
+    assert_eq!(c.quota.grant_ttl_ms, 30_000);
 }

@@ -83,6 +83,7 @@ fn snapshot(
         now: NOW,
         stages,
         stats: Stats::default(),
+        quota: None,
     }
 }
 

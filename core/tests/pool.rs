@@ -234,7 +234,8 @@ fn live_stages_come_before_warming_ones_until_full() {
         AssignError::NoSeat(NoSeat {
             stages_creating: 0,
             replicas_waiting: 0,
-            can_create: true
+            can_create: true,
+            region_quota: None,
         })
     );
     assert_eq!(pool.stats().refusals, 1);
@@ -279,7 +280,8 @@ fn refusal_says_whether_more_stages_can_be_made() {
         AssignError::NoSeat(NoSeat {
             stages_creating: 0,
             replicas_waiting: 0,
-            can_create: false
+            can_create: false,
+            region_quota: None,
         })
     );
 }

@@ -11,6 +11,7 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use stagefan_core::config::FanoutMode;
+use stagefan_core::ledger::Quotas;
 use stagefan_core::policy::ScaleAction;
 use stagefan_core::pool::{BroadcastState, Observation, StageState};
 use worker::{Env, Method, Request, RequestInit, Response};
@@ -222,6 +223,14 @@ pub enum BudgetCall {
     /// The next slot of `operation` (an IVS operation name); `throttled`: the caller's last
     /// call of it was throttled by IVS. Answers a `budget::Slot`.
     Reserve { operation: String, throttled: bool },
+    /// The account-quota ledger: sets what `holder` (a pool: its broadcast id) holds of the
+    /// region's quotas to `want`, or as near as is free, and renews the grant's lease.
+    /// Answers a `stagefan_core::ledger::GrantAnswer`.
+    Grant { holder: String, want: Quotas },
+    /// Renews `holder`'s grant as it is; answers a `GrantAnswer` (nothing once it lapsed).
+    Renew { holder: String },
+    /// Gives `holder`'s grant back; answers `{"returned": bool}`.
+    Return { holder: String },
 }
 
 /// Sends `call` to the object named `name` of the namespace bound as `binding`, at `url`
@@ -372,5 +381,28 @@ mod tests {
         assert!(
             parse::<BudgetCall>(r#"{"reserve":{"operation":"CreateStage"}}"#, "budget").is_err()
         );
+        assert!(parse::<BudgetCall>(r#"{"grant":{"holder":"b"}}"#, "budget").is_err());
+    }
+
+    #[test]
+    fn ledger_calls_read_back() {
+        let grant = BudgetCall::Grant {
+            holder: "b".into(),
+            want: Quotas {
+                subscriptions: 50,
+                publishers: 1,
+                stages: 1,
+            },
+        };
+        assert_eq!(
+            serde_json::to_value(&grant).unwrap(),
+            json!({"grant": {"holder": "b", "want": {"subscriptions": 50, "publishers": 1, "stages": 1}}})
+        );
+        for text in [
+            r#"{"renew":{"holder":"b"}}"#,
+            r#"{"return":{"holder":"b"}}"#,
+        ] {
+            parse::<BudgetCall>(text, "budget").unwrap();
+        }
     }
 }

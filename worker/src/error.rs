@@ -50,6 +50,11 @@ pub enum AppError {
     NoCapacity {
         retry_after_secs: u32,
     },
+    /// The region's IVS quota (`quota`) is used up: IVS would refuse the seat's join.
+    RegionQuota {
+        quota: stagefan_core::ledger::Quota,
+        retry_after_secs: u32,
+    },
     /// IVS (or ivs-local) failed or throttled beyond our retries.
     Upstream(String),
     /// Anything else: a bug or a platform failure.
@@ -101,7 +106,7 @@ impl AppError {
             AppError::Conflict { .. } => 409,
             AppError::Gone { .. } => 410,
             AppError::TooManyRequests { .. } => 429,
-            AppError::NoCapacity { .. } => 503,
+            AppError::NoCapacity { .. } | AppError::RegionQuota { .. } => 503,
             AppError::Upstream(_) => 502,
             AppError::Internal(_) => 500,
             AppError::Forwarded { status, .. } => *status,
@@ -166,6 +171,15 @@ impl AppError {
                 "every stage of this broadcast is full; retry later".into(),
                 None,
             ),
+            AppError::RegionQuota { quota, .. } => (
+                "region_quota",
+                format!(
+                    "the region's IVS quota of {} is used up (every broadcast together); \
+                     retry later",
+                    quota.ivs_name()
+                ),
+                None,
+            ),
             AppError::Upstream(detail) => {
                 worker::console_error!("upstream error: {detail}");
                 (
@@ -193,6 +207,9 @@ impl AppError {
         let _ = headers.set("content-type", "application/json");
         match &self {
             AppError::NoCapacity { retry_after_secs }
+            | AppError::RegionQuota {
+                retry_after_secs, ..
+            }
             | AppError::TooManyRequests {
                 retry_after_secs, ..
             } => {

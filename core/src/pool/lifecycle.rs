@@ -41,6 +41,9 @@ impl Pool {
                 max: self.settings.max_stages,
             });
         }
+        if let Some(quota) = self.stage_quota_exhausted(now) {
+            return Err(PoolError::RegionQuota(quota));
+        }
         let origin = match self.meta.fanout {
             FanoutMode::MultiPublish => None,
             FanoutMode::Replicate => self.origin_with_room(),

@@ -99,6 +99,7 @@ pub use crate::tags::{TAG_BROADCAST, TAG_DEPLOYMENT, TAG_MANAGED};
 mod life;
 mod lifecycle;
 mod observation;
+mod quota;
 mod rows;
 mod seats;
 mod types;
@@ -106,6 +107,7 @@ mod views;
 
 pub use life::*;
 pub use observation::*;
+pub use quota::*;
 pub use types::*;
 pub use views::*;
 

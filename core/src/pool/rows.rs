@@ -34,6 +34,7 @@ impl Pool {
             viewer_ms: 0,
             integrated_at: now,
             life: LifeRecord::default(),
+            quota: None,
         };
         let mut pool = Pool::empty(settings, meta);
         pool.changes.meta = true;

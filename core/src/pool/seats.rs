@@ -92,6 +92,18 @@ impl Pool {
         {
             return Err(AssignError::LeaseIdTaken(lease_id));
         }
+        // A new seat is one more subscription of the region: only within the pool's grant
+        // (a seat moved off a draining stage gives its old one back).
+        if moving.is_none() && self.subscriptions_exhausted(now) {
+            self.meta.stats.refusals += 1;
+            self.changes.meta = true;
+            return Err(AssignError::NoSeat(NoSeat {
+                stages_creating: 0,
+                replicas_waiting: 0,
+                can_create: self.existing_stages() < self.settings.max_stages,
+                region_quota: Some(crate::ledger::Quota::Subscriptions),
+            }));
+        }
         let Some(stage_id) = self.pick_stage() else {
             self.meta.stats.refusals += 1;
             self.changes.meta = true;
@@ -100,10 +112,16 @@ impl Pool {
             let replicas_waiting = count(&|s| {
                 s.state == StageState::Warming && s.origin.is_some() && s.load < s.capacity
             }) as u32;
+            let region_quota = if creating == 0 && replicas_waiting == 0 {
+                self.stage_quota_exhausted(now)
+            } else {
+                None
+            };
             return Err(AssignError::NoSeat(NoSeat {
                 stages_creating: creating,
                 replicas_waiting,
                 can_create: self.existing_stages() < self.settings.max_stages,
+                region_quota,
             }));
         };
         // Moving off a draining stage: give the old seat back first.

@@ -208,6 +208,10 @@ pub struct PoolMeta {
     /// The broadcast's life: when the host came on air, left, and whether it ended.
     #[serde(default)]
     pub life: LifeRecord,
+    /// The pool's grant of the region's IVS quotas, when they are enforced (see
+    /// [`Pool::enforce_quota`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<QuotaHold>,
 }
 
 /// The settings a pool runs with (from [`Config::pool_settings`]).
@@ -357,6 +361,11 @@ pub struct NoSeat {
     pub replicas_waiting: u32,
     /// Whether the pool may still create stages (below `max_stages`).
     pub can_create: bool,
+    /// The region quota that keeps this viewer out: `subscriptions` when the pool's grant is
+    /// used up and the region has none left; `stages` or `publishers` when every stage is
+    /// full and the region lets the pool create no more. `None`: only this pool is full.
+    #[serde(default)]
+    pub region_quota: Option<crate::ledger::Quota>,
 }
 
 impl NoSeat {
@@ -444,6 +453,9 @@ pub enum PoolError {
     /// No live lease with that id.
     #[error("lease not found")]
     LeaseNotFound,
+    /// The region's quota of stages or publishers, as granted to this pool, is used up.
+    #[error("the region's {} quota granted to this pool is used up", .0.ivs_name())]
+    RegionQuota(crate::ledger::Quota),
     /// `max_stages` stages exist already.
     #[error("the pool already has its maximum of {max} stages")]
     MaxStages {
@@ -508,6 +520,7 @@ impl PoolError {
             PoolError::UnknownStage(_) => "unknown_stage",
             PoolError::LeaseNotFound => "lease_not_found",
             PoolError::MaxStages { .. } => "max_stages",
+            PoolError::RegionQuota(_) => "region_quota",
             PoolError::WrongState { .. } => "wrong_state",
             PoolError::ArnInUse(_) => "arn_in_use",
             PoolError::BelowMinStages { .. } => "below_min_stages",

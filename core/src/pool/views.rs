@@ -69,6 +69,9 @@ pub struct Snapshot {
     pub stages: Vec<StageView>,
     /// Counters.
     pub stats: Stats,
+    /// The pool's grant of the region's IVS quotas and its use of it (when enforced).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<QuotaView>,
 }
 
 /// Seats and stages in a pool, as the scaling policy needs them.
@@ -299,6 +302,7 @@ impl Pool {
             now,
             stages,
             stats: self.meta.stats.clone(),
+            quota: self.quota_view(now),
         }
     }
 }

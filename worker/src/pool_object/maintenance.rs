@@ -55,6 +55,8 @@ impl StagePool {
         }
         let settings = shared.settings()?;
         let policy_cfg = settings.config.policy();
+        // The quota grant: renewed, idle quota given back, stages ahead of need asked for.
+        shared.sync_quota(shared.stages_wanted(), true).await;
         let snapshot = self.snapshot()?;
         let now = runtime::now_ms();
         // An ended broadcast deletes every stage instead of scaling down.

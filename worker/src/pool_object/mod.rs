@@ -40,6 +40,7 @@ use slots::CreateSignal;
 mod ivs_calls;
 mod life;
 mod maintenance;
+mod quota;
 mod replication;
 mod seats;
 mod slots;
@@ -64,6 +65,8 @@ struct Shared {
     inner: RefCell<Inner>,
     /// Signalled whenever a create intent ends or gets its slot.
     create_done: CreateSignal,
+    /// Signalled whenever a call to the quota ledger ends.
+    quota_done: CreateSignal,
 }
 
 #[derive(Default)]
@@ -93,6 +96,8 @@ struct Inner {
     checked_missing: BTreeMap<StageId, u64>,
     /// Stages of an ended broadcast whose `DeleteStage` is under way (memory only).
     deleting: BTreeSet<StageId>,
+    /// Whether a call to the quota ledger is in flight (one at a time).
+    quota_busy: bool,
 }
 
 #[durable_object]
@@ -113,6 +118,7 @@ impl DurableObject for StagePool {
                 settings,
                 inner: RefCell::new(Inner::default()),
                 create_done: CreateSignal::default(),
+                quota_done: CreateSignal::default(),
             }),
         }
     }
@@ -264,8 +270,9 @@ impl StagePool {
         if !shared.has_pool() {
             let settings = shared.settings()?;
             let now = runtime::now_ms();
-            let pool =
+            let mut pool =
                 Pool::new(broadcast, settings.config.pool_settings(), now).map_err(pool_error)?;
+            pool.enforce_quota();
             {
                 let mut inner = shared.inner.borrow_mut();
                 inner.pool = Some(pool);
@@ -277,6 +284,8 @@ impl StagePool {
             // The maintenance alarm retries until the registration lands.
             self.schedule_maintenance().await;
         }
+        // The first stages need their share of the region's stages and publishers.
+        shared.quota_for_stages().await;
         self.scale_up();
         Ok(())
     }
@@ -285,6 +294,10 @@ impl StagePool {
     fn scale_up(&self) -> u32 {
         let intents = self.shared.plan_creates();
         let started = intents.len() as u32;
+        if self.shared.stages_beyond_grant() > 0 {
+            // The grant does not cover what the policy wants: ask, then create.
+            self.state.wait_until(quota::grow(self.shared.clone()));
+        }
         for intent in intents {
             let shared = self.shared.clone();
             self.state.wait_until(async move {

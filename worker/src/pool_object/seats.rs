@@ -47,6 +47,8 @@ impl StagePool {
         }
         let deadline = runtime::now_ms() + WAIT_FOR_CREATE_MS;
         loop {
+            // A new seat needs a subscription of the region's quota granted to this pool.
+            self.quota_before_join(request).await;
             let now = runtime::now_ms();
             // A viewer with a seat keeps it; a new one needs a stage with room, and a client
             // at its limit of seats is refused before any stage is asked for.
@@ -60,6 +62,8 @@ impl StagePool {
                 // Every stage is full: make more if the policy allows, and wait a little for
                 // stages being created, unless their slots in the account-wide CreateStage
                 // budget come after the wait (then the viewer is told when to come back).
+                // A stage needs its share of the region's stages and publishers first.
+                shared.quota_for_stages().await;
                 self.scale_up();
                 let creating = shared.with_pool(|p| p.load_summary().creating);
                 let next_stage_by_deadline =
@@ -121,11 +125,17 @@ impl StagePool {
                         retry_after_secs: shared.with_pool(alarm::seat_limit_retry_after_secs),
                     });
                 }
-                Err(AssignError::NoSeat(_)) => {
+                Err(AssignError::NoSeat(no)) => {
                     shared.persist()?;
                     // A create left unresolved (its outcome unknown, the lookup failing) is
                     // settled by the maintenance alarm: make sure one is set.
                     self.schedule_maintenance().await;
+                    if let Some(quota) = no.region_quota {
+                        return Err(AppError::RegionQuota {
+                            quota,
+                            retry_after_secs: alarm::REGION_QUOTA_RETRY_AFTER_SECS,
+                        });
+                    }
                     let retry_after_secs = shared.retry_after(now);
                     return Err(AppError::NoCapacity { retry_after_secs });
                 }

@@ -72,17 +72,18 @@ impl Shared {
                     .map(|r| serde_json::from_str::<Lease>(r))
                     .collect::<Result<Vec<_>, _>>()?;
                 let settings = self.settings()?.config.pool_settings();
-                Some(
-                    Pool::from_rows(
-                        settings,
-                        PoolRows {
-                            meta,
-                            stages,
-                            leases,
-                        },
-                    )
-                    .map_err(|e| AppError::Internal(format!("stored pool: {e}")))?,
+                let mut pool = Pool::from_rows(
+                    settings,
+                    PoolRows {
+                        meta,
+                        stages,
+                        leases,
+                    },
                 )
+                .map_err(|e| AppError::Internal(format!("stored pool: {e}")))?;
+                // A pool stored before the ledger takes its grant like a new one.
+                pool.enforce_quota();
+                Some(pool)
             }
         };
         let creating: Vec<StageId> = pool
