@@ -221,3 +221,34 @@ fn idle_grants_go_back_and_the_grant_survives_a_reload() {
     assert_eq!(view.in_use.subscriptions, 10);
     assert_eq!(view.held.subscriptions, 60);
 }
+
+#[test]
+fn a_pool_full_at_its_own_max_stages_is_out_of_capacity_not_of_quota() {
+    let settings = PoolSettings {
+        capacity: 2,
+        min_stages: 1,
+        max_stages: 2,
+        ..PoolSettings::default()
+    };
+    let mut pool = Pool::new("quota", settings, T0).unwrap();
+    pool.enforce_quota();
+    let cfg = cfg(100, 100, 100);
+    let mut ledger = Ledger::default();
+    // The grant covers exactly what the pool holds: two stages and a chunk of seats.
+    for _ in 0..2 {
+        ask(&mut pool, &mut ledger, &cfg, 1, false, T0).expect("an ask");
+        live(&mut pool, T0).unwrap();
+    }
+    for n in 0..4 {
+        ask(&mut pool, &mut ledger, &cfg, 0, false, T0);
+        pool.assign(&format!("v{n}"), T0, &rnd(n)).unwrap();
+    }
+    ask(&mut pool, &mut ledger, &cfg, 0, false, T0);
+    match pool.assign("late", T0, &rnd(99)) {
+        Err(AssignError::NoSeat(no)) => {
+            assert!(!no.can_create, "{no:?}");
+            assert_eq!(no.region_quota, None, "full at max_stages is no_capacity");
+        }
+        other => panic!("{other:?}"),
+    }
+}

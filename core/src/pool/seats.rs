@@ -112,7 +112,10 @@ impl Pool {
             let replicas_waiting = count(&|s| {
                 s.state == StageState::Warming && s.origin.is_some() && s.load < s.capacity
             }) as u32;
-            let region_quota = if creating == 0 && replicas_waiting == 0 {
+            // The region's quota is what stops this pool only when the pool could otherwise
+            // grow: a pool at its own `max_stages` is simply full.
+            let can_create = self.existing_stages() < self.settings.max_stages;
+            let region_quota = if can_create && creating == 0 && replicas_waiting == 0 {
                 self.stage_quota_exhausted(now)
             } else {
                 None
@@ -120,7 +123,7 @@ impl Pool {
             return Err(AssignError::NoSeat(NoSeat {
                 stages_creating: creating,
                 replicas_waiting,
-                can_create: self.existing_stages() < self.settings.max_stages,
+                can_create,
                 region_quota,
             }));
         };

@@ -347,6 +347,16 @@ impl StagePool {
         }
         let outcome: std::result::Result<(), PoolError> = match &action {
             ScaleAction::Create => {
+                // An explicit create needs one more stage (and publisher) of the region's
+                // quota than the pool holds; a ledger call already in flight is waited for
+                // first, then this one is asked.
+                for _ in 0..2 {
+                    let busy = shared.inner.borrow().quota_busy;
+                    shared.sync_quota(1, false).await;
+                    if !busy {
+                        break;
+                    }
+                }
                 let intent = shared.mutate(|pool, now| Ok(pool.begin_create(now)));
                 match intent? {
                     Ok(intent) => {
