@@ -4,13 +4,15 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
+use stagefan_core::ivs::Operation;
 use stagefan_core::sigv4::Credentials;
 
 use crate::ivs::IvsSettings;
 use crate::poller::PollSettings;
 
-/// IVS's own limit per operation family, per account and region.
-pub const IVS_TPS_LIMIT: f64 = 5.0;
+/// IVS's own limit for the operations the monitor's budget paces (ListStages, GetStage,
+/// ListParticipants: one family of 5 per second per account and region), from core's table.
+pub const IVS_TPS_LIMIT: f64 = Operation::ListStages.documented_tps() as f64;
 
 /// stagefan-monitor: polls the pools and IVS within IVS's API budget, exports Prometheus
 /// metrics, and asks the pools to scale down.
@@ -179,7 +181,7 @@ pub fn parse_deployment(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
-/// A rate above 0 and at most IVS's 5 per second.
+/// A rate above 0 and at most IVS's [`IVS_TPS_LIMIT`] per second.
 pub fn parse_budget(s: &str) -> Result<f64, String> {
     let r: f64 = s
         .trim()
