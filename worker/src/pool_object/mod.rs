@@ -348,15 +348,8 @@ impl StagePool {
         let outcome: std::result::Result<(), PoolError> = match &action {
             ScaleAction::Create => {
                 // An explicit create needs one more stage (and publisher) of the region's
-                // quota than the pool holds; a ledger call already in flight is waited for
-                // first, then this one is asked.
-                for _ in 0..2 {
-                    let busy = shared.inner.borrow().quota_busy;
-                    shared.sync_quota(1, false).await;
-                    if !busy {
-                        break;
-                    }
-                }
+                // quota than the pool holds.
+                shared.quota_for_one_more_stage().await;
                 let intent = shared.mutate(|pool, now| Ok(pool.begin_create(now)));
                 match intent? {
                     Ok(intent) => {

@@ -128,6 +128,30 @@ impl Shared {
         })
     }
 
+    /// Makes sure the grant covers one stage (and its publisher) more than the pool holds,
+    /// for an explicit create. Concurrent creates each wait for the ledger call in flight
+    /// and ask again until the grant covers them, the ledger gives nothing more (the region
+    /// is short) or it cannot be reached; a few rounds at most.
+    pub(super) async fn quota_for_one_more_stage(&self) {
+        for _ in 0..16 {
+            let now = runtime::now_ms();
+            let covered = self.with_pool(|pool| {
+                pool.quota_granted(now).is_none_or(|g| {
+                    let used = pool.quota_in_use();
+                    g.stages > used.stages && g.publishers > used.publishers
+                })
+            });
+            if covered {
+                return;
+            }
+            let busy = self.inner.borrow().quota_busy;
+            let changed = self.sync_quota(1, false).await;
+            if !busy && !changed {
+                return;
+            }
+        }
+    }
+
     /// Makes sure the grant covers the stages the policy wants, asking if it does not.
     pub(super) async fn quota_for_stages(&self) -> bool {
         if self.stages_beyond_grant() == 0 {
