@@ -193,13 +193,18 @@ impl StagePool {
             })
         };
         let (ask, mut exhausted) = state(shared);
-        // Twice at most: the call this join waited for may have been another's.
-        for _ in 0..2 {
-            if !exhausted {
+        // A storm of joins shares the chunks: the call a join waited for may have been
+        // another's, and its chunk taken by others. Ask again until the grant has room, the
+        // ledger gives nothing more (the region is short, or it cannot be reached: the join
+        // is then refused `region_quota`), or the wait is over.
+        let deadline = runtime::now_ms() + WAIT_FOR_LEDGER_MS;
+        while exhausted && runtime::now_ms() < deadline {
+            let busy = shared.inner.borrow().quota_busy;
+            let changed = shared.sync_quota(0, false).await;
+            exhausted = state(shared).1;
+            if !busy && !changed {
                 break;
             }
-            shared.sync_quota(0, false).await;
-            exhausted = state(shared).1;
         }
         if ask && !exhausted {
             let shared = shared.clone();
