@@ -24,7 +24,6 @@
 //! (a property test, `core/tests/ledger.rs`). `now` is an argument; there is no I/O.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
@@ -123,15 +122,6 @@ impl Quota {
     /// Every quota.
     pub const ALL: [Quota; 3] = [Quota::Subscriptions, Quota::Publishers, Quota::Stages];
 
-    /// Its name in messages and JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Quota::Subscriptions => "subscriptions",
-            Quota::Publishers => "publishers",
-            Quota::Stages => "stages",
-        }
-    }
-
     /// What IVS calls it.
     pub fn ivs_name(self) -> &'static str {
         match self {
@@ -142,11 +132,13 @@ impl Quota {
     }
 }
 
-impl fmt::Display for Quota {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+spelled!(
+    Quota,
+    "Its name in messages and JSON.",
+    Quota::Subscriptions => "subscriptions",
+    Quota::Publishers => "publishers",
+    Quota::Stages => "stages",
+);
 
 /// The ledger's configuration (`IVS_QUOTA_*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

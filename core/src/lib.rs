@@ -4,6 +4,25 @@
 //! random bytes are always arguments, so every function is deterministic and runs the same
 //! natively (tests) and on wasm32 (the Cloudflare Worker).
 
+/// `as_str` (the spelling in JSON, messages and labels) and `Display` for a fieldless enum:
+/// `spelled!(Type, "doc of as_str", Type::A => "a", Type::B => "b");`
+macro_rules! spelled {
+    ($ty:ty, $doc:literal, $( $variant:path => $text:literal ),+ $(,)?) => {
+        impl $ty {
+            #[doc = $doc]
+            pub fn as_str(self) -> &'static str {
+                match self { $( $variant => $text, )+ }
+            }
+        }
+
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
 pub mod alarm;
 pub mod budget;
 pub mod config;

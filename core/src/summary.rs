@@ -126,7 +126,7 @@ pub fn check_fanout(current: FanoutMode, asked: Option<FanoutMode>) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pool::{PoolSettings, StageEndpoints};
+    use crate::pool::PoolSettings;
     use serde_json::Value;
 
     const T0: u64 = 1_764_160_000_000;
@@ -138,13 +138,7 @@ mod tests {
             max_stages: 20,
             ..PoolSettings::default()
         };
-        let mut pool = Pool::new("b", settings, T0).unwrap();
-        for n in 0..created {
-            let intent = pool.begin_create(T0).unwrap();
-            let arn = format!("arn:aws:ivs:us-east-1:123456789012:stage/abcdEFGH{n:04}");
-            pool.created(intent.stage, &arn, StageEndpoints::default(), T0)
-                .unwrap();
-        }
+        let mut pool = Pool::with_created_stages(settings, created, T0);
         pool.begin_create(T0).unwrap();
         pool
     }

@@ -284,6 +284,17 @@ impl Api {
     }
 
     /// `POST path` with a raw body and an optional bearer key.
+    /// A viewer route that takes a lease (`heartbeat`, `leave`, `stage-missing`):
+    /// `POST /api/viewer/{route}` with `{"leaseId": lease}`.
+    pub async fn lease_call(&self, route: &str, lease: impl serde::Serialize) -> Answer {
+        self.post(
+            &format!("/api/viewer/{route}"),
+            &serde_json::json!({ "leaseId": lease }),
+            None,
+        )
+        .await
+    }
+
     pub async fn post_raw(
         &self,
         path: &str,

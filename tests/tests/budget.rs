@@ -100,10 +100,7 @@ async fn pools_share_one_ivs_budget() {
     let leaves = seated.iter().map(|o| {
         let api = api.clone();
         let lease = o.grant.as_ref().unwrap().body["leaseId"].clone();
-        async move {
-            api.post("/api/viewer/leave", &json!({"leaseId": lease}), None)
-                .await
-        }
+        async move { api.lease_call("leave", &lease).await }
     });
     for a in futures_join(leaves).await {
         assert_eq!(a.status, 200, "{a:?}");

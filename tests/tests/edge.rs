@@ -129,13 +129,7 @@ async fn api_token_mode_and_lease_expiry() {
     let kept_lease = kept.body["leaseId"].as_str().unwrap().to_string();
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let hb = api
-            .post(
-                "/api/viewer/heartbeat",
-                &json!({"leaseId": kept_lease}),
-                None,
-            )
-            .await;
+        let hb = api.lease_call("heartbeat", &kept_lease).await;
         assert_eq!(hb.status, 200, "{hb:?}");
         assert!(hb.body["expiresAt"].as_str().unwrap().ends_with('Z'));
     }
@@ -152,13 +146,7 @@ async fn api_token_mode_and_lease_expiry() {
         .map(|s| s["load"].as_u64().unwrap())
         .sum();
     assert_eq!(loads, 1);
-    let hb = api
-        .post(
-            "/api/viewer/heartbeat",
-            &json!({"leaseId": lapsing.body["leaseId"]}),
-            None,
-        )
-        .await;
+    let hb = api.lease_call("heartbeat", &lapsing.body["leaseId"]).await;
     assert_eq!(hb.status, 404, "{hb:?}");
     assert_eq!(hb.code(), "lease_not_found");
 }
@@ -425,13 +413,7 @@ async fn sticky_reconnect_and_leave(api: &Api) {
 
     // Leave frees the seat, and is idempotent.
     for _ in 0..2 {
-        let a = api
-            .post(
-                "/api/viewer/leave",
-                &json!({"leaseId": first.body["leaseId"]}),
-                None,
-            )
-            .await;
+        let a = api.lease_call("leave", &first.body["leaseId"]).await;
         assert_eq!(a.status, 200);
         assert_eq!(a.body["left"], true);
     }

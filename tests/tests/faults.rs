@@ -351,9 +351,7 @@ async fn a_worker_restart_in_a_join_storm_loses_and_doubles_no_seat() {
 
     // No seat lost: every lease held is known to the pool after the restart.
     for (s, (lease, _)) in seated.iter().zip(held.iter().skip(1)) {
-        let hb = api
-            .post("/api/viewer/heartbeat", &json!({"leaseId": lease}), None)
-            .await;
+        let hb = api.lease_call("heartbeat", &lease).await;
         assert_eq!(
             hb.status, 200,
             "{}'s lease after the restart: {hb:?}",
@@ -408,9 +406,7 @@ async fn a_worker_restart_in_a_join_storm_loses_and_doubles_no_seat() {
 
     // Everyone leaves: only the unclaimed seats remain.
     for (lease, _) in &held {
-        let a = api
-            .post("/api/viewer/leave", &json!({"leaseId": lease}), None)
-            .await;
+        let a = api.lease_call("leave", &lease).await;
         assert_eq!(a.status, 200, "{a:?}");
     }
     assert_eq!(
@@ -449,13 +445,7 @@ async fn the_pool_scales_down_by_its_own_alarm() {
     let (kept, gone) = seats.split_first().unwrap();
     let kept_stage = kept.body["stageArn"].as_str().unwrap().to_string();
     for a in gone {
-        let left = api
-            .post(
-                "/api/viewer/leave",
-                &json!({"leaseId": a.body["leaseId"]}),
-                None,
-            )
-            .await;
+        let left = api.lease_call("leave", &a.body["leaseId"]).await;
         assert_eq!(left.status, 200, "{left:?}");
     }
 
@@ -464,13 +454,7 @@ async fn the_pool_scales_down_by_its_own_alarm() {
     let started = Instant::now();
     let deadline = started + Duration::from_secs(120);
     loop {
-        let hb = api
-            .post(
-                "/api/viewer/heartbeat",
-                &json!({"leaseId": kept.body["leaseId"]}),
-                None,
-            )
-            .await;
+        let hb = api.lease_call("heartbeat", &kept.body["leaseId"]).await;
         assert_eq!(hb.status, 200, "the kept viewer keeps its seat: {hb:?}");
         let snap = api.snapshot(b).await;
         let kept_state = stages(&snap)

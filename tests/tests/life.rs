@@ -206,10 +206,5 @@ async fn seat(api: &Api, user: &str) -> Answer {
 }
 
 async fn heartbeat(api: &Api, seat: &Answer) -> Answer {
-    api.post(
-        "/api/viewer/heartbeat",
-        &json!({"leaseId": seat.body["leaseId"]}),
-        None,
-    )
-    .await
+    api.lease_call("heartbeat", &seat.body["leaseId"]).await
 }

@@ -187,13 +187,7 @@ async fn the_region_quota_is_shared_and_never_exceeded() {
     // 3. A viewer of quota-a leaves (seat and WHEP session): a quota-b viewer gets its
     //    subscription, once quota-a's alarm has given the idle grant back.
     let (_, gone, location) = seats.remove(0);
-    let left = api
-        .post(
-            "/api/viewer/leave",
-            &json!({"leaseId": gone.body["leaseId"]}),
-            None,
-        )
-        .await;
+    let left = api.lease_call("leave", &gone.body["leaseId"]).await;
     assert_eq!(left.status, 200);
     unsubscribe(&stack.ivs, &gone, &location).await;
     let moved = seat(&api, BROADCASTS[1], "moved", Duration::from_secs(40))
@@ -223,13 +217,7 @@ async fn the_region_quota_is_shared_and_never_exceeded() {
             .is_none());
     }
     for (_, s, _) in &seats {
-        let hb = api
-            .post(
-                "/api/viewer/heartbeat",
-                &json!({"leaseId": s.body["leaseId"]}),
-                None,
-            )
-            .await;
+        let hb = api.lease_call("heartbeat", &s.body["leaseId"]).await;
         assert_eq!(hb.status, 200, "{hb:?}");
     }
     let (stages, publishers, subs) = region(&stack).await;

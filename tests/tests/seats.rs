@@ -121,13 +121,7 @@ async fn given_back_seat(api: &Api) -> (Answer, Instant) {
         TOKEN_TTL,
         "viewer tokens live TOKEN_TTL_SECONDS"
     );
-    let left = api
-        .post(
-            "/api/viewer/leave",
-            &json!({"leaseId": seat.body["leaseId"]}),
-            None,
-        )
-        .await;
+    let left = api.lease_call("leave", &seat.body["leaseId"]).await;
     assert_eq!(left.status, 200);
     (seat, Instant::now())
 }
@@ -339,8 +333,7 @@ async fn unknown_broadcasts_leave_no_storage(stack: &Stack, api: &Api) {
                 1 => api.get(&format!("/api/broadcasts/{name}"), None).await,
                 2 => {
                     let lease = format!("{name}.AAAAAAAAAAAAAAAAAAAAAA");
-                    api.post("/api/viewer/heartbeat", &json!({"leaseId": lease}), None)
-                        .await
+                    api.lease_call("heartbeat", &lease).await
                 }
                 _ => {
                     let lease = format!("{name}.AAAAAAAAAAAAAAAAAAAAAA");
@@ -509,13 +502,7 @@ async fn a_stage_deleted_behind_the_pools_back(stack: &Stack, api: &Api) {
         .iter()
         .filter(|s| s.body["stageArn"] == victim.as_str())
     {
-        let hb = api
-            .post(
-                "/api/viewer/heartbeat",
-                &json!({"leaseId": seat.body["leaseId"]}),
-                None,
-            )
-            .await;
+        let hb = api.lease_call("heartbeat", &seat.body["leaseId"]).await;
         assert_eq!(hb.status, 410, "{hb:?}");
         assert_eq!(hb.code(), "stage_gone");
         let again = api

@@ -113,9 +113,7 @@ async fn stacks_from_one_checkout() {
     refused_start(None, &first.state_dir, "a start on a busy state directory").await;
 
     // The first stack still has its storage: the seat is still there, the pages still served.
-    let beat = api
-        .post("/api/viewer/heartbeat", &json!({"leaseId": lease}), None)
-        .await;
+    let beat = api.lease_call("heartbeat", &lease).await;
     assert_eq!(
         beat.status, 200,
         "heartbeat after the busy start: {:?}",

@@ -3,8 +3,6 @@
 //! [`LifeRecord`] (when the host came on air, when it last left every stage, an explicit end)
 //! in its meta row, and [`derive`] turns it and `now` into a [`Life`].
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 
 use super::*;
@@ -29,24 +27,15 @@ pub enum BroadcastState {
     Ended,
 }
 
-impl BroadcastState {
-    /// The `snake_case` spelling used in JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BroadcastState::NotStarted => "not_started",
-            BroadcastState::OnAir => "on_air",
-            BroadcastState::HostReconnecting => "host_reconnecting",
-            BroadcastState::OffAir => "off_air",
-            BroadcastState::Ended => "ended",
-        }
-    }
-}
-
-impl fmt::Display for BroadcastState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+spelled!(
+    BroadcastState,
+    "The `snake_case` spelling used in JSON.",
+    BroadcastState::NotStarted => "not_started",
+    BroadcastState::OnAir => "on_air",
+    BroadcastState::HostReconnecting => "host_reconnecting",
+    BroadcastState::OffAir => "off_air",
+    BroadcastState::Ended => "ended",
+);
 
 /// A broadcast's state and since when it holds (unix ms).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -417,14 +406,7 @@ mod tests {
             min_stages: 1,
             ..PoolSettings::default()
         };
-        let mut pool = Pool::new("b", settings, T0).unwrap();
-        for i in 0..n {
-            let intent = pool.begin_create(T0).unwrap();
-            let arn = format!("arn:aws:ivs:us-east-1:123456789012:stage/abcdEFGH{i:04}");
-            pool.created(intent.stage, &arn, StageEndpoints::default(), T0)
-                .unwrap();
-        }
-        pool
+        Pool::with_created_stages(settings, n, T0)
     }
 
     #[test]

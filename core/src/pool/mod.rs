@@ -173,3 +173,19 @@ pub fn client_key(ip: &str) -> Option<String> {
         },
     }
 }
+
+#[cfg(test)]
+impl Pool {
+    /// A pool `b` made at `t0` with `n` stages IVS created (ARNs `…/abcdEFGH0000` on), for
+    /// the crate's inline tests.
+    pub(crate) fn with_created_stages(settings: PoolSettings, n: u64, t0: Millis) -> Pool {
+        let mut pool = Pool::new("b", settings, t0).unwrap();
+        for i in 0..n {
+            let intent = pool.begin_create(t0).unwrap();
+            let arn = format!("arn:aws:ivs:us-east-1:123456789012:stage/abcdEFGH{i:04}");
+            pool.created(intent.stage, &arn, StageEndpoints::default(), t0)
+                .unwrap();
+        }
+        pool
+    }
+}

@@ -39,24 +39,15 @@ pub enum StageState {
     Deleted,
 }
 
-impl StageState {
-    /// The lower-case spelling used in JSON and metrics labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StageState::Creating => "creating",
-            StageState::Warming => "warming",
-            StageState::Live => "live",
-            StageState::Draining => "draining",
-            StageState::Deleted => "deleted",
-        }
-    }
-}
-
-impl fmt::Display for StageState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+spelled!(
+    StageState,
+    "The lower-case spelling used in JSON and metrics labels.",
+    StageState::Creating => "creating",
+    StageState::Warming => "warming",
+    StageState::Live => "live",
+    StageState::Draining => "draining",
+    StageState::Deleted => "deleted",
+);
 
 /// The endpoints IVS returns for a stage (cache them at creation, as AWS recommends).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use stagefan_tests::{percentile_ms, root, Api, Stack};
 use tokio::sync::Mutex;
 
@@ -81,12 +80,7 @@ async fn drive(
                         api.viewer(broadcast, &format!("{prefix}-{i}")).await
                     }
                     Load::Heartbeats { leases } => {
-                        api.post(
-                            "/api/viewer/heartbeat",
-                            &json!({"leaseId": leases[i % leases.len()]}),
-                            None,
-                        )
-                        .await
+                        api.lease_call("heartbeat", &leases[i % leases.len()]).await
                     }
                     Load::Config => api.get("/api/config", None).await,
                 };
