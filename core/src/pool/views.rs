@@ -112,25 +112,29 @@ impl LoadSummary {
             ..LoadSummary::default()
         };
         for st in &s.stages {
-            let free = u64::from(st.capacity.saturating_sub(st.load));
-            match st.state {
-                StageState::Creating => {
-                    sum.creating += 1;
-                    sum.creating_seats += u64::from(st.capacity);
-                }
-                StageState::Warming => {
-                    sum.warming += 1;
-                    sum.free_warming_seats += free;
-                }
-                StageState::Live => {
-                    sum.live += 1;
-                    sum.free_live_seats += free;
-                }
-                StageState::Draining => sum.draining += 1,
-                StageState::Deleted => {}
-            }
+            sum.count(st.state, st.capacity, st.capacity.saturating_sub(st.load));
         }
         sum
+    }
+
+    /// Counts one stage of `state` with `capacity` seats, `free` of them free.
+    fn count(&mut self, state: StageState, capacity: u32, free: u32) {
+        match state {
+            StageState::Creating => {
+                self.creating += 1;
+                self.creating_seats += u64::from(capacity);
+            }
+            StageState::Warming => {
+                self.warming += 1;
+                self.free_warming_seats += u64::from(free);
+            }
+            StageState::Live => {
+                self.live += 1;
+                self.free_live_seats += u64::from(free);
+            }
+            StageState::Draining => self.draining += 1,
+            StageState::Deleted => {}
+        }
     }
 }
 
@@ -237,22 +241,7 @@ impl Pool {
             ..LoadSummary::default()
         };
         for st in self.stages.values() {
-            match st.state {
-                StageState::Creating => {
-                    sum.creating += 1;
-                    sum.creating_seats += u64::from(st.capacity);
-                }
-                StageState::Warming => {
-                    sum.warming += 1;
-                    sum.free_warming_seats += u64::from(st.free());
-                }
-                StageState::Live => {
-                    sum.live += 1;
-                    sum.free_live_seats += u64::from(st.free());
-                }
-                StageState::Draining => sum.draining += 1,
-                StageState::Deleted => {}
-            }
+            sum.count(st.state, st.capacity, st.free());
         }
         sum
     }

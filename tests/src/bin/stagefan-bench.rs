@@ -117,6 +117,9 @@ async fn drive(
     )
 }
 
+/// A stack's environment: variable names and values.
+type Env = Vec<(&'static str, &'static str)>;
+
 async fn bench_stack(
     name: &str,
     vars: &[(&str, &str)],
@@ -222,56 +225,38 @@ async fn main() {
     ];
 
     let mut runs = Vec::new();
-    let with = |extra: &[(&'static str, &'static str)]| -> Vec<(&'static str, &'static str)> {
+    let with = |extra: &[(&'static str, &'static str)]| -> Env {
         common.iter().chain(extra.iter()).copied().collect()
     };
-    runs.extend(
-        bench_stack(
-            "self-signed (WebCrypto)",
-            &with(&[("TOKEN_MODE", "self-signed"), ("TOKEN_SIGNER", "webcrypto")]),
-            requests,
-            concurrency,
-            true,
-        )
-        .await,
-    );
     // The same storm with per-client admission control off: what the rate-limiting binding
-    // and the seats-per-client count cost (every request above is its own client address).
-    runs.extend(
-        bench_stack(
+    // and the seats-per-client count cost (every request is its own client address).
+    // CreateParticipantToken: ivs-local enforces IVS's 50 TPS, as IVS does. The first run
+    // also measures the baselines.
+    let webcrypto = [("TOKEN_MODE", "self-signed"), ("TOKEN_SIGNER", "webcrypto")];
+    let variants: [(&str, Env, usize, bool); 4] = [
+        ("self-signed (WebCrypto)", with(&webcrypto), requests, true),
+        (
             "self-signed (WebCrypto), admission control off",
-            &with(&[
-                ("TOKEN_MODE", "self-signed"),
-                ("TOKEN_SIGNER", "webcrypto"),
-                ("ADMISSION_CONTROL", "off"),
-            ]),
+            with(&[webcrypto[0], webcrypto[1], ("ADMISSION_CONTROL", "off")]),
             requests,
-            concurrency,
             false,
-        )
-        .await,
-    );
-    runs.extend(
-        bench_stack(
+        ),
+        (
             "self-signed (Rust p384)",
-            &with(&[("TOKEN_MODE", "self-signed"), ("TOKEN_SIGNER", "rust")]),
+            with(&[("TOKEN_MODE", "self-signed"), ("TOKEN_SIGNER", "rust")]),
             requests,
-            concurrency,
             false,
-        )
-        .await,
-    );
-    // CreateParticipantToken: ivs-local enforces IVS's 50 TPS, as IVS does.
-    runs.extend(
-        bench_stack(
+        ),
+        (
             "api (CreateParticipantToken)",
-            &with(&[("TOKEN_MODE", "api")]),
+            with(&[("TOKEN_MODE", "api")]),
             (requests / 4).max(200),
-            concurrency,
             false,
-        )
-        .await,
-    );
+        ),
+    ];
+    for (name, env, n, baselines) in &variants {
+        runs.extend(bench_stack(name, env, *n, concurrency, *baselines).await);
+    }
 
     println!();
     println!("join storm through the local stack: {requests} requests, {concurrency} concurrent clients, on this machine ({} cores)", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
