@@ -1,6 +1,8 @@
 //! Unit tests of the stage pool: one rule per test.
 
-use std::collections::BTreeMap;
+mod common;
+
+use common::Store;
 
 use stagefan_core::config::FanoutMode;
 use stagefan_core::pool::*;
@@ -822,61 +824,6 @@ fn changes_name_exactly_the_rows_touched() {
     let c = pool.take_changes();
     assert!(c.leases_removed.contains(&b.lease_id));
     assert!(!c.leases_upserted.contains(&b.lease_id));
-}
-
-/// An adapter's table store: rows by key, updated only from `take_changes`.
-#[derive(Default)]
-struct Store {
-    meta: Option<PoolMeta>,
-    stages: BTreeMap<StageId, String>,
-    leases: BTreeMap<String, String>,
-}
-
-impl Store {
-    fn apply(&mut self, pool: &mut Pool) {
-        let c = pool.take_changes();
-        if c.meta {
-            self.meta = Some(pool.meta().clone());
-        }
-        for id in &c.stages {
-            self.stages.insert(
-                *id,
-                serde_json::to_string(pool.stage(*id).unwrap()).unwrap(),
-            );
-        }
-        for id in &c.stages_removed {
-            self.stages.remove(id);
-        }
-        for id in &c.leases_upserted {
-            self.leases.insert(
-                id.clone(),
-                serde_json::to_string(pool.lease(id).unwrap()).unwrap(),
-            );
-        }
-        for id in &c.leases_removed {
-            self.leases.remove(id);
-        }
-    }
-
-    fn rebuild(&self, settings: PoolSettings) -> Pool {
-        Pool::from_rows(
-            settings,
-            PoolRows {
-                meta: self.meta.clone().unwrap(),
-                stages: self
-                    .stages
-                    .values()
-                    .map(|s| serde_json::from_str(s).unwrap())
-                    .collect(),
-                leases: self
-                    .leases
-                    .values()
-                    .map(|l| serde_json::from_str(l).unwrap())
-                    .collect(),
-            },
-        )
-        .unwrap()
-    }
 }
 
 #[test]

@@ -1,6 +1,10 @@
 //! Property tests of the pool: random sequences of operations, with the pool's invariants
 //! checked after every step and each answer checked against an independent expectation.
 
+mod common;
+
+use common::Store;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
@@ -83,52 +87,6 @@ fn settings() -> impl Strategy<Value = PoolSettings> {
 /// The client address a model user asks from: several users share one (a household).
 fn client(u: u8) -> String {
     format!("10.0.0.{}", u % 3)
-}
-
-/// The adapter's rows, kept up to date only from the change records.
-#[derive(Default)]
-struct Store {
-    meta: Option<PoolMeta>,
-    stages: BTreeMap<StageId, Stage>,
-    leases: BTreeMap<String, Lease>,
-}
-
-impl Store {
-    fn apply(&mut self, pool: &mut Pool) {
-        let c = pool.take_changes();
-        if c.meta {
-            self.meta = Some(pool.meta().clone());
-        }
-        for id in &c.stages {
-            self.stages
-                .insert(*id, pool.stage(*id).expect("changed stage exists").clone());
-        }
-        for id in &c.stages_removed {
-            assert!(
-                pool.stage(*id).is_none(),
-                "removed stage {id} still in pool"
-            );
-            self.stages.remove(id);
-        }
-        for id in &c.leases_upserted {
-            self.leases.insert(
-                id.clone(),
-                pool.lease(id).expect("changed lease exists").clone(),
-            );
-        }
-        for id in &c.leases_removed {
-            assert!(pool.lease(id).is_none(), "removed lease {id} still in pool");
-            self.leases.remove(id);
-        }
-    }
-
-    fn rows(&self) -> PoolRows {
-        PoolRows {
-            meta: self.meta.clone().expect("meta written"),
-            stages: self.stages.values().cloned().collect(),
-            leases: self.leases.values().cloned().collect(),
-        }
-    }
 }
 
 struct World {
