@@ -91,6 +91,11 @@ pub struct Config {
     /// `stagefan:deployment` (1 to 64 of `[A-Za-z0-9_.-]`, default `local`); the orphan
     /// collector of one deployment never touches another's stages on the same AWS account.
     pub deployment: String,
+    /// `IVS_PARTICIPANT_HOUR_PRICES`: the cost meter's price table, USD per participant-hour
+    /// of each kind (`viewer=0.072,host=0.072,replica=0.072`, or `all=…`); default 0.072 for
+    /// each, an estimate ([`crate::meter`]).
+    #[serde(default)]
+    pub prices: crate::meter::Prices,
 }
 
 impl Default for Config {
@@ -309,7 +314,10 @@ impl Config {
             }
         };
 
+        let prices = crate::meter::Prices::parse(get(crate::meter::PRICES_VAR).as_deref())?;
+
         Ok(Config {
+            prices,
             max_seats_per_client,
             ticket_broadcasts,
             admission_control,
@@ -345,6 +353,7 @@ impl Config {
             headroom_seats: headroom_seats(self.stage_capacity, self.headroom),
             scale_down_grace_ms: u64::from(self.scale_down_grace_seconds) * 1000,
             delete_grace_ms: u64::from(self.scale_down_grace_seconds) * 1000,
+            prices: self.prices,
         }
     }
 

@@ -29,6 +29,7 @@ pub mod config;
 pub mod ids;
 pub mod ivs;
 pub mod ledger;
+pub mod meter;
 pub mod modes;
 pub mod pacing;
 pub mod policy;

@@ -112,6 +112,8 @@ fn numbers_out_of_range_or_malformed_name_the_variable() {
         ("IVS_QUOTA_STAGES", "0", "between 1"),
         ("IVS_QUOTA_RESERVE_PERCENT", "91", "between 0 and 90"),
         ("IVS_QUOTA_GRANT_TTL_SECONDS", "5", "between 10"),
+        ("IVS_PARTICIPANT_HOUR_PRICES", "viewer=free", "\"free\""),
+        ("IVS_PARTICIPANT_HOUR_PRICES", "guest=0.1", "unknown kind"),
     ] {
         let e = err(&[(var, value)]);
         assert_eq!(e.field, var);

@@ -66,6 +66,7 @@ fn snapshot(
                 host_participant_id: None,
                 host_publishing: host && exists,
                 origin_arn: origin.map(arn),
+                meter: Default::default(),
             }
         })
         .collect();
@@ -84,6 +85,8 @@ fn snapshot(
         stages,
         stats: Stats::default(),
         quota: None,
+        meter: Default::default(),
+        prices: Default::default(),
     }
 }
 

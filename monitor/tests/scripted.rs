@@ -596,6 +596,19 @@ async fn pool_statistics_and_drift_are_exported_exactly() {
     snap.stats.peak_viewers = 39;
     snap.stats.viewer_seconds = 5000;
     snap.stats.stages_created = 2;
+    snap.meter = stagefan_core::meter::MeterView::new(
+        stagefan_core::meter::ByKind {
+            viewers: 5_000_400,
+            hosts: 7_200_000,
+            replicas: 0,
+        },
+        stagefan_core::meter::ByKind {
+            viewers: 39,
+            hosts: 2,
+            replicas: 0,
+        },
+        &stagefan_core::meter::Prices::default(),
+    );
     edge.put_pool(snap);
     let poll = Duration::from_secs(5);
     let mut h = harness(ivs, edge.clone(), 2.0, settings(poll)).await;
@@ -621,6 +634,28 @@ async fn pool_statistics_and_drift_are_exported_exactly() {
     assert_eq!(
         get("stagefan_stages_created_total{broadcast=\"s\"}"),
         Some(2.0)
+    );
+    // The cost meter: 5,000.4 viewer-seconds and two host-hours; 41 participants now.
+    assert_eq!(
+        get("stagefan_participant_seconds_total{broadcast=\"s\",fanout=\"multi-publish\",kind=\"viewer\"}"),
+        Some(5000.0)
+    );
+    assert_eq!(
+        get("stagefan_participant_seconds_total{broadcast=\"s\",fanout=\"multi-publish\",kind=\"host\"}"),
+        Some(7200.0)
+    );
+    assert_eq!(
+        get("stagefan_broadcast_participants{broadcast=\"s\",kind=\"host\"}"),
+        Some(2.0)
+    );
+    // (5,000.4 s + 7,200 s) × 0.072 USD / 3,600 s = 0.244008 USD; 41 × 0.072 = 2.952 USD/h.
+    assert_eq!(
+        get("stagefan_broadcast_cost_usd{broadcast=\"s\"}"),
+        Some(0.244008)
+    );
+    assert_eq!(
+        get("stagefan_broadcast_cost_usd_per_hour{broadcast=\"s\"}"),
+        Some(2.952)
     );
     assert_eq!(
         get("stagefan_broadcast_viewers{broadcast=\"s\"}"),

@@ -210,7 +210,7 @@ impl Pool {
             .map(|s| s.id)
             .collect();
         for id in hosted {
-            self.update_stage(id, |st| st.host_publishing = false);
+            self.update_stage(id, |st| st.set_publishing(false, now));
             self.changes.stage(id);
         }
         self.changes.meta = true;

@@ -72,6 +72,7 @@ impl Pool {
             host_participant_id: None,
             host_publishing: false,
             host_changed_at: None,
+            meter: StageMeter::default(),
         };
         self.stages.insert(id, stage);
         self.changes.stage(id);
@@ -213,7 +214,7 @@ impl Pool {
             let mut went_live = false;
             match publisher {
                 Some(pid) => {
-                    st.host_publishing = true;
+                    st.set_publishing(true, at);
                     if st.host_participant_id.as_deref() != Some(pid) {
                         st.host_participant_id = Some(pid.to_string());
                     }
@@ -223,7 +224,7 @@ impl Pool {
                         went_live = true;
                     }
                 }
-                None => st.host_publishing = false,
+                None => st.set_publishing(false, at),
             }
             st.host_changed_at = Some(st.host_changed_at.map_or(at, |t| t.max(at)));
             went_live
@@ -421,21 +422,21 @@ impl Pool {
             st.state = StageState::Deleted;
             st.deleted_at = Some(now);
             st.empty_since = None;
-            st.host_publishing = false;
+            st.set_publishing(false, now);
             st.origin.is_none()
         });
         self.changes.stage(stage);
         self.changes.meta = true;
         self.refresh_life(now);
         if was_origin {
-            self.rehome_replicas(stage);
+            self.rehome_replicas(stage, now);
         }
         self.forget_old_deleted();
     }
 
     /// An origin is gone: its oldest surviving replica becomes an origin (the host must now
     /// publish there) and the others (at most 4 more) follow it.
-    pub(super) fn rehome_replicas(&mut self, origin: StageId) {
+    pub(super) fn rehome_replicas(&mut self, origin: StageId, now: Millis) {
         let orphans: Vec<StageId> = self
             .stages
             .values()
@@ -446,10 +447,10 @@ impl Pool {
             return;
         };
         // The origin link decides whether a warming stage takes viewers: keep the index in step.
-        self.update_stage(first, |st| st.origin = None);
+        self.update_stage(first, |st| st.set_origin(None, now));
         self.changes.stage(first);
         for &id in rest {
-            self.update_stage(id, |st| st.origin = Some(first));
+            self.update_stage(id, |st| st.set_origin(Some(first), now));
             self.changes.stage(id);
         }
     }
@@ -469,6 +470,7 @@ impl Pool {
         for (_, id) in deleted.into_iter().take(excess) {
             // A deleted origin's id may still be named by nobody (replicas were re-homed).
             if let Some(st) = self.stages.remove(&id) {
+                self.meter_forget(&st);
                 if let Some(arn) = st.arn {
                     self.by_arn.remove(&arn);
                 }

@@ -48,6 +48,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use base64::Engine;
 
 use crate::ids::{validate_broadcast_id, InvalidField};
+use crate::meter::{ByKind, Prices};
 use crate::modes::FanoutMode;
 pub use crate::time::Millis;
 
@@ -98,6 +99,7 @@ pub use crate::tags::{TAG_BROADCAST, TAG_DEPLOYMENT, TAG_MANAGED};
 
 mod life;
 mod lifecycle;
+mod meter;
 mod observation;
 mod quota;
 mod rows;
@@ -106,6 +108,7 @@ mod types;
 mod views;
 
 pub use life::*;
+pub use meter::*;
 pub use observation::*;
 pub use quota::*;
 pub use types::*;

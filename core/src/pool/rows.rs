@@ -35,6 +35,7 @@ impl Pool {
             integrated_at: now,
             life: LifeRecord::default(),
             quota: None,
+            forgotten: ByKind::default(),
         };
         let mut pool = Pool::empty(settings, meta);
         pool.changes.meta = true;

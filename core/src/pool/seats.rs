@@ -271,17 +271,15 @@ impl Pool {
         self.changes.lease_removed(lease_id);
         if self.stages.contains_key(&lease.stage) {
             let at = self.meta.integrated_at;
-            let emptied = self.update_stage(lease.stage, |st| {
+            self.update_stage(lease.stage, |st| {
                 st.load -= 1;
-                let emptied = st.load == 0 && st.state != StageState::Deleted;
-                if emptied {
+                st.seat_ended(lease.joined_at, at);
+                if st.load == 0 && st.state != StageState::Deleted {
                     st.empty_since = Some(at);
                 }
-                emptied
             });
-            if emptied {
-                self.changes.stage(lease.stage);
-            }
+            // The stage's row carries its meter: written whenever a seat ends.
+            self.changes.stage(lease.stage);
         }
     }
 

@@ -107,6 +107,9 @@ pub struct Stage {
     pub host_publishing: bool,
     /// When `host_publishing` was last set; older observations do not override it.
     pub host_changed_at: Option<Millis>,
+    /// Participant time on this stage (the cost meter).
+    #[serde(default)]
+    pub meter: StageMeter,
 }
 
 impl Stage {
@@ -203,6 +206,10 @@ pub struct PoolMeta {
     /// [`Pool::enforce_quota`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota: Option<QuotaHold>,
+    /// Publisher time of the stages the pool no longer keeps (the cost meter; viewers' time
+    /// is `viewer_ms`).
+    #[serde(default)]
+    pub forgotten: ByKind,
 }
 
 /// The settings a pool runs with (from [`Config::pool_settings`]).
@@ -230,6 +237,9 @@ pub struct PoolSettings {
     pub scale_down_grace_ms: u64,
     /// How long a drained stage stays (empty, without the host) before it is deleted.
     pub delete_grace_ms: u64,
+    /// The cost meter's price table.
+    #[serde(default)]
+    pub prices: Prices,
 }
 
 impl Default for PoolSettings {
@@ -246,6 +256,7 @@ impl Default for PoolSettings {
             headroom_seats: headroom_seats(DEFAULT_STAGE_CAPACITY, DEFAULT_HEADROOM),
             scale_down_grace_ms: grace_ms,
             delete_grace_ms: grace_ms,
+            prices: Prices::default(),
         }
     }
 }

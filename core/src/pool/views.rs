@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::*;
+use crate::meter::MeterView;
 
 /// One stage in the admin snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +37,9 @@ pub struct StageView {
     pub host_publishing: bool,
     /// Replicate mode: the origin stage's ARN (`null` for origins).
     pub origin_arn: Option<String>,
+    /// The stage's participant time and estimated cost.
+    #[serde(default)]
+    pub meter: MeterView,
 }
 
 /// The admin snapshot of a pool (the contract's JSON, camelCase).
@@ -72,6 +76,13 @@ pub struct Snapshot {
     /// The pool's grant of the region's IVS quotas and its use of it (when enforced).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota: Option<QuotaView>,
+    /// The broadcast's participant time and estimated cost (the cost meter), with the
+    /// prices it was computed at.
+    #[serde(default)]
+    pub meter: MeterView,
+    /// The price table, micro-dollars per participant-hour.
+    #[serde(default)]
+    pub prices: Prices,
 }
 
 /// Seats and stages in a pool, as the scaling policy needs them.
@@ -254,6 +265,7 @@ impl Pool {
 
     /// The admin snapshot without sweeping lapsed leases or integrating viewer time.
     pub fn snapshot_view(&self, now: Millis) -> Snapshot {
+        let mut meters = self.stage_meters(now);
         let stages = self
             .stages
             .values()
@@ -275,6 +287,7 @@ impl Pool {
                     .origin
                     .and_then(|o| self.stages.get(&o))
                     .and_then(|o| o.arn.clone()),
+                meter: meters.remove(&st.id).unwrap_or_default(),
             })
             .collect();
         Snapshot {
@@ -292,6 +305,8 @@ impl Pool {
             stages,
             stats: self.meta.stats.clone(),
             quota: self.quota_view(now),
+            meter: self.meter(now),
+            prices: self.settings.prices,
         }
     }
 }

@@ -74,6 +74,13 @@ pub struct PoolMetrics {
     peak_viewers: IntGaugeVec,
     broadcasts: IntGauge,
     counters: HashMap<PoolCounter, IntCounterVec>,
+    /// The cost meter: participant-seconds by broadcast, fan-out mode and kind.
+    participant_seconds: IntCounterVec,
+    participants: IntGaugeVec,
+    cost_usd: GaugeVec,
+    cost_usd_per_hour: GaugeVec,
+    /// Last participant-seconds of each (broadcast, kind), as `last` for the pool counters.
+    last_meter: Mutex<HashMap<(String, &'static str), u64>>,
     /// Last value of each pool counter, per broadcast, to turn the pool's cumulative counts
     /// into counter increments.
     last: Mutex<HashMap<(String, PoolCounter), u64>>,
@@ -223,6 +230,50 @@ impl PoolMetrics {
             )?,
             counters,
             last: Mutex::new(HashMap::new()),
+            participant_seconds: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "participant_seconds_total",
+                        "Participant-seconds IVS bills, as the pool meters them: kind viewer \
+                         (seats), host (the host on each stage it publishes to), replica \
+                         (replicate mode).",
+                    ),
+                    &["broadcast", "fanout", "kind"],
+                )?,
+            )?,
+            participants: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "broadcast_participants",
+                        "Participants of the broadcast now, by kind (viewer, host, replica).",
+                    ),
+                    &["broadcast", "kind"],
+                )?,
+            )?,
+            cost_usd: register(
+                r,
+                GaugeVec::new(
+                    Opts::new(
+                        "broadcast_cost_usd",
+                        "Estimated IVS cost of the broadcast so far, USD, at the configured \
+                         price table (IVS_PARTICIPANT_HOUR_PRICES): an estimate, not a bill.",
+                    ),
+                    &["broadcast"],
+                )?,
+            )?,
+            cost_usd_per_hour: register(
+                r,
+                GaugeVec::new(
+                    Opts::new(
+                        "broadcast_cost_usd_per_hour",
+                        "Estimated IVS cost of an hour at the broadcast's participants now, USD.",
+                    ),
+                    &["broadcast"],
+                )?,
+            )?,
+            last_meter: Mutex::new(HashMap::new()),
         })
     }
 
@@ -281,6 +332,7 @@ impl PoolMetrics {
             }
         }
         drop(last);
+        self.observe_meters(snapshots);
         // Stages and broadcasts come and go: drop the series no pool shows any more (after the
         // new values are set, so a scrape never sees a gap). Broadcasts whose snapshot could
         // not be read keep their last values.
@@ -318,6 +370,44 @@ impl PoolMetrics {
             retain(vec, &["broadcast"], &keep_broadcast);
         }
         retain(&self.broadcast_fill, &["broadcast"], &keep_broadcast);
+        retain(&self.participants, &["broadcast", "kind"], &keep_broadcast);
+        for vec in [&self.cost_usd, &self.cost_usd_per_hour] {
+            retain(vec, &["broadcast"], &keep_broadcast);
+        }
+    }
+
+    /// The cost meter's series of each snapshot.
+    fn observe_meters(&self, snapshots: &[Snapshot]) {
+        let mut last = self.last_meter.lock().unwrap_or_else(|e| e.into_inner());
+        for s in snapshots {
+            let b = s.broadcast.as_str();
+            let m = &s.meter;
+            let kinds = [
+                ("viewer", m.participant_ms.viewers, m.participants.viewers),
+                ("host", m.participant_ms.hosts, m.participants.hosts),
+                (
+                    "replica",
+                    m.participant_ms.replicas,
+                    m.participants.replicas,
+                ),
+            ];
+            for (kind, ms, now) in kinds {
+                let counter =
+                    self.participant_seconds
+                        .with_label_values(&[b, s.fanout_mode.as_str(), kind]);
+                let prev = last.entry((b.to_string(), kind)).or_insert(0);
+                advance_counter(&counter, prev, ms / 1000);
+                self.participants
+                    .with_label_values(&[b, kind])
+                    .set(i64::try_from(now).unwrap_or(i64::MAX));
+            }
+            self.cost_usd
+                .with_label_values(&[b])
+                .set(m.cost_micro_usd as f64 / 1e6);
+            self.cost_usd_per_hour
+                .with_label_values(&[b])
+                .set(m.cost_micro_usd_per_hour as f64 / 1e6);
+        }
     }
 }
 

@@ -381,6 +381,7 @@ pub fn stage(n: u64, arn: &str, state: StageState, load: u32, capacity: u32) -> 
         host_participant_id: None,
         host_publishing: false,
         origin_arn: None,
+        meter: Default::default(),
     }
 }
 
