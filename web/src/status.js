@@ -1,11 +1,90 @@
 // The status page: every broadcast's state (not started, on air, host reconnecting, off air,
-// ended) and its stages with state, load and a fill bar, refreshed live.
-// In replicate mode each origin is followed by its replica stages, marked with their origin.
+// ended) and its stages with state, load and a fill bar, refreshed live, with charts of its
+// viewers, open seats and stages over the last hour (web/src/charts.js) drawn from the same
+// polls. In replicate mode each origin is followed by its replica stages, marked with their
+// origin. With the admin key (typed in, kept for the tab only) the page also reads each
+// broadcast's admin snapshot: the cost meter's participant-hours and estimated cost per hour.
 import { api } from './api.js';
 import { stageId, el, badge } from './dom.js';
+import { History, sampleOf, stepPath, niceMax, peak, span } from './charts.js';
 
 const REFRESH_MS = 2000;
+const KEY_ITEM = 'stagefan.adminKey';
 const $ = (id) => document.getElementById(id);
+const history = new History();
+const SVG = 'http://www.w3.org/2000/svg';
+
+/** @param {string} tag @param {Record<string, string | number>} attrs */
+function svg(tag, attrs) {
+  const e = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
+  return e;
+}
+
+/**
+ * One chart of the last hour: `lines` of the broadcast's samples, the newest value of the
+ * first one as its figure.
+ * @param {string} title
+ * @param {import('./charts.js').Sample[]} samples
+ * @param {{ key: import('./charts.js').SeriesKey, cls: string, label: string }[]} lines
+ * @param {(v: number) => string} format
+ */
+function chart(title, samples, lines, format) {
+  const width = 240, height = 56;
+  const { t0, t1 } = span(samples, Date.now());
+  const max = niceMax(Math.max(...lines.map((l) => peak(samples, l.key))));
+  const box = svg('svg', { viewBox: `0 0 ${width} ${height}`, width, height, class: 'chart', role: 'img' });
+  box.append(svg('line', { x1: 0, y1: height - 0.5, x2: width, y2: height - 0.5, class: 'axis' }));
+  for (const l of lines) {
+    const d = stepPath(samples, l.key, { width, height, t0, t1, max });
+    if (d) box.append(svg('path', { d, class: `series ${l.cls}` }));
+  }
+  const last = samples[samples.length - 1];
+  const now = last ? last[lines[0].key] : null;
+  const legend = lines.map((l) => el('span', { class: `legend ${l.cls}` }, l.label));
+  return el('figure', { class: 'chart-box', 'data-chart': lines[0].key },
+    el('figcaption', {}, el('span', {}, title), ' ',
+      el('strong', { 'data-now': lines[0].key }, typeof now === 'number' ? format(now) : '–'),
+      el('span', { class: 'muted' }, ` · max ${format(max)} · last ${spanText(t1 - t0)}`)),
+    box,
+    lines.length > 1 ? el('div', { class: 'legends' }, legend) : []);
+}
+
+/** @param {import('./charts.js').Sample[]} samples @param {boolean} withCost */
+function charts(samples, withCost) {
+  const count = (/** @type {number} */ v) => String(Math.round(v));
+  return el('div', { class: 'charts' },
+    chart('Viewers / open seats', samples, [
+      { key: 'viewers', cls: 'viewers', label: 'viewers' },
+      { key: 'seats', cls: 'seats', label: 'open seats' },
+    ], count),
+    chart('Stages', samples, [{ key: 'stages', cls: 'stages', label: 'stages' }], count),
+    withCost
+      ? chart('Est. cost per hour', samples, [{ key: 'costPerHour', cls: 'cost', label: 'USD/h' }], usd)
+      : []);
+}
+
+/** @param {number} ms */
+const spanText = (ms) => (ms >= 3_540_000 ? 'hour' : ms >= 120_000 ? `${Math.round(ms / 60_000)} min` : `${Math.round(ms / 1000)} s`);
+
+/** @param {number} v */
+const usd = (v) => `$${v >= 100 ? v.toFixed(0) : v >= 1 ? v.toFixed(2) : v.toFixed(3)}`;
+
+/** The cost meter's line: participant-hours so far and what they and an hour now cost. */
+function meterLine(snapshot) {
+  const m = snapshot?.meter;
+  if (!m) return [];
+  const ms = m.participantMs || {};
+  const hours = ((ms.viewers || 0) + (ms.hosts || 0) + (ms.replicas || 0)) / 3_600_000;
+  const now = m.participants || {};
+  const parts = [
+    `${hours.toFixed(2)} participant-hours (viewers ${((ms.viewers || 0) / 3_600_000).toFixed(2)}, host ${((ms.hosts || 0) / 3_600_000).toFixed(2)}${ms.replicas ? `, replicas ${(ms.replicas / 3_600_000).toFixed(2)}` : ''})`,
+    `est. ${usd((m.costMicroUsd || 0) / 1e6)} so far`,
+    `${usd((m.costMicroUsdPerHour || 0) / 1e6)}/h now for ${(now.viewers || 0) + (now.hosts || 0) + (now.replicas || 0)} participants`,
+  ];
+  return el('p', { class: 'muted meter', 'data-meter': '', title: 'an estimate at the configured price table (IVS_PARTICIPANT_HOUR_PRICES), not a bill' },
+    parts.join(' · '));
+}
 
 function fillBar(load, capacity) {
   const ratio = capacity > 0 ? Math.min(1, load / capacity) : 0;
@@ -38,7 +117,7 @@ function roleCell(s) {
   return el('td', {}, badge('origin'), ' ', el('span', { class: 'muted role-note' }, 'host uploads'));
 }
 
-function broadcastPanel(b) {
+function broadcastPanel(b, snapshot) {
   const stages = ordered(b.stages || []);
   const replicate = stages.some((s) => s.role);
   const live = stages.filter((s) => s.state === 'live').length;
@@ -65,22 +144,53 @@ function broadcastPanel(b) {
         badge(b.broadcastState)) : [],
       el('span', { class: 'muted', style: 'font-weight: 400; font-size: 14px; margin-left: 12px' },
         `${b.viewers} viewer${b.viewers === 1 ? '' : 's'} · ${stages.length} stage${stages.length === 1 ? '' : 's'} (${live} live) · ${seats} seats · capacity ${b.capacity} per stage${fanout}`)),
+    meterLine(snapshot),
+    charts(history.samples(b.broadcast), Boolean(snapshot)),
     el('table', {},
       el('thead', {}, el('tr', {}, columns.map((c) => el('th', {}, c)))),
       el('tbody', {}, rows.length ? rows : el('tr', {}, el('td', { colspan: columns.length, class: 'muted' }, 'No stages.')))));
 }
 
+/** The admin snapshot of each broadcast, when the admin key is given (null for each when not,
+ *  or when the key is refused: the page then says so and shows the public view). */
+async function snapshots(broadcasts) {
+  const key = sessionStorage.getItem(KEY_ITEM);
+  if (!key) return broadcasts.map(() => null);
+  const read = await Promise.allSettled(broadcasts.map((b) =>
+    api(`/api/admin/broadcasts/${encodeURIComponent(b.broadcast)}`, { key })));
+  const refused = read.find((r) => r.status === 'rejected' && r.reason?.status === 401);
+  $('key-state').textContent = refused ? 'admin key refused' : 'cost shown';
+  return read.map((r) => (r.status === 'fulfilled' && r.value?.meter ? r.value : null));
+}
+
 async function refresh() {
   try {
     const { broadcasts } = await api('/api/broadcasts');
-    const panels = (broadcasts || []).map(broadcastPanel);
+    const list = broadcasts || [];
+    const snaps = await snapshots(list);
+    const t = Date.now();
+    list.forEach((b, i) => history.add(b.broadcast, sampleOf(b, snaps[i], t)));
+    history.prune(t);
+    const panels = list.map((b, i) => broadcastPanel(b, snaps[i]));
     $('broadcasts').replaceChildren(...(panels.length ? panels : [el('p', { class: 'muted' }, 'No broadcasts yet.')]));
     $('updated').textContent = `updated ${new Date().toLocaleTimeString()}`;
     window.stagefanStatus = broadcasts;
+    window.stagefanMeters = snaps.map((s) => s?.meter ?? null);
   } catch (e) {
     $('updated').textContent = `cannot reach the edge: ${e.message}`;
   }
 }
+
+$('key-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  const value = /** @type {HTMLInputElement} */ ($('admin-key')).value.trim();
+  if (value) sessionStorage.setItem(KEY_ITEM, value);
+  else sessionStorage.removeItem(KEY_ITEM);
+  $('key-state').textContent = value ? 'checking…' : '';
+  /** @type {HTMLInputElement} */ ($('admin-key')).value = '';
+  refresh();
+});
+if (sessionStorage.getItem(KEY_ITEM)) $('key-state').textContent = 'cost shown';
 
 refresh();
 setInterval(refresh, REFRESH_MS);
