@@ -26,7 +26,8 @@ export function viewerView({ broadcastState, connected, frames, hadFrames }) {
   if (broadcastState === 'ended') return noticed('ended');
   if (connected && frames) return { state: 'playing', notice: '' };
   switch (broadcastState) {
-    case 'not_started': return noticed('waiting_for_host');
+    // Frames came after the edge said "not started": that word is stale, the host was on air.
+    case 'not_started': return noticed(connected && hadFrames ? 'host_reconnecting' : 'waiting_for_host');
     case 'host_reconnecting': return noticed('host_reconnecting');
     case 'off_air': return noticed('host_away');
     default:

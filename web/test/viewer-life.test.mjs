@@ -10,6 +10,7 @@ test('each broadcast state shows its notice, frames win except over an end', () 
     // state from the edge, connected, frames, had frames → page state
     ['not_started', true, false, false, 'waiting_for_host'],
     ['not_started', true, true, true, 'playing'], // the host came on air before the edge said so
+    ['not_started', true, false, true, 'host_reconnecting'], // ... and left again: the word is stale
     ['on_air', true, false, false, 'connected'],
     ['on_air', true, true, true, 'playing'],
     ['on_air', true, false, true, 'host_reconnecting'], // frames stopped: the host left
