@@ -1,8 +1,6 @@
 //! The three modes of a deployment: how participant tokens are made ([`TokenMode`]), how the
 //! host's stream reaches every stage ([`FanoutMode`]) and where media flows ([`MediaMode`]).
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 
 use crate::ids::InvalidField;
@@ -39,14 +37,13 @@ pub enum MediaMode {
     Ivs,
 }
 
+/// A mode's spelling ([`spelled!`]: `as_str`, `Display`) and its parse from configuration,
+/// whose error names the variable and the spellings it takes.
 macro_rules! mode_text {
     ($ty:ty, $field:literal, $( $variant:path => $text:literal ),+ $(,)?) => {
-        impl $ty {
-            /// The spelling used in configuration and JSON.
-            pub fn as_str(self) -> &'static str {
-                match self { $( $variant => $text, )+ }
-            }
+        spelled!($ty, "The spelling used in configuration and JSON.", $( $variant => $text ),+);
 
+        impl $ty {
             /// Parses the configuration spelling (exact, lower case).
             pub fn parse(value: &str) -> Result<Self, InvalidField> {
                 match value.trim() {
@@ -60,12 +57,6 @@ macro_rules! mode_text {
                         ),
                     )),
                 }
-            }
-        }
-
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
             }
         }
     };

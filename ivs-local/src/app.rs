@@ -11,7 +11,7 @@ use stagefan_core::token::SigningKey;
 use crate::events::Hub;
 use crate::faults::Faults;
 use crate::limits::Limits;
-use crate::state::{MediaAction, Store};
+use crate::state::Store;
 
 /// Everything a handler needs.
 pub struct App {
@@ -92,17 +92,7 @@ impl App {
             return;
         };
         for action in actions {
-            match action {
-                MediaAction::Replicate {
-                    participant_id,
-                    source_stage,
-                    dest_stage,
-                } => media.replicate(&source_stage, &participant_id, &dest_stage),
-                MediaAction::StopReplication {
-                    participant_id,
-                    dest_stage,
-                } => media.stop_replication(&participant_id, &dest_stage),
-            }
+            media.apply(action);
         }
     }
 

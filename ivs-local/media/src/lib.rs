@@ -138,6 +138,29 @@ pub struct MediaStats {
     pub stages: Vec<StageStats>,
 }
 
+/// A change to participant replication in the media plane (stage ids, not ARNs): what the
+/// registry decides and the media thread carries out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Replication {
+    /// The publisher `participant_id` of `source_stage` becomes a publisher of `dest_stage`
+    /// too: its media reaches `dest_stage`'s subscribers.
+    Start {
+        /// The replicated publisher.
+        participant_id: String,
+        /// Its stage id.
+        source_stage: String,
+        /// The destination stage id.
+        dest_stage: String,
+    },
+    /// Ends a replication started by [`Replication::Start`].
+    Stop {
+        /// The replicated publisher.
+        participant_id: String,
+        /// The destination stage id.
+        dest_stage: String,
+    },
+}
+
 /// Handle to the media plane; cheap to clone. The media thread stops when the last handle is
 /// dropped (every session is closed first).
 #[derive(Clone)]
@@ -279,7 +302,7 @@ impl MediaPlane {
     /// [`MediaPlane::stop_replication`] (the registry decides when a reconnect window ends).
     /// May be called before the source connects. Repeating it is a no-op.
     pub fn replicate(&self, source_stage: &str, participant_id: &str, dest_stage: &str) {
-        let _ = self.inner.commands.send(engine::Command::Replicate {
+        self.apply(Replication::Start {
             participant_id: participant_id.to_owned(),
             source_stage: source_stage.to_owned(),
             dest_stage: dest_stage.to_owned(),
@@ -288,10 +311,18 @@ impl MediaPlane {
 
     /// Ends the replica of `participant_id` in `dest_stage`. Unknown ones are ignored.
     pub fn stop_replication(&self, participant_id: &str, dest_stage: &str) {
-        let _ = self.inner.commands.send(engine::Command::StopReplication {
+        self.apply(Replication::Stop {
             participant_id: participant_id.to_owned(),
             dest_stage: dest_stage.to_owned(),
         });
+    }
+
+    /// Applies a replication change ([`MediaPlane::replicate`], [`MediaPlane::stop_replication`]).
+    pub fn apply(&self, change: Replication) {
+        let _ = self
+            .inner
+            .commands
+            .send(engine::Command::Replication(change));
     }
 
     /// The latest snapshot of sessions and traffic.

@@ -153,27 +153,10 @@ struct ReplicationRec {
     attributes: Attributes,
 }
 
-/// What the media plane must do after a registry change (stage ids, not ARNs). The HTTP layer
-/// takes these with [`Store::take_media_actions`] after every operation and applies them.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum MediaAction {
-    /// Forward `participant_id`'s media from `source_stage` to `dest_stage`'s subscribers.
-    Replicate {
-        /// The replicated publisher.
-        participant_id: String,
-        /// Its stage id.
-        source_stage: String,
-        /// The destination stage id.
-        dest_stage: String,
-    },
-    /// Stop forwarding it there.
-    StopReplication {
-        /// The replicated publisher.
-        participant_id: String,
-        /// The destination stage id.
-        dest_stage: String,
-    },
-}
+/// What the media plane must do after a registry change: the media crate's own instruction.
+/// The HTTP layer takes these with [`Store::take_media_actions`] after every operation and
+/// applies them.
+pub use ivs_local_media::Replication as MediaAction;
 
 /// A live media connection (one per participant id, the token's `jti`).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -98,7 +98,7 @@ impl Store {
         });
         let index = self.replications.len() - 1;
         self.enter_replica(index, &source_p, now, random_session);
-        self.media_actions.push(MediaAction::Replicate {
+        self.media_actions.push(MediaAction::Start {
             participant_id: pid.to_string(),
             source_stage: src_id,
             dest_stage: dst_id,
@@ -269,7 +269,7 @@ impl Store {
         rep.source_left_at = None;
         let dest_session = rep.destination_session_id.clone();
         if let Some(dst_id) = ivs::stage_id_from_arn(dst) {
-            self.media_actions.push(MediaAction::StopReplication {
+            self.media_actions.push(MediaAction::Stop {
                 participant_id: pid.to_string(),
                 dest_stage: dst_id.to_string(),
             });

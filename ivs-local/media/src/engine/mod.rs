@@ -46,17 +46,7 @@ pub(crate) enum Command {
         connection: Option<u64>,
     },
     CloseStage(String),
-    /// The publisher `participant_id` of `source_stage` becomes a publisher of `dest_stage` too.
-    Replicate {
-        participant_id: String,
-        source_stage: String,
-        dest_stage: String,
-    },
-    /// Ends a replication started by [`Command::Replicate`].
-    StopReplication {
-        participant_id: String,
-        dest_stage: String,
-    },
+    Replication(crate::Replication),
 }
 
 type PeerId = u64;
@@ -265,15 +255,15 @@ impl Engine {
                     self.end(id, socket);
                 }
             }
-            Command::Replicate {
+            Command::Replication(crate::Replication::Start {
                 participant_id,
                 source_stage,
                 dest_stage,
-            } => self.replicate(participant_id, &source_stage, &dest_stage, socket, now),
-            Command::StopReplication {
+            }) => self.replicate(participant_id, &source_stage, &dest_stage, socket, now),
+            Command::Replication(crate::Replication::Stop {
                 participant_id,
                 dest_stage,
-            } => self.stop_replication(&participant_id, &dest_stage, socket, now),
+            }) => self.stop_replication(&participant_id, &dest_stage, socket, now),
         }
     }
 
