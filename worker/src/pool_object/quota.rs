@@ -23,19 +23,20 @@ use super::{replication, Shared, StagePool};
 use crate::budget;
 use crate::runtime;
 
-/// How long a join waits for another request's ledger call before it looks again.
+/// How long a request waits for the ledger (its own calls and others') before it gives up.
 const WAIT_FOR_LEDGER_MS: u64 = 3_000;
 
 impl Shared {
     /// Asks the ledger for what the pool wants now (`Pool::quota_want`: `extra_stages` beyond
     /// those it holds; idle quota back when `trim`), unless it wants nothing. When another
-    /// call is in flight, waits for that one instead. Returns whether the grant changed.
+    /// call is in flight, waits for that one instead (and asks nothing). Returns whether this
+    /// call changed the grant.
     pub(super) async fn sync_quota(&self, extra_stages: u32, trim: bool) -> bool {
         if self.inner.borrow().quota_busy {
             self.quota_done
                 .wait(Duration::from_millis(WAIT_FOR_LEDGER_MS))
                 .await;
-            return true;
+            return false;
         }
         let Ok(settings) = self.settings() else {
             return false;
@@ -128,36 +129,53 @@ impl Shared {
         })
     }
 
-    /// Makes sure the grant covers one stage (and its publisher) more than the pool holds,
-    /// for an explicit create. Concurrent creates each wait for the ledger call in flight
-    /// and ask again until the grant covers them, the ledger gives nothing more (the region
-    /// is short) or it cannot be reached; a few rounds at most.
-    pub(super) async fn quota_for_one_more_stage(&self) {
-        for _ in 0..16 {
+    /// Asks the ledger until `enough` holds of the pool: a storm of requests shares the
+    /// ledger's answers, so the call one waited for may have been another's and its grant
+    /// taken by others. Stops when `enough` holds, when the ledger gives nothing more (the
+    /// region is short, or it cannot be reached) or after [`WAIT_FOR_LEDGER_MS`]. Returns
+    /// whether `enough` holds at the end.
+    pub(super) async fn quota_until(
+        &self,
+        extra_stages: u32,
+        enough: impl Fn(&stagefan_core::pool::Pool, u64) -> bool,
+    ) -> bool {
+        let holds = || {
             let now = runtime::now_ms();
-            let covered = self.with_pool(|pool| {
-                pool.quota_granted(now).is_none_or(|g| {
-                    let used = pool.quota_in_use();
-                    g.stages > used.stages && g.publishers > used.publishers
-                })
-            });
-            if covered {
-                return;
-            }
-            let busy = self.inner.borrow().quota_busy;
-            let changed = self.sync_quota(1, false).await;
-            if !busy && !changed {
-                return;
+            self.with_pool(|pool| enough(pool, now))
+        };
+        let deadline = runtime::now_ms() + WAIT_FOR_LEDGER_MS;
+        while !holds() && runtime::now_ms() < deadline {
+            let waited = self.inner.borrow().quota_busy;
+            if !self.sync_quota(extra_stages, false).await && !waited {
+                // Our own ask changed nothing: the ledger has no more to give.
+                break;
             }
         }
+        holds()
     }
 
-    /// Makes sure the grant covers the stages the policy wants, asking if it does not.
+    /// Makes sure the grant covers one stage (and its publisher) more than the pool holds,
+    /// for an explicit create.
+    pub(super) async fn quota_for_one_more_stage(&self) {
+        self.quota_until(1, |pool, now| {
+            pool.quota_granted(now).is_none_or(|g| {
+                let used = pool.quota_in_use();
+                g.stages > used.stages && g.publishers > used.publishers
+            })
+        })
+        .await;
+    }
+
+    /// Makes sure the grant covers the stages the policy wants, asking if it does not (or
+    /// waiting for the ask in flight). Returns whether the grant now covers more of them
+    /// than before.
     pub(super) async fn quota_for_stages(&self) -> bool {
-        if self.stages_beyond_grant() == 0 {
+        let beyond = self.stages_beyond_grant();
+        if beyond == 0 {
             return false;
         }
-        self.sync_quota(self.stages_wanted(), false).await
+        self.sync_quota(self.stages_wanted(), false).await;
+        self.stages_beyond_grant() < beyond
     }
 }
 
@@ -177,36 +195,27 @@ pub(super) async fn grow(shared: Rc<Shared>) {
 
 impl StagePool {
     /// Before a join: a new seat needs a subscription of the grant. Fewer than half a chunk
-    /// left: the next chunk is asked for in the background; none left: asked for and waited.
+    /// left: the next chunk is asked for in the background; none left: asked for and waited
+    /// (the join is refused `region_quota` if none comes).
     pub(super) async fn quota_before_join(&self, request: &JoinRequest<'_>) {
         let shared = &self.shared;
-        let state = |shared: &Shared| {
-            let now = runtime::now_ms();
-            shared.with_pool(|pool| {
-                if request.lease_id.and_then(|id| pool.lease(id)).is_some() {
-                    return (false, false);
-                }
-                let exhausted = pool
-                    .quota_granted(now)
-                    .is_some_and(|g| pool.viewers() >= g.subscriptions);
-                (pool.quota_want(now, 0, false).is_some(), exhausted)
-            })
-        };
-        let (ask, mut exhausted) = state(shared);
-        // A storm of joins shares the chunks: the call a join waited for may have been
-        // another's, and its chunk taken by others. Ask again until the grant has room, the
-        // ledger gives nothing more (the region is short, or it cannot be reached: the join
-        // is then refused `region_quota`), or the wait is over.
-        let deadline = runtime::now_ms() + WAIT_FOR_LEDGER_MS;
-        while exhausted && runtime::now_ms() < deadline {
-            let busy = shared.inner.borrow().quota_busy;
-            let changed = shared.sync_quota(0, false).await;
-            exhausted = state(shared).1;
-            if !busy && !changed {
-                break;
-            }
+        let now = runtime::now_ms();
+        let (reconnect, ask) = shared.with_pool(|pool| {
+            (
+                request.lease_id.and_then(|id| pool.lease(id)).is_some(),
+                pool.quota_want(now, 0, false).is_some(),
+            )
+        });
+        if reconnect {
+            return;
         }
-        if ask && !exhausted {
+        let has_room = |pool: &stagefan_core::pool::Pool, now| {
+            pool.quota_granted(now)
+                .is_none_or(|g| pool.viewers() < g.subscriptions)
+        };
+        if !shared.with_pool(|pool| has_room(pool, now)) {
+            shared.quota_until(0, has_room).await;
+        } else if ask {
             let shared = shared.clone();
             self.state.wait_until(async move {
                 shared.sync_quota(0, false).await;
