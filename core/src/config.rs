@@ -354,6 +354,37 @@ impl Config {
         self.regions.len() > 1
     }
 
+    /// `TOKEN_PUBLIC_KEY_ARN`: the ARN of the token key's public half imported in IVS, one
+    /// per region (self-signed tokens name the key of their stage's region): a comma list of
+    /// ARNs, each for the region its ARN names (`arn:aws:ivs:{region}:…`), or for the primary
+    /// when it names none. A region left out has the key imported on first use. Errors name
+    /// `TOKEN_PUBLIC_KEY_ARN`.
+    pub fn key_arns(&self, value: Option<&str>) -> Result<BTreeMap<String, String>, InvalidField> {
+        let mut arns = BTreeMap::new();
+        let bad = |why: String| InvalidField::new("TOKEN_PUBLIC_KEY_ARN", why);
+        for arn in value
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+        {
+            if !arn.starts_with("arn:") || arn.chars().any(|c| c.is_whitespace()) {
+                return Err(bad(format!("{arn:?} is not an ARN")));
+            }
+            let region = crate::regions::region_of_arn(arn).unwrap_or(&self.ivs_region);
+            if self.region(region).is_none() {
+                return Err(bad(format!(
+                    "{arn:?} is of region {region:?}, which is not in IVS_REGIONS ({})",
+                    self.region_names().join(",")
+                )));
+            }
+            if arns.insert(region.to_string(), arn.to_string()).is_some() {
+                return Err(bad(format!("names two keys of region {region:?}")));
+            }
+        }
+        Ok(arns)
+    }
+
     /// The settings of a stage pool built from this configuration.
     pub fn pool_settings(&self) -> crate::pool::PoolSettings {
         crate::pool::PoolSettings {

@@ -461,3 +461,34 @@ fn bad_regions_and_endpoints_name_their_variable() {
     let e = err(&[("IVS_REGIONS", &many.join(","))]);
     assert_eq!(e.field, "IVS_REGIONS");
 }
+
+#[test]
+fn one_public_key_arn_per_region() {
+    let c = parse(&[("IVS_REGIONS", "us-east-1,eu-west-1")]).unwrap();
+    let arns = c
+        .key_arns(Some(
+            "arn:aws:ivs:us-east-1:1:public-key/a, arn:aws:ivs:eu-west-1:1:public-key/b",
+        ))
+        .unwrap();
+    assert_eq!(arns["us-east-1"], "arn:aws:ivs:us-east-1:1:public-key/a");
+    assert_eq!(arns["eu-west-1"], "arn:aws:ivs:eu-west-1:1:public-key/b");
+    assert!(c.key_arns(None).unwrap().is_empty());
+    // An ARN without a region is the primary's.
+    let arns = c.key_arns(Some("arn:local:key")).unwrap();
+    assert_eq!(arns["us-east-1"], "arn:local:key");
+    for (bad, says) in [
+        (
+            "arn:aws:ivs:ap-south-1:1:public-key/a",
+            "not in IVS_REGIONS",
+        ),
+        (
+            "arn:aws:ivs:us-east-1:1:public-key/a,arn:aws:ivs:us-east-1:1:public-key/b",
+            "two keys",
+        ),
+        ("not-an-arn", "not an ARN"),
+    ] {
+        let e = c.key_arns(Some(bad)).unwrap_err();
+        assert_eq!(e.field, "TOKEN_PUBLIC_KEY_ARN");
+        assert!(e.problem.contains(says), "{e}");
+    }
+}
