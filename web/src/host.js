@@ -48,8 +48,10 @@ function showError(msg) { $('error').textContent = msg || ''; }
 function setState(s) { $('state').replaceChildren(badge(s)); }
 
 function render() {
-  const rows = [...stages.values()].map((s) => el('tr', { 'data-stage': s.arn, 'data-via': 'upload' },
-    el('td', { class: 'mono', title: s.arn }, stageId(s.arn)),
+  // Stages grouped by region (a deployment may run several), each region's in order.
+  const byRegion = [...stages.values()].sort((a, b) => (a.region || '').localeCompare(b.region || ''));
+  const rows = byRegion.map((s) => el('tr', { 'data-stage': s.arn, 'data-via': 'upload', 'data-region': s.region || '' },
+    el('td', { class: 'mono', title: s.arn }, s.region ? `${s.region} · ${stageId(s.arn)}` : stageId(s.arn)),
     el('td', {}, fanoutMode === 'replicate' ? 'origin: this page uploads' : 'this page uploads'),
     el('td', {}, badge(s.poolState || 'unknown')),
     el('td', {}, badge(s.conn)),
