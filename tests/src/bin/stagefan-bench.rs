@@ -7,7 +7,7 @@
 //!
 //!   make bench          (or: cargo run --release -p stagefan-tests --bin stagefan-bench)
 //!   BENCH_REQUESTS=10000 BENCH_CONCURRENCY=64 (the defaults) to change the load;
-//!   BENCH_ONLY=<text>: only the runs whose name contains it (`two regions`, `api`, …).
+//!   BENCH_ONLY=<name>|<name>: only those runs (a name, or text in names: `two regions`).
 //!
 //! The two-region run (us-east-1, eu-west-1, one ivs-local each) gives each region a
 //! subscription quota of about half the storm: the first region fills and the storm
@@ -293,9 +293,18 @@ async fn main() {
             false,
         ),
     ];
+    // `BENCH_ONLY=a|b`: the runs named exactly `a` or `b`, or, for a term that names no run
+    // exactly, whose names contain it.
     let only = std::env::var("BENCH_ONLY").ok().filter(|s| !s.is_empty());
+    let picked = |name: &str| {
+        only.as_deref().is_none_or(|only| {
+            only.split('|').any(|term| {
+                name == term || (!variants.iter().any(|v| v.0 == term) && name.contains(term))
+            })
+        })
+    };
     for (name, regions, env, n, baselines) in &variants {
-        if only.as_deref().is_some_and(|o| !name.contains(o)) {
+        if !picked(name) {
             continue;
         }
         runs.extend(bench_stack(name, regions, env, *n, concurrency, *baselines).await);
