@@ -435,3 +435,70 @@ pub(super) async fn viewer_leave(mut req: Request, edge: &Edge) -> AppResult<Res
     let _: Value = pool_call(edge, &pool, PoolCall::Leave { lease_id }).await?;
     json_response(&json!({ "left": true }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(code: &str, retry_after: &str) -> AppError {
+        AppError::Forwarded {
+            status: 503,
+            body: json!({"error": {"code": code, "message": code}}).to_string(),
+            retry_after: Some(retry_after.to_string()),
+        }
+    }
+
+    fn code(e: &AppError) -> String {
+        match e {
+            AppError::Forwarded { body, .. } => error_code(body).unwrap_or_default(),
+            other => format!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_full_region_or_a_missing_pool_sends_the_viewer_on_and_nothing_else_does() {
+        assert!(matches!(
+            refusal_of(&refused("no_capacity", "3")),
+            Some(Refusal::Full {
+                retry_after_secs: 3
+            })
+        ));
+        assert!(matches!(
+            refusal_of(&refused("region_quota", "x")),
+            Some(Refusal::Full {
+                retry_after_secs: 1
+            })
+        ));
+        let missing = AppError::Forwarded {
+            status: 404,
+            body: json!({"error": {"code": "broadcast_not_found"}}).to_string(),
+            retry_after: None,
+        };
+        assert!(matches!(refusal_of(&missing), Some(Refusal::NoPool)));
+        let ended = AppError::Forwarded {
+            status: 410,
+            body: json!({"error": {"code": "broadcast_ended"}}).to_string(),
+            retry_after: None,
+        };
+        assert!(refusal_of(&ended).is_none());
+        assert!(refusal_of(&refused("rate_limited", "1")).is_none());
+        assert!(refusal_of(&AppError::Internal("x".into())).is_none());
+    }
+
+    #[test]
+    fn when_every_region_refuses_the_quota_that_bound_is_the_answer() {
+        let all = |list: &[(&str, &str)]| -> Vec<(String, AppError)> {
+            list.iter()
+                .enumerate()
+                .map(|(i, (c, r))| (format!("r{i}"), refused(c, r)))
+                .collect()
+        };
+        // A region over its quota beats a full one, whatever the Retry-After.
+        let e = bound_refusal(all(&[("no_capacity", "1"), ("region_quota", "5")])).unwrap();
+        assert_eq!(code(&e), "region_quota");
+        // Among the same kind, the soonest.
+        let e = bound_refusal(all(&[("no_capacity", "4"), ("no_capacity", "2")])).unwrap();
+        assert!(matches!(e, AppError::Forwarded { retry_after: Some(ref r), .. } if r == "2"));
+        assert!(bound_refusal(Vec::new()).is_none());
+    }
+}
