@@ -33,6 +33,7 @@
  * @property {string} broadcast
  * @property {FanoutMode} fanoutMode
  * @property {PublisherToken[]} tokens
+ * @property {string[]} [regions] the deployment's IVS regions, the primary first
  * @property {number} [creating]
  * @property {Replica[]} [replicas]
  *
