@@ -106,7 +106,9 @@ PY
 }
 PORTS=("tcp $STAGEFAN_PORT STAGEFAN_PORT")
 for i in "${!REGIONS[@]}"; do
-  PORTS+=("tcp ${REGION_PORTS[$i]} IVS_LOCAL_PORT(${REGIONS[$i]})" "udp ${REGION_MEDIA_PORTS[$i]} IVS_LOCAL_MEDIA_PORT(${REGIONS[$i]})")
+  tag=""
+  ((i == 0)) || tag="(${REGIONS[$i]})"
+  PORTS+=("tcp ${REGION_PORTS[$i]} IVS_LOCAL_PORT$tag" "udp ${REGION_MEDIA_PORTS[$i]} IVS_LOCAL_MEDIA_PORT$tag")
 done
 [[ "$WITH_MONITOR" == 1 ]] && PORTS+=("tcp $MONITOR_PORT MONITOR_PORT")
 [[ "${STAGEFAN_INSPECT:-0}" == 1 ]] && PORTS+=("tcp $INSPECTOR_PORT STAGEFAN_INSPECTOR_PORT")
