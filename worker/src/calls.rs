@@ -18,8 +18,9 @@ use worker::{Env, Method, Request, RequestInit, Response};
 
 use crate::error::{AppError, AppResult};
 
-/// A call to a broadcast's `StagePool` (`idFromName(broadcast)`), posted to
-/// `https://pool/<op>/<broadcast>`.
+/// A call to a broadcast's `StagePool` in one region (`idFromName(pool)`, the pool being
+/// `{broadcast}` in the primary region, `{broadcast}@{region}` in another), posted to
+/// `https://pool/<op>/<pool>`.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", rename_all_fields = "camelCase")]
 pub enum PoolCall {

@@ -1,5 +1,8 @@
-//! The `StagePool` Durable Object: one per broadcast (`idFromName(broadcast)`), the single
-//! writer of that broadcast's `stagefan_core::pool::Pool`.
+//! The `StagePool` Durable Object: one per broadcast and region (`idFromName(broadcast)` in
+//! the primary region, `idFromName("{broadcast}@{region}")` in another:
+//! `stagefan_core::regions`), the single writer of that pool (`stagefan_core::pool::Pool`).
+//! It calls its region's IVS endpoint and takes its slots and quota from its region's
+//! `IvsBudget`.
 //!
 //! The pool is loaded from SQLite once, lazily, on the first request; every mutation writes
 //! the rows it touched (`Pool::take_changes`) in the same turn of the event loop, so a
@@ -7,7 +10,7 @@
 //! thing at a time, so assignment is atomic; IVS calls are awaited, and what is in flight with
 //! IVS is explicit pool state (a `creating` stage is the create intent).
 //!
-//! The edge (`routes`) talks to it over internal requests `POST https://pool/<op>/<broadcast>`
+//! The edge (`routes`) talks to it over internal requests `POST https://pool/<op>/<pool>`
 //! whose body is a `calls::PoolCall` (no headers); errors come back as the final HTTP error.
 
 use std::cell::RefCell;
