@@ -24,6 +24,11 @@
 #   IVS_QUOTA_SUBSCRIPTIONS [20000]  IVS_QUOTA_PUBLISHERS [1000]  IVS_QUOTA_STAGES [1000]: the
 #     region quotas, given to both ivs-local (which enforces them) and the worker (whose
 #     ledger keeps within them); IVS_QUOTA_RESERVE_PERCENT  IVS_QUOTA_GRANT_TTL_SECONDS (worker)
+#   IVS_REGIONS [the one $AWS_REGION, us-east-1]: several (`us-east-1,eu-west-1`) run one
+#     ivs-local per region, the first on IVS_LOCAL_PORT, the next ones on the ports after it
+#     (or IVS_LOCAL_PORTS, a comma list), media on IVS_LOCAL_MEDIA_PORT for the first and the
+#     HTTP port + 1 for the others (or IVS_LOCAL_MEDIA_PORTS); the worker gets IVS_REGIONS and
+#     IVS_ENDPOINTS naming each. The IVS_QUOTA_* limits hold in each region.
 #   STAGEFAN_DEPLOYMENT [local]: the deployment tag of the stages (worker and monitor)
 #   STAGEFAN_TEST_FAIL_REGISTRATIONS [0]: tests only, each pool's first N registry writes fail
 #   STAGEFAN_HOST_KEY [local-host-key]  STAGEFAN_ADMIN_KEY [local-admin-key]
@@ -55,7 +60,25 @@ export STAGEFAN_ADMIN_KEY="${STAGEFAN_ADMIN_KEY:-local-admin-key}"
 export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-AKIDLOCALSTAGEFAN}"
 export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-stagefan-local-secret}"
 export AWS_REGION="${AWS_REGION:-us-east-1}"
+# The regions, one ivs-local each (the first is the primary: the single-region stack's).
+IFS=',' read -r -a REGIONS <<<"${IVS_REGIONS:-$AWS_REGION}"
+REGIONS=("${REGIONS[@]// /}")
+IFS=',' read -r -a REGION_PORTS <<<"${IVS_LOCAL_PORTS:-}"
+IFS=',' read -r -a REGION_MEDIA_PORTS <<<"${IVS_LOCAL_MEDIA_PORTS:-}"
+for i in "${!REGIONS[@]}"; do
+  if [[ -z "${REGION_PORTS[$i]:-}" ]]; then REGION_PORTS[$i]=$((IVS_LOCAL_PORT + i)); fi
+  if [[ -z "${REGION_MEDIA_PORTS[$i]:-}" ]]; then
+    if ((i == 0)); then REGION_MEDIA_PORTS[$i]=$IVS_LOCAL_MEDIA_PORT; else REGION_MEDIA_PORTS[$i]=$((REGION_PORTS[i] + 1)); fi
+  fi
+done
+IVS_LOCAL_PORT=${REGION_PORTS[0]}
+IVS_LOCAL_MEDIA_PORT=${REGION_MEDIA_PORTS[0]}
+AWS_REGION=${REGIONS[0]}
 export IVS_ENDPOINT="http://127.0.0.1:${IVS_LOCAL_PORT}"
+ENDPOINTS=""
+for i in "${!REGIONS[@]}"; do
+  ENDPOINTS+="${ENDPOINTS:+,}${REGIONS[$i]}=http://127.0.0.1:${REGION_PORTS[$i]}"
+done
 BIN_DIR="${STAGEFAN_BIN_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/debug}"
 STATE_DIR="${STAGEFAN_STATE_DIR:-$ROOT/.stagefan/stack-$STAGEFAN_PORT}"
 WITH_MONITOR="${STAGEFAN_MONITOR:-1}"
@@ -81,7 +104,12 @@ except OSError:
     sys.exit(1)
 PY
 }
-PORTS=("tcp $STAGEFAN_PORT STAGEFAN_PORT" "tcp $IVS_LOCAL_PORT IVS_LOCAL_PORT" "udp $IVS_LOCAL_MEDIA_PORT IVS_LOCAL_MEDIA_PORT")
+PORTS=("tcp $STAGEFAN_PORT STAGEFAN_PORT")
+for i in "${!REGIONS[@]}"; do
+  tag=""
+  ((i == 0)) || tag="(${REGIONS[$i]})"
+  PORTS+=("tcp ${REGION_PORTS[$i]} IVS_LOCAL_PORT$tag" "udp ${REGION_MEDIA_PORTS[$i]} IVS_LOCAL_MEDIA_PORT$tag")
+done
 [[ "$WITH_MONITOR" == 1 ]] && PORTS+=("tcp $MONITOR_PORT MONITOR_PORT")
 [[ "${STAGEFAN_INSPECT:-0}" == 1 ]] && PORTS+=("tcp $INSPECTOR_PORT STAGEFAN_INSPECTOR_PORT")
 for entry in "${PORTS[@]}"; do
@@ -173,15 +201,25 @@ done
 # --- ivs-local ----------------------------------------------------------------------------
 # ivs-local reads IVS_QUOTA_SUBSCRIPTIONS, IVS_QUOTA_PUBLISHERS and IVS_QUOTA_STAGES from this
 # environment; the worker gets the same values below, so the ledger and the region agree.
-start ivs-local "$BIN_DIR/ivs-local" --port "$IVS_LOCAL_PORT"
-IVS_PID=${PIDS[-1]}
-wait_http ivs-local "http://127.0.0.1:$IVS_LOCAL_PORT/" 60 "$IVS_PID"
+# One per region: the first logs to ivs-local.log, the others to ivs-local-<region>.log.
+for i in "${!REGIONS[@]}"; do
+  name=ivs-local
+  ((i == 0)) || name="ivs-local-${REGIONS[$i]}"
+  start "$name" "$BIN_DIR/ivs-local" --port "${REGION_PORTS[$i]}" \
+    --media-port "${REGION_MEDIA_PORTS[$i]}" --region "${REGIONS[$i]}"
+  IVS_PID=${PIDS[-1]}
+  wait_http "$name" "http://127.0.0.1:${REGION_PORTS[$i]}/" 60 "$IVS_PID"
+done
 
 # --- the worker under wrangler dev --------------------------------------------------------
 ENV_FILE="$STATE_DIR/worker.env"
 {
   echo "IVS_ENDPOINT=$IVS_ENDPOINT"
   echo "IVS_REGION=$AWS_REGION"
+  if ((${#REGIONS[@]} > 1)); then
+    echo "IVS_REGIONS=$(IFS=,; echo "${REGIONS[*]}")"
+    echo "IVS_ENDPOINTS=$ENDPOINTS"
+  fi
   echo "AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID"
   echo "AWS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY"
   echo "STAGEFAN_HOST_KEY=$STAGEFAN_HOST_KEY"
@@ -260,8 +298,11 @@ cat <<EOF
     viewer page   $EDGE/watch
     status page   $EDGE/status
     edge API      $EDGE/api/config
-    ivs-local     $IVS_ENDPOINT
+    ivs-local     $IVS_ENDPOINT${REGIONS[1]:+   (${REGIONS[0]})}
 EOF
+for i in "${!REGIONS[@]}"; do
+  ((i == 0)) || printf '    ivs-local     http://127.0.0.1:%s   (%s)\n' "${REGION_PORTS[$i]}" "${REGIONS[$i]}"
+done
 if [[ "$WITH_MONITOR" == 1 ]]; then
   echo "    metrics       http://127.0.0.1:$MONITOR_PORT/metrics"
 fi

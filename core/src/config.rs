@@ -61,8 +61,16 @@ pub struct Config {
     /// `IVS_ENDPOINT`: base URL of the IVS Real-Time control plane (no trailing slash);
     /// default `https://ivsrealtime.{region}.amazonaws.com`.
     pub ivs_endpoint: String,
-    /// `IVS_REGION`: AWS region, default `us-east-1`.
+    /// `IVS_REGION`: AWS region, default `us-east-1`; with `IVS_REGIONS`, its first (the
+    /// primary region).
     pub ivs_region: String,
+    /// `IVS_REGIONS` (a comma list, default the one `IVS_REGION`): every region the
+    /// deployment runs pools in, the primary first, each with its endpoint (`IVS_ENDPOINTS`,
+    /// `region=url` comma list; the primary's may also be `IVS_ENDPOINT`; else IVS's
+    /// `https://ivsrealtime.{region}.amazonaws.com`). The `IVS_QUOTA_*` limits apply to each
+    /// region on its own.
+    #[serde(default)]
+    pub regions: Vec<RegionConfig>,
     /// `DEFAULT_BROADCAST`: the broadcast used when a request names none; default `default`;
     /// set it to the empty string to require every request to name one.
     pub default_broadcast: Option<String>,
@@ -210,17 +218,7 @@ impl Config {
             0,
             86_400,
         )?;
-        let ivs_region = match get("IVS_REGION") {
-            None => DEFAULT_IVS_REGION.to_string(),
-            Some(r) => {
-                validate_region(&r)?;
-                r
-            }
-        };
-        let ivs_endpoint = match get("IVS_ENDPOINT") {
-            None => format!("https://ivsrealtime.{ivs_region}.amazonaws.com"),
-            Some(e) => validate_endpoint(&e)?,
-        };
+        let (regions, ivs_region, ivs_endpoint) = parse_regions(&get)?;
         let tps = |name: &str| {
             parse_int(
                 name,
@@ -333,11 +331,58 @@ impl Config {
             scale_down_grace_seconds,
             ivs_endpoint,
             ivs_region,
+            regions,
             default_broadcast,
             budget,
             quota,
             deployment,
         })
+    }
+
+    /// The configured region named `name`.
+    pub fn region(&self, name: &str) -> Option<&RegionConfig> {
+        self.regions.iter().find(|r| r.name == name)
+    }
+
+    /// The names of the configured regions, the primary first.
+    pub fn region_names(&self) -> Vec<&str> {
+        self.regions.iter().map(|r| r.name.as_str()).collect()
+    }
+
+    /// Whether the deployment runs more than one region.
+    pub fn multi_region(&self) -> bool {
+        self.regions.len() > 1
+    }
+
+    /// `TOKEN_PUBLIC_KEY_ARN`: the ARN of the token key's public half imported in IVS, one
+    /// per region (self-signed tokens name the key of their stage's region): a comma list of
+    /// ARNs, each for the region its ARN names (`arn:aws:ivs:{region}:…`), or for the primary
+    /// when it names none. A region left out has the key imported on first use. Errors name
+    /// `TOKEN_PUBLIC_KEY_ARN`.
+    pub fn key_arns(&self, value: Option<&str>) -> Result<BTreeMap<String, String>, InvalidField> {
+        let mut arns = BTreeMap::new();
+        let bad = |why: String| InvalidField::new("TOKEN_PUBLIC_KEY_ARN", why);
+        for arn in value
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+        {
+            if !arn.starts_with("arn:") || arn.chars().any(|c| c.is_whitespace()) {
+                return Err(bad(format!("{arn:?} is not an ARN")));
+            }
+            let region = crate::regions::region_of_arn(arn).unwrap_or(&self.ivs_region);
+            if self.region(region).is_none() {
+                return Err(bad(format!(
+                    "{arn:?} is of region {region:?}, which is not in IVS_REGIONS ({})",
+                    self.region_names().join(",")
+                )));
+            }
+            if arns.insert(region.to_string(), arn.to_string()).is_some() {
+                return Err(bad(format!("names two keys of region {region:?}")));
+            }
+        }
+        Ok(arns)
     }
 
     /// The settings of a stage pool built from this configuration.
@@ -403,32 +448,144 @@ fn parse_int(
     }
 }
 
-fn validate_region(region: &str) -> Result<(), InvalidField> {
-    let ok = (1..=32).contains(&region.len())
-        && region
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !region.starts_with('-')
-        && !region.ends_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(InvalidField::new(
-            "IVS_REGION",
-            format!(
-                "must look like `us-east-1` (lower-case letters, digits and `-`), got {region:?}"
-            ),
-        ))
-    }
+/// Most regions one deployment runs.
+pub const MAX_REGIONS: usize = 16;
+
+/// A region the deployment runs pools in, and its IVS endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegionConfig {
+    /// The AWS region (`us-east-1`).
+    pub name: String,
+    /// Base URL of its IVS Real-Time control plane (no trailing slash).
+    pub endpoint: String,
 }
 
-fn validate_endpoint(endpoint: &str) -> Result<String, InvalidField> {
+/// `IVS_REGION`, `IVS_REGIONS`, `IVS_ENDPOINT`, `IVS_ENDPOINTS`: the regions (primary
+/// first), the primary's name and endpoint.
+fn parse_regions(
+    get: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Vec<RegionConfig>, String, String), InvalidField> {
+    let single = match get("IVS_REGION") {
+        None => None,
+        Some(r) => {
+            validate_region("IVS_REGION", &r)?;
+            Some(r)
+        }
+    };
+    let names: Vec<String> = match get("IVS_REGIONS") {
+        None => vec![single
+            .clone()
+            .unwrap_or_else(|| DEFAULT_IVS_REGION.to_string())],
+        Some(list) => {
+            let mut names: Vec<String> = Vec::new();
+            for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                validate_region("IVS_REGIONS", name)?;
+                if names.iter().any(|n| n == name) {
+                    return Err(InvalidField::new(
+                        "IVS_REGIONS",
+                        format!("names {name:?} twice"),
+                    ));
+                }
+                names.push(name.to_string());
+            }
+            if names.is_empty() {
+                return Err(InvalidField::new(
+                    "IVS_REGIONS",
+                    "must name at least one region (`us-east-1,eu-west-1`)",
+                ));
+            }
+            if names.len() > MAX_REGIONS {
+                return Err(InvalidField::new(
+                    "IVS_REGIONS",
+                    format!("names {} regions, at most {MAX_REGIONS}", names.len()),
+                ));
+            }
+            if let Some(single) = &single {
+                if *single != names[0] {
+                    return Err(InvalidField::new(
+                        "IVS_REGION",
+                        format!(
+                            "is {single:?} but the first (primary) region of IVS_REGIONS is {:?}: \
+                             leave IVS_REGION unset or make them agree",
+                            names[0]
+                        ),
+                    ));
+                }
+            }
+            names
+        }
+    };
+    let mut endpoints: BTreeMap<String, String> = BTreeMap::new();
+    if let Some(list) = get("IVS_ENDPOINTS") {
+        for entry in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let Some((region, url)) = entry.split_once('=') else {
+                return Err(InvalidField::new(
+                    "IVS_ENDPOINTS",
+                    format!("must be `region=url` pairs separated by commas, got {entry:?}"),
+                ));
+            };
+            let region = region.trim();
+            if !names.iter().any(|n| n == region) {
+                return Err(InvalidField::new(
+                    "IVS_ENDPOINTS",
+                    format!(
+                        "names {region:?}, which is not in IVS_REGIONS ({})",
+                        names.join(",")
+                    ),
+                ));
+            }
+            let url = validate_endpoint("IVS_ENDPOINTS", url.trim())?;
+            if endpoints.insert(region.to_string(), url).is_some() {
+                return Err(InvalidField::new(
+                    "IVS_ENDPOINTS",
+                    format!("names {region:?} twice"),
+                ));
+            }
+        }
+    }
+    if let Some(e) = get("IVS_ENDPOINT") {
+        let e = validate_endpoint("IVS_ENDPOINT", &e)?;
+        match endpoints.get(&names[0]) {
+            Some(other) if *other != e => {
+                return Err(InvalidField::new(
+                    "IVS_ENDPOINT",
+                    format!(
+                        "is {e:?} but IVS_ENDPOINTS gives {:?} for the primary region {:?}",
+                        other, names[0]
+                    ),
+                ))
+            }
+            _ => {
+                endpoints.insert(names[0].clone(), e);
+            }
+        }
+    }
+    let regions: Vec<RegionConfig> = names
+        .iter()
+        .map(|name| RegionConfig {
+            name: name.clone(),
+            endpoint: endpoints
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| crate::regions::default_endpoint(name)),
+        })
+        .collect();
+    let primary = regions[0].clone();
+    Ok((regions, primary.name, primary.endpoint))
+}
+
+fn validate_region(field: &str, region: &str) -> Result<(), InvalidField> {
+    crate::regions::validate_region(region).map_err(|e| InvalidField::new(field, e.problem))
+}
+
+fn validate_endpoint(field: &str, endpoint: &str) -> Result<String, InvalidField> {
     let rest = endpoint
         .strip_prefix("https://")
         .or_else(|| endpoint.strip_prefix("http://"));
     let Some(rest) = rest else {
         return Err(InvalidField::new(
-            "IVS_ENDPOINT",
+            field,
             format!("must start with `http://` or `https://`, got {endpoint:?}"),
         ));
     };
@@ -439,7 +596,7 @@ fn validate_endpoint(endpoint: &str) -> Result<String, InvalidField> {
         .any(|c| c.is_control() || c.is_whitespace());
     if authority.is_empty() || bad_char || rest.contains(['?', '#']) {
         return Err(InvalidField::new(
-            "IVS_ENDPOINT",
+            field,
             format!(
                 "must be a base URL with a host and no query, fragment or spaces, got {endpoint:?}"
             ),

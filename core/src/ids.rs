@@ -105,31 +105,13 @@ fn validate_id(
 }
 
 /// Characters of a lease id's random part: 16 random bytes in url-safe base64, unpadded.
-const LEASE_SECRET_CHARS: usize = 22;
+pub(crate) const LEASE_SECRET_CHARS: usize = 22;
 
-/// The broadcast part of a lease id (`{broadcast}.{22 url-safe characters}`, as the pool
-/// makes them), which routes the lease to its pool; errors name `leaseId`.
+/// The broadcast part of a lease id (`{broadcast}.{22 url-safe characters}`, or
+/// `{broadcast}@{region}.{…}` for a pool of another region, as the pools make them; see
+/// [`crate::regions::pool_of_lease`]); errors name `leaseId`.
 pub fn broadcast_of_lease(lease_id: &str) -> Result<&str, InvalidField> {
-    let bad = |why: &str| InvalidField::new("leaseId", format!("is not a lease id: {why}"));
-    let (broadcast, secret) = lease_id
-        .rsplit_once('.')
-        .ok_or_else(|| bad("no `.` between broadcast and secret"))?;
-    validate_broadcast_id(broadcast).map_err(|e| bad(&format!("its broadcast {}", e.problem)))?;
-    let len = secret.chars().count();
-    if len != LEASE_SECRET_CHARS {
-        return Err(bad(&format!(
-            "its secret must be {LEASE_SECRET_CHARS} characters, got {len}"
-        )));
-    }
-    if !secret
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    {
-        return Err(bad(
-            "its secret may hold only url-safe base64 (letters, digits, `_`, `-`)",
-        ));
-    }
-    Ok(broadcast)
+    crate::regions::pool_of_lease(lease_id).map(|p| p.broadcast)
 }
 
 /// Longest stage ARN accepted from a client.

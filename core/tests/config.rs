@@ -342,3 +342,153 @@ fn the_region_quotas_default_to_ivs_and_are_read() {
     );
     assert_eq!(c.quota.grant_ttl_ms, 30_000);
 }
+
+#[test]
+fn one_region_by_default_as_before() {
+    let c = parse(&[("IVS_REGION", "eu-west-1")]).unwrap();
+    assert_eq!(c.region_names(), ["eu-west-1"]);
+    assert!(!c.multi_region());
+    assert_eq!(
+        c.regions[0].endpoint,
+        "https://ivsrealtime.eu-west-1.amazonaws.com"
+    );
+    let local = parse(&[("IVS_ENDPOINT", "http://127.0.0.1:8790")]).unwrap();
+    assert_eq!(local.region_names(), ["us-east-1"]);
+    assert_eq!(local.regions[0].endpoint, "http://127.0.0.1:8790");
+    assert_eq!(local.ivs_endpoint, local.regions[0].endpoint);
+}
+
+#[test]
+fn several_regions_each_with_its_endpoint() {
+    let c = parse(&[
+        ("IVS_REGIONS", " us-east-1, eu-west-1 ,ap-northeast-1"),
+        (
+            "IVS_ENDPOINTS",
+            "us-east-1=http://127.0.0.1:8790,eu-west-1=http://127.0.0.1:8791/",
+        ),
+    ])
+    .unwrap();
+    assert_eq!(
+        c.region_names(),
+        ["us-east-1", "eu-west-1", "ap-northeast-1"]
+    );
+    assert!(c.multi_region());
+    assert_eq!(c.ivs_region, "us-east-1");
+    assert_eq!(c.ivs_endpoint, "http://127.0.0.1:8790");
+    assert_eq!(
+        c.region("eu-west-1").unwrap().endpoint,
+        "http://127.0.0.1:8791"
+    );
+    // Not configured: IVS's own naming.
+    assert_eq!(
+        c.region("ap-northeast-1").unwrap().endpoint,
+        "https://ivsrealtime.ap-northeast-1.amazonaws.com"
+    );
+    assert!(c.region("ap-south-1").is_none());
+    // IVS_ENDPOINT is the primary's; IVS_REGION may repeat the primary.
+    let c = parse(&[
+        ("IVS_REGION", "eu-west-1"),
+        ("IVS_REGIONS", "eu-west-1,us-east-1"),
+        ("IVS_ENDPOINT", "http://127.0.0.1:9000"),
+    ])
+    .unwrap();
+    assert_eq!(c.regions[0].endpoint, "http://127.0.0.1:9000");
+    assert_eq!(
+        c.regions[1].endpoint,
+        "https://ivsrealtime.us-east-1.amazonaws.com"
+    );
+}
+
+#[test]
+fn bad_regions_and_endpoints_name_their_variable() {
+    for (pairs, field, says) in [
+        (
+            vec![("IVS_REGIONS", "us-east-1,US-WEST")],
+            "IVS_REGIONS",
+            "US-WEST",
+        ),
+        (
+            vec![("IVS_REGIONS", "us-east-1,us-east-1")],
+            "IVS_REGIONS",
+            "twice",
+        ),
+        (vec![("IVS_REGIONS", ",,")], "IVS_REGIONS", "at least one"),
+        (
+            vec![
+                ("IVS_REGIONS", "us-east-1,eu-west-1"),
+                ("IVS_REGION", "eu-west-1"),
+            ],
+            "IVS_REGION",
+            "primary",
+        ),
+        (
+            vec![
+                ("IVS_REGIONS", "us-east-1"),
+                ("IVS_ENDPOINTS", "eu-west-1=http://x"),
+            ],
+            "IVS_ENDPOINTS",
+            "not in IVS_REGIONS",
+        ),
+        (
+            vec![("IVS_ENDPOINTS", "us-east-1")],
+            "IVS_ENDPOINTS",
+            "region=url",
+        ),
+        (
+            vec![("IVS_ENDPOINTS", "us-east-1=ftp://x")],
+            "IVS_ENDPOINTS",
+            "http",
+        ),
+        (
+            vec![("IVS_ENDPOINTS", "us-east-1=http://a,us-east-1=http://b")],
+            "IVS_ENDPOINTS",
+            "twice",
+        ),
+        (
+            vec![
+                ("IVS_ENDPOINTS", "us-east-1=http://a"),
+                ("IVS_ENDPOINT", "http://b"),
+            ],
+            "IVS_ENDPOINT",
+            "IVS_ENDPOINTS",
+        ),
+    ] {
+        let e = err(&pairs);
+        assert_eq!(e.field, field, "{pairs:?}: {e}");
+        assert!(e.problem.contains(says), "{pairs:?}: {e}");
+    }
+    let many: Vec<String> = (0..17).map(|i| format!("xx-test-{i}")).collect();
+    let e = err(&[("IVS_REGIONS", &many.join(","))]);
+    assert_eq!(e.field, "IVS_REGIONS");
+}
+
+#[test]
+fn one_public_key_arn_per_region() {
+    let c = parse(&[("IVS_REGIONS", "us-east-1,eu-west-1")]).unwrap();
+    let arns = c
+        .key_arns(Some(
+            "arn:aws:ivs:us-east-1:1:public-key/a, arn:aws:ivs:eu-west-1:1:public-key/b",
+        ))
+        .unwrap();
+    assert_eq!(arns["us-east-1"], "arn:aws:ivs:us-east-1:1:public-key/a");
+    assert_eq!(arns["eu-west-1"], "arn:aws:ivs:eu-west-1:1:public-key/b");
+    assert!(c.key_arns(None).unwrap().is_empty());
+    // An ARN without a region is the primary's.
+    let arns = c.key_arns(Some("arn:local:key")).unwrap();
+    assert_eq!(arns["us-east-1"], "arn:local:key");
+    for (bad, says) in [
+        (
+            "arn:aws:ivs:ap-south-1:1:public-key/a",
+            "not in IVS_REGIONS",
+        ),
+        (
+            "arn:aws:ivs:us-east-1:1:public-key/a,arn:aws:ivs:us-east-1:1:public-key/b",
+            "two keys",
+        ),
+        ("not-an-arn", "not an ARN"),
+    ] {
+        let e = c.key_arns(Some(bad)).unwrap_err();
+        assert_eq!(e.field, "TOKEN_PUBLIC_KEY_ARN");
+        assert!(e.problem.contains(says), "{e}");
+    }
+}

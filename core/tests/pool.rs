@@ -1237,3 +1237,39 @@ fn a_stored_lease_without_a_participant_id_gets_a_stable_one() {
     assert!(!pid.is_empty());
     assert_eq!(pid, &two.leases().next().unwrap().participant_id);
 }
+
+#[test]
+fn a_pool_of_another_region_names_its_leases_after_itself_and_keeps_its_region() {
+    let s = settings(3, 1, 10);
+    assert!(Pool::new_in_region("default", "EU", s.clone(), T0).is_err());
+    let mut pool = Pool::new_in_region("default", "eu-west-1", s.clone(), T0).unwrap();
+    assert_eq!(pool.broadcast(), "default");
+    assert_eq!(pool.region(), Some("eu-west-1"));
+    assert_eq!(pool.name(), "default@eu-west-1");
+    let mut store = Store::default();
+    live(&mut pool, T0);
+    let seat = pool.assign("u", T0, &rnd(1)).unwrap();
+    store.apply(&mut pool);
+    assert!(
+        seat.lease_id.starts_with("default@eu-west-1."),
+        "{}",
+        seat.lease_id
+    );
+    let route = stagefan_core::regions::pool_of_lease(&seat.lease_id).unwrap();
+    assert_eq!(
+        (route.broadcast, route.region),
+        ("default", Some("eu-west-1"))
+    );
+    // Rebuilt from its rows, it is still that region's pool, and the lease reconnects.
+    let mut rebuilt = store.rebuild(s);
+    assert_eq!(rebuilt.name(), "default@eu-west-1");
+    let again = rebuilt
+        .join(&with_lease("u", &seat.lease_id), T0 + 10, &rnd(2))
+        .unwrap();
+    assert!(again.reconnected);
+    // The primary region's pool keeps today's names.
+    let (mut primary, _) = pool_with_live(1, 3);
+    assert_eq!(primary.region(), None);
+    let seat = primary.assign("u", T0, &rnd(3)).unwrap();
+    assert_eq!(seat.lease_id.split_once('.').unwrap().0, "default");
+}

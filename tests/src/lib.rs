@@ -49,17 +49,29 @@ pub use stagefan_testkit::{free_tcp_port, free_udp_port};
 pub struct Stack {
     child: Child,
     pub edge: String,
+    /// The primary region's ivs-local.
     pub ivs: String,
     pub state_dir: PathBuf,
+    /// Every region's ivs-local, `(region, base URL)`, the primary first.
+    pub regions: Vec<(String, String)>,
 }
 
 impl Stack {
     /// Starts the stack with these worker variables (e.g. `STAGE_CAPACITY`), without the
     /// monitor, and waits until the edge answers.
     pub fn start(name: &str, vars: &[(&str, &str)]) -> Stack {
+        Stack::start_in(name, &["us-east-1"], vars)
+    }
+
+    /// Starts the stack with one ivs-local per region of `regions` (the first is the
+    /// primary; `IVS_REGIONS` and `IVS_ENDPOINTS` are the worker's when there are several).
+    pub fn start_in(name: &str, regions: &[&str], vars: &[(&str, &str)]) -> Stack {
         let edge_port = free_tcp_port();
-        let ivs_port = free_tcp_port();
-        let media_port = free_udp_port();
+        let ports: Vec<u16> = regions.iter().map(|_| free_tcp_port()).collect();
+        let media_ports: Vec<u16> = regions.iter().map(|_| free_udp_port()).collect();
+        let ivs_port = ports[0];
+        let media_port = media_ports[0];
+        let join = |v: &[u16]| v.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
         let inspector_port = free_tcp_port();
         let slug: String = name
             .chars()
@@ -88,6 +100,13 @@ impl Stack {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
+        if regions.len() > 1 {
+            cmd.env("IVS_REGIONS", regions.join(","))
+                .env("IVS_LOCAL_PORTS", join(&ports))
+                .env("IVS_LOCAL_MEDIA_PORTS", join(&media_ports));
+        } else {
+            cmd.env("AWS_REGION", regions[0]);
+        }
         for (k, v) in vars {
             cmd.env(k, v);
         }
@@ -108,6 +127,11 @@ impl Stack {
             edge: format!("http://127.0.0.1:{edge_port}"),
             ivs: format!("http://127.0.0.1:{ivs_port}"),
             state_dir,
+            regions: regions
+                .iter()
+                .zip(&ports)
+                .map(|(r, p)| (r.to_string(), format!("http://127.0.0.1:{p}")))
+                .collect(),
         };
         loop {
             match rx.recv_timeout(Duration::from_millis(500)) {
@@ -184,7 +208,17 @@ impl Stack {
     }
 
     pub fn ivs_local(&self) -> IvsLocal {
-        IvsLocal::new(&self.ivs)
+        IvsLocal::in_region(&self.ivs, &self.regions[0].0)
+    }
+
+    /// The ivs-local of `region`.
+    pub fn ivs_local_in(&self, region: &str) -> IvsLocal {
+        let (_, base) = self
+            .regions
+            .iter()
+            .find(|(r, _)| r == region)
+            .unwrap_or_else(|| panic!("the stack runs no region {region}"));
+        IvsLocal::in_region(base, region)
     }
 
     /// Restarts the worker alone (a new workerd on the same local Durable Object storage, as
@@ -409,11 +443,18 @@ pub struct IvsLocal {
     base: String,
     host: String,
     credentials: Credentials,
+    region: String,
 }
 
 impl IvsLocal {
     pub fn new(base: &str) -> IvsLocal {
+        IvsLocal::in_region(base, "us-east-1")
+    }
+
+    /// The ivs-local at `base` claiming to be `region` (the SigV4 scope of its calls).
+    pub fn in_region(base: &str, region: &str) -> IvsLocal {
         IvsLocal {
+            region: region.to_string(),
             http: reqwest::Client::builder()
                 .pool_idle_timeout(IDLE_CONNECTION_TIMEOUT)
                 .build()
@@ -446,7 +487,7 @@ impl IvsLocal {
             },
             &SigningParams {
                 credentials: &self.credentials,
-                region: "us-east-1",
+                region: &self.region,
                 service: "ivs",
                 time: UtcDateTime::from_unix(now),
                 settings: SigningSettings::default(),

@@ -357,8 +357,8 @@ async fn bad_inputs(api: &Api) {
     assert_eq!(before["viewers"], after["viewers"]);
     assert_eq!(before["stats"]["joins"], after["stats"]["joins"]);
     assert_eq!(before["stats"]["refusals"], after["stats"]["refusals"]);
-    // (The stages as they were, but for their cost meters: a seat's time runs on.)
-    let unmetered = |snap: &serde_json::Value| {
+    // The stages as they were, but for their cost meters, which run with the clock.
+    let unmetered = |snap: &Value| {
         let mut stages = snap["stages"].clone();
         for st in stages.as_array_mut().unwrap() {
             st.as_object_mut().unwrap().remove("meter");

@@ -21,6 +21,7 @@
  * @property {string} expiresAt RFC3339
  * @property {string} whipUrl
  * @property {StageState} state
+ * @property {string} [region] the stage's IVS region (a deployment may run several)
  *
  * @typedef {object} Replica a stage that gets the host by replication (replicate mode)
  * @property {string} stageArn
@@ -32,6 +33,7 @@
  * @property {string} broadcast
  * @property {FanoutMode} fanoutMode
  * @property {PublisherToken[]} tokens
+ * @property {string[]} [regions] the deployment's IVS regions, the primary first
  * @property {number} [creating]
  * @property {Replica[]} [replicas]
  *
@@ -43,6 +45,7 @@
  * @property {string} expiresAt RFC3339
  * @property {string} leaseId
  * @property {number} leaseTtlSeconds
+ * @property {string} [region] the IVS region of the seat
  * @property {string} whipUrl
  * @property {string} broadcast
  * @property {'warming' | 'live'} [stageState]

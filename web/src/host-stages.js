@@ -15,10 +15,12 @@ export class StageRecord {
   /**
    * @param {string} arn
    * @param {string} [poolState] the pool's state of the stage
+   * @param {string} [region] the stage's IVS region
    */
-  constructor(arn, poolState) {
+  constructor(arn, poolState, region) {
     this.arn = arn;
     this.poolState = poolState;
+    this.region = region;
     /** The connection as the table shows it: idle, joining, connected, publishing, … */
     this.conn = 'idle';
     /** @type {string | undefined} */
@@ -70,8 +72,8 @@ export class StageRecord {
 
   /** What `window.stagefanHost.stages()` shows (no tokens). */
   view() {
-    const { arn, poolState, conn, participantId, reported } = this;
-    return { stageArn: arn, poolState, conn, participantId, reported };
+    const { arn, poolState, conn, participantId, reported, region } = this;
+    return { stageArn: arn, poolState, conn, participantId, reported, ...(region ? { region } : {}) };
   }
 }
 
@@ -112,7 +114,7 @@ export function reconcile(stages, tokens, now) {
     seen.add(token.stageArn);
     let stage = stages.get(token.stageArn);
     if (!stage) {
-      stage = new StageRecord(token.stageArn, token.state);
+      stage = new StageRecord(token.stageArn, token.state, token.region);
       plan.add.push(stage);
     }
     if (stage.canJoin(now)) plan.join.push({ stage, token });

@@ -34,6 +34,8 @@ const stages = new Map();
 /** @type {import('./api.js').Replica[]} replicate mode: from the last poll */
 let replicas = [];
 let fanoutMode = '';
+/** The deployment runs several IVS regions: the table names each stage's. */
+let multiRegion = false;
 let wake = () => {};
 /** @type {Promise<void> | null} the sync round in flight (an end waits for it) */
 let syncing = null;
@@ -48,8 +50,10 @@ function showError(msg) { $('error').textContent = msg || ''; }
 function setState(s) { $('state').replaceChildren(badge(s)); }
 
 function render() {
-  const rows = [...stages.values()].map((s) => el('tr', { 'data-stage': s.arn, 'data-via': 'upload' },
-    el('td', { class: 'mono', title: s.arn }, stageId(s.arn)),
+  // Stages grouped by region (a deployment may run several), each region's in order.
+  const byRegion = [...stages.values()].sort((a, b) => (a.region || '').localeCompare(b.region || ''));
+  const rows = byRegion.map((s) => el('tr', { 'data-stage': s.arn, 'data-via': 'upload', 'data-region': s.region || '' },
+    el('td', { class: 'mono', title: s.arn }, multiRegion && s.region ? `${s.region} · ${stageId(s.arn)}` : stageId(s.arn)),
     el('td', {}, fanoutMode === 'replicate' ? 'origin: this page uploads' : 'this page uploads'),
     el('td', {}, badge(s.poolState || 'unknown')),
     el('td', {}, badge(s.conn)),
@@ -190,6 +194,7 @@ async function sync() {
   const res = await api('/api/token/publisher-all', { method: 'POST', key: hostKey, body });
   broadcast = res.broadcast || broadcast;
   fanoutMode = res.fanoutMode || fanoutMode;
+  multiRegion = (res.regions || []).length > 1;
   replicas = (res.replicas || []).filter((r) => r.state !== 'deleted');
   const plan = reconcile(stages, res.tokens, Date.now());
   for (const { stage, why } of plan.leave) leave(stage, why);

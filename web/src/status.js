@@ -118,15 +118,21 @@ function roleCell(s) {
 }
 
 function broadcastPanel(b, snapshot) {
-  const stages = ordered(b.stages || []);
+  // A deployment of several regions: the stages grouped by region (a stable sort keeps
+  // each region's order), with a Region column.
+  const regional = (b.stages || []).some((s) => s.region);
+  const stages = regional
+    ? ordered(b.stages || []).sort((x, y) => (x.region || '').localeCompare(y.region || ''))
+    : ordered(b.stages || []);
   const replicate = stages.some((s) => s.role);
   const live = stages.filter((s) => s.state === 'live').length;
   const seats = stages.filter((s) => s.state === 'live' || s.state === 'warming')
     .reduce((n, s) => n + (s.capacity ?? b.capacity ?? 0), 0);
   const rows = stages.map((s) => el('tr', {
     'data-stage': s.stageArn, 'data-state': s.state,
-    'data-role': s.role, 'data-origin': s.originArn, class: s.role === 'replica' ? 'replica' : undefined,
+    'data-role': s.role, 'data-origin': s.originArn, 'data-region': s.region, class: s.role === 'replica' ? 'replica' : undefined,
   },
+  regional ? el('td', { class: 'mono' }, s.region || '') : [],
   el('td', { class: 'mono', title: s.stageArn }, s.role === 'replica' ? '↳ ' : '', stageId(s.stageArn) || '(creating)'),
   replicate ? roleCell(s) : [],
   el('td', {}, badge(s.state)),
@@ -137,7 +143,7 @@ function broadcastPanel(b, snapshot) {
   const fanout = replicate
     ? ` · replicate: ${origins} origin${origins === 1 ? '' : 's'}, ${stages.length - origins} replica${stages.length - origins === 1 ? '' : 's'}`
     : '';
-  const columns = ['Stage', ...(replicate ? ['Role'] : []), 'State', 'Viewers', 'Fill'];
+  const columns = [...(regional ? ['Region'] : []), 'Stage', ...(replicate ? ['Role'] : []), 'State', 'Viewers', 'Fill'];
   return el('section', { class: 'panel', 'data-broadcast': b.broadcast },
     el('h2', { style: 'margin: 0 0 8px; font-size: 17px' }, b.broadcast, ' ',
       b.broadcastState ? el('span', { 'data-broadcast-state': b.broadcastState, title: b.broadcastStateSince ? `since ${b.broadcastStateSince}` : '' },

@@ -28,6 +28,9 @@ function viewerId() {
 
 const userId = viewerId();
 const broadcastParam = q.get('broadcast') || undefined;
+// `?region=eu-west-1`: the IVS region to be seated in first (else the edge places the viewer
+// nearest first).
+const regionParam = q.get('region') || undefined;
 // The lease is the seat's key: presented again, it gets the same seat (same participant);
 // without it the edge gives a new seat. Kept per tab (sessionStorage): two tabs are two
 // viewers, and a tab's reload keeps its lease until the page gives it back.
@@ -131,7 +134,7 @@ async function getSeat() {
   for (let attempt = 0; !closing; attempt++) {
     try {
       const seat = await api('/api/token/viewer', {
-        method: 'POST', body: { userId, broadcast: broadcastParam, leaseId: heldLease },
+        method: 'POST', body: { userId, broadcast: broadcastParam, leaseId: heldLease, region: regionParam },
       });
       holdLease(seat.leaseId);
       status.broadcastState = seat.broadcastState;

@@ -86,3 +86,16 @@ test('StageRecord: connection state, session teardown, view without tokens', () 
   assert.equal(s.gen, gen + 2);
   assert.deepEqual(s.view(), { stageArn: arn('A'), poolState: 'live', conn: 'joining', participantId: 'pA', reported: false });
 });
+
+test('stages of several regions are kept apart, each knowing its region', () => {
+  const eu = { ...token('E'), stageArn: 'arn:aws:ivs:eu-west-1:000000000000:stage/E', region: 'eu-west-1', whipUrl: 'http://ivs-eu/whip' };
+  const us = { ...token('U'), region: 'us-east-1' };
+  const plan = reconcile(new Map(), [us, eu], 0);
+  assert.deepEqual(plan.add.map((s) => s.region), ['us-east-1', 'eu-west-1']);
+  assert.equal(plan.join[1].token.whipUrl, 'http://ivs-eu/whip');
+  assert.equal(plan.add[1].view().region, 'eu-west-1');
+  // The next answer without the EU stage leaves it, and only it.
+  const kept = stagesOf(...plan.add);
+  const next = reconcile(kept, [us], 10);
+  assert.deepEqual(arns(next.leave), [eu.stageArn]);
+});

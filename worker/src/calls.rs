@@ -18,8 +18,9 @@ use worker::{Env, Method, Request, RequestInit, Response};
 
 use crate::error::{AppError, AppResult};
 
-/// A call to a broadcast's `StagePool` (`idFromName(broadcast)`), posted to
-/// `https://pool/<op>/<broadcast>`.
+/// A call to a broadcast's `StagePool` in one region (`idFromName(pool)`, the pool being
+/// `{broadcast}` in the primary region, `{broadcast}@{region}` in another), posted to
+/// `https://pool/<op>/<pool>`.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", rename_all_fields = "camelCase")]
 pub enum PoolCall {
@@ -181,8 +182,14 @@ pub enum RegistryCall {
     Has { broadcast: String },
     /// Up to `limit` broadcasts after `after`, sorted: answers [`Broadcasts`].
     Page { after: String, limit: u32 },
-    /// The ARN of our public key in IVS (imported on first use): answers [`KeyArn`].
-    PublicKey { pem: String },
+    /// The ARN of our public key in IVS (imported on first use) in `region` (absent: the
+    /// primary region): answers [`KeyArn`]. Self-signed tokens need the key imported in each
+    /// region a stage is in.
+    PublicKey {
+        pem: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        region: Option<String>,
+    },
 }
 
 impl RegistryCall {
@@ -329,9 +336,22 @@ mod tests {
             PoolCall::Action { action: ScaleAction::Drain { stage_arn } } if stage_arn == "arn:s"
         ));
         assert_eq!(
-            serde_json::to_value(RegistryCall::PublicKey { pem: "p".into() }).unwrap(),
+            serde_json::to_value(RegistryCall::PublicKey {
+                pem: "p".into(),
+                region: None
+            })
+            .unwrap(),
             json!({"public-key": {"pem": "p"}})
         );
+        let back: RegistryCall = parse(
+            r#"{"public-key":{"pem":"p","region":"eu-west-1"}}"#,
+            "registry",
+        )
+        .unwrap();
+        assert!(matches!(
+            back,
+            RegistryCall::PublicKey { region: Some(r), .. } if r == "eu-west-1"
+        ));
     }
 
     #[test]

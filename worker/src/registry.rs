@@ -31,7 +31,8 @@ pub struct Registry {
     env: Env,
     sql: SqlStorage,
     ready: RefCell<bool>,
-    key_arn: RefCell<Option<(String, String)>>,
+    /// The key's ARN per region, with the PEM it is of.
+    key_arn: RefCell<std::collections::BTreeMap<String, (String, String)>>,
 }
 
 impl DurableObject for Registry {
@@ -42,7 +43,7 @@ impl DurableObject for Registry {
             env,
             sql,
             ready: RefCell::new(false),
-            key_arn: RefCell::new(None),
+            key_arn: RefCell::default(),
         }
     }
 
@@ -99,16 +100,29 @@ impl Registry {
                     .to_array()?;
                 serde_json::to_value(Broadcasts::of(rows))?
             }
-            RegistryCall::PublicKey { pem } => serde_json::to_value(KeyArn {
-                arn: self.public_key(pem).await?,
+            RegistryCall::PublicKey { pem, region } => serde_json::to_value(KeyArn {
+                arn: self.public_key(pem, region).await?,
             })?,
         })
     }
 
-    /// The ARN of our key (`pem`), imported once: concurrent first requests wait for the
-    /// one lookup (`blockConcurrencyWhile`).
-    async fn public_key(&self, pem: String) -> AppResult<String> {
-        if let Some((cached_pem, arn)) = self.key_arn.borrow().as_ref() {
+    /// The ARN of our key (`pem`) in `region` (`None`: the primary), imported once per
+    /// region: concurrent first requests wait for the one lookup (`blockConcurrencyWhile`).
+    async fn public_key(&self, pem: String, region: Option<String>) -> AppResult<String> {
+        let settings = Settings::from_env(&self.env)?;
+        let config = &settings.config;
+        let region = region.unwrap_or_else(|| config.ivs_region.clone());
+        let endpoint = config
+            .region(&region)
+            .ok_or_else(|| {
+                AppError::bad_field(
+                    "region",
+                    format!("{region:?} is not a region of this deployment"),
+                )
+            })?
+            .endpoint
+            .clone();
+        if let Some((cached_pem, arn)) = self.key_arn.borrow().get(&region) {
             if *cached_pem == pem {
                 return Ok(arn.clone());
             }
@@ -116,16 +130,18 @@ impl Registry {
         let sql = self.sql.clone();
         let env = self.env.clone();
         let pem2 = pem.clone();
+        let primary = region == config.ivs_region;
+        let target = (region.clone(), endpoint);
         let arn = self
             .state
             .block_concurrency_while(async move {
-                ensure_public_key(&sql, &env, &pem2)
+                ensure_public_key(&sql, &env, &pem2, &target, primary)
                     .await
                     .map_err(|e| worker::Error::RustError(format!("{e:?}")))
             })
             .await
-            .map_err(|e| AppError::Upstream(format!("public key import: {e}")))?;
-        *self.key_arn.borrow_mut() = Some((pem, arn.clone()));
+            .map_err(|e| AppError::Upstream(format!("public key import in {region}: {e}")))?;
+        self.key_arn.borrow_mut().insert(region, (pem, arn.clone()));
         Ok(arn)
     }
 
@@ -141,32 +157,49 @@ impl Registry {
             "CREATE TABLE IF NOT EXISTS public_keys (pem TEXT PRIMARY KEY, arn TEXT NOT NULL)",
             None,
         )?;
+        // The key's ARN in the regions other than the primary (whose stays in `public_keys`,
+        // as before there were several).
+        self.sql.exec(
+            "CREATE TABLE IF NOT EXISTS region_public_keys (region TEXT NOT NULL, pem TEXT NOT NULL, \
+             arn TEXT NOT NULL, PRIMARY KEY (region, pem))",
+            None,
+        )?;
         *self.ready.borrow_mut() = true;
         Ok(())
     }
 }
 
-/// The ARN of the key whose public PEM is `pem`: stored, found in IVS, or imported.
-async fn ensure_public_key(sql: &SqlStorage, env: &Env, pem: &str) -> AppResult<String> {
+/// The ARN of the key whose public PEM is `pem` in the region `(name, endpoint)`: stored,
+/// found in IVS, or imported. `primary`: the primary region, stored in `public_keys`.
+async fn ensure_public_key(
+    sql: &SqlStorage,
+    env: &Env,
+    pem: &str,
+    (region, endpoint): &(String, String),
+    primary: bool,
+) -> AppResult<String> {
     #[derive(Deserialize)]
     struct Row {
         arn: String,
     }
-    let stored: Vec<Row> = sql
-        .exec(
+    let stored: Vec<Row> = if primary {
+        sql.exec(
             "SELECT arn FROM public_keys WHERE pem = ?",
             vec![pem.into()],
         )?
-        .to_array()?;
+        .to_array()?
+    } else {
+        sql.exec(
+            "SELECT arn FROM region_public_keys WHERE region = ? AND pem = ?",
+            vec![region.as_str().into(), pem.into()],
+        )?
+        .to_array()?
+    };
     if let Some(row) = stored.into_iter().next() {
         return Ok(row.arn);
     }
     let settings = Settings::from_env(env)?;
-    let client = IvsClient::new(
-        &settings.config.ivs_endpoint,
-        &settings.config.ivs_region,
-        settings.credentials()?.clone(),
-    );
+    let client = IvsClient::new(endpoint, region, settings.credentials()?.clone());
     let upstream = |e: crate::ivs_client::CallError| AppError::Upstream(e.to_string());
     let mut found = None;
     let mut next_token = None;
@@ -229,10 +262,18 @@ async fn ensure_public_key(sql: &SqlStorage, env: &Env, pem: &str) -> AppResult<
                 .ok_or_else(|| AppError::Upstream("ImportPublicKey returned no ARN".into()))?
         }
     };
-    sql.exec(
-        "INSERT INTO public_keys (pem, arn) VALUES (?, ?) ON CONFLICT(pem) DO UPDATE SET arn = excluded.arn",
-        vec![pem.into(), arn.clone().into()],
-    )?;
+    if primary {
+        sql.exec(
+            "INSERT INTO public_keys (pem, arn) VALUES (?, ?) ON CONFLICT(pem) DO UPDATE SET arn = excluded.arn",
+            vec![pem.into(), arn.clone().into()],
+        )?;
+    } else {
+        sql.exec(
+            "INSERT INTO region_public_keys (region, pem, arn) VALUES (?, ?, ?) \
+             ON CONFLICT(region, pem) DO UPDATE SET arn = excluded.arn",
+            vec![region.as_str().into(), pem.into(), arn.clone().into()],
+        )?;
+    }
     Ok(arn)
 }
 
@@ -292,10 +333,16 @@ pub async fn page(env: &Env, after: &str, limit: u32) -> AppResult<Vec<String>> 
     Ok(page.broadcasts)
 }
 
-/// The public-key ARN for our key (imported into IVS on first use).
-pub async fn public_key_arn(env: &Env, public_pem: &str) -> AppResult<String> {
+/// The public-key ARN for our key in `region` (`None`: the primary; imported into IVS on
+/// first use).
+pub async fn public_key_arn(
+    env: &Env,
+    public_pem: &str,
+    region: Option<&str>,
+) -> AppResult<String> {
     let pem = public_pem.to_string();
-    Ok(call::<KeyArn>(env, RegistryCall::PublicKey { pem })
+    let region = region.map(str::to_string);
+    Ok(call::<KeyArn>(env, RegistryCall::PublicKey { pem, region })
         .await?
         .arn)
 }

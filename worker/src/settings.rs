@@ -14,7 +14,8 @@ pub struct Settings {
     pub admin_key: Option<String>,
     pub credentials: Option<Credentials>,
     pub token_private_key: Option<String>,
-    pub token_public_key_arn: Option<String>,
+    /// `TOKEN_PUBLIC_KEY_ARN`: the key's ARN per region ([`Config::key_arns`]).
+    pub token_public_key_arns: std::collections::BTreeMap<String, String>,
     pub token_signer: Option<String>,
     /// `VIEWER_TICKET_SECRET`: the HS256 secret of viewer tickets (at least 32 bytes).
     pub ticket_secret: Option<String>,
@@ -48,15 +49,17 @@ impl Settings {
             _ => None,
         };
         Ok(Settings {
-            config,
             host_key: var(env, "STAGEFAN_HOST_KEY"),
             admin_key: var(env, "STAGEFAN_ADMIN_KEY"),
             credentials,
             token_private_key: var(env, "TOKEN_PRIVATE_KEY"),
-            token_public_key_arn: var(env, "TOKEN_PUBLIC_KEY_ARN"),
+            token_public_key_arns: config
+                .key_arns(var(env, "TOKEN_PUBLIC_KEY_ARN").as_deref())
+                .map_err(|e| AppError::Internal(format!("configuration: {e}")))?,
             token_signer: var(env, "TOKEN_SIGNER"),
             ticket_secret: var(env, "VIEWER_TICKET_SECRET"),
             ticket_public_key: var(env, "VIEWER_TICKET_PUBLIC_KEY"),
+            config,
         })
     }
 

@@ -36,9 +36,24 @@ impl Pool {
             life: LifeRecord::default(),
             quota: None,
             forgotten: ByKind::default(),
+            region: None,
         };
         let mut pool = Pool::empty(settings, meta);
         pool.changes.meta = true;
+        Ok(pool)
+    }
+
+    /// A new, empty pool for `broadcast` in a region other than the deployment's primary
+    /// one (`crate::regions`): the pool `{broadcast}@{region}`, whose leases carry that name.
+    pub fn new_in_region(
+        broadcast: &str,
+        region: &str,
+        settings: PoolSettings,
+        now: Millis,
+    ) -> Result<Pool, PoolError> {
+        crate::regions::validate_region(region)?;
+        let mut pool = Pool::new(broadcast, settings, now)?;
+        pool.meta.region = Some(region.to_string());
         Ok(pool)
     }
 
@@ -83,15 +98,16 @@ impl Pool {
                 return Err(PoolError::Corrupt("a stage id appears twice".into()));
             }
         }
-        let prefix = format!("{}.", pool.meta.broadcast);
+        let prefix = format!("{}.", pool.name());
         for mut lease in leases {
             if lease.participant_id.is_empty() {
                 lease.participant_id = derive_participant_id(lease.id.as_bytes());
             }
             if !lease.id.starts_with(&prefix) {
                 return Err(PoolError::Corrupt(format!(
-                    "lease {} does not belong to broadcast {}",
-                    lease.id, pool.meta.broadcast
+                    "lease {} does not belong to pool {}",
+                    lease.id,
+                    pool.name()
                 )));
             }
             let Some(st) = pool.stages.get_mut(&lease.stage) else {

@@ -84,7 +84,7 @@ impl Pool {
 
         let lease_id = format!(
             "{}.{}",
-            self.meta.broadcast,
+            self.name(),
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random)
         );
         let participant_id = derive_participant_id(random);

@@ -210,6 +210,11 @@ pub struct PoolMeta {
     /// is `viewer_ms`).
     #[serde(default)]
     pub forgotten: ByKind,
+    /// The region of a pool outside the deployment's primary region (its name is
+    /// `{broadcast}@{region}`, and so are its leases' prefixes); `None` for the primary's
+    /// pool, named by its broadcast alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
 }
 
 /// The settings a pool runs with (from [`Config::pool_settings`]).

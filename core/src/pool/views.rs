@@ -155,6 +155,20 @@ impl Pool {
         &self.meta.broadcast
     }
 
+    /// The region of a pool outside the primary region (see [`Pool::new_in_region`]).
+    pub fn region(&self) -> Option<&str> {
+        self.meta.region.as_deref()
+    }
+
+    /// The pool's name: the broadcast, or `{broadcast}@{region}` outside the primary region;
+    /// every lease id of the pool starts with it.
+    pub fn name(&self) -> String {
+        match &self.meta.region {
+            None => self.meta.broadcast.clone(),
+            Some(region) => format!("{}@{region}", self.meta.broadcast),
+        }
+    }
+
     /// The settings in force.
     pub fn settings(&self) -> &PoolSettings {
         &self.settings

@@ -6,7 +6,12 @@
 //! size, raw and gzipped.
 //!
 //!   make bench          (or: cargo run --release -p stagefan-tests --bin stagefan-bench)
-//!   BENCH_REQUESTS=10000 BENCH_CONCURRENCY=64 (the defaults) to change the load.
+//!   BENCH_REQUESTS=10000 BENCH_CONCURRENCY=64 (the defaults) to change the load;
+//!   BENCH_ONLY=<name>|<name>: only those runs (a name, or text in names: `two regions`).
+//!
+//! The two-region run (us-east-1, eu-west-1, one ivs-local each) gives each region a
+//! subscription quota of about half the storm: the first region fills and the storm
+//! overflows into the second, through the edge's placement (every seat in one of them).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -118,16 +123,18 @@ async fn drive(
 }
 
 /// A stack's environment: variable names and values.
-type Env = Vec<(&'static str, &'static str)>;
+type Env = Vec<(&'static str, String)>;
 
 async fn bench_stack(
     name: &str,
-    vars: &[(&str, &str)],
+    regions: &[&str],
+    vars: &[(&str, String)],
     requests: usize,
     concurrency: usize,
     baselines: bool,
 ) -> Vec<Run> {
-    let stack = Stack::start(name, vars);
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let stack = Stack::start_in(name, regions, &vars);
     let api = stack.api();
     let b = "bench";
     let created = api.create_broadcast(b).await;
@@ -161,7 +168,7 @@ async fn bench_stack(
         broadcast: b.into(),
         prefix: "viewer".into(),
     };
-    let (viewers, leases) = drive(
+    let (mut viewers, leases) = drive(
         &api,
         &format!("viewer tokens, {name}"),
         load,
@@ -169,6 +176,11 @@ async fn bench_stack(
         concurrency,
     )
     .await;
+    if regions.len() > 1 {
+        // Leases of a region other than the primary carry `@{region}`.
+        let second = leases.iter().filter(|l| l.contains('@')).count();
+        viewers.label += &format!(" ({second} of {} seats in the second)", leases.len());
+    }
     runs.push(viewers);
     if baselines && !leases.is_empty() {
         let load = Load::Heartbeats {
@@ -226,36 +238,76 @@ async fn main() {
 
     let mut runs = Vec::new();
     let with = |extra: &[(&'static str, &'static str)]| -> Env {
-        common.iter().chain(extra.iter()).copied().collect()
+        common
+            .iter()
+            .chain(extra.iter())
+            .map(|(k, v)| (*k, v.to_string()))
+            .collect()
     };
+    const ONE: &[&str] = &["us-east-1"];
+    const TWO: &[&str] = &["us-east-1", "eu-west-1"];
     // The same storm with per-client admission control off: what the rate-limiting binding
     // and the seats-per-client count cost (every request is its own client address).
     // CreateParticipantToken: ivs-local enforces IVS's 50 TPS, as IVS does. The first run
     // also measures the baselines.
     let webcrypto = [("TOKEN_MODE", "self-signed"), ("TOKEN_SIGNER", "webcrypto")];
-    let variants: [(&str, Env, usize, bool); 4] = [
-        ("self-signed (WebCrypto)", with(&webcrypto), requests, true),
+    // Two regions: the storm and its warm-up fill the first region and overflow into the
+    // second (quota per region: half of them, rounded up).
+    let half = ((requests + 201) / 2 + 1).to_string();
+    let mut two_regions = with(&webcrypto);
+    two_regions.push(("IVS_QUOTA_SUBSCRIPTIONS", half));
+    let variants: [(&str, &[&str], Env, usize, bool); 5] = [
+        (
+            "self-signed (WebCrypto)",
+            ONE,
+            with(&webcrypto),
+            requests,
+            true,
+        ),
+        (
+            "self-signed (WebCrypto), two regions",
+            TWO,
+            two_regions,
+            requests,
+            false,
+        ),
         (
             "self-signed (WebCrypto), admission control off",
+            ONE,
             with(&[webcrypto[0], webcrypto[1], ("ADMISSION_CONTROL", "off")]),
             requests,
             false,
         ),
         (
             "self-signed (Rust p384)",
+            ONE,
             with(&[("TOKEN_MODE", "self-signed"), ("TOKEN_SIGNER", "rust")]),
             requests,
             false,
         ),
         (
             "api (CreateParticipantToken)",
+            ONE,
             with(&[("TOKEN_MODE", "api")]),
             (requests / 4).max(200),
             false,
         ),
     ];
-    for (name, env, n, baselines) in &variants {
-        runs.extend(bench_stack(name, env, *n, concurrency, *baselines).await);
+    // `BENCH_ONLY=a|b`: the runs named exactly `a` or `b`, or, for a term that names no run
+    // exactly, whose names contain it.
+    let only = std::env::var("BENCH_ONLY").ok().filter(|s| !s.is_empty());
+    let picked = |name: &str| {
+        only.as_deref().is_none_or(|only| {
+            only.split('|').any(|term| {
+                name == term || (!variants.iter().any(|v| v.0 == term) && name.contains(term))
+            })
+        })
+    };
+    for (name, regions, env, n, baselines) in &variants {
+        if !picked(name) {
+            continue;
+        }
+        runs.extend(bench_stack(name, regions, env, *n, concurrency, *baselines).await);
     }
 
     println!();
@@ -285,6 +337,12 @@ async fn main() {
         println!(
             "ratio WebCrypto / Rust p384 signer: {:.2}x",
             webcrypto / rust
+        );
+    }
+    if let (Some(one), Some(two)) = (rate("WebCrypto)"), rate("two regions")) {
+        println!(
+            "ratio two regions / one region (WebCrypto): {:.2}",
+            two / one
         );
     }
     if let (Some(on), Some(off)) = (rate("WebCrypto)"), rate("admission control off")) {

@@ -298,9 +298,10 @@ pub(super) async fn disconnect_strangers(shared: &Rc<Shared>, strangers: Vec<Str
 impl Shared {
     pub(super) fn ivs(&self) -> AppResult<IvsClient> {
         let settings = self.settings()?;
+        let (region, endpoint) = self.region()?;
         Ok(IvsClient::new(
-            &settings.config.ivs_endpoint,
-            &settings.config.ivs_region,
+            &endpoint,
+            &region,
             settings.credentials()?.clone(),
         ))
     }

@@ -1,5 +1,8 @@
-//! The `StagePool` Durable Object: one per broadcast (`idFromName(broadcast)`), the single
-//! writer of that broadcast's `stagefan_core::pool::Pool`.
+//! The `StagePool` Durable Object: one per broadcast and region (`idFromName(broadcast)` in
+//! the primary region, `idFromName("{broadcast}@{region}")` in another:
+//! `stagefan_core::regions`), the single writer of that pool (`stagefan_core::pool::Pool`).
+//! It calls its region's IVS endpoint and takes its slots and quota from its region's
+//! `IvsBudget`.
 //!
 //! The pool is loaded from SQLite once, lazily, on the first request; every mutation writes
 //! the rows it touched (`Pool::take_changes`) in the same turn of the event loop, so a
@@ -7,7 +10,7 @@
 //! thing at a time, so assignment is atomic; IVS calls are awaited, and what is in flight with
 //! IVS is explicit pool state (a `creating` stage is the create intent).
 //!
-//! The edge (`routes`) talks to it over internal requests `POST https://pool/<op>/<broadcast>`
+//! The edge (`routes`) talks to it over internal requests `POST https://pool/<op>/<pool>`
 //! whose body is a `calls::PoolCall` (no headers); errors come back as the final HTTP error.
 
 use std::cell::RefCell;
@@ -98,6 +101,9 @@ struct Inner {
     deleting: BTreeSet<StageId>,
     /// Whether a call to the quota ledger is in flight (one at a time).
     quota_busy: bool,
+    /// The region of the name this pool was asked by (`{broadcast}@{region}`; `None`: the
+    /// primary region's pool, named by its broadcast), until a stored pool says it.
+    named_region: Option<String>,
 }
 
 #[durable_object]
@@ -124,15 +130,19 @@ impl DurableObject for StagePool {
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
-        // `/<call>/<broadcast>`: the call's name is there for logs, the call is the body.
+        // `/<call>/<pool>`: the call's name is there for logs, the call is the body; the pool
+        // is `{broadcast}` (the primary region's) or `{broadcast}@{region}`.
         let path = req.path();
-        let (_, broadcast) = path
+        let (_, name) = path
             .trim_start_matches('/')
             .split_once('/')
             .unwrap_or_default();
-        let broadcast = broadcast.to_string();
+        let name = name.to_string();
         let result = match calls::receive::<PoolCall>(&mut req, "pool").await {
-            Ok(call) => self.handle(&broadcast, call).await,
+            Ok(call) => match self.named(&name) {
+                Ok(broadcast) => self.handle(&name, &broadcast, call).await,
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         calls::answer(result)
@@ -152,15 +162,32 @@ fn to_value(answer: impl Serialize) -> AppResult<Value> {
 }
 
 impl StagePool {
-    async fn handle(&self, broadcast: &str, call: PoolCall) -> AppResult<Value> {
+    /// Reads the pool's name (`broadcast` or `broadcast@region`, a region of the deployment
+    /// other than the primary) and remembers its region; answers the broadcast.
+    fn named(&self, name: &str) -> AppResult<String> {
+        let pool = stagefan_core::regions::parse_pool_name("pool", name)?;
+        if let Some(region) = pool.region {
+            let config = &self.shared.settings()?.config;
+            if config.region(region).is_none() || region == config.ivs_region {
+                return Err(AppError::bad_request(
+                    "invalid_call",
+                    format!("pool {name:?}: {region:?} is not another region of this deployment"),
+                ));
+            }
+        }
+        self.shared.inner.borrow_mut().named_region = pool.region.map(str::to_string);
+        Ok(pool.broadcast.to_string())
+    }
+
+    async fn handle(&self, name: &str, broadcast: &str, call: PoolCall) -> AppResult<Value> {
         let shared = &self.shared;
         let settings = shared.settings()?;
-        shared.load(broadcast)?;
+        shared.load(name)?;
         let is_default = settings.config.default_broadcast.as_deref() == Some(broadcast);
         let value = match call {
             PoolCall::Ensure => {
                 self.ensure(broadcast).await?;
-                to_value(self.snapshot()?)?
+                shared.with_region(to_value(self.snapshot()?)?)
             }
             PoolCall::Join {
                 user_id,
@@ -233,7 +260,9 @@ impl StagePool {
                     self.ensure(broadcast).await?;
                 }
                 let snapshot = self.snapshot()?;
-                to_value(shared.with_pool(|pool| PublicSummary::of(pool, &snapshot)))?
+                shared.with_region(to_value(
+                    shared.with_pool(|pool| PublicSummary::of(pool, &snapshot)),
+                )?)
             }
             PoolCall::Snapshot => {
                 if is_default {
@@ -242,7 +271,7 @@ impl StagePool {
                     // Asked directly (the monitor checking an orphan candidate's pool).
                     self.schedule_maintenance().await;
                 }
-                to_value(self.snapshot()?)?
+                shared.with_region(to_value(self.snapshot()?)?)
             }
             PoolCall::Action { action } => self.action(action).await?,
             PoolCall::Observations { observation } => {
@@ -270,8 +299,13 @@ impl StagePool {
         if !shared.has_pool() {
             let settings = shared.settings()?;
             let now = runtime::now_ms();
-            let mut pool =
-                Pool::new(broadcast, settings.config.pool_settings(), now).map_err(pool_error)?;
+            let region = shared.inner.borrow().named_region.clone();
+            let pool_settings = settings.config.pool_settings();
+            let mut pool = match region {
+                None => Pool::new(broadcast, pool_settings, now),
+                Some(region) => Pool::new_in_region(broadcast, &region, pool_settings, now),
+            }
+            .map_err(pool_error)?;
             pool.enforce_quota();
             {
                 let mut inner = shared.inner.borrow_mut();
@@ -396,6 +430,38 @@ impl Shared {
 
     fn has_pool(&self) -> bool {
         self.inner.borrow().pool.is_some()
+    }
+
+    /// The pool's region and its IVS endpoint: the stored pool's, else the name's; the
+    /// primary region for the pool named by its broadcast alone. A region no longer
+    /// configured keeps IVS's own endpoint of it (so its stages can still be deleted).
+    fn region(&self) -> AppResult<(String, String)> {
+        let config = &self.settings()?.config;
+        let region = {
+            let inner = self.inner.borrow();
+            match inner.pool.as_ref() {
+                Some(pool) => pool.region().map(str::to_string),
+                None => inner.named_region.clone(),
+            }
+        };
+        Ok(match region {
+            None => (config.ivs_region.clone(), config.ivs_endpoint.clone()),
+            Some(region) => {
+                let endpoint = config.region(&region).map_or_else(
+                    || stagefan_core::regions::default_endpoint(&region),
+                    |r| r.endpoint.clone(),
+                );
+                (region, endpoint)
+            }
+        })
+    }
+
+    /// An answer (a snapshot or summary) with the pool's `region`.
+    fn with_region(&self, mut value: Value) -> Value {
+        if let (Value::Object(map), Ok((region, _))) = (&mut value, self.region()) {
+            map.insert("region".into(), Value::String(region));
+        }
+        value
     }
 
     /// Remembers leases evicted with a stage that went missing, so their heartbeats can say

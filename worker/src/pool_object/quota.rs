@@ -38,7 +38,7 @@ impl Shared {
                 .await;
             return false;
         }
-        let Ok(settings) = self.settings() else {
+        let Ok((region, endpoint)) = self.region() else {
             return false;
         };
         let asked_at = runtime::now_ms();
@@ -60,15 +60,7 @@ impl Shared {
         if let Err(e) = self.persist() {
             worker::console_error!("persist quota: {e:?}");
         }
-        let cfg = &settings.config;
-        let answer = budget::grant(
-            &self.env,
-            &cfg.ivs_endpoint,
-            &cfg.ivs_region,
-            &broadcast,
-            want,
-        )
-        .await;
+        let answer = budget::grant(&self.env, &endpoint, &region, &broadcast, want).await;
         let changed = match answer {
             Ok(answer) => {
                 if let Some(short) = answer.short {

@@ -128,7 +128,10 @@ impl Shared {
             return runtime::now_ms();
         };
         let cfg = &settings.config;
-        match budget::reserve(&self.env, &cfg.ivs_endpoint, &cfg.ivs_region, op, throttled).await {
+        let Ok((region, endpoint)) = self.region() else {
+            return runtime::now_ms();
+        };
+        match budget::reserve(&self.env, &endpoint, &region, op, throttled).await {
             Ok(slot) => slot.at,
             Err(e) => {
                 worker::console_error!(

@@ -28,7 +28,9 @@ impl Shared {
     }
 
     /// Loads the pool from SQLite, once.
-    pub(super) fn load(&self, broadcast: &str) -> AppResult<()> {
+    /// Loads the pool named `name` (`broadcast`, or `broadcast@region` outside the primary
+    /// region; empty: whatever is stored, for the alarm).
+    pub(super) fn load(&self, name: &str) -> AppResult<()> {
         if self.inner.borrow().loaded {
             return Ok(());
         }
@@ -57,10 +59,13 @@ impl Shared {
             None => None,
             Some(meta) => {
                 let meta: PoolMeta = serde_json::from_str(meta)?;
-                if meta.broadcast != broadcast && !broadcast.is_empty() {
+                let stored = match &meta.region {
+                    None => meta.broadcast.clone(),
+                    Some(region) => format!("{}@{region}", meta.broadcast),
+                };
+                if stored != name && !name.is_empty() {
                     return Err(AppError::Internal(format!(
-                        "pool of {:?} asked as {broadcast:?}",
-                        meta.broadcast
+                        "pool {stored:?} asked as {name:?}"
                     )));
                 }
                 let stages = read("stages")?

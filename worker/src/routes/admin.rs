@@ -14,7 +14,7 @@ use crate::calls::PoolCall;
 use crate::error::{AppError, AppResult};
 use crate::registry;
 
-use super::{json_response, pool_call, Edge};
+use super::{json_response, pool_call, pool_name, region_of_pool, Edge};
 
 pub(super) async fn admin_list(req: Request, edge: &Edge) -> AppResult<Response> {
     auth::require(&req, Role::Admin, edge.settings.admin_key.as_deref())?;
@@ -22,10 +22,18 @@ pub(super) async fn admin_list(req: Request, edge: &Edge) -> AppResult<Response>
     json_response(&json!({ "broadcasts": ids }))
 }
 
-/// An admin route on one broadcast's pool: the admin key, and a valid broadcast id.
+/// An admin route on one pool: the admin key, and a valid pool name: a broadcast id (its
+/// primary region's pool) or `{broadcast}@{region}` for another region of the deployment.
 pub(super) fn admin_pool(req: &Request, edge: &Edge, id: &str) -> AppResult<()> {
     auth::require(req, Role::Admin, edge.settings.admin_key.as_deref())?;
-    Ok(body::validate_broadcast("broadcast", id)?)
+    let pool = stagefan_core::regions::parse_pool_name("broadcast", id)?;
+    region_of_pool(edge, pool.region).map_err(|r| {
+        AppError::bad_field(
+            "broadcast",
+            format!("{r:?} is not another region of this deployment"),
+        )
+    })?;
+    Ok(())
 }
 
 pub(super) async fn admin_snapshot(req: Request, edge: &Edge, id: &str) -> AppResult<Response> {
@@ -38,6 +46,13 @@ pub(super) async fn admin_create(mut req: Request, edge: &Edge, id: &str) -> App
     admin_pool(&req, edge, id)?;
     let _ = JsonBody::read(&mut req).await?;
     let snapshot: Value = pool_call(edge, id, PoolCall::Ensure).await?;
+    if !id.contains('@') {
+        // A broadcast is made in every region (the answer is the primary's snapshot).
+        let config = &edge.settings.config;
+        for region in config.region_names().into_iter().skip(1) {
+            let _: Value = pool_call(edge, &pool_name(edge, id, region), PoolCall::Ensure).await?;
+        }
+    }
     json_response(&snapshot)
 }
 

@@ -30,9 +30,12 @@ pub(super) struct Minted {
     pub expires_at: String,
 }
 
-/// A participant token for one stage: self-signed (ES384) or from `CreateParticipantToken`.
+/// A participant token for one stage of `region`: self-signed (ES384, with the key's ARN in
+/// that region) or from that region's `CreateParticipantToken`.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn mint(
     edge: &Edge,
+    region: &str,
     stage_arn: &str,
     whip_url: &str,
     events_url: &str,
@@ -48,7 +51,7 @@ pub(super) async fn mint(
                 .key
                 .as_ref()
                 .ok_or(AppError::NotConfigured("TOKEN_PRIVATE_KEY"))?;
-            let kid = key_arn(edge, key).await?;
+            let kid = key_arn(edge, key, region).await?;
             let now = runtime::now_secs();
             let pid = match participant {
                 Some(p) => p.to_string(),
@@ -69,11 +72,11 @@ pub(super) async fn mint(
             })
         }
         TokenMode::Api => {
-            let client = IvsClient::new(
-                &config.ivs_endpoint,
-                &config.ivs_region,
-                edge.settings.credentials()?.clone(),
-            );
+            let endpoint = config
+                .region(region)
+                .map(|r| r.endpoint.clone())
+                .ok_or_else(|| AppError::Internal(format!("no region {region:?}")))?;
+            let client = IvsClient::new(&endpoint, region, edge.settings.credentials()?.clone());
             let mut capabilities = vec![ParticipantTokenCapability::Subscribe];
             if publish {
                 capabilities.insert(0, ParticipantTokenCapability::Publish);
@@ -91,15 +94,7 @@ pub(super) async fn mint(
             let mut attempt = 1;
             let answer: CreateParticipantTokenResponse = loop {
                 let op = Operation::CreateParticipantToken;
-                match crate::budget::reserve(
-                    &edge.env,
-                    &config.ivs_endpoint,
-                    &config.ivs_region,
-                    op,
-                    throttled,
-                )
-                .await
-                {
+                match crate::budget::reserve(&edge.env, &endpoint, region, op, throttled).await {
                     Ok(slot) => {
                         let wait = slot.at.saturating_sub(runtime::now_ms());
                         if wait > TOKEN_SLOT_MAX_WAIT_MS {
@@ -134,12 +129,16 @@ pub(super) async fn mint(
     }
 }
 
-/// The ARN of our public key in IVS, imported on first use (once per isolate, by the registry).
-pub(super) async fn key_arn(edge: &Edge, key: &TokenKey) -> AppResult<String> {
-    if let Some(arn) = edge.isolate.key_arn.borrow().clone() {
+/// The ARN of our public key in IVS in `region`, imported on first use (once per region and
+/// isolate, by the registry).
+pub(super) async fn key_arn(edge: &Edge, key: &TokenKey, region: &str) -> AppResult<String> {
+    if let Some(arn) = edge.isolate.key_arn.borrow().get(region).cloned() {
         return Ok(arn);
     }
-    let arn = registry::public_key_arn(&edge.env, &key.public_pem).await?;
-    *edge.isolate.key_arn.borrow_mut() = Some(arn.clone());
+    let arn = registry::public_key_arn(&edge.env, &key.public_pem, Some(region)).await?;
+    edge.isolate
+        .key_arn
+        .borrow_mut()
+        .insert(region.to_string(), arn.clone());
     Ok(arn)
 }

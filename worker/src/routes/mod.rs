@@ -40,7 +40,11 @@ struct Isolate {
     settings: Rc<Settings>,
     key: Option<Rc<TokenKey>>,
     signer: SignerKind,
-    key_arn: RefCell<Option<String>>,
+    /// The token key's ARN in each region (configured, or as the registry imported it).
+    key_arn: RefCell<BTreeMap<String, String>>,
+    /// Regions whose pools refused a viewer lately (full or over a quota), and until when
+    /// (unix ms): placement tries them last.
+    refusing: RefCell<BTreeMap<String, u64>>,
     /// Broadcasts the registry said exist (they are never unmade while an isolate lives).
     known: RefCell<BTreeSet<String>>,
     /// Broadcasts the registry said do not exist, and when it said so.
@@ -84,7 +88,8 @@ impl Edge {
                 };
                 let isolate = Rc::new(Isolate {
                     signer: SignerKind::parse(settings.token_signer.as_deref())?,
-                    key_arn: RefCell::new(settings.token_public_key_arn.clone()),
+                    key_arn: RefCell::new(settings.token_public_key_arns.clone()),
+                    refusing: RefCell::default(),
                     known: RefCell::default(),
                     unknown: RefCell::default(),
                     list_cache: RefCell::default(),
@@ -164,6 +169,7 @@ async fn get_config(edge: &Edge) -> AppResult<Response> {
         "fanoutMode": c.fanout_mode.as_str(),
         "tokenMode": c.token_mode.as_str(),
         "defaultBroadcast": c.default_broadcast,
+        "regions": c.region_names(),
     }))
 }
 
@@ -208,7 +214,7 @@ async fn list_broadcasts(req: Request, edge: &Edge) -> AppResult<Response> {
     }
     let mut summaries = Vec::new();
     for id in ids {
-        match pool_call::<Value>(edge, &id, PoolCall::Summary).await {
+        match summary_all(edge, &id).await {
             Ok(summary) => summaries.push(summary),
             Err(AppError::Forwarded { status: 404, .. }) => {}
             Err(e) => return Err(e),
@@ -267,8 +273,49 @@ async fn get_broadcast(req: Request, edge: &Edge, id: &str) -> AppResult<Respons
         return json_response(&snapshot);
     }
     require_broadcast(edge, id).await?;
-    let summary: Value = pool_call(edge, id, PoolCall::Summary).await?;
-    json_response(&summary)
+    json_response(&summary_all(edge, id).await?)
+}
+
+/// A broadcast's public summary over every region: the primary pool's, with each other
+/// region's stages added to `stages` and its viewers to `viewers`; every stage names its
+/// `region`, and `regions` lists each region's `{region, viewers, broadcastState}`.
+async fn summary_all(edge: &Edge, id: &str) -> AppResult<Value> {
+    let mut summary: Value = pool_call(edge, id, PoolCall::Summary).await?;
+    let config = &edge.settings.config;
+    if !config.multi_region() {
+        return Ok(summary);
+    }
+    let tag = |s: &mut Value, region: &str| {
+        if let Some(stages) = s["stages"].as_array_mut() {
+            for st in stages {
+                st["region"] = json!(region);
+            }
+        }
+    };
+    let entry = |s: &Value, region: &str| json!({"region": region, "viewers": s["viewers"], "broadcastState": s["broadcastState"]});
+    tag(&mut summary, &config.ivs_region);
+    let mut regions = vec![entry(&summary, &config.ivs_region)];
+    for region in config.region_names().into_iter().skip(1) {
+        let pool = pool_name(edge, id, region);
+        let mut other: Value = match pool_call(edge, &pool, PoolCall::Summary).await {
+            Ok(other) => other,
+            Err(AppError::Forwarded { status: 404, .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        tag(&mut other, region);
+        regions.push(entry(&other, region));
+        let viewers =
+            summary["viewers"].as_u64().unwrap_or(0) + other["viewers"].as_u64().unwrap_or(0);
+        summary["viewers"] = json!(viewers);
+        if let (Some(stages), Some(more)) = (
+            summary["stages"].as_array_mut(),
+            other["stages"].as_array().cloned(),
+        ) {
+            stages.extend(more);
+        }
+    }
+    summary["regions"] = json!(regions);
+    Ok(summary)
 }
 
 // ----- helpers -----------------------------------------------------------------------------
@@ -281,14 +328,28 @@ fn resolve_broadcast(edge: &Edge, body: &JsonBody) -> AppResult<String> {
     Ok(edge.settings.config.resolve_broadcast(named)?)
 }
 
-/// Calls the broadcast's pool; an error answer is sent on to the client unchanged.
-async fn pool_call<T: DeserializeOwned>(
-    edge: &Edge,
-    broadcast: &str,
-    call: PoolCall,
-) -> AppResult<T> {
-    let url = format!("https://pool/{}/{broadcast}", call.name());
-    let mut response = calls::send(&edge.env, "STAGE_POOL", broadcast, &url, &call).await?;
+/// The name of `broadcast`'s pool in `region`: the broadcast in the primary region (as
+/// before there were several), `{broadcast}@{region}` in another.
+fn pool_name(edge: &Edge, broadcast: &str, region: &str) -> String {
+    stagefan_core::regions::pool_name(broadcast, region, &edge.settings.config.ivs_region)
+}
+
+/// The region of a pool name's region part (`None`: the primary); a region this deployment
+/// does not run, or the primary named explicitly, is `None` from `Err`.
+fn region_of_pool(edge: &Edge, region: Option<&str>) -> Result<String, String> {
+    let config = &edge.settings.config;
+    match region {
+        None => Ok(config.ivs_region.clone()),
+        Some(r) if r != config.ivs_region && config.region(r).is_some() => Ok(r.to_string()),
+        Some(r) => Err(r.to_string()),
+    }
+}
+
+/// Calls the pool named `pool` (a broadcast, or `{broadcast}@{region}`: [`pool_name`]); an
+/// error answer is sent on to the client unchanged.
+async fn pool_call<T: DeserializeOwned>(edge: &Edge, pool: &str, call: PoolCall) -> AppResult<T> {
+    let url = format!("https://pool/{}/{pool}", call.name());
+    let mut response = calls::send(&edge.env, "STAGE_POOL", pool, &url, &call).await?;
     let status = response.status_code();
     if status >= 400 {
         let retry_after = response.headers().get("retry-after").ok().flatten();

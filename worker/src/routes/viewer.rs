@@ -4,41 +4,92 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use worker::{Request, Response};
 
-use crate::body::{self, JsonBody};
+use stagefan_core::regions::{Location, PlacementRequest};
+
+use crate::body::JsonBody;
 use crate::calls::{JoinGrant, PoolCall, Renewed};
 use crate::error::{AppError, AppResult};
 use crate::runtime;
 
 use super::{
-    json_response, mint, pool_call, require_broadcast, resolve_broadcast, rfc3339_ms, Edge,
+    json_response, mint, pool_call, pool_name, region_of_pool, require_broadcast,
+    resolve_broadcast, rfc3339_ms, Edge,
 };
 
 pub(super) async fn viewer_token(mut req: Request, edge: &Edge) -> AppResult<Response> {
     let client = client_of(&req).filter(|_| edge.settings.config.admission_control);
+    let location = location_of(&req);
     let body = JsonBody::read(&mut req).await?;
     let broadcast = resolve_broadcast(edge, &body)?;
     // A reconnect presents its lease: the only way back to a seat. It must be a lease of
-    // this broadcast (it is routed by its prefix).
+    // this broadcast (it is routed by its prefix), and it names its region's pool.
     let lease_id = body.optional_str("leaseId")?.map(str::to_string);
+    let mut lease_region = None;
     if let Some(lease) = &lease_id {
-        if body::broadcast_of_lease(lease)? != broadcast {
+        let pool = stagefan_core::regions::pool_of_lease(lease)?;
+        if pool.broadcast != broadcast {
             return Err(AppError::bad_field(
                 "leaseId",
                 format!("`leaseId` is a lease of another broadcast than {broadcast:?}"),
             ));
         }
+        lease_region = Some(region_of_pool(edge, pool.region).map_err(|r| {
+            AppError::bad_field(
+                "leaseId",
+                format!("`leaseId` is a lease of region {r:?}, which this deployment does not run"),
+            )
+        })?);
     }
+    let preferred = body.optional_str("region")?;
+    if let Some(r) = preferred {
+        stagefan_core::regions::validate_region(r)?;
+    }
+    let order = placement(edge, location, preferred, lease_region.as_deref())?;
     admit(edge, client.as_deref()).await?;
     require_broadcast(edge, &broadcast).await?;
     let user_id = viewer_identity(edge, &body, &broadcast).await?;
-    let join = PoolCall::Join {
-        user_id,
-        lease_id,
-        client,
+    // Each region in turn: a pool that cannot seat (full, or its region's quota used up)
+    // sends the viewer on to the next; only when every region refuses is the answer a 503,
+    // for the limit that bound (a region's quota if any refused for it).
+    let mut refusals: Vec<(String, AppError)> = Vec::new();
+    let mut seated = None;
+    for region in &order {
+        let pool = pool_name(edge, &broadcast, region);
+        let join = PoolCall::Join {
+            user_id: user_id.clone(),
+            // The lease only in its own region's pool (elsewhere it is no lease).
+            lease_id: lease_id
+                .clone()
+                .filter(|_| lease_region.as_deref() == Some(region.as_str())),
+            client: client.clone(),
+        };
+        match pool_call::<JoinGrant>(edge, &pool, join).await {
+            Ok(grant) => {
+                seated = Some((region.clone(), pool, grant));
+                break;
+            }
+            Err(e) => match refusal_of(&e) {
+                Some(Refusal::Full { retry_after_secs }) => {
+                    note_refusal(edge, region, retry_after_secs);
+                    refusals.push((region.clone(), e));
+                }
+                // Another region's pool not made (yet): the host's `publisher-all` makes it.
+                Some(Refusal::NoPool) if region != &edge.settings.config.ivs_region => {}
+                _ => return Err(e),
+            },
+        }
+    }
+    let Some((region, pool, grant)) = seated else {
+        return Err(
+            bound_refusal(refusals).unwrap_or_else(|| AppError::NotFound {
+                code: "broadcast_not_found",
+                message: format!("no broadcast {broadcast:?}: the host has not started it"),
+            }),
+        );
     };
-    let grant: JoinGrant = pool_call(edge, &broadcast, join).await?;
     let minted = mint(
         edge,
+        &region,
         &grant.stage_arn,
         &grant.whip_url,
         &grant.events_url,
@@ -56,7 +107,7 @@ pub(super) async fn viewer_token(mut req: Request, edge: &Edge) -> AppResult<Res
                 let leave = PoolCall::Leave {
                     lease_id: grant.lease_id.clone(),
                 };
-                let freed: AppResult<Value> = pool_call(edge, &broadcast, leave).await;
+                let freed: AppResult<Value> = pool_call(edge, &pool, leave).await;
                 if let Err(free) = freed {
                     worker::console_error!(
                         "giving back {} after a failed mint: {free:?}",
@@ -73,7 +124,7 @@ pub(super) async fn viewer_token(mut req: Request, edge: &Edge) -> AppResult<Res
             lease_id: grant.lease_id.clone(),
             participant_id: minted.participant_id.clone(),
         };
-        let _: Value = pool_call(edge, &broadcast, bind).await?;
+        let _: Value = pool_call(edge, &pool, bind).await?;
     }
     json_response(&json!({
         "token": minted.token,
@@ -86,11 +137,138 @@ pub(super) async fn viewer_token(mut req: Request, edge: &Edge) -> AppResult<Res
         "leaseExpiresAt": rfc3339_ms(grant.lease_expires_at),
         "whipUrl": grant.whip_url,
         "broadcast": grant.broadcast,
+        "region": region,
         "stageState": grant.stage_state,
         "reconnected": grant.reconnected,
         "broadcastState": grant.broadcast_state,
         "broadcastStateSince": rfc3339_ms(grant.broadcast_state_since),
     }))
+}
+
+/// Where the request comes from, as Cloudflare says (`request.cf`: `latitude`, `longitude`,
+/// else `continent`); unknown without it.
+fn location_of(req: &Request) -> Location {
+    use worker::js_sys::Reflect;
+    use worker::wasm_bindgen::JsValue;
+    let cf = Reflect::get(req.inner(), &JsValue::from_str("cf"))
+        .ok()
+        .filter(JsValue::is_object);
+    let field = |name: &str| {
+        cf.as_ref()
+            .and_then(|cf| Reflect::get(cf, &JsValue::from_str(name)).ok())
+            .and_then(|v| v.as_string().or_else(|| v.as_f64().map(|n| n.to_string())))
+    };
+    Location::of_cf(
+        field("latitude").as_deref(),
+        field("longitude").as_deref(),
+        field("continent").as_deref(),
+    )
+}
+
+/// The order of the regions to try for this viewer (`stagefan_core::regions`), with the
+/// regions that refused lately (this isolate's memory) last.
+fn placement(
+    edge: &Edge,
+    location: Location,
+    preferred: Option<&str>,
+    lease_region: Option<&str>,
+) -> AppResult<Vec<String>> {
+    let config = &edge.settings.config;
+    let regions = config.region_names();
+    if regions.len() == 1 {
+        if let Some(p) = preferred.filter(|p| *p != regions[0]) {
+            return Err(AppError::bad_field(
+                "region",
+                format!(
+                    "{p:?} is not a region of this deployment (it runs {})",
+                    regions[0]
+                ),
+            ));
+        }
+        return Ok(vec![regions[0].to_string()]);
+    }
+    let now = runtime::now_ms();
+    let refusing: Vec<String> = {
+        let mut map = edge.isolate.refusing.borrow_mut();
+        map.retain(|_, until| *until > now);
+        map.keys().cloned().collect()
+    };
+    let refusing: Vec<&str> = refusing.iter().map(String::as_str).collect();
+    let request = PlacementRequest {
+        location,
+        preferred,
+        lease_region,
+        refusing: &refusing,
+    };
+    Ok(stagefan_core::regions::placement_order(&regions, &request)?)
+}
+
+/// Longest time a refusing region is tried last.
+const REFUSING_MAX_MS: u64 = 5_000;
+
+fn note_refusal(edge: &Edge, region: &str, retry_after_secs: u64) {
+    if !edge.settings.config.multi_region() {
+        return;
+    }
+    let until = runtime::now_ms() + (retry_after_secs * 1000).clamp(1000, REFUSING_MAX_MS);
+    edge.isolate
+        .refusing
+        .borrow_mut()
+        .insert(region.to_string(), until);
+}
+
+/// What a pool's error answer to a join says of the region.
+enum Refusal {
+    /// `503 no_capacity` or `503 region_quota`: try the next region.
+    Full { retry_after_secs: u64 },
+    /// `404 broadcast_not_found`: this region's pool was never made.
+    NoPool,
+}
+
+fn refusal_of(e: &AppError) -> Option<Refusal> {
+    let AppError::Forwarded {
+        status,
+        body,
+        retry_after,
+    } = e
+    else {
+        return None;
+    };
+    let code = error_code(body);
+    match (status, code.as_deref()) {
+        (503, Some("no_capacity" | "region_quota")) => Some(Refusal::Full {
+            retry_after_secs: retry_after
+                .as_deref()
+                .and_then(|r| r.trim().parse().ok())
+                .unwrap_or(1),
+        }),
+        (404, Some("broadcast_not_found")) => Some(Refusal::NoPool),
+        _ => None,
+    }
+}
+
+fn error_code(body: &str) -> Option<String> {
+    let v: Value = serde_json::from_str(body).ok()?;
+    v["error"]["code"].as_str().map(str::to_string)
+}
+
+/// The refusal to answer when every region refused: a region's quota if any refused for it
+/// (the limit that bound: more stages would not help), else the soonest `no_capacity`.
+fn bound_refusal(refusals: Vec<(String, AppError)>) -> Option<AppError> {
+    let secs = |e: &AppError| match refusal_of(e) {
+        Some(Refusal::Full { retry_after_secs }) => retry_after_secs,
+        _ => u64::MAX,
+    };
+    let is_quota = |e: &AppError| match e {
+        AppError::Forwarded { body, .. } => error_code(body).as_deref() == Some("region_quota"),
+        _ => false,
+    };
+    let quota = refusals.iter().any(|(_, e)| is_quota(e));
+    refusals
+        .into_iter()
+        .filter(|(_, e)| !quota || is_quota(e))
+        .min_by_key(|(_, e)| secs(e))
+        .map(|(_, e)| e)
 }
 
 /// The viewer's user id: the ticket's subject on a broadcast that requires tickets, else the
@@ -216,12 +394,24 @@ pub(super) async fn lease_call<T: DeserializeOwned>(
 ) -> AppResult<(String, T)> {
     let body = JsonBody::read(&mut req).await?;
     let lease_id = body.required_str("leaseId")?.to_string();
-    let broadcast = body::broadcast_of_lease(&lease_id)?.to_string();
-    require_broadcast(edge, &broadcast)
-        .await
-        .map_err(|_| AppError::lease_not_found())?;
-    let answer = pool_call(edge, &broadcast, call(lease_id.clone())).await?;
+    let pool = lease_pool(edge, &lease_id)
+        .await?
+        .ok_or_else(AppError::lease_not_found)?;
+    let answer = pool_call(edge, &pool, call(lease_id.clone())).await?;
     Ok((lease_id, answer))
+}
+
+/// The pool a lease id names (checked in form; `None`: a broadcast nobody made, or a region
+/// this deployment does not run, so no pool holds it), without asking any pool.
+async fn lease_pool(edge: &Edge, lease_id: &str) -> AppResult<Option<String>> {
+    let pool = stagefan_core::regions::pool_of_lease(lease_id)?;
+    let Ok(region) = region_of_pool(edge, pool.region) else {
+        return Ok(None);
+    };
+    if require_broadcast(edge, pool.broadcast).await.is_err() {
+        return Ok(None);
+    }
+    Ok(Some(pool_name(edge, pool.broadcast, &region)))
 }
 
 pub(super) async fn viewer_heartbeat(req: Request, edge: &Edge) -> AppResult<Response> {
@@ -238,11 +428,77 @@ pub(super) async fn viewer_heartbeat(req: Request, edge: &Edge) -> AppResult<Res
 pub(super) async fn viewer_leave(mut req: Request, edge: &Edge) -> AppResult<Response> {
     let body = JsonBody::read(&mut req).await?;
     let lease_id = body.required_str("leaseId")?.to_string();
-    let broadcast = body::broadcast_of_lease(&lease_id)?.to_string();
-    if require_broadcast(edge, &broadcast).await.is_err() {
+    let Some(pool) = lease_pool(edge, &lease_id).await? else {
         // Nothing to give back; leaving is idempotent.
         return json_response(&json!({ "left": true }));
-    }
-    let _: Value = pool_call(edge, &broadcast, PoolCall::Leave { lease_id }).await?;
+    };
+    let _: Value = pool_call(edge, &pool, PoolCall::Leave { lease_id }).await?;
     json_response(&json!({ "left": true }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(code: &str, retry_after: &str) -> AppError {
+        AppError::Forwarded {
+            status: 503,
+            body: json!({"error": {"code": code, "message": code}}).to_string(),
+            retry_after: Some(retry_after.to_string()),
+        }
+    }
+
+    fn code(e: &AppError) -> String {
+        match e {
+            AppError::Forwarded { body, .. } => error_code(body).unwrap_or_default(),
+            other => format!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_full_region_or_a_missing_pool_sends_the_viewer_on_and_nothing_else_does() {
+        assert!(matches!(
+            refusal_of(&refused("no_capacity", "3")),
+            Some(Refusal::Full {
+                retry_after_secs: 3
+            })
+        ));
+        assert!(matches!(
+            refusal_of(&refused("region_quota", "x")),
+            Some(Refusal::Full {
+                retry_after_secs: 1
+            })
+        ));
+        let missing = AppError::Forwarded {
+            status: 404,
+            body: json!({"error": {"code": "broadcast_not_found"}}).to_string(),
+            retry_after: None,
+        };
+        assert!(matches!(refusal_of(&missing), Some(Refusal::NoPool)));
+        let ended = AppError::Forwarded {
+            status: 410,
+            body: json!({"error": {"code": "broadcast_ended"}}).to_string(),
+            retry_after: None,
+        };
+        assert!(refusal_of(&ended).is_none());
+        assert!(refusal_of(&refused("rate_limited", "1")).is_none());
+        assert!(refusal_of(&AppError::Internal("x".into())).is_none());
+    }
+
+    #[test]
+    fn when_every_region_refuses_the_quota_that_bound_is_the_answer() {
+        let all = |list: &[(&str, &str)]| -> Vec<(String, AppError)> {
+            list.iter()
+                .enumerate()
+                .map(|(i, (c, r))| (format!("r{i}"), refused(c, r)))
+                .collect()
+        };
+        // A region over its quota beats a full one, whatever the Retry-After.
+        let e = bound_refusal(all(&[("no_capacity", "1"), ("region_quota", "5")])).unwrap();
+        assert_eq!(code(&e), "region_quota");
+        // Among the same kind, the soonest.
+        let e = bound_refusal(all(&[("no_capacity", "4"), ("no_capacity", "2")])).unwrap();
+        assert!(matches!(e, AppError::Forwarded { retry_after: Some(ref r), .. } if r == "2"));
+        assert!(bound_refusal(Vec::new()).is_none());
+    }
 }
