@@ -42,7 +42,7 @@ function holdLease(id) {
   else sessionStorage.removeItem(leaseStore);
 }
 const status = {
-  state: 'joining', stageArn: null, leaseId: null, participantId: null, broadcast: null, joins: 0, firstFrameMs: null,
+  state: 'joining', stageArn: null, leaseId: null, participantId: null, broadcast: null, region: null, joins: 0, firstFrameMs: null,
   /** @type {import('./api.js').BroadcastState | undefined} the edge's last word */
   broadcastState: undefined,
   notice: '',
@@ -179,6 +179,8 @@ async function run() {
     $('stage').textContent = stageId(seat.stageArn);
     $('stage').title = seat.stageArn;
     $('broadcast').textContent = seat.broadcast || '–';
+    $('region').textContent = seat.region || '–';
+    status.region = seat.region || null;
     log(`seat on ${stageId(seat.stageArn)} as ${seat.participantId}`);
     const { lost, lose } = seatLost();
     life.lose = lose;
