@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::budget::IVS_STAGE_OPERATION_TPS;
 use crate::pool::{
-    headroom_seats, LoadSummary, PoolSettings, Snapshot, StageId, StageState, DEFAULT_HEADROOM,
+    headroom_seats, CreateIntent, LoadSummary, Pool, PoolSettings, Snapshot, StageId, StageState,
+    DEFAULT_HEADROOM,
     DEFAULT_MAX_STAGES, DEFAULT_MIN_STAGES, DEFAULT_SCALE_DOWN_GRACE_SECONDS,
     DEFAULT_STAGE_CAPACITY,
 };
@@ -154,6 +155,33 @@ pub fn scale_up(cfg: &PolicyConfig, load: &LoadSummary) -> ScaleUp {
         wanted,
         limited_by,
     }
+}
+
+/// Carries a scale-up out on the pool: asks [`scale_up`] how many stages to create and
+/// records that many create intents ([`Pool::begin_create`]), stopping at the first refusal
+/// (`max_stages`, the region-quota grant, an ended broadcast). The adapter then calls
+/// `CreateStage` once for each intent returned, in its slot of the account-wide budget.
+pub fn plan_creates(cfg: &PolicyConfig, pool: &mut Pool, now: Millis) -> Vec<CreateIntent> {
+    let decision = scale_up(cfg, &pool.load_summary());
+    (0..decision.create)
+        .map_while(|_| pool.begin_create(now).ok())
+        .collect()
+}
+
+/// The stages [`scale_up`] wants now beyond those the pool's region-quota grant has room for
+/// (stages and publishers): what the pool must ask the ledger for before it can create them.
+/// 0 when the quota is not enforced.
+pub fn stages_beyond_grant(cfg: &PolicyConfig, pool: &Pool, now: Millis) -> u32 {
+    let Some(granted) = pool.quota_granted(now) else {
+        return 0;
+    };
+    let wanted = scale_up(cfg, &pool.load_summary()).create;
+    let used = pool.quota_in_use();
+    let room = granted
+        .stages
+        .saturating_sub(used.stages)
+        .min(granted.publishers.saturating_sub(used.publishers));
+    wanted.saturating_sub(room)
 }
 
 /// A scaling action, serialized as the body of the admin actions route

@@ -501,10 +501,7 @@ impl Shared {
             let Some(pool) = inner.pool.as_mut() else {
                 return Vec::new();
             };
-            let decision = policy::scale_up(&policy_cfg, &pool.load_summary());
-            (0..decision.create)
-                .map_while(|_| pool.begin_create(now).ok())
-                .collect::<Vec<_>>()
+            policy::plan_creates(&policy_cfg, pool, now)
         };
         if !intents.is_empty() {
             if let Err(e) = self.persist() {
