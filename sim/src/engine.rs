@@ -798,12 +798,12 @@ impl Sim {
             }
             Err(AssignError::NoSeat(no)) => {
                 self.schedule_alarm(r);
-                if self.faults.ignore_capacity && no.region_quota.is_none() {
-                    // The broken assigner: the oldest live stage's token, whatever its load.
+                if self.faults.ignore_capacity {
+                    // The broken assigner: the oldest stage's token, whatever its load.
                     let oldest_live = self.regions[r as usize]
                         .pool
                         .stages()
-                        .find(|s| s.state == StageState::Live)
+                        .find(|s| s.is_active())
                         .and_then(|s| Some((s.id, s.arn.clone()?)));
                     if let Some((st, arn)) = oldest_live {
                         self.regions[r as usize].ivs.subscribe(&arn, now);
@@ -840,6 +840,16 @@ impl Sim {
                     let next =
                         alarm::next_create_at(creating, reg.create_slots.values().copied(), now);
                     let retry = u64::from(alarm::retry_after_secs(&reg.pool, next, now)) * 1000;
+                    if std::env::var_os("SIM_DEBUG").is_some() {
+                        eprintln!(
+                            "t={} r={r} no_capacity {no:?} load {:?} granted {:?} in use {:?} want {:?}",
+                            now - T0,
+                            reg.pool.load_summary(),
+                            reg.pool.quota_granted(now),
+                            reg.pool.quota_in_use(),
+                            reg.pool.quota_want(now, 1, false)
+                        );
+                    }
                     self.told(v, "no_capacity", Some(retry));
                 }
             }
