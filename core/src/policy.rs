@@ -13,8 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::budget::IVS_STAGE_OPERATION_TPS;
 use crate::pool::{
     headroom_seats, CreateIntent, LoadSummary, Pool, PoolSettings, Snapshot, StageId, StageState,
-    DEFAULT_HEADROOM,
-    DEFAULT_MAX_STAGES, DEFAULT_MIN_STAGES, DEFAULT_SCALE_DOWN_GRACE_SECONDS,
+    DEFAULT_HEADROOM, DEFAULT_MAX_STAGES, DEFAULT_MIN_STAGES, DEFAULT_SCALE_DOWN_GRACE_SECONDS,
     DEFAULT_STAGE_CAPACITY,
 };
 use crate::tags::{TAG_BROADCAST, TAG_DEPLOYMENT, TAG_MANAGED};
@@ -284,6 +283,39 @@ pub fn stale_creates(cfg: &PolicyConfig, snap: &Snapshot, now: Millis) -> Vec<St
         .filter(|s| {
             s.state == StageState::Creating
                 && now.saturating_sub(s.created_at) >= cfg.creating_timeout_ms
+        })
+        .map(|s| s.id)
+        .collect()
+}
+
+/// How long a create intent nobody is calling IVS for is left before it is looked up by
+/// name: long enough for a request a dead instance already sent to have reached IVS.
+pub const ABANDONED_CREATE_SETTLE_MS: Millis = 10_000;
+
+/// Create intents that no call of this instance will resolve, looked up by name (then
+/// `created` or `create_failed`) [`ABANDONED_CREATE_SETTLE_MS`] after they were abandoned
+/// instead of after `creating_timeout_ms`: intents made before this instance loaded the pool
+/// at `loaded_at` (the instance that was calling IVS for them is gone), and those whose
+/// outcome-unknown lookup failed at the time `failed_lookups` gives. Each such intent counts
+/// its seats toward the headroom, so while it waits the pool creates nothing for them: in
+/// simulation (`sim/`, a restart during a create) a pool at its headroom refused every new
+/// viewer for the whole `creating_timeout_ms`.
+pub fn abandoned_creates(
+    snap: &Snapshot,
+    loaded_at: Millis,
+    failed_lookups: &BTreeMap<StageId, Millis>,
+    now: Millis,
+) -> Vec<StageId> {
+    snap.stages
+        .iter()
+        .filter(|s| s.state == StageState::Creating)
+        .filter(|s| {
+            let orphaned_at = if s.created_at < loaded_at {
+                Some(loaded_at)
+            } else {
+                failed_lookups.get(&s.id).copied()
+            };
+            orphaned_at.is_some_and(|t| now.saturating_sub(t) >= ABANDONED_CREATE_SETTLE_MS)
         })
         .map(|s| s.id)
         .collect()

@@ -14,8 +14,8 @@ use stagefan_core::ledger::{GrantAnswer, Ledger, LedgerConfig, Quotas};
 use stagefan_core::pacing::SlotSchedule;
 use stagefan_core::policy::{self, PolicyConfig, ScaleAction};
 use stagefan_core::pool::{
-    AssignError, DeleteIntent, JoinRequest, Lease, Pool, PoolError, PoolMeta, PoolRows,
-    PoolSettings, Stage, StageEndpoints, StageId, StageState,
+    AssignError, DeleteIntent, JoinRequest, Lease, LoadSummary, Pool, PoolError, PoolMeta,
+    PoolRows, PoolSettings, Stage, StageEndpoints, StageId, StageState,
 };
 use stagefan_core::time::Millis;
 
@@ -80,6 +80,9 @@ struct Viewer {
     attempt: u32,
     in_create_wait: bool,
     asked_stage_quota: bool,
+    /// The subscriptions granted when this join made its own ledger call.
+    quota_asked: Option<u32>,
+    in_quota_wait: bool,
     spill: u8,
     refusals: u32,
     done: bool,
@@ -218,6 +221,15 @@ struct Region {
     grow_after_quota: bool,
     create_waiters: Vec<u32>,
     create_slots: BTreeMap<StageId, Millis>,
+    /// Bumped at every write of the pool's rows: what was decided at one epoch and instant
+    /// is not decided again (a woken herd of joins asks the policy once, not once each).
+    epoch: u64,
+    /// When this instance loaded the pool, and the creates whose lookup failed: what
+    /// `policy::abandoned_creates` looks up (the worker keeps the same two).
+    loaded_at: Millis,
+    failed_lookups: BTreeMap<StageId, Millis>,
+    scaled_at: Option<(u64, Millis)>,
+    summary: Option<(u64, LoadSummary)>,
     alarm_at: Option<Millis>,
     alarm_gen: u64,
     lookups: BTreeSet<StageId>,
@@ -283,6 +295,11 @@ impl Sim {
                     grow_after_quota: false,
                     create_waiters: Vec::new(),
                     create_slots: BTreeMap::new(),
+                    epoch: 0,
+                    loaded_at: now,
+                    failed_lookups: BTreeMap::new(),
+                    scaled_at: None,
+                    summary: None,
                     alarm_at: None,
                     alarm_gen: 0,
                     lookups: BTreeSet::new(),
@@ -415,6 +432,8 @@ impl Sim {
     /// Runs to the end; the report.
     pub fn run(mut self) -> Report {
         let horizon = T0 + self.sc.horizon_ms;
+        let profile = std::env::var_os("SIM_PROFILE").is_some();
+        let mut prof: BTreeMap<String, (u64, f64)> = BTreeMap::new();
         while let Some(Reverse(s)) = self.queue.pop() {
             if s.at > horizon || (matches!(s.ev, Ev::Audit) && self.world_done()) {
                 break;
@@ -422,7 +441,24 @@ impl Sim {
             self.now = s.at;
             self.step += 1;
             self.lapse_model_leases();
-            self.handle(s.ev);
+            if profile {
+                let kind = format!("{:?}", s.ev)
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric())
+                    .collect::<String>();
+                let t = std::time::Instant::now();
+                self.handle(s.ev);
+                let e = prof.entry(kind).or_insert((0u64, 0f64));
+                e.0 += 1;
+                e.1 += t.elapsed().as_secs_f64();
+            } else {
+                self.handle(s.ev);
+            }
+        }
+        if profile {
+            for (k, (n, t)) in &prof {
+                eprintln!("{k:<14} {n:>10} {t:>8.3} s");
+            }
         }
         self.now = self.now.max(horizon.min(self.now));
         self.finish();
@@ -656,6 +692,8 @@ impl Sim {
         vw.waiting = Some(now);
         vw.asked_stage_quota = false;
         vw.in_create_wait = false;
+        vw.in_quota_wait = false;
+        vw.quota_asked = None;
         let attempt = vw.attempt;
         self.at(now, Ev::Join(v, attempt));
     }
@@ -680,16 +718,26 @@ impl Sim {
                 .pool
                 .quota_granted(now)
                 .is_some_and(|g| reg.pool.viewers() >= g.subscriptions);
-            let ask = reg.pool.quota_want(now, 0, false).is_some();
+            let granted = reg.pool.quota_granted(now).map_or(0, |g| g.subscriptions);
             if exhausted && now < started + WAIT_FOR_LEDGER_MS {
                 let busy = reg.quota_busy;
-                if busy || self.sync_quota(r, 0, false) {
-                    let reg = &mut self.regions[r as usize];
-                    reg.quota_waiters.push(v);
-                    self.at(started + WAIT_FOR_LEDGER_MS, Ev::Join(v, attempt));
+                // A join whose own call changed nothing stops waiting (the region is short).
+                let asked = self.viewers[v as usize].quota_asked.take();
+                let gave_nothing = asked == Some(granted) && !busy;
+                if !gave_nothing && (busy || self.sync_quota(r, 0, false)) {
+                    let vw = &mut self.viewers[v as usize];
+                    if !busy {
+                        vw.quota_asked = Some(granted);
+                    }
+                    let first_wait = !vw.in_quota_wait;
+                    vw.in_quota_wait = true;
+                    self.regions[r as usize].quota_waiters.push(v);
+                    if first_wait {
+                        self.at(started + WAIT_FOR_LEDGER_MS, Ev::Join(v, attempt));
+                    }
                     return;
                 }
-            } else if ask && !exhausted {
+            } else if !exhausted && reg.pool.quota_want(now, 0, false).is_some() {
                 self.sync_quota(r, 0, false);
             }
         }
@@ -725,8 +773,8 @@ impl Sim {
             }
             self.scale_up(r);
             let deadline = started + WAIT_FOR_CREATE_MS;
+            let creating = self.load_summary(r).creating;
             let reg = &mut self.regions[r as usize];
-            let creating = reg.pool.load_summary().creating;
             let next = alarm::next_create_at(creating, reg.create_slots.values().copied(), now);
             if now < deadline && creating > 0 && next.is_none_or(|at| at < deadline) {
                 let vw = &mut self.viewers[v as usize];
@@ -842,8 +890,12 @@ impl Sim {
                     let retry = u64::from(alarm::retry_after_secs(&reg.pool, next, now)) * 1000;
                     if std::env::var_os("SIM_DEBUG").is_some() {
                         eprintln!(
-                            "t={} r={r} no_capacity {no:?} load {:?} granted {:?} in use {:?} want {:?}",
+                            "t={} r={r} no_capacity creating {:?} slots {:?} lookups {:?} busy {} {no:?} load {:?} granted {:?} in use {:?} want {:?}",
                             now - T0,
+                            reg.pool.stages().filter(|s| s.state == StageState::Creating).map(|s| (s.id, s.created_at - T0)).collect::<Vec<_>>(),
+                            reg.create_slots,
+                            reg.lookups,
+                            reg.quota_busy,
                             reg.pool.load_summary(),
                             reg.pool.quota_granted(now),
                             reg.pool.quota_in_use(),
@@ -906,6 +958,8 @@ impl Sim {
         vw.attempt += 1;
         vw.waiting = None;
         vw.in_create_wait = false;
+        vw.in_quota_wait = false;
+        vw.quota_asked = None;
         let attempt = vw.attempt;
         self.at(t, Ev::Retry(v, attempt));
     }
@@ -1097,6 +1151,32 @@ impl Sim {
     /// `StagePool::scale_up`: the policy's creates, each in its budget slot.
     fn scale_up(&mut self, r: u8) {
         let now = self.now;
+        self.persist(r);
+        let reg = &mut self.regions[r as usize];
+        if reg.scaled_at == Some((reg.epoch, now)) {
+            return;
+        }
+        self.scale_up_now(r);
+        let reg = &mut self.regions[r as usize];
+        reg.scaled_at = Some((reg.epoch, now));
+    }
+
+    /// The pool's load summary (O(stages)), once per epoch.
+    fn load_summary(&mut self, r: u8) -> LoadSummary {
+        self.persist(r);
+        let reg = &mut self.regions[r as usize];
+        match &reg.summary {
+            Some((e, s)) if *e == reg.epoch => s.clone(),
+            _ => {
+                let s = reg.pool.load_summary();
+                reg.summary = Some((reg.epoch, s.clone()));
+                s
+            }
+        }
+    }
+
+    fn scale_up_now(&mut self, r: u8) {
+        let now = self.now;
         let reg = &mut self.regions[r as usize];
         if policy::stages_beyond_grant(&reg.policy, &reg.pool, now) > 0 {
             let wanted = policy::scale_up(&reg.policy, &reg.pool.load_summary()).create;
@@ -1233,6 +1313,9 @@ impl Sim {
             return; // the object that made the call is gone
         }
         let op = call.op();
+        if std::env::var_os("SIM_DEBUG_CALLS").is_some() {
+            eprintln!("t={} answer {call:?} {outcome:?} {arn:?}", now - T0);
+        }
         let retryable = matches!(
             outcome,
             Outcome::Throttled | Outcome::ServerError | Outcome::Lost
@@ -1267,7 +1350,11 @@ impl Sim {
             } => {
                 if outcome != Outcome::Ok {
                     // The lookup failed: the intent stays `creating` for the alarm.
-                    self.regions[r as usize].lookups.remove(&stage);
+                    let reg = &mut self.regions[r as usize];
+                    reg.lookups.remove(&stage);
+                    if !stale {
+                        reg.failed_lookups.insert(stage, now);
+                    }
                     self.wake_create_waiters(r);
                     return;
                 }
@@ -1372,6 +1459,7 @@ impl Sim {
     fn record_create(&mut self, r: u8, stage: StageId, arn: Option<String>) {
         let now = self.now;
         let reg = &mut self.regions[r as usize];
+        reg.failed_lookups.remove(&stage);
         let still_creating = reg
             .pool
             .stage(stage)
@@ -1648,7 +1736,19 @@ impl Sim {
             }
         }
         let reg = &self.regions[r as usize];
-        let stale = policy::stale_creates(&reg.policy, &snapshot, now);
+        let mut stale = policy::stale_creates(&reg.policy, &snapshot, now);
+        for id in policy::abandoned_creates(&snapshot, reg.loaded_at, &reg.failed_lookups, now) {
+            if !stale.contains(&id) {
+                stale.push(id);
+            }
+        }
+        if std::env::var_os("SIM_DEBUG").is_some() && !stale.is_empty() {
+            eprintln!(
+                "t={} r={r} stale creates {stale:?} (restarts so far {})",
+                now - T0,
+                reg.restarts
+            );
+        }
         for id in stale {
             let reg = &self.regions[r as usize];
             let Some(name) = reg.pool.stage(id).map(|s| s.name.clone()) else {
@@ -1673,6 +1773,7 @@ impl Sim {
         if changes.is_empty() {
             return;
         }
+        reg.epoch += 1;
         if changes.meta {
             reg.store.meta = Some(reg.pool.meta().clone());
         }
@@ -1767,6 +1868,8 @@ impl Sim {
         reg.deleting.clear();
         reg.create_slots.clear();
         reg.missing_checked.clear();
+        reg.failed_lookups.clear();
+        reg.loaded_at = now;
         reg.restarts += 1;
         self.report.restarts += 1;
         let name = reg.ivs.name;

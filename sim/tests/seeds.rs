@@ -25,7 +25,11 @@ fn a_short_set_of_seeds_keeps_every_invariant() {
         let report = run(smoke(1_500), seed, Faults::default());
         assert_eq!(report.violations(), 0, "seed {seed}:\n{}", report.render());
         assert_eq!(report.arrived, 1_500);
-        assert!(report.seated_viewers() > 1_200, "seed {seed}:\n{}", report.render());
+        assert!(
+            report.seated_viewers() > 1_200,
+            "seed {seed}:\n{}",
+            report.render()
+        );
     }
 }
 

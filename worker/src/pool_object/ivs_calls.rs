@@ -140,6 +140,11 @@ pub(super) async fn create_stage(shared: Rc<Shared>, intent: CreateIntent) {
                          ({lookup}); left to the maintenance alarm",
                         intent.name
                     );
+                    shared
+                        .inner
+                        .borrow_mut()
+                        .failed_lookups
+                        .insert(intent.stage, runtime::now_ms());
                     shared.create_done.notify();
                     return;
                 }
@@ -159,6 +164,11 @@ pub(super) fn record_create(
     intent: &CreateIntent,
     stage: Option<stagefan_core::ivs::Stage>,
 ) {
+    shared
+        .inner
+        .borrow_mut()
+        .failed_lookups
+        .remove(&intent.stage);
     let result = shared.mutate(|pool, now| {
         Ok(match stage {
             Some(stage) => {

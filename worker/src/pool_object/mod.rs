@@ -98,6 +98,11 @@ struct Inner {
     deleting: BTreeSet<StageId>,
     /// Whether a call to the quota ledger is in flight (one at a time).
     quota_busy: bool,
+    /// When this instance loaded the pool: create intents older than that have no call
+    /// of this instance behind them (`policy::abandoned_creates`).
+    loaded_at: u64,
+    /// Create intents whose outcome-unknown lookup failed, and when (memory only).
+    failed_lookups: BTreeMap<StageId, u64>,
 }
 
 #[durable_object]
