@@ -888,20 +888,6 @@ impl Sim {
                     let next =
                         alarm::next_create_at(creating, reg.create_slots.values().copied(), now);
                     let retry = u64::from(alarm::retry_after_secs(&reg.pool, next, now)) * 1000;
-                    if std::env::var_os("SIM_DEBUG").is_some() {
-                        eprintln!(
-                            "t={} r={r} no_capacity creating {:?} slots {:?} lookups {:?} busy {} {no:?} load {:?} granted {:?} in use {:?} want {:?}",
-                            now - T0,
-                            reg.pool.stages().filter(|s| s.state == StageState::Creating).map(|s| (s.id, s.created_at - T0)).collect::<Vec<_>>(),
-                            reg.create_slots,
-                            reg.lookups,
-                            reg.quota_busy,
-                            reg.pool.load_summary(),
-                            reg.pool.quota_granted(now),
-                            reg.pool.quota_in_use(),
-                            reg.pool.quota_want(now, 1, false)
-                        );
-                    }
                     self.told(v, "no_capacity", Some(retry));
                 }
             }
@@ -1166,10 +1152,10 @@ impl Sim {
         self.persist(r);
         let reg = &mut self.regions[r as usize];
         match &reg.summary {
-            Some((e, s)) if *e == reg.epoch => s.clone(),
+            Some((e, s)) if *e == reg.epoch => *s,
             _ => {
                 let s = reg.pool.load_summary();
-                reg.summary = Some((reg.epoch, s.clone()));
+                reg.summary = Some((reg.epoch, s));
                 s
             }
         }
@@ -1313,9 +1299,6 @@ impl Sim {
             return; // the object that made the call is gone
         }
         let op = call.op();
-        if std::env::var_os("SIM_DEBUG_CALLS").is_some() {
-            eprintln!("t={} answer {call:?} {outcome:?} {arn:?}", now - T0);
-        }
         let retryable = matches!(
             outcome,
             Outcome::Throttled | Outcome::ServerError | Outcome::Lost
@@ -1742,13 +1725,6 @@ impl Sim {
                 stale.push(id);
             }
         }
-        if std::env::var_os("SIM_DEBUG").is_some() && !stale.is_empty() {
-            eprintln!(
-                "t={} r={r} stale creates {stale:?} (restarts so far {})",
-                now - T0,
-                reg.restarts
-            );
-        }
         for id in stale {
             let reg = &self.regions[r as usize];
             let Some(name) = reg.pool.stage(id).map(|s| s.name.clone()) else {
@@ -1833,18 +1809,6 @@ impl Sim {
         let mut rebuilt = match rebuilt {
             Ok(p) => p,
             Err(e) => {
-                if std::env::var_os("SIM_DEBUG").is_some() {
-                    for l in reg.store.leases.values() {
-                        let st = reg.store.stages.get(&l.stage);
-                        if st.is_none_or(|s| s.state == StageState::Deleted) {
-                            eprintln!(
-                                "stored lease {l:?}\n  stage row {st:?}\n  in memory: {:?}\n  memory stage {:?}",
-                                reg.pool.lease(&l.id),
-                                reg.pool.stage(l.stage)
-                            );
-                        }
-                    }
-                }
                 let detail = format!("{}: stored rows refused: {e}", reg.ivs.name);
                 self.violate(Check::SeatsAcrossRestart, detail);
                 return;
