@@ -369,6 +369,7 @@ impl Sim {
         let group = self.sc.hostile_group.max(1);
         let mut hostile_client = 0u32;
         let mut hostile_left = 0u32;
+        let mut hostile_region = 0u8;
         self.viewers.reserve(n as usize);
         for i in 0..n {
             let arrived = T0 + self.sc.arrival_at(i, self.rng.unit());
@@ -381,13 +382,16 @@ impl Sim {
                 }
                 pick -= u64::from(w);
             }
-            // A hostile address makes `group` joins in a row; everyone else has their own.
+            // A hostile address makes `group` joins in a row, all to its nearest region;
+            // everyone else has an address of their own.
             if hostile_left == 0 && hostile_every != u32::MAX && i % (hostile_every * group) == 0 {
                 hostile_left = group;
                 hostile_client += 1;
+                hostile_region = region;
             }
             let (hostile, client) = if hostile_left > 0 {
                 hostile_left -= 1;
+                region = hostile_region;
                 (true, u32::MAX - hostile_client)
             } else {
                 (false, i)
@@ -1763,8 +1767,24 @@ impl Sim {
         }
         if !lose {
             for id in &changes.leases_upserted {
-                if let Some(l) = reg.pool.lease(id) {
-                    reg.store.leases.insert(id.clone(), l.clone());
+                let Some(l) = reg.pool.lease(id) else {
+                    continue;
+                };
+                match reg.store.leases.get_mut(id) {
+                    // A renewal rewrites the row's times (no new strings for the same row).
+                    Some(row)
+                        if row.user_id == l.user_id
+                            && row.participant_id == l.participant_id
+                            && row.client == l.client =>
+                    {
+                        row.stage = l.stage;
+                        row.joined_at = l.joined_at;
+                        row.renewed_at = l.renewed_at;
+                        row.expires_at = l.expires_at;
+                    }
+                    _ => {
+                        reg.store.leases.insert(id.clone(), l.clone());
+                    }
                 }
             }
         }

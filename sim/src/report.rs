@@ -69,6 +69,7 @@ pub struct Report {
     capacity: u32,
     max_stages: u32,
     regions_spec: Vec<&'static str>,
+    arrival_ms: Millis,
     /// Viewers who arrived.
     pub arrived: u64,
     waits: Vec<u32>,
@@ -140,6 +141,7 @@ impl Report {
             capacity: sc.pool.capacity,
             max_stages: sc.pool.max_stages,
             regions_spec: sc.regions.iter().map(|r| r.name).collect(),
+            arrival_ms: sc.arrival_ms,
             arrived: 0,
             waits: Vec::with_capacity(sc.viewers as usize),
             seats_by_second: BTreeMap::new(),
@@ -244,15 +246,18 @@ impl Report {
             self.hostile,
             self.hostile_seated
         );
-        let first = self.seats_by_second.keys().next().copied().unwrap_or(0);
-        let last = self.seats_by_second.keys().last().copied().unwrap_or(0);
         let peak = self.seats_by_second.values().max().copied().unwrap_or(0);
-        let span = (last - first + 1) as f64;
+        let window_s = (self.arrival_ms / 1000).max(1);
+        let in_window: u64 = self
+            .seats_by_second
+            .range(..window_s)
+            .map(|(_, n)| u64::from(*n))
+            .sum();
         let _ = writeln!(
             w,
-            "  seats/s (first seats, virtual): mean {:.1} over {:.0} s, peak {} in one second",
-            seated as f64 / span,
-            span,
+            "  seats/s (first seats, virtual): mean {:.1} over the {} s of arrivals, peak {} in one second",
+            in_window as f64 / window_s as f64,
+            window_s,
             peak
         );
         let _ = writeln!(

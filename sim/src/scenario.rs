@@ -3,7 +3,9 @@
 //! restarts. A few named presets; every knob is a field.
 
 use stagefan_core::ledger::Quotas;
-use stagefan_core::pool::{headroom_seats, PoolSettings, DEFAULT_HEADROOM};
+use stagefan_core::pool::{
+    headroom_seats, PoolSettings, DEFAULT_HEADROOM, DEFAULT_MAX_SEATS_PER_CLIENT,
+};
 use stagefan_core::time::Millis;
 
 /// One IVS region the broadcast fans out in: one pool of the broadcast, one ledger and one
@@ -89,6 +91,8 @@ fn settings(capacity: u32, max_stages: u32) -> PoolSettings {
         capacity,
         max_stages,
         headroom_seats: headroom_seats(capacity, DEFAULT_HEADROOM),
+        // The worker's default (`MAX_SEATS_PER_CLIENT`), not the bare struct's 0.
+        max_seats_per_client: DEFAULT_MAX_SEATS_PER_CLIENT,
         ..PoolSettings::default()
     }
 }

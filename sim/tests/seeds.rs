@@ -75,3 +75,17 @@ fn an_adapter_that_loses_lease_writes_is_caught_at_a_restart() {
         report.render()
     );
 }
+
+#[test]
+fn many_joins_from_one_address_are_refused_beyond_its_seat_limit() {
+    let report = run(smoke(3_000), 2, Faults::default());
+    assert_eq!(report.violations(), 0, "{}", report.render());
+    let refused = report
+        .refusals
+        .get("client_seat_limit")
+        .copied()
+        .unwrap_or(0);
+    // Two addresses make 30 joins each; 16 seats each at once at most.
+    assert!(refused > 0, "{}", report.render());
+    assert_eq!(report.hostile, 60);
+}
