@@ -1273,8 +1273,8 @@ impl Sim {
                         Outcome::NotFound
                     }
                 }
-                CallKind::Lookup { name, .. } => {
-                    arn = reg.ivs.find_by_name(name);
+                CallKind::Lookup { name, page, .. } => {
+                    arn = reg.ivs.find_on_page(name, *page);
                     Outcome::Ok
                 }
             };

@@ -217,10 +217,13 @@ impl IvsRegion {
         }
     }
 
-    /// `ListStages` by pages of 100: the ARN of the stage named `name`, if any.
-    pub fn find_by_name(&self, name: &str) -> Option<String> {
+    /// `ListStages` page `page` (100 stages a page, in ARN order): the ARN of the stage
+    /// named `name` if it is on that page.
+    pub fn find_on_page(&self, name: &str, page: u32) -> Option<String> {
         self.stages
             .iter()
+            .skip(page as usize * 100)
+            .take(100)
             .find(|(_, s)| s.name == name)
             .map(|(a, _)| a.clone())
     }
