@@ -1357,7 +1357,7 @@ impl Sim {
                         },
                         ..call
                     };
-                    self.at(now, Ev::IvsSend(call));
+                    self.send_budgeted(call);
                     return;
                 }
                 self.regions[r as usize].lookups.remove(&stage);
@@ -1418,28 +1418,24 @@ impl Sim {
     }
 
     fn lookup(&mut self, r: u8, stage: StageId, name: String, stale: bool, attempt: u32) {
-        let now = self.now;
         let reg = &mut self.regions[r as usize];
         if !reg.lookups.insert(stage) {
             return;
         }
         let inc = reg.inc;
-        // `find_stage_by_name` pages through ListStages outside the budget, as the worker does.
-        self.at(
-            now,
-            Ev::IvsSend(Call {
-                region: r,
-                inc,
-                attempt: 1,
-                kind: CallKind::Lookup {
-                    stage,
-                    name,
-                    page: 0,
-                    stale,
-                    attempt_of_create: attempt,
-                },
-            }),
-        );
+        // `find_stage_by_name` pages through ListStages, each page in its budget slot.
+        self.send_budgeted(Call {
+            region: r,
+            inc,
+            attempt: 1,
+            kind: CallKind::Lookup {
+                stage,
+                name,
+                page: 0,
+                stale,
+                attempt_of_create: attempt,
+            },
+        });
     }
 
     /// `record_create`: the stage IVS has for an intent, or none; wakes the waiting joins.

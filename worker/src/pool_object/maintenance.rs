@@ -114,7 +114,7 @@ impl StagePool {
                 }) else {
                     continue;
                 };
-                if let Ok(found) = find_stage_by_name(&client, &intent).await {
+                if let Ok(found) = find_stage_by_name(shared, &client, &intent).await {
                     record_create(shared, &intent, found);
                 }
             }
