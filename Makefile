@@ -5,7 +5,7 @@
 #               through wrangler dev + ivs-local, ivs-local's AWS SDK test, the browser tests
 #   make check  the inner loop: fmt, clippy, unit tests (Rust and pages); no set-up,
 #               no stack, a minute or two once target/ is warm
-# Others: make setup | build | worker | pages | stack | integration | browser-test | bench
+# Others: make setup | build | worker | pages | stack | integration | browser-test | bench | sim
 #
 # Every default below can be overridden from the environment (STAGE_CAPACITY=10 make run).
 
@@ -26,7 +26,7 @@ export STAGEFAN_ADMIN_KEY ?= local-admin-key
 NATIVE_BINS := -p ivs-local -p stagefan-monitor
 
 
-.PHONY: help setup setup-test build worker pages run stack check test lint unit web-test integration sdk-test browser-test bench
+.PHONY: help setup setup-test build worker pages run stack check test lint unit web-test integration sdk-test browser-test bench sim
 
 help:
 	@sed -n '2,10p' Makefile | sed 's/^# \{0,1\}//'
@@ -111,3 +111,11 @@ bench: build
 	cargo build --release -p stagefan-monitor
 	STAGEFAN_MONITOR_STAGES=1000 STAGEFAN_MONITOR_BIN=target/release/stagefan-monitor \
 	  cargo test -p stagefan-monitor --test ivs_local -- --ignored --nocapture with_many_stages
+
+# The simulator (sim/, issue #11): the real core against a modelled IVS, viewers, host and
+# Durable Object restarts, in virtual time. The report ends with
+# `sim: <viewers> viewers, <violations> violations`; the wall time goes to stderr.
+SIM_SCENARIO ?= million
+SIM_SEED ?= 1
+sim:
+	cargo run --release -p stagefan-sim -- --scenario $(SIM_SCENARIO) --seed $(SIM_SEED)

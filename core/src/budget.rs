@@ -37,7 +37,9 @@ pub struct BudgetConfig {
     pub create_token_tps: u32,
     /// `IVS_PARTICIPANT_TPS`: `DisconnectParticipant` calls per second (strangers: viewers
     /// still connected after their seat went), and as many `GetStage` (checking a stage a
-    /// viewer found missing), default 5.
+    /// viewer found missing) and `ListStages` (the pages of a create's lookup by name: with
+    /// 500 stages or more one lookup alone sent 6 pages in a second, found by `sim/`),
+    /// default 5.
     pub participant_tps: u32,
     /// `IVS_BUDGET_GUARD_MS`: margin added to the 1-second window, default 100.
     pub guard_ms: u64,
@@ -67,14 +69,16 @@ impl BudgetConfig {
                 self.replication_tps
             }
             Operation::CreateParticipantToken => self.create_token_tps,
-            Operation::DisconnectParticipant | Operation::GetStage => self.participant_tps,
+            Operation::DisconnectParticipant | Operation::GetStage | Operation::ListStages => {
+                self.participant_tps
+            }
             _ => return None,
         };
         Some(SlotRate::new(tps, tps, self.guard_ms))
     }
 
     /// The operations with a schedule.
-    pub const OPERATIONS: [Operation; 7] = [
+    pub const OPERATIONS: [Operation; 8] = [
         Operation::CreateStage,
         Operation::DeleteStage,
         Operation::StartParticipantReplication,
@@ -82,5 +86,6 @@ impl BudgetConfig {
         Operation::CreateParticipantToken,
         Operation::DisconnectParticipant,
         Operation::GetStage,
+        Operation::ListStages,
     ];
 }

@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::budget::IVS_STAGE_OPERATION_TPS;
 use crate::pool::{
-    headroom_seats, LoadSummary, PoolSettings, Snapshot, StageId, StageState, DEFAULT_HEADROOM,
-    DEFAULT_MAX_STAGES, DEFAULT_MIN_STAGES, DEFAULT_SCALE_DOWN_GRACE_SECONDS,
+    headroom_seats, CreateIntent, LoadSummary, Pool, PoolSettings, Snapshot, StageId, StageState,
+    DEFAULT_HEADROOM, DEFAULT_MAX_STAGES, DEFAULT_MIN_STAGES, DEFAULT_SCALE_DOWN_GRACE_SECONDS,
     DEFAULT_STAGE_CAPACITY,
 };
 use crate::tags::{TAG_BROADCAST, TAG_DEPLOYMENT, TAG_MANAGED};
@@ -156,6 +156,33 @@ pub fn scale_up(cfg: &PolicyConfig, load: &LoadSummary) -> ScaleUp {
     }
 }
 
+/// Carries a scale-up out on the pool: asks [`scale_up`] how many stages to create and
+/// records that many create intents ([`Pool::begin_create`]), stopping at the first refusal
+/// (`max_stages`, the region-quota grant, an ended broadcast). The adapter then calls
+/// `CreateStage` once for each intent returned, in its slot of the account-wide budget.
+pub fn plan_creates(cfg: &PolicyConfig, pool: &mut Pool, now: Millis) -> Vec<CreateIntent> {
+    let decision = scale_up(cfg, &pool.load_summary());
+    (0..decision.create)
+        .map_while(|_| pool.begin_create(now).ok())
+        .collect()
+}
+
+/// The stages [`scale_up`] wants now beyond those the pool's region-quota grant has room for
+/// (stages and publishers): what the pool must ask the ledger for before it can create them.
+/// 0 when the quota is not enforced.
+pub fn stages_beyond_grant(cfg: &PolicyConfig, pool: &Pool, now: Millis) -> u32 {
+    let Some(granted) = pool.quota_granted(now) else {
+        return 0;
+    };
+    let wanted = scale_up(cfg, &pool.load_summary()).create;
+    let used = pool.quota_in_use();
+    let room = granted
+        .stages
+        .saturating_sub(used.stages)
+        .min(granted.publishers.saturating_sub(used.publishers));
+    wanted.saturating_sub(room)
+}
+
 /// A scaling action, serialized as the body of the admin actions route
 /// (`{"action":"drain","stageArn":"..."}`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -256,6 +283,39 @@ pub fn stale_creates(cfg: &PolicyConfig, snap: &Snapshot, now: Millis) -> Vec<St
         .filter(|s| {
             s.state == StageState::Creating
                 && now.saturating_sub(s.created_at) >= cfg.creating_timeout_ms
+        })
+        .map(|s| s.id)
+        .collect()
+}
+
+/// How long a create intent nobody is calling IVS for is left before it is looked up by
+/// name: long enough for a request a dead instance already sent to have reached IVS.
+pub const ABANDONED_CREATE_SETTLE_MS: Millis = 10_000;
+
+/// Create intents that no call of this instance will resolve, looked up by name (then
+/// `created` or `create_failed`) [`ABANDONED_CREATE_SETTLE_MS`] after they were abandoned
+/// instead of after `creating_timeout_ms`: intents made before this instance loaded the pool
+/// at `loaded_at` (the instance that was calling IVS for them is gone), and those whose
+/// outcome-unknown lookup failed at the time `failed_lookups` gives. Each such intent counts
+/// its seats toward the headroom, so while it waits the pool creates nothing for them: in
+/// simulation (`sim/`, a restart during a create) a pool at its headroom refused every new
+/// viewer for the whole `creating_timeout_ms`.
+pub fn abandoned_creates(
+    snap: &Snapshot,
+    loaded_at: Millis,
+    failed_lookups: &BTreeMap<StageId, Millis>,
+    now: Millis,
+) -> Vec<StageId> {
+    snap.stages
+        .iter()
+        .filter(|s| s.state == StageState::Creating)
+        .filter(|s| {
+            let orphaned_at = if s.created_at < loaded_at {
+                Some(loaded_at)
+            } else {
+                failed_lookups.get(&s.id).copied()
+            };
+            orphaned_at.is_some_and(|t| now.saturating_sub(t) >= ABANDONED_CREATE_SETTLE_MS)
         })
         .map(|s| s.id)
         .collect()

@@ -477,6 +477,32 @@ fn stale_create_intents_are_reported() {
 }
 
 #[test]
+fn abandoned_create_intents_are_looked_up_after_a_short_settle() {
+    let mut s = Snap::new(10, 1);
+    s.live(T0);
+    // Made by an instance that died; this one loaded the pool at T0 + 5 s.
+    let before_load = s.pool.begin_create(T0 + 1_000).unwrap().stage;
+    let loaded_at = T0 + 5_000;
+    // Made by this instance: one still calling IVS, one whose lookup failed at T0 + 8 s.
+    let calling = s.pool.begin_create(T0 + 6_000).unwrap().stage;
+    let lookup_failed = s.pool.begin_create(T0 + 7_000).unwrap().stage;
+    let failed = BTreeMap::from([(lookup_failed, T0 + 8_000)]);
+    let at = |s: &Snap, t: Millis| abandoned_creates(&s.view(t), loaded_at, &failed, t);
+    assert!(at(&s, T0 + 14_999).is_empty(), "nothing before the settle");
+    assert_eq!(at(&s, T0 + 15_000), vec![before_load]);
+    assert_eq!(at(&s, T0 + 18_000), vec![before_load, lookup_failed]);
+    // Long before `creating_timeout_ms`; the intent still calling IVS is never among them.
+    assert!(!at(&s, T0 + 59_000).contains(&calling));
+    assert!(stale_creates(&PolicyConfig::default(), &s.view(T0 + 18_000), T0 + 18_000).is_empty());
+    // A resolved intent is no longer reported.
+    let arn = "arn:aws:ivs:us-east-1:123456789012:stage/abandonedAAA";
+    s.pool
+        .created(before_load, arn, StageEndpoints::default(), T0 + 19_000)
+        .unwrap();
+    assert_eq!(at(&s, T0 + 19_000), vec![lookup_failed]);
+}
+
+#[test]
 fn scale_actions_serialize_as_the_actions_route_body() {
     let drain = ScaleAction::Drain {
         stage_arn: "arn:x".into(),

@@ -252,3 +252,54 @@ fn a_pool_full_at_its_own_max_stages_is_out_of_capacity_not_of_quota() {
         other => panic!("{other:?}"),
     }
 }
+
+// ----- the scale-up decisions moved from the worker into `policy` -----
+
+#[test]
+fn plan_creates_records_what_the_policy_wants_and_stops_at_the_grant() {
+    use stagefan_core::policy::{plan_creates, stages_beyond_grant, PolicyConfig};
+    let mut pool = pool(10);
+    let cfg = PolicyConfig {
+        headroom_seats: 25,
+        min_stages: 1,
+        max_stages: 10,
+        ..PolicyConfig::default()
+    };
+    // Nothing granted yet: the policy wants 3 stages, the grant has room for none.
+    assert_eq!(stages_beyond_grant(&cfg, &pool, T0), 3);
+    assert!(plan_creates(&cfg, &mut pool, T0).is_empty());
+    // A grant of two stages (and publishers): two intents, one still beyond the grant.
+    let mut ledger = Ledger::default();
+    let lc = cfg_2();
+    let answer = ledger.grant(
+        &lc,
+        "quota",
+        Quotas {
+            subscriptions: 10,
+            publishers: 2,
+            stages: 2,
+        },
+        T0,
+    );
+    pool.apply_quota(&answer, T0);
+    assert_eq!(stages_beyond_grant(&cfg, &pool, T0), 1);
+    let intents = plan_creates(&cfg, &mut pool, T0);
+    assert_eq!(intents.len(), 2);
+    assert_eq!(pool.load_summary().creating, 2);
+    // The two in flight count toward the headroom: one more wanted, none granted.
+    assert_eq!(stages_beyond_grant(&cfg, &pool, T0), 1);
+    assert!(plan_creates(&cfg, &mut pool, T0).is_empty());
+}
+
+#[test]
+fn without_an_enforced_quota_nothing_is_beyond_the_grant() {
+    use stagefan_core::policy::{plan_creates, stages_beyond_grant, PolicyConfig};
+    let mut pool = Pool::new("free", PoolSettings::default(), T0).unwrap();
+    let cfg = PolicyConfig::for_pool(pool.settings());
+    assert_eq!(stages_beyond_grant(&cfg, &pool, T0), 0);
+    assert_eq!(plan_creates(&cfg, &mut pool, T0).len(), 1);
+}
+
+fn cfg_2() -> LedgerConfig {
+    cfg(1_000, 100, 100)
+}

@@ -129,7 +129,7 @@ async fn the_collector_spares_other_deployments_and_unregistered_pools_and_share
         .await;
     assert_eq!((a.status, a.code()), (401, "unauthorized"), "{a:?}");
     for (body, field) in [
-        (json!({"operation": "ListStages"}), "operation"),
+        (json!({"operation": "ListParticipants"}), "operation"),
         (json!({}), "operation"),
         (
             json!({"operation": "DeleteStage", "throttled": "yes"}),

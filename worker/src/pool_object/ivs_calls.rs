@@ -127,7 +127,7 @@ pub(super) async fn create_stage(shared: Rc<Shared>, intent: CreateIntent) {
             worker::console_error!("CreateStage {}: {e}", intent.name);
         }
         if e.outcome_unknown() {
-            match find_stage_by_name(&client, &intent).await {
+            match find_stage_by_name(&shared, &client, &intent).await {
                 Ok(Some(stage)) => break Some(stage),
                 // IVS surely has no such stage: the create may be sent again.
                 Ok(None) => {}
@@ -140,6 +140,11 @@ pub(super) async fn create_stage(shared: Rc<Shared>, intent: CreateIntent) {
                          ({lookup}); left to the maintenance alarm",
                         intent.name
                     );
+                    shared
+                        .inner
+                        .borrow_mut()
+                        .failed_lookups
+                        .insert(intent.stage, runtime::now_ms());
                     shared.create_done.notify();
                     return;
                 }
@@ -159,6 +164,11 @@ pub(super) fn record_create(
     intent: &CreateIntent,
     stage: Option<stagefan_core::ivs::Stage>,
 ) {
+    shared
+        .inner
+        .borrow_mut()
+        .failed_lookups
+        .remove(&intent.stage);
     let result = shared.mutate(|pool, now| {
         Ok(match stage {
             Some(stage) => {
@@ -184,38 +194,51 @@ pub(super) fn record_create(
 
 /// The stage of a create intent, if IVS has it (by name and broadcast tag).
 pub(super) async fn find_stage_by_name(
+    shared: &Shared,
     client: &IvsClient,
     intent: &CreateIntent,
 ) -> Result<Option<stagefan_core::ivs::Stage>, CallError> {
-    let found = client
-        .find_in_pages(
+    // Every page in its slot of the account-wide budget: a lookup pages through all of the
+    // account's stages (10 pages at 1,000), which unpaced exceeded IVS's 5 per second.
+    let mut next_token = None;
+    let found = loop {
+        let page: ListStagesResponse = call_budgeted(
+            shared,
+            client,
             Operation::ListStages,
-            |next_token| ListStagesRequest {
-                next_token,
+            &ListStagesRequest {
+                next_token: next_token.take(),
                 max_results: Some(100),
             },
-            |page: &ListStagesResponse| {
-                page.stages
-                    .iter()
-                    .find(|s| {
-                        s.name.as_deref() == Some(intent.name.as_str())
-                            && s.tags.as_ref().and_then(|t| t.get(TAG_BROADCAST))
-                                == intent.tags.get(TAG_BROADCAST)
-                    })
-                    .map(|s| s.arn.clone())
-            },
+            BUDGETED_ATTEMPTS,
         )
         .await?;
+        let found = page
+            .stages
+            .iter()
+            .find(|s| {
+                s.name.as_deref() == Some(intent.name.as_str())
+                    && s.tags.as_ref().and_then(|t| t.get(TAG_BROADCAST))
+                        == intent.tags.get(TAG_BROADCAST)
+            })
+            .map(|s| s.arn.clone());
+        match (found, page.next_token) {
+            (Some(arn), _) => break Some(arn),
+            (None, Some(t)) if !t.is_empty() => next_token = Some(t),
+            (None, _) => break None,
+        }
+    };
     let Some(arn) = found else {
         return Ok(None);
     };
-    let got: GetStageResponse = client
-        .call(
-            Operation::GetStage,
-            &GetStageRequest { arn },
-            Retry::DEFAULT,
-        )
-        .await?;
+    let got: GetStageResponse = call_budgeted(
+        shared,
+        client,
+        Operation::GetStage,
+        &GetStageRequest { arn },
+        BUDGETED_ATTEMPTS,
+    )
+    .await?;
     Ok(got.stage)
 }
 

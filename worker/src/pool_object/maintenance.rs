@@ -89,7 +89,18 @@ impl StagePool {
         }
         // Creates whose instance died mid-call: resolved by looking the stage up by name,
         // never by creating again.
-        let stale = policy::stale_creates(&policy_cfg, &snapshot, now);
+        // Creates no call of this instance will resolve (made before it loaded the pool, or
+        // whose lookup failed) are looked up once they settled, not after the timeout.
+        let mut stale = policy::stale_creates(&policy_cfg, &snapshot, now);
+        let abandoned = {
+            let inner = shared.inner.borrow();
+            policy::abandoned_creates(&snapshot, inner.loaded_at, &inner.failed_lookups, now)
+        };
+        for id in abandoned {
+            if !stale.contains(&id) {
+                stale.push(id);
+            }
+        }
         if !stale.is_empty() {
             let client = shared.ivs()?;
             for id in stale {
@@ -103,7 +114,7 @@ impl StagePool {
                 }) else {
                     continue;
                 };
-                if let Ok(found) = find_stage_by_name(&client, &intent).await {
+                if let Ok(found) = find_stage_by_name(shared, &client, &intent).await {
                     record_create(shared, &intent, found);
                 }
             }

@@ -104,6 +104,11 @@ struct Inner {
     /// The region of the name this pool was asked by (`{broadcast}@{region}`; `None`: the
     /// primary region's pool, named by its broadcast), until a stored pool says it.
     named_region: Option<String>,
+    /// When this instance loaded the pool: create intents older than that have no call
+    /// of this instance behind them (`policy::abandoned_creates`).
+    loaded_at: u64,
+    /// Create intents whose outcome-unknown lookup failed, and when (memory only).
+    failed_lookups: BTreeMap<StageId, u64>,
 }
 
 #[durable_object]
@@ -567,10 +572,7 @@ impl Shared {
             let Some(pool) = inner.pool.as_mut() else {
                 return Vec::new();
             };
-            let decision = policy::scale_up(&policy_cfg, &pool.load_summary());
-            (0..decision.create)
-                .map_while(|_| pool.begin_create(now).ok())
-                .collect::<Vec<_>>()
+            policy::plan_creates(&policy_cfg, pool, now)
         };
         if !intents.is_empty() {
             if let Err(e) = self.persist() {

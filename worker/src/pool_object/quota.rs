@@ -97,18 +97,7 @@ impl Shared {
             return 0;
         };
         let now = runtime::now_ms();
-        self.with_pool(|pool| {
-            let Some(granted) = pool.quota_granted(now) else {
-                return 0;
-            };
-            let wanted = policy::scale_up(&settings.config.policy(), &pool.load_summary()).create;
-            let used = pool.quota_in_use();
-            let room = granted
-                .stages
-                .saturating_sub(used.stages)
-                .min(granted.publishers.saturating_sub(used.publishers));
-            wanted.saturating_sub(room)
-        })
+        self.with_pool(|pool| policy::stages_beyond_grant(&settings.config.policy(), pool, now))
     }
 
     /// The stages the policy wants (for an ask that covers them all).

@@ -104,6 +104,7 @@ impl Shared {
             let mut inner = self.inner.borrow_mut();
             inner.pool = pool;
             inner.loaded = true;
+            inner.loaded_at = runtime::now_ms();
             inner.registered = registered;
         }
         if !creating.is_empty() {
