@@ -1840,7 +1840,7 @@ impl Sim {
                 .collect()
         };
         let (before, after) = (seats(&old), seats(&reg.pool));
-        let meter = (old.meta().viewer_ms, reg.pool.meta().viewer_ms);
+        let meter = (old.meter(now), reg.pool.meter(now));
         reg.inc += 1;
         reg.quota_busy = false;
         reg.grow_after_quota = false;
@@ -1868,7 +1868,7 @@ impl Sim {
         if meter.0 != meter.1 {
             self.violate(
                 Check::SeatsAcrossRestart,
-                format!("{name}: viewer_ms {} before, {} after", meter.0, meter.1),
+                format!("{name}: the cost meter {:?} before, {:?} after", meter.0, meter.1),
             );
         }
         // Joins waiting inside the dead instance get a 5xx: the page asks again shortly.
@@ -2021,13 +2021,13 @@ impl Sim {
         self.check_meter();
     }
 
-    /// Seat time the pools metered (`viewer_ms`) against the lease lifetimes the viewers saw.
+    /// Seat time the pools' cost meters show against the lease lifetimes the viewers saw.
     fn check_meter(&mut self) {
         let now = self.now;
         let mut metered: u128 = 0;
         for reg in &mut self.regions {
             reg.pool.expire(now);
-            metered += u128::from(reg.pool.meta().viewer_ms);
+            metered += u128::from(reg.pool.meter(now).participant_ms.viewers);
         }
         for r in 0..self.regions.len() as u8 {
             self.persist(r);
@@ -2101,7 +2101,7 @@ impl Sim {
         let mut metered: u128 = 0;
         for (i, reg) in self.regions.iter_mut().enumerate() {
             reg.ivs.integrate(now);
-            metered += u128::from(reg.pool.meta().viewer_ms);
+            metered += u128::from(reg.pool.meter(now).participant_ms.viewers);
             let stats = reg.pool.stats().clone();
             self.report.region(i as u8, &reg.ivs, stats, reg.restarts);
         }

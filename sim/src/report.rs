@@ -13,14 +13,12 @@ use crate::checks::Checks;
 use crate::ivs::{IvsRegion, Outcome};
 use crate::scenario::Scenario;
 
-/// IVS Real-Time's price per participant-hour, in US dollars, by resolution tier.
-/// `docs/../ivs-facts.md` §7 has the model ("you pay for the duration of participant hours
-/// for each host or viewer connected to a stage") and the tiers (SD ≤480, HD ≤720, Full HD
-/// ≤1080) but marks the exact rates UNCONFIRMED: these figures are an assumption to check
-/// against aws.amazon.com/ivs/pricing before quoting any cost. `--price` overrides the rate.
-pub const PRICE_TABLE: [(&str, f64); 3] = [("SD", 0.0180), ("HD", 0.0360), ("Full HD", 0.0720)];
-/// The tier the report prices with (the host publishes 720p: IVS's publish maximum).
-pub const PRICED_TIER: usize = 1;
+/// The price of a participant-hour the report uses unless `--price` says otherwise: the cost
+/// meter's default (`stagefan_core::meter`, `IVS_PARTICIPANT_HOUR_PRICES`), an estimate;
+/// ivs-facts.md §7 marks IVS's real-time rates UNCONFIRMED.
+pub fn default_price() -> f64 {
+    stagefan_core::meter::Prices::default().viewer as f64 / 1e6
+}
 /// Free participant-hours per month in IVS's free tier (first 12 months), ivs-facts.md §7.
 pub const FREE_TIER_HOURS: f64 = 20.0;
 
@@ -101,7 +99,7 @@ pub struct Report {
     /// Stages over time.
     pub samples: Vec<Sample>,
     regions: Vec<RegionReport>,
-    /// Seat-milliseconds the pools metered (`PoolMeta::viewer_ms`).
+    /// Seat-milliseconds the pools metered (the cost meter's viewer time, `Pool::meter`).
     pub metered_seat_ms: u128,
     /// Seat-milliseconds of the leases the viewers held (the model's side).
     pub model_seat_ms: u128,
@@ -167,7 +165,7 @@ impl Report {
             hostile_seated: 0,
             steps: 0,
             checks: Checks::default(),
-            price: PRICE_TABLE[PRICED_TIER].1,
+            price: default_price(),
         }
     }
 
@@ -390,7 +388,7 @@ impl Report {
         );
         let _ = writeln!(
             w,
-            "  seats: metered by the pools (viewer_ms) {metered_h:.3} h, held by the viewers (model) {model_h:.3} h; seats held by viewers already gone {:.1} h",
+            "  seats: metered by the pools (the cost meter's viewer time) {metered_h:.3} h, held by the viewers (model) {model_h:.3} h; seats held by viewers already gone {:.1} h",
             (metered_h - sub_h).max(0.0)
         );
         let _ = writeln!(
@@ -399,12 +397,9 @@ impl Report {
         );
         let _ = writeln!(
             w,
-            "  price table (USD per participant-hour; ASSUMED, ivs-facts.md §7 marks the rates UNCONFIRMED):"
+            "  price: {:.4} USD per participant-hour (the cost meter's default, an estimate: ivs-facts.md §7 marks IVS's rates UNCONFIRMED; --price sets another)",
+            self.price
         );
-        for (i, (tier, price)) in PRICE_TABLE.iter().enumerate() {
-            let mark = if i == PRICED_TIER { " (priced)" } else { "" };
-            let _ = writeln!(w, "    {tier:<8} {price:.4}{mark}");
-        }
         let cost = (sub_h + pub_h) * self.price;
         let _ = writeln!(
             w,
