@@ -74,6 +74,10 @@ pub struct Config {
     /// `VIEWER_JOIN_LIMITER`) and seats held (`MAX_SEATS_PER_CLIENT`). Off is for a deploy
     /// behind a front door of its own that does this, and for measuring what it costs.
     pub admission_control: bool,
+    /// `PRESENCE`: where viewers keep their seats alive, `stages` (default: each stage's
+    /// object takes its heartbeats and reports frees to the pool in batches) or `pool` (every
+    /// heartbeat goes to the pool: the design before, kept to measure against).
+    pub presence: crate::presence::Presence,
     /// `TICKET_BROADCASTS`: broadcasts that seat only holders of a viewer ticket signed by the
     /// operator's backend (a comma list of broadcast ids, or `*` for all); default none.
     pub ticket_broadcasts: TicketScope,
@@ -309,7 +313,10 @@ impl Config {
             }
         };
 
+        let presence = crate::presence::Presence::parse(get("PRESENCE").as_deref())?;
+
         Ok(Config {
+            presence,
             max_seats_per_client,
             ticket_broadcasts,
             admission_control,
@@ -345,6 +352,7 @@ impl Config {
             headroom_seats: headroom_seats(self.stage_capacity, self.headroom),
             scale_down_grace_ms: u64::from(self.scale_down_grace_seconds) * 1000,
             delete_grace_ms: u64::from(self.scale_down_grace_seconds) * 1000,
+            presence: self.presence,
         }
     }
 

@@ -107,13 +107,36 @@ fn validate_id(
 /// Characters of a lease id's random part: 16 random bytes in url-safe base64, unpadded.
 const LEASE_SECRET_CHARS: usize = 22;
 
-/// The broadcast part of a lease id (`{broadcast}.{22 url-safe characters}`, as the pool
-/// makes them), which routes the lease to its pool; errors name `leaseId`.
-pub fn broadcast_of_lease(lease_id: &str) -> Result<&str, InvalidField> {
+/// Where a lease id routes: its broadcast's pool, and, for a lease of stage presence, its
+/// stage's object (`crate::presence`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseRoute<'a> {
+    /// The broadcast.
+    pub broadcast: &'a str,
+    /// The stage whose object keeps the lease alive (`None`: the pool keeps it).
+    pub stage: Option<crate::pool::StageId>,
+}
+
+/// Reads a lease id as the pool makes them, `{broadcast}.{22 url-safe characters}` or, in
+/// stage presence, `{broadcast}.{stage number}.{22 url-safe characters}`; errors name
+/// `leaseId`. Only the form is checked: whether the lease exists is its object's question.
+pub fn lease_route(lease_id: &str) -> Result<LeaseRoute<'_>, InvalidField> {
     let bad = |why: &str| InvalidField::new("leaseId", format!("is not a lease id: {why}"));
-    let (broadcast, secret) = lease_id
+    let (head, secret) = lease_id
         .rsplit_once('.')
         .ok_or_else(|| bad("no `.` between broadcast and secret"))?;
+    let (broadcast, stage) = match head.split_once('.') {
+        None => (head, None),
+        Some((broadcast, stage)) => {
+            let number = (!stage.is_empty()
+                && stage.len() <= 19
+                && stage.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| stage.parse::<u64>().ok())
+            .flatten()
+            .ok_or_else(|| bad("its stage must be a number"))?;
+            (broadcast, Some(crate::pool::StageId(number)))
+        }
+    };
     validate_broadcast_id(broadcast).map_err(|e| bad(&format!("its broadcast {}", e.problem)))?;
     let len = secret.chars().count();
     if len != LEASE_SECRET_CHARS {
@@ -129,7 +152,13 @@ pub fn broadcast_of_lease(lease_id: &str) -> Result<&str, InvalidField> {
             "its secret may hold only url-safe base64 (letters, digits, `_`, `-`)",
         ));
     }
-    Ok(broadcast)
+    Ok(LeaseRoute { broadcast, stage })
+}
+
+/// The broadcast part of a lease id (see [`lease_route`]), which routes the lease to its
+/// pool; errors name `leaseId`.
+pub fn broadcast_of_lease(lease_id: &str) -> Result<&str, InvalidField> {
+    lease_route(lease_id).map(|r| r.broadcast)
 }
 
 /// Longest stage ARN accepted from a client.
@@ -181,6 +210,29 @@ mod tests {
             "default.abcdefghijABCDEFGHIJ+/",
         ] {
             let err = broadcast_of_lease(bad).unwrap_err();
+            assert_eq!(err.field, "leaseId", "{bad}");
+        }
+    }
+
+    #[test]
+    fn lease_ids_of_stage_presence_name_their_stage() {
+        let route = lease_route("default.12.abcdefghijABCDEFGHIJ-_").unwrap();
+        assert_eq!(route.broadcast, "default");
+        assert_eq!(route.stage, Some(crate::pool::StageId(12)));
+        assert_eq!(
+            lease_route("default.abcdefghijABCDEFGHIJ-_").unwrap().stage,
+            None
+        );
+        for bad in [
+            "default..abcdefghijABCDEFGHIJ-_",
+            "default.x1.abcdefghijABCDEFGHIJ-_",
+            "default.-1.abcdefghijABCDEFGHIJ-_",
+            "default.99999999999999999999.abcdefghijABCDEFGHIJ-_",
+            "default.1.2.abcdefghijABCDEFGHIJ-_",
+            "de fault.1.abcdefghijABCDEFGHIJ-_",
+            "default.1.short",
+        ] {
+            let err = lease_route(bad).unwrap_err();
             assert_eq!(err.field, "leaseId", "{bad}");
         }
     }

@@ -33,6 +33,7 @@ pub mod modes;
 pub mod pacing;
 pub mod policy;
 pub mod pool;
+pub mod presence;
 pub mod replication;
 pub mod sigv4;
 pub mod summary;

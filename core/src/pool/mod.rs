@@ -49,6 +49,7 @@ use base64::Engine;
 
 use crate::ids::{validate_broadcast_id, InvalidField};
 use crate::modes::FanoutMode;
+use crate::presence::Presence;
 pub use crate::time::Millis;
 
 /// Default seats per stage (the seed's example).
@@ -99,6 +100,7 @@ pub use crate::tags::{TAG_BROADCAST, TAG_DEPLOYMENT, TAG_MANAGED};
 mod life;
 mod lifecycle;
 mod observation;
+mod presence;
 mod quota;
 mod rows;
 mod seats;

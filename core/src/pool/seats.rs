@@ -42,7 +42,7 @@ impl Pool {
         if self.is_ended() {
             return Err(AssignError::Ended);
         }
-        let ttl = self.settings.lease_ttl_ms;
+        let ttl = self.pool_lease_ttl_ms();
 
         let held = req.lease_id.filter(|id| self.leases.contains_key(*id));
         if let Some(lease_id) = held {
@@ -82,15 +82,15 @@ impl Pool {
             return Err(AssignError::ClientLimit { held: holds, limit });
         }
 
-        let lease_id = format!(
-            "{}.{}",
-            self.meta.broadcast,
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random)
-        );
+        let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random);
         let participant_id = derive_participant_id(random);
-        if self.leases.contains_key(&lease_id) || self.by_participant.contains_key(&participant_id)
-        {
-            return Err(AssignError::LeaseIdTaken(lease_id));
+        if self.by_participant.contains_key(&participant_id) {
+            // The same random bytes made a seat already (the id names the broadcast and the
+            // secret; in stage presence the stage comes between them).
+            return Err(AssignError::LeaseIdTaken(format!(
+                "{}.{secret}",
+                self.meta.broadcast
+            )));
         }
         // A new seat is one more subscription of the region: only within the pool's grant
         // (a seat moved off a draining stage gives its old one back).
@@ -127,6 +127,14 @@ impl Pool {
                 region_quota,
             }));
         };
+        // A lease of stage presence names its stage (its object keeps the lease alive).
+        let lease_id = match self.settings.presence {
+            Presence::Pool => format!("{}.{secret}", self.meta.broadcast),
+            Presence::Stages => format!("{}.{stage_id}.{secret}", self.meta.broadcast),
+        };
+        if self.leases.contains_key(&lease_id) {
+            return Err(AssignError::LeaseIdTaken(lease_id));
+        }
         // Moving off a draining stage: give the old seat back first.
         let mut client = req.client.map(str::to_string);
         if let Some(old) = moving {
@@ -217,7 +225,7 @@ impl Pool {
         if !self.leases.contains_key(lease_id) {
             return Err(PoolError::LeaseNotFound);
         }
-        self.renew(lease_id, now, self.settings.lease_ttl_ms);
+        self.renew(lease_id, now, self.pool_lease_ttl_ms());
         Ok(self.leases[lease_id].clone())
     }
 

@@ -230,6 +230,9 @@ pub struct PoolSettings {
     pub scale_down_grace_ms: u64,
     /// How long a drained stage stays (empty, without the host) before it is deleted.
     pub delete_grace_ms: u64,
+    /// Where viewers keep their seats alive: in the pool, or at their stage's object (then
+    /// the pool's leases never lapse by themselves: their stage reports the frees).
+    pub presence: Presence,
 }
 
 impl Default for PoolSettings {
@@ -246,6 +249,7 @@ impl Default for PoolSettings {
             headroom_seats: headroom_seats(DEFAULT_STAGE_CAPACITY, DEFAULT_HEADROOM),
             scale_down_grace_ms: grace_ms,
             delete_grace_ms: grace_ms,
+            presence: Presence::Pool,
         }
     }
 }
