@@ -60,16 +60,26 @@ impl Pool {
         }
     }
 
-    /// The stages whose objects may hold leases: every stage not deleted (in stage
-    /// presence), for the pool's pushes of its status.
-    pub fn presence_stages(&self) -> Vec<StageId> {
+    /// The status of every stage whose object may hold leases (every stage IVS created, the
+    /// deleted ones still remembered included), for the pool's pushes; empty when the pool
+    /// keeps presence itself. O(stages).
+    pub fn stage_statuses(&self) -> Vec<(StageId, StageStatus)> {
         if self.settings.presence != Presence::Stages {
             return Vec::new();
         }
+        let common = StageStatus {
+            life: self.meta.life,
+            created_at: self.meta.created_at,
+            host_publishing: self.host_publishing(),
+            gone: false,
+        };
         self.stages
             .values()
-            .filter(|s| s.state != StageState::Deleted && s.state != StageState::Creating)
-            .map(|s| s.id)
+            .filter(|s| s.state != StageState::Creating)
+            .map(|s| {
+                let gone = s.state == StageState::Deleted;
+                (s.id, StageStatus { gone, ..common })
+            })
             .collect()
     }
 }
@@ -221,6 +231,9 @@ mod tests {
         assert!(p.stage_status(StageId(99)).gone);
         p.gone(a.stage, T0 + 1).unwrap();
         assert!(p.stage_status(a.stage).gone);
+        let statuses = p.stage_statuses();
+        assert_eq!(statuses.len(), 2);
+        assert!(statuses.iter().all(|(id, st)| *st == p.stage_status(*id)));
         p.end(T0 + 2);
         assert!(p.stage_status(a.stage).is_ended());
         assert_eq!(

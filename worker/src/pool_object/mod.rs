@@ -40,6 +40,7 @@ use slots::CreateSignal;
 mod ivs_calls;
 mod life;
 mod maintenance;
+mod presence;
 mod quota;
 mod replication;
 mod seats;
@@ -98,6 +99,10 @@ struct Inner {
     deleting: BTreeSet<StageId>,
     /// Whether a call to the quota ledger is in flight (one at a time).
     quota_busy: bool,
+    /// Stage presence: the status this instance last pushed to each stage's object.
+    pushed: BTreeMap<StageId, stagefan_core::presence::StageStatus>,
+    /// Requests taken and sent since this instance started (the benchmark reads them).
+    counters: calls::ObjectCounters,
 }
 
 #[durable_object]
@@ -132,16 +137,29 @@ impl DurableObject for StagePool {
             .unwrap_or_default();
         let broadcast = broadcast.to_string();
         let result = match calls::receive::<PoolCall>(&mut req, "pool").await {
-            Ok(call) => self.handle(&broadcast, call).await,
+            Ok(PoolCall::Counters) => self.counters(),
+            Ok(call) => {
+                self.shared.inner.borrow_mut().counters.count(call.name());
+                let report = matches!(call, PoolCall::StageReport { .. });
+                let result = self.handle(&broadcast, call).await;
+                if !report {
+                    // What the call changed of the stages' status reaches their objects
+                    // before its answer (stage presence).
+                    self.shared.push_stage_statuses().await;
+                }
+                result
+            }
             Err(e) => Err(e),
         };
         calls::answer(result)
     }
 
     async fn alarm(&self) -> Result<Response> {
+        self.shared.inner.borrow_mut().counters.alarms += 1;
         if let Err(e) = self.maintain().await {
             worker::console_error!("pool maintenance: {e:?}");
         }
+        self.shared.push_stage_statuses().await;
         Response::ok("ok")
     }
 }
@@ -152,6 +170,26 @@ fn to_value(answer: impl Serialize) -> AppResult<Value> {
 }
 
 impl StagePool {
+    /// The request counters, with the stages whose objects may hold leases.
+    fn counters(&self) -> AppResult<Value> {
+        let inner = self.shared.inner.borrow();
+        let stages = inner
+            .pool
+            .as_ref()
+            .map(|p| p.stage_statuses().into_iter().map(|(id, _)| id).collect())
+            .unwrap_or_default();
+        let counters = calls::ObjectCounters {
+            requests: inner.counters.requests,
+            by_call: inner.counters.by_call.clone(),
+            alarms: inner.counters.alarms,
+            sent: inner.counters.sent.clone(),
+            stages,
+            leases: inner.pool.as_ref().map_or(0, |p| u64::from(p.viewers())),
+            pending_frees: 0,
+        };
+        to_value(counters)
+    }
+
     async fn handle(&self, broadcast: &str, call: PoolCall) -> AppResult<Value> {
         let shared = &self.shared;
         let settings = shared.settings()?;
@@ -245,6 +283,13 @@ impl StagePool {
                 to_value(self.snapshot()?)?
             }
             PoolCall::Action { action } => self.action(action).await?,
+            PoolCall::StageReport { stage, frees } => {
+                if !shared.has_pool() {
+                    return Err(not_found_pool());
+                }
+                to_value(shared.stage_report(stage, &frees)?)?
+            }
+            PoolCall::Counters => self.counters()?,
             PoolCall::Observations { observation } => {
                 let report = shared.mutate(|pool, now| Ok(pool.observe(&observation, now)))?;
                 shared.remember_evicted(&report.evicted);

@@ -5,12 +5,13 @@ use serde_json::{json, Value};
 use worker::{Request, Response};
 
 use crate::body::{self, JsonBody};
-use crate::calls::{JoinGrant, PoolCall, Renewed};
+use crate::calls::{JoinGrant, PoolCall, Renewed, StageCall};
 use crate::error::{AppError, AppResult};
 use crate::runtime;
 
 use super::{
-    json_response, mint, pool_call, require_broadcast, resolve_broadcast, rfc3339_ms, Edge,
+    json_response, mint, pool_call, require_broadcast, resolve_broadcast, rfc3339_ms,
+    stage_call, Edge,
 };
 
 pub(super) async fn viewer_token(mut req: Request, edge: &Edge) -> AppResult<Response> {
@@ -224,9 +225,29 @@ pub(super) async fn lease_call<T: DeserializeOwned>(
     Ok((lease_id, answer))
 }
 
-pub(super) async fn viewer_heartbeat(req: Request, edge: &Edge) -> AppResult<Response> {
-    let (lease_id, renewed): (_, Renewed) =
-        lease_call(req, edge, |lease_id| PoolCall::Heartbeat { lease_id }).await?;
+pub(super) async fn viewer_heartbeat(mut req: Request, edge: &Edge) -> AppResult<Response> {
+    let body = JsonBody::read(&mut req).await?;
+    let lease_id = body.required_str("leaseId")?.to_string();
+    let route = body::lease_route(&lease_id)?;
+    require_broadcast(edge, route.broadcast)
+        .await
+        .map_err(|_| AppError::lease_not_found())?;
+    // A lease of stage presence is renewed at its stage's object, named by the lease id: the
+    // pool hears nothing of it.
+    let renewed: Renewed = match route.stage {
+        Some(stage) => {
+            let call = StageCall::Heartbeat {
+                lease_id: lease_id.clone(),
+            };
+            stage_call(edge, route.broadcast, stage, call).await?
+        }
+        None => {
+            let call = PoolCall::Heartbeat {
+                lease_id: lease_id.clone(),
+            };
+            pool_call(edge, route.broadcast, call).await?
+        }
+    };
     json_response(&json!({
         "leaseId": lease_id,
         "expiresAt": rfc3339_ms(renewed.expires_at),
@@ -238,11 +259,25 @@ pub(super) async fn viewer_heartbeat(req: Request, edge: &Edge) -> AppResult<Res
 pub(super) async fn viewer_leave(mut req: Request, edge: &Edge) -> AppResult<Response> {
     let body = JsonBody::read(&mut req).await?;
     let lease_id = body.required_str("leaseId")?.to_string();
-    let broadcast = body::broadcast_of_lease(&lease_id)?.to_string();
-    if require_broadcast(edge, &broadcast).await.is_err() {
+    let route = body::lease_route(&lease_id)?;
+    if require_broadcast(edge, route.broadcast).await.is_err() {
         // Nothing to give back; leaving is idempotent.
         return json_response(&json!({ "left": true }));
     }
-    let _: Value = pool_call(edge, &broadcast, PoolCall::Leave { lease_id }).await?;
+    let _: Value = match route.stage {
+        // Given back at its stage, which reports it to the pool before it answers.
+        Some(stage) => {
+            let call = StageCall::Leave {
+                lease_id: lease_id.clone(),
+            };
+            stage_call(edge, route.broadcast, stage, call).await?
+        }
+        None => {
+            let call = PoolCall::Leave {
+                lease_id: lease_id.clone(),
+            };
+            pool_call(edge, route.broadcast, call).await?
+        }
+    };
     json_response(&json!({ "left": true }))
 }
