@@ -134,6 +134,11 @@ impl StageSeats {
                 let renewed = renewed.ok_or_else(AppError::lease_not_found)?;
                 let renewed = renewed.map_err(presence_error)?;
                 self.persist()?;
+                if self.inner.borrow().alarm_at.is_none() {
+                    // A new instance (after a restart) makes sure its lapses will be reported
+                    // even if the stored alarm was lost.
+                    self.schedule(now).await;
+                }
                 serde_json::to_value(renewed)?
             }
             StageCall::Leave { lease_id } => {

@@ -20,6 +20,17 @@ impl Pool {
         self.settings.presence
     }
 
+    /// `lease_id`'s stage took it (stage presence): from now on it never lapses here, its
+    /// stage reports when it is freed. `false` when the pool no longer holds it.
+    pub fn admitted(&mut self, lease_id: &str, now: Millis) -> bool {
+        self.advance(now);
+        if !self.leases.contains_key(lease_id) {
+            return false;
+        }
+        self.renew(lease_id, now, Millis::MAX);
+        true
+    }
+
     /// Applies a batch of frees reported by `stage`'s object: each lease that is still held
     /// on that stage is freed (a leave or a lapse, counted as such); a lease the pool no
     /// longer holds, or holds on another stage, is ignored, so a batch sent twice, late or to
@@ -118,9 +129,17 @@ mod tests {
         let route = lease_route(&a.lease_id).unwrap();
         assert_eq!(route.broadcast, "b");
         assert_eq!(route.stage, Some(a.stage));
-        // A day later, without a word from the stage, the seat is still counted.
-        p.expire(T0 + 86_400_000);
+        // Until its stage took it, a lease lives one TTL: a seat whose admission never
+        // happened lapses by itself.
+        let lost = seat(&mut p, 2, T0).unwrap();
+        assert_eq!(lost.expires_at, T0 + p.settings().lease_ttl_ms);
+        assert!(p.admitted(&a.lease_id, T0 + 1));
+        assert!(!p.admitted("b.1.nobody", T0 + 1));
+        // A day later, without a word from the stage, the admitted seat is still counted;
+        // the other lapsed.
+        assert_eq!(p.expire(T0 + 86_400_000), 1);
         assert_eq!(p.viewers(), 1);
+        assert!(p.lease(&lost.lease_id).is_none());
         // A reconnect by lease is the same seat.
         let again = p
             .join(
@@ -142,6 +161,7 @@ mod tests {
         let mut p = pool(10, 2);
         let a = seat(&mut p, 1, T0).unwrap();
         let b = seat(&mut p, 2, T0).unwrap();
+        assert!(p.admitted(&a.lease_id, T0) && p.admitted(&b.lease_id, T0));
         assert_ne!(a.stage, b.stage, "least-loaded spreads them");
         let free_a = [Free {
             lease_id: a.lease_id.clone(),
@@ -182,6 +202,7 @@ mod tests {
                         .entry(a.stage)
                         .or_insert_with(|| StageLeases::new("b", a.stage, 5_000, p.stage_status(a.stage), now));
                     table.admit(&a.lease_id, false, now).unwrap();
+                    assert!(p.admitted(&a.lease_id, now));
                 }
                 Err(AssignError::NoSeat(_)) => {}
                 Err(e) => panic!("{e:?}"),

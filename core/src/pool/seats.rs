@@ -143,7 +143,10 @@ impl Pool {
             self.meta.stats.leaves += 1;
         }
 
-        let expires_at = now.saturating_add(ttl);
+        // In stage presence a new lease lives one TTL here until its stage has taken it
+        // ([`Pool::admitted`]): a seat whose admission never happened (the object died in
+        // between) lapses by itself, as its viewer never heard of it.
+        let expires_at = now.saturating_add(self.settings.lease_ttl_ms.min(ttl));
         let lease = Lease {
             id: lease_id.clone(),
             user_id: req.user_id.to_string(),

@@ -98,7 +98,11 @@ impl StagePool {
                             .admit_at_stage(broadcast, a.stage, &a.lease_id, a.reconnected)
                             .await;
                         match admitted {
-                            Ok(presence::Admission::Taken(at)) => lease_expires_at = at,
+                            Ok(presence::Admission::Taken(at)) => {
+                                lease_expires_at = at;
+                                // From now on the stage reports its free; the pool holds it.
+                                shared.mutate(|pool, now| Ok(pool.admitted(&a.lease_id, now)))?;
+                            }
                             Ok(presence::Admission::Lapsed) => {
                                 // It lapsed at its stage and the report is on its way: free
                                 // it now, and seat the viewer anew.
