@@ -196,7 +196,8 @@ async fn run(mode: &'static str) -> Outcome {
     let want: usize = stages.parse().unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let snap = api.snapshot(b).await;
+        // Each ensure starts the next creates (at most a few in flight).
+        let snap = api.create_broadcast(b).await.body;
         let ready = snap["stages"]
             .as_array()
             .map(|s| {
@@ -284,8 +285,15 @@ async fn run(mode: &'static str) -> Outcome {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    // PRESENCE_BENCH_MODES=stages,pool runs them in another order (or one alone).
+    let modes = std::env::var("PRESENCE_BENCH_MODES").unwrap_or_else(|_| "pool,stages".into());
     let mut outcomes = Vec::new();
-    for mode in ["pool", "stages"] {
+    for mode in modes.split(',') {
+        let mode: &'static str = match mode.trim() {
+            "pool" => "pool",
+            "stages" => "stages",
+            other => panic!("PRESENCE_BENCH_MODES: {other:?} is not pool or stages"),
+        };
         outcomes.push(run(mode).await);
     }
     println!();

@@ -89,11 +89,12 @@ impl StagePool {
             };
             match assigned {
                 Ok(a) => {
-                    shared.persist()?;
                     let mut lease_expires_at = a.expires_at;
                     if shared.with_pool(|p| p.presence()) == Presence::Stages {
                         // The seat's stage keeps it alive: it takes the lease before the
-                        // viewer hears of it.
+                        // viewer hears of it. The seat is written once, with `admitted`,
+                        // before the answer: a seat lost in between (the object died) was
+                        // never the viewer's, and its stage's copy lapses unrenewed.
                         let admitted = shared
                             .admit_at_stage(broadcast, a.stage, &a.lease_id, a.reconnected)
                             .await;
@@ -146,6 +147,7 @@ impl StagePool {
                             broadcast_state_since: life.since,
                         }
                     });
+                    shared.persist()?;
                     self.scale_up();
                     self.schedule_maintenance().await;
                     return Ok(grant);
