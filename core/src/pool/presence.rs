@@ -244,6 +244,33 @@ mod tests {
     }
 
     #[test]
+    fn leases_made_before_the_switch_keep_their_ttl() {
+        let settings = PoolSettings {
+            capacity: 10,
+            ..PoolSettings::default()
+        };
+        let mut old = Pool::with_created_stages(settings.clone(), 1, T0);
+        let id = old.stages().next().unwrap().id;
+        old.mark_live(id, "host", T0).unwrap();
+        let a = seat(&mut old, 1, T0).unwrap();
+        assert_eq!(lease_route(&a.lease_id).unwrap().stage, None);
+        let switched = PoolSettings {
+            presence: Presence::Stages,
+            ..settings
+        };
+        let mut p = Pool::from_rows(switched, old.export()).unwrap();
+        // Its heartbeats still come to the pool (the edge routes by the id's form): one TTL
+        // each, so it still lapses here when they stop.
+        let renewed = p.heartbeat(&a.lease_id, T0 + 1_000).unwrap();
+        assert_eq!(renewed.expires_at, T0 + 1_000 + p.settings().lease_ttl_ms);
+        assert_eq!(p.expire(renewed.expires_at), 1);
+        assert_eq!(p.viewers(), 0);
+        // New seats name their stage.
+        let b = seat(&mut p, 2, T0 + 2_000).unwrap();
+        assert_eq!(lease_route(&b.lease_id).unwrap().stage, Some(b.stage));
+    }
+
+    #[test]
     fn the_status_says_gone_and_ended() {
         let mut p = pool(10, 2);
         let a = seat(&mut p, 1, T0).unwrap();

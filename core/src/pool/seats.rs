@@ -228,7 +228,9 @@ impl Pool {
         if !self.leases.contains_key(lease_id) {
             return Err(PoolError::LeaseNotFound);
         }
-        self.renew(lease_id, now, self.pool_lease_ttl_ms());
+        // A heartbeat at the pool is of a lease the pool keeps alive itself (one made before
+        // the pool's presence moved to its stages included): one TTL.
+        self.renew(lease_id, now, self.settings.lease_ttl_ms);
         Ok(self.leases[lease_id].clone())
     }
 
