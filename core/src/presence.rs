@@ -573,8 +573,10 @@ mod tests {
             t.admit(&lease(3), false, T0 + 1),
             Err(PresenceError::StageGone)
         );
-        let mut life = LifeRecord::default();
-        life.ended_at = Some(T0 + 2);
+        let life = LifeRecord {
+            ended_at: Some(T0 + 2),
+            ..LifeRecord::default()
+        };
         t.set_status(StageStatus {
             life,
             ..StageStatus::default()

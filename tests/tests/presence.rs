@@ -33,7 +33,10 @@ async fn wait_for_seat(api: &Api, b: &str, user: &str) -> Answer {
 /// object holds.
 async fn presence(api: &Api, b: &str) -> (u64, Vec<(u64, u64)>) {
     let a = api
-        .get(&format!("/api/admin/broadcasts/{b}/presence"), Some(ADMIN_KEY))
+        .get(
+            &format!("/api/admin/broadcasts/{b}/presence"),
+            Some(ADMIN_KEY),
+        )
         .await;
     assert_eq!(a.status, 200, "{a:?}");
     let stages = a.body["stages"]
@@ -85,7 +88,11 @@ async fn capacity_stays_exact_while_frees_arrive_late() {
     ];
     let lease = silent.body["leaseId"].as_str().unwrap().to_string();
     let parts: Vec<&str> = lease.split('.').collect();
-    assert_eq!(parts.len(), 3, "a lease of stage presence names its stage: {lease}");
+    assert_eq!(
+        parts.len(),
+        3,
+        "a lease of stage presence names its stage: {lease}"
+    );
     assert_eq!(parts[0], b);
 
     // The lease is the secret: the same id with another stage written in is unknown there,
@@ -153,7 +160,10 @@ async fn capacity_stays_exact_while_frees_arrive_late() {
     assert_eq!((hb.status, hb.code()), (404, "lease_not_found"), "{hb:?}");
     let snap = api.snapshot(b).await;
     assert_eq!(snap["viewers"], 3, "{snap}");
-    assert!(snap["stats"]["leaseExpiries"].as_u64().unwrap() >= 1, "{snap}");
+    assert!(
+        snap["stats"]["leaseExpiries"].as_u64().unwrap() >= 1,
+        "{snap}"
+    );
 
     // A leave is reported at once: its seat is the next viewer's without a wait.
     let left = api.lease_call("leave", &seated.body["leaseId"]).await;
@@ -168,7 +178,11 @@ async fn capacity_stays_exact_while_frees_arrive_late() {
             None,
         )
         .await;
-    assert_eq!((again.status, again.code()), (503, "no_capacity"), "{again:?}");
+    assert_eq!(
+        (again.status, again.code()),
+        (503, "no_capacity"),
+        "{again:?}"
+    );
     // Every object agrees on who holds a seat.
     let (pool, stages) = presence(&api, b).await;
     assert_eq!(pool, 3);
@@ -317,7 +331,11 @@ async fn a_restart_mid_storm_loses_and_doubles_no_seat() {
     let lapse_by = Duration::from_secs(TTL) + REPORT_BOUND;
     tokio::time::sleep(lapse_by.saturating_sub(silent_at.elapsed())).await;
     let hb = api.lease_call("heartbeat", &silent.body["leaseId"]).await;
-    assert_eq!(hb.code(), "lease_not_found", "the silent lease outlived its TTL: {hb:?}");
+    assert_eq!(
+        hb.code(),
+        "lease_not_found",
+        "the silent lease outlived its TTL: {hb:?}"
+    );
     let deadline = Instant::now() + REPORT_BOUND;
     loop {
         let (pool, stages) = presence(&api, b).await;

@@ -117,7 +117,8 @@ impl JsonBody {
 // The validators of ids that arrive in requests are core's (their errors name the field and
 // say what was wrong); `?` turns their `InvalidField` into a 400 `invalid_field`.
 pub use stagefan_core::ids::{
-    broadcast_of_lease, lease_route, validate_broadcast_field as validate_broadcast, validate_stage_arn,
+    broadcast_of_lease, lease_route, validate_broadcast_field as validate_broadcast,
+    validate_stage_arn,
 };
 
 #[cfg(test)]

@@ -62,7 +62,10 @@ impl DurableObject for StageSeats {
         let mut parts = path.trim_start_matches('/').splitn(3, '/').skip(1);
         let broadcast = parts.next().unwrap_or_default().to_string();
         let stage = parts.next().and_then(|s| s.parse::<u64>().ok());
-        let result = match (calls::receive::<StageCall>(&mut req, "stage seats").await, stage) {
+        let result = match (
+            calls::receive::<StageCall>(&mut req, "stage seats").await,
+            stage,
+        ) {
             (Ok(call), Some(stage)) => self.handle(&broadcast, StageId(stage), call).await,
             (Ok(_), None) => Err(AppError::bad_request(
                 "invalid_call",
@@ -154,7 +157,11 @@ impl StageSeats {
                 serde_json::json!({"left": true})
             }
             StageCall::Sync { status } => {
-                if self.mutate(|t| Ok(t.set_status(status))).is_some() {
+                let synced = self.mutate(|t| {
+                    t.set_status(status);
+                    Ok(())
+                });
+                if synced.is_some() {
                     self.persist()?;
                 }
                 serde_json::json!({"synced": true})

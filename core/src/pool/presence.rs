@@ -198,9 +198,9 @@ mod tests {
             now += 1_000;
             match seat(&mut p, round, now) {
                 Ok(a) => {
-                    let table = stages
-                        .entry(a.stage)
-                        .or_insert_with(|| StageLeases::new("b", a.stage, 5_000, p.stage_status(a.stage), now));
+                    let table = stages.entry(a.stage).or_insert_with(|| {
+                        StageLeases::new("b", a.stage, 5_000, p.stage_status(a.stage), now)
+                    });
                     table.admit(&a.lease_id, false, now).unwrap();
                     assert!(p.admitted(&a.lease_id, now));
                 }
@@ -233,13 +233,20 @@ mod tests {
                 }
             }
             let held: usize = stages.values().map(StageLeases::len).sum();
-            assert!(p.viewers() as usize >= held, "the pool counts every live lease");
+            assert!(
+                p.viewers() as usize >= held,
+                "the pool counts every live lease"
+            );
         }
         for (id, batch) in in_flight.drain(..) {
             p.apply_frees(id, &batch, now);
         }
         let held: usize = stages.values().map(StageLeases::len).sum();
-        assert_eq!(p.viewers() as usize, held, "once every report arrived, counts agree");
+        assert_eq!(
+            p.viewers() as usize,
+            held,
+            "once every report arrived, counts agree"
+        );
         assert!(p.check_consistency().is_ok());
     }
 

@@ -140,7 +140,10 @@ async fn heartbeats(
 /// Every object's counters: (pool requests, pool requests by call, per stage: requests).
 async fn counters(api: &Api, b: &str) -> (u64, Value, Vec<(u64, u64)>) {
     let a = api
-        .get(&format!("/api/admin/broadcasts/{b}/presence"), Some(ADMIN_KEY))
+        .get(
+            &format!("/api/admin/broadcasts/{b}/presence"),
+            Some(ADMIN_KEY),
+        )
         .await;
     assert_eq!(a.status, 200, "presence counters: {a:?}");
     let pool = a.body["pool"]["requests"].as_u64().unwrap_or(0);
@@ -209,7 +212,10 @@ async fn run(mode: &'static str) -> Outcome {
         if ready >= want {
             break;
         }
-        assert!(Instant::now() < deadline, "stages not created: {ready}/{want}");
+        assert!(
+            Instant::now() < deadline,
+            "stages not created: {ready}/{want}"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let (seated, _) = seat(&api, b, "seated", seated_n, 32).await;

@@ -10,8 +10,8 @@ use crate::error::{AppError, AppResult};
 use crate::runtime;
 
 use super::{
-    json_response, mint, pool_call, require_broadcast, resolve_broadcast, rfc3339_ms,
-    stage_call, Edge,
+    json_response, mint, pool_call, require_broadcast, resolve_broadcast, rfc3339_ms, stage_call,
+    Edge,
 };
 
 pub(super) async fn viewer_token(mut req: Request, edge: &Edge) -> AppResult<Response> {
