@@ -125,7 +125,8 @@ impl Stage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Lease {
-    /// `{broadcast}.{22 url-safe chars}`.
+    /// `{broadcast}.{22 url-safe chars}`, or in stage presence `{broadcast}.{stage}.{22 url-safe
+    /// chars}` (see `crate::ids::lease_route`).
     pub id: String,
     /// What the viewer calls itself (IVS's `user_id`): a display name, never a key.
     pub user_id: String,
