@@ -137,7 +137,8 @@ impl DurableObject for StagePool {
             .unwrap_or_default();
         let broadcast = broadcast.to_string();
         let result = match calls::receive::<PoolCall>(&mut req, "pool").await {
-            Ok(PoolCall::Counters) => self.counters(),
+            // Not counted: the counters' own call.
+            Ok(PoolCall::Counters) => self.shared.load(&broadcast).and_then(|()| self.counters()),
             Ok(call) => {
                 self.shared.inner.borrow_mut().counters.count(call.name());
                 let report = matches!(call, PoolCall::StageReport { .. });
