@@ -10,6 +10,7 @@
 //! object nobody admitted a lease to has no tables, and a heartbeat there creates none.
 
 use std::cell::RefCell;
+use std::time::Duration;
 
 use serde::Deserialize;
 use stagefan_core::pool::StageId;
@@ -20,8 +21,12 @@ use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlS
 
 use crate::calls::{self, Admitted, ObjectCounters, PoolCall, Renewed, StageCall};
 use crate::error::{AppError, AppResult};
+use crate::pool_object::slots::CreateSignal;
 use crate::runtime;
 use crate::settings::Settings;
+
+/// Rounds a leave waits for the report of its free before leaving it to the alarm.
+const REPORT_ROUNDS: u32 = 4;
 
 #[durable_object]
 pub struct StageSeats {
@@ -30,6 +35,8 @@ pub struct StageSeats {
     sql: SqlStorage,
     ttl_ms: std::result::Result<u64, String>,
     inner: RefCell<Inner>,
+    /// Signalled whenever a report to the pool ends.
+    reported: CreateSignal,
 }
 
 #[derive(Default)]
@@ -38,6 +45,9 @@ struct Inner {
     table: Option<StageLeases>,
     /// When the alarm is set for, if this instance set one.
     alarm_at: Option<u64>,
+    /// Whether a report to the pool is in flight (one at a time: the leaves that come
+    /// meanwhile go in the next).
+    reporting: bool,
     counters: ObjectCounters,
 }
 
@@ -53,6 +63,7 @@ impl DurableObject for StageSeats {
             sql,
             ttl_ms,
             inner: RefCell::new(Inner::default()),
+            reported: CreateSignal::default(),
         }
     }
 
@@ -148,10 +159,9 @@ impl StageSeats {
                 let left = self.mutate(|t| Ok(t.leave(&lease_id, now)));
                 self.persist()?;
                 if matches!(left, Some(Ok(true))) {
-                    // A leave is reported at once: the seat is free for the next viewer now.
-                    if let Err(e) = self.report().await {
-                        worker::console_error!("reporting a leave to the pool: {e:?}");
-                    }
+                    // A leave is reported before its answer: the seat is free for the next
+                    // viewer now.
+                    self.report_free(&lease_id).await;
                     self.schedule(now).await;
                 }
                 serde_json::json!({"left": true})
@@ -216,9 +226,48 @@ impl StageSeats {
         Ok(())
     }
 
+    /// Reports until the pool has acknowledged the free of `lease_id`, one report in flight
+    /// at a time: concurrent leaves of this stage travel together in the next report. After
+    /// a few failed rounds it is left to the alarm.
+    async fn report_free(&self, lease_id: &str) {
+        for _ in 0..REPORT_ROUNDS {
+            let pending = self
+                .inner
+                .borrow()
+                .table
+                .as_ref()
+                .is_some_and(|t| t.free_kind(lease_id).is_some());
+            if !pending {
+                return;
+            }
+            if self.inner.borrow().reporting {
+                self.reported.wait(Duration::from_secs(2)).await;
+                continue;
+            }
+            if let Err(e) = self.report().await {
+                worker::console_error!("reporting a leave to the pool: {e:?}");
+            }
+        }
+    }
+
     /// Sends the waiting frees to the pool (also an empty batch: a sync) and takes its
-    /// status from the answer. A failure keeps them waiting for the next alarm.
+    /// status from the answer; one report in flight at a time (`reporting`). A failure keeps
+    /// them waiting for the next alarm.
     async fn report(&self) -> AppResult<()> {
+        {
+            let mut inner = self.inner.borrow_mut();
+            if inner.reporting {
+                return Ok(());
+            }
+            inner.reporting = true;
+        }
+        let sent = self.send_report().await;
+        self.inner.borrow_mut().reporting = false;
+        self.reported.notify();
+        sent
+    }
+
+    async fn send_report(&self) -> AppResult<()> {
         let (broadcast, stage, batch) = {
             let inner = self.inner.borrow();
             let Some(t) = inner.table.as_ref() else {

@@ -44,7 +44,7 @@ mod presence;
 mod quota;
 mod replication;
 mod seats;
-mod slots;
+pub(crate) mod slots;
 mod storage;
 
 /// How long a viewer who finds every stage full waits for a stage being created (a join storm
