@@ -104,10 +104,12 @@ test: setup-test build lint unit web-test integration sdk-test browser-test
 	@echo "make test: all checks passed"
 
 # Benchmarks, not tests: tokens/s and latency, and the wasm size; seats given during a storm
-# and recovery from a worker restart (docs/benchmarks.md).
+# and recovery from a worker restart (docs/benchmarks.md); presence at the pool vs at the
+# stages (docs/presence.md).
 bench: build
 	cargo run --release -p stagefan-tests --bin stagefan-bench
 	cargo run --release -p stagefan-tests --bin stagefan-recovery-bench
+	cargo run --release -p stagefan-tests --bin stagefan-presence-bench
 	cargo build --release -p stagefan-monitor
 	STAGEFAN_MONITOR_STAGES=1000 STAGEFAN_MONITOR_BIN=target/release/stagefan-monitor \
 	  cargo test -p stagefan-monitor --test ivs_local -- --ignored --nocapture with_many_stages

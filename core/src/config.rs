@@ -82,6 +82,10 @@ pub struct Config {
     /// `VIEWER_JOIN_LIMITER`) and seats held (`MAX_SEATS_PER_CLIENT`). Off is for a deploy
     /// behind a front door of its own that does this, and for measuring what it costs.
     pub admission_control: bool,
+    /// `PRESENCE`: where viewers keep their seats alive, `stages` (default: each stage's
+    /// object takes its heartbeats and reports frees to the pool in batches) or `pool` (every
+    /// heartbeat goes to the pool: the design before, kept to measure against).
+    pub presence: crate::presence::Presence,
     /// `TICKET_BROADCASTS`: broadcasts that seat only holders of a viewer ticket signed by the
     /// operator's backend (a comma list of broadcast ids, or `*` for all); default none.
     pub ticket_broadcasts: TicketScope,
@@ -314,8 +318,11 @@ impl Config {
 
         let prices = crate::meter::Prices::parse(get(crate::meter::PRICES_VAR).as_deref())?;
 
+        let presence = crate::presence::Presence::parse(get("PRESENCE").as_deref())?;
+
         Ok(Config {
             prices,
+            presence,
             max_seats_per_client,
             ticket_broadcasts,
             admission_control,
@@ -399,6 +406,7 @@ impl Config {
             scale_down_grace_ms: u64::from(self.scale_down_grace_seconds) * 1000,
             delete_grace_ms: u64::from(self.scale_down_grace_seconds) * 1000,
             prices: self.prices,
+            presence: self.presence,
         }
     }
 

@@ -34,6 +34,7 @@ pub mod modes;
 pub mod pacing;
 pub mod policy;
 pub mod pool;
+pub mod presence;
 pub mod regions;
 pub mod replication;
 pub mod sigv4;

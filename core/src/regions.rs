@@ -203,14 +203,39 @@ pub fn parse_pool_name<'a>(field: &str, name: &'a str) -> Result<PoolRef<'a>, In
     }
 }
 
-/// The pool a lease id belongs to: `{pool name}.{22 url-safe characters}`; errors name
-/// `leaseId`. Only the form is checked.
-pub fn pool_of_lease(lease_id: &str) -> Result<PoolRef<'_>, InvalidField> {
+/// Where a lease id routes: its pool, and, for a lease of stage presence, its stage's object
+/// (`crate::presence`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseRoute<'a> {
+    /// The pool's name as the lease spells it (`broadcast` or `broadcast@region`).
+    pub pool_name: &'a str,
+    /// The pool's name read.
+    pub pool: PoolRef<'a>,
+    /// The stage whose object keeps the lease alive (`None`: the pool keeps it).
+    pub stage: Option<crate::pool::StageId>,
+}
+
+/// Reads a lease id as the pools make them: `{pool name}.{22 url-safe characters}`, or in
+/// stage presence `{pool name}.{stage number}.{22 url-safe characters}`; errors name
+/// `leaseId`. Only the form is checked: whether the lease exists is its object's question.
+pub fn lease_route(lease_id: &str) -> Result<LeaseRoute<'_>, InvalidField> {
     let bad = |why: &str| InvalidField::new("leaseId", format!("is not a lease id: {why}"));
-    let (pool, secret) = lease_id
+    let (head, secret) = lease_id
         .rsplit_once('.')
         .ok_or_else(|| bad("no `.` between broadcast and secret"))?;
-    let pool = parse_pool_name("leaseId", pool).map_err(|e| bad(&e.problem))?;
+    let (pool_name, stage) = match head.split_once('.') {
+        None => (head, None),
+        Some((pool, stage)) => {
+            let number = (!stage.is_empty()
+                && stage.len() <= 19
+                && stage.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| stage.parse::<u64>().ok())
+            .flatten()
+            .ok_or_else(|| bad("its stage must be a number"))?;
+            (pool, Some(crate::pool::StageId(number)))
+        }
+    };
+    let pool = parse_pool_name("leaseId", pool_name).map_err(|e| bad(&e.problem))?;
     let len = secret.chars().count();
     if len != LEASE_SECRET_CHARS {
         return Err(bad(&format!(
@@ -225,7 +250,16 @@ pub fn pool_of_lease(lease_id: &str) -> Result<PoolRef<'_>, InvalidField> {
             "its secret may hold only url-safe base64 (letters, digits, `_`, `-`)",
         ));
     }
-    Ok(pool)
+    Ok(LeaseRoute {
+        pool_name,
+        pool,
+        stage,
+    })
+}
+
+/// The pool a lease id belongs to (see [`lease_route`]); errors name `leaseId`.
+pub fn pool_of_lease(lease_id: &str) -> Result<PoolRef<'_>, InvalidField> {
+    lease_route(lease_id).map(|r| r.pool)
 }
 
 /// The region of a stage ARN (`arn:aws:ivs:{region}:{account}:stage/{id}`), if it has one.
@@ -259,6 +293,33 @@ pub fn validate_region(region: &str) -> Result<(), InvalidField> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lease_ids_name_their_pool_and_in_stage_presence_their_stage() {
+        let route = lease_route("default.12.abcdefghijABCDEFGHIJ-_").unwrap();
+        assert_eq!(route.pool.broadcast, "default");
+        assert_eq!(route.pool_name, "default");
+        assert_eq!(route.stage, Some(crate::pool::StageId(12)));
+        let regional = lease_route("default@eu-west-1.3.abcdefghijABCDEFGHIJ-_").unwrap();
+        assert_eq!(regional.pool.region, Some("eu-west-1"));
+        assert_eq!(regional.pool_name, "default@eu-west-1");
+        assert_eq!(regional.stage, Some(crate::pool::StageId(3)));
+        let plain = lease_route("default.abcdefghijABCDEFGHIJ-_").unwrap();
+        assert_eq!((plain.stage, plain.pool.region), (None, None));
+        for bad in [
+            "default..abcdefghijABCDEFGHIJ-_",
+            "default.x1.abcdefghijABCDEFGHIJ-_",
+            "default.-1.abcdefghijABCDEFGHIJ-_",
+            "default.99999999999999999999.abcdefghijABCDEFGHIJ-_",
+            "default.1.2.abcdefghijABCDEFGHIJ-_",
+            "de fault.1.abcdefghijABCDEFGHIJ-_",
+            "default@EU.1.abcdefghijABCDEFGHIJ-_",
+            "default.1.short",
+        ] {
+            let err = lease_route(bad).unwrap_err();
+            assert_eq!(err.field, "leaseId", "{bad}");
+        }
+    }
 
     const TWO: [&str; 2] = ["us-east-1", "eu-west-1"];
     const ALL: [&str; 7] = [

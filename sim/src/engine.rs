@@ -1868,7 +1868,10 @@ impl Sim {
         if meter.0 != meter.1 {
             self.violate(
                 Check::SeatsAcrossRestart,
-                format!("{name}: the cost meter {:?} before, {:?} after", meter.0, meter.1),
+                format!(
+                    "{name}: the cost meter {:?} before, {:?} after",
+                    meter.0, meter.1
+                ),
             );
         }
         // Joins waiting inside the dead instance get a 5xx: the page asks again shortly.

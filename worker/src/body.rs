@@ -117,6 +117,7 @@ impl JsonBody {
 // The validators of ids that arrive in requests are core's (their errors name the field and
 // say what was wrong); `?` turns their `InvalidField` into a 400 `invalid_field`.
 pub use stagefan_core::ids::{validate_broadcast_field as validate_broadcast, validate_stage_arn};
+pub use stagefan_core::regions::lease_route;
 
 #[cfg(test)]
 mod tests {

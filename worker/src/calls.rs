@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use stagefan_core::config::FanoutMode;
 use stagefan_core::ledger::Quotas;
 use stagefan_core::policy::ScaleAction;
-use stagefan_core::pool::{BroadcastState, Observation, StageState};
+use stagefan_core::pool::{BroadcastState, Observation, StageId, StageState};
+use stagefan_core::presence::{Free, StageStatus};
 use worker::{Env, Method, Request, RequestInit, Response};
 
 use crate::error::{AppError, AppResult};
@@ -63,6 +64,12 @@ pub enum PoolCall {
     Action { action: ScaleAction },
     /// A round of the monitor's observations of IVS.
     Observations { observation: Observation },
+    /// Stage presence: a stage's `StageSeats` reports seats freed there (left or lapsed);
+    /// answers the stage's `StageStatus`.
+    StageReport { stage: StageId, frees: Vec<Free> },
+    /// The pool object's request counters since it started (for the benchmark); answers
+    /// [`ObjectCounters`] with the stages whose objects may hold leases.
+    Counters,
 }
 
 impl PoolCall {
@@ -82,6 +89,8 @@ impl PoolCall {
             PoolCall::Snapshot => "snapshot",
             PoolCall::Action { .. } => "action",
             PoolCall::Observations { .. } => "observations",
+            PoolCall::StageReport { .. } => "stage-report",
+            PoolCall::Counters => "counters",
         }
     }
 }
@@ -168,6 +177,95 @@ pub struct ReplicaStage {
     pub state: StageState,
     /// Whether the replica of the origin's current host is known to publish there.
     pub receiving: bool,
+}
+
+/// A call to a stage's `StageSeats` (`idFromName(stage_seats_name(pool, stage))`), posted
+/// to `https://stage-seats/<op>/<pool>/<stage>`: stage presence (`stagefan_core::presence`).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", rename_all_fields = "camelCase")]
+pub enum StageCall {
+    /// From the pool: it granted `lease_id` a seat on this stage (`reconnect`: one it already
+    /// held); answers [`Admitted`], or 404 `lease_not_found` for a reconnect of a lease that
+    /// lapsed or was given back here.
+    Admit {
+        lease_id: String,
+        reconnect: bool,
+        status: StageStatus,
+    },
+    /// A viewer's heartbeat; answers [`Renewed`].
+    Heartbeat { lease_id: String },
+    /// A viewer gives its seat back (idempotent); reported to the pool before the answer.
+    Leave { lease_id: String },
+    /// From the pool: its status changed (the host, the end, the stage gone).
+    Sync { status: StageStatus },
+    /// The object's request counters since it started; answers [`ObjectCounters`].
+    Stats,
+}
+
+impl StageCall {
+    /// The name of the call (for errors, logs and counters).
+    pub fn name(&self) -> &'static str {
+        match self {
+            StageCall::Admit { .. } => "admit",
+            StageCall::Heartbeat { .. } => "heartbeat",
+            StageCall::Leave { .. } => "leave",
+            StageCall::Sync { .. } => "sync",
+            StageCall::Stats => "stats",
+        }
+    }
+}
+
+/// The name of a stage's `StageSeats` object: the pool's name (`{broadcast}`, or
+/// `{broadcast}@{region}` in another region, where stage ids start again at 1) and the stage,
+/// derivable from a lease id of stage presence (`stagefan_core::regions::lease_route`), so the
+/// edge needs no pool to find it.
+pub fn stage_seats_name(pool: &str, stage: StageId) -> String {
+    format!("{pool}/{stage}")
+}
+
+/// A lease a stage's object took.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Admitted {
+    /// Unix ms.
+    pub expires_at: u64,
+}
+
+/// Requests an object took since it started, by call (the benchmark's honest count).
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectCounters {
+    /// Every request but the counters' own.
+    pub requests: u64,
+    /// By call name.
+    pub by_call: std::collections::BTreeMap<String, u64>,
+    /// Alarms run.
+    #[serde(default)]
+    pub alarms: u64,
+    /// Requests this object sent to others, by call name.
+    #[serde(default)]
+    pub sent: std::collections::BTreeMap<String, u64>,
+    /// The pool: the stages whose objects may hold leases.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<StageId>,
+    /// A stage's object: live leases and frees waiting for the pool.
+    #[serde(default)]
+    pub leases: u64,
+    #[serde(default)]
+    pub pending_frees: u64,
+}
+
+impl ObjectCounters {
+    /// Counts one request of `call`.
+    pub fn count(&mut self, call: &str) {
+        self.requests += 1;
+        *self.by_call.entry(call.to_string()).or_default() += 1;
+    }
+
+    /// Counts one request sent, of `call`.
+    pub fn sent(&mut self, call: &str) {
+        *self.sent.entry(call.to_string()).or_default() += 1;
+    }
 }
 
 /// A call to the `Registry` (one instance).
@@ -375,6 +473,38 @@ mod tests {
             let back: PoolCall = parse(&text, "pool").unwrap();
             assert_eq!(back.name(), call.name(), "{text}");
         }
+    }
+
+    #[test]
+    fn stage_calls_read_back() {
+        let report = PoolCall::StageReport {
+            stage: StageId(3),
+            frees: vec![Free {
+                lease_id: "b.3.x".into(),
+                kind: stagefan_core::presence::FreeKind::Lapsed,
+            }],
+        };
+        assert_eq!(
+            serde_json::to_value(&report).unwrap(),
+            json!({"stage-report": {"stage": 3, "frees": [{"leaseId": "b.3.x", "kind": "lapsed"}]}})
+        );
+        for call in [
+            StageCall::Admit {
+                lease_id: "b.3.x".into(),
+                reconnect: true,
+                status: StageStatus::default(),
+            },
+            StageCall::Heartbeat {
+                lease_id: "b.3.x".into(),
+            },
+            StageCall::Stats,
+        ] {
+            let text = serde_json::to_string(&call).unwrap();
+            let back: StageCall = parse(&text, "stage seats").unwrap();
+            assert_eq!(back.name(), call.name(), "{text}");
+        }
+        assert!(parse::<StageCall>(r#"{"heartbeat":{}}"#, "stage seats").is_err());
+        assert_eq!(stage_seats_name("b", StageId(3)), "b/3");
     }
 
     #[test]

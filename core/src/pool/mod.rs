@@ -50,6 +50,7 @@ use base64::Engine;
 use crate::ids::{validate_broadcast_id, InvalidField};
 use crate::meter::{ByKind, Prices};
 use crate::modes::FanoutMode;
+use crate::presence::Presence;
 pub use crate::time::Millis;
 
 /// Default seats per stage (the seed's example).
@@ -101,6 +102,7 @@ mod life;
 mod lifecycle;
 mod meter;
 mod observation;
+mod presence;
 mod quota;
 mod rows;
 mod seats;

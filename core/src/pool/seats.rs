@@ -42,7 +42,7 @@ impl Pool {
         if self.is_ended() {
             return Err(AssignError::Ended);
         }
-        let ttl = self.settings.lease_ttl_ms;
+        let ttl = self.pool_lease_ttl_ms();
 
         let held = req.lease_id.filter(|id| self.leases.contains_key(*id));
         if let Some(lease_id) = held {
@@ -82,15 +82,15 @@ impl Pool {
             return Err(AssignError::ClientLimit { held: holds, limit });
         }
 
-        let lease_id = format!(
-            "{}.{}",
-            self.name(),
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random)
-        );
+        let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random);
         let participant_id = derive_participant_id(random);
-        if self.leases.contains_key(&lease_id) || self.by_participant.contains_key(&participant_id)
-        {
-            return Err(AssignError::LeaseIdTaken(lease_id));
+        if self.by_participant.contains_key(&participant_id) {
+            // The same random bytes made a seat already (the id names the pool and the
+            // secret; in stage presence the stage comes between them).
+            return Err(AssignError::LeaseIdTaken(format!(
+                "{}.{secret}",
+                self.name()
+            )));
         }
         // A new seat is one more subscription of the region: only within the pool's grant
         // (a seat moved off a draining stage gives its old one back).
@@ -127,6 +127,15 @@ impl Pool {
                 region_quota,
             }));
         };
+        // A lease names its pool (`{broadcast}` or `{broadcast}@{region}`) and, in stage
+        // presence, its stage (whose object keeps the lease alive).
+        let lease_id = match self.settings.presence {
+            Presence::Pool => format!("{}.{secret}", self.name()),
+            Presence::Stages => format!("{}.{stage_id}.{secret}", self.name()),
+        };
+        if self.leases.contains_key(&lease_id) {
+            return Err(AssignError::LeaseIdTaken(lease_id));
+        }
         // Moving off a draining stage: give the old seat back first.
         let mut client = req.client.map(str::to_string);
         if let Some(old) = moving {
@@ -135,7 +144,10 @@ impl Pool {
             self.meta.stats.leaves += 1;
         }
 
-        let expires_at = now.saturating_add(ttl);
+        // In stage presence a new lease lives one TTL here until its stage has taken it
+        // ([`Pool::admitted`]): a seat whose admission never happened (the object died in
+        // between) lapses by itself, as its viewer never heard of it.
+        let expires_at = now.saturating_add(self.settings.lease_ttl_ms.min(ttl));
         let lease = Lease {
             id: lease_id.clone(),
             user_id: req.user_id.to_string(),
@@ -217,6 +229,8 @@ impl Pool {
         if !self.leases.contains_key(lease_id) {
             return Err(PoolError::LeaseNotFound);
         }
+        // A heartbeat at the pool is of a lease the pool keeps alive itself (one made before
+        // the pool's presence moved to its stages included): one TTL.
         self.renew(lease_id, now, self.settings.lease_ttl_ms);
         Ok(self.leases[lease_id].clone())
     }

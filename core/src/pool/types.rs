@@ -128,7 +128,8 @@ impl Stage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Lease {
-    /// `{broadcast}.{22 url-safe chars}`.
+    /// `{broadcast}.{22 url-safe chars}`, or in stage presence `{broadcast}.{stage}.{22 url-safe
+    /// chars}` (see `crate::regions::lease_route`).
     pub id: String,
     /// What the viewer calls itself (IVS's `user_id`): a display name, never a key.
     pub user_id: String,
@@ -245,6 +246,9 @@ pub struct PoolSettings {
     /// The cost meter's price table.
     #[serde(default)]
     pub prices: Prices,
+    /// Where viewers keep their seats alive: in the pool, or at their stage's object (then
+    /// the pool's leases never lapse by themselves: their stage reports the frees).
+    pub presence: Presence,
 }
 
 impl Default for PoolSettings {
@@ -262,6 +266,7 @@ impl Default for PoolSettings {
             scale_down_grace_ms: grace_ms,
             delete_grace_ms: grace_ms,
             prices: Prices::default(),
+            presence: Presence::Pool,
         }
     }
 }

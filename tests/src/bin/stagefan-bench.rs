@@ -2,7 +2,8 @@
 //! local stack (the worker on `wrangler dev` + ivs-local, on this machine), at 64 concurrent
 //! clients, for each way of making tokens, against two baselines measured in the same run:
 //! `GET /api/config` (the edge alone) and `POST /api/viewer/heartbeat` (the edge plus a
-//! Durable Object round trip with one SQLite write: a bare counter). Also the worker's wasm
+//! Durable Object round trip with one SQLite write: a bare counter; since stage presence the
+//! object is the lease's `StageSeats`, see stagefan-presence-bench). Also the worker's wasm
 //! size, raw and gzipped.
 //!
 //!   make bench          (or: cargo run --release -p stagefan-tests --bin stagefan-bench)

@@ -43,10 +43,11 @@ use slots::CreateSignal;
 mod ivs_calls;
 mod life;
 mod maintenance;
+mod presence;
 mod quota;
 mod replication;
 mod seats;
-mod slots;
+pub(crate) mod slots;
 mod storage;
 
 /// How long a viewer who finds every stage full waits for a stage being created (a join storm
@@ -109,6 +110,10 @@ struct Inner {
     loaded_at: u64,
     /// Create intents whose outcome-unknown lookup failed, and when (memory only).
     failed_lookups: BTreeMap<StageId, u64>,
+    /// Stage presence: the status this instance last pushed to each stage's object.
+    pushed: BTreeMap<StageId, stagefan_core::presence::StageStatus>,
+    /// Requests taken and sent since this instance started (the benchmark reads them).
+    counters: calls::ObjectCounters,
 }
 
 #[durable_object]
@@ -145,7 +150,21 @@ impl DurableObject for StagePool {
         let name = name.to_string();
         let result = match calls::receive::<PoolCall>(&mut req, "pool").await {
             Ok(call) => match self.named(&name) {
-                Ok(broadcast) => self.handle(&name, &broadcast, call).await,
+                // Not counted: the counters' own call.
+                Ok(_) if matches!(call, PoolCall::Counters) => {
+                    self.shared.load(&name).and_then(|()| self.counters())
+                }
+                Ok(broadcast) => {
+                    self.shared.inner.borrow_mut().counters.count(call.name());
+                    let report = matches!(call, PoolCall::StageReport { .. });
+                    let result = self.handle(&name, &broadcast, call).await;
+                    if !report {
+                        // What the call changed of the stages' status reaches their objects
+                        // before its answer (stage presence).
+                        self.shared.push_stage_statuses().await;
+                    }
+                    result
+                }
                 Err(e) => Err(e),
             },
             Err(e) => Err(e),
@@ -154,9 +173,11 @@ impl DurableObject for StagePool {
     }
 
     async fn alarm(&self) -> Result<Response> {
+        self.shared.inner.borrow_mut().counters.alarms += 1;
         if let Err(e) = self.maintain().await {
             worker::console_error!("pool maintenance: {e:?}");
         }
+        self.shared.push_stage_statuses().await;
         Response::ok("ok")
     }
 }
@@ -182,6 +203,26 @@ impl StagePool {
         }
         self.shared.inner.borrow_mut().named_region = pool.region.map(str::to_string);
         Ok(pool.broadcast.to_string())
+    }
+
+    /// The request counters, with the stages whose objects may hold leases.
+    fn counters(&self) -> AppResult<Value> {
+        let inner = self.shared.inner.borrow();
+        let stages = inner
+            .pool
+            .as_ref()
+            .map(|p| p.stage_statuses().into_iter().map(|(id, _)| id).collect())
+            .unwrap_or_default();
+        let counters = calls::ObjectCounters {
+            requests: inner.counters.requests,
+            by_call: inner.counters.by_call.clone(),
+            alarms: inner.counters.alarms,
+            sent: inner.counters.sent.clone(),
+            stages,
+            leases: inner.pool.as_ref().map_or(0, |p| u64::from(p.viewers())),
+            pending_frees: 0,
+        };
+        to_value(counters)
     }
 
     async fn handle(&self, name: &str, broadcast: &str, call: PoolCall) -> AppResult<Value> {
@@ -279,6 +320,13 @@ impl StagePool {
                 shared.with_region(to_value(self.snapshot()?)?)
             }
             PoolCall::Action { action } => self.action(action).await?,
+            PoolCall::StageReport { stage, frees } => {
+                if !shared.has_pool() {
+                    return Err(not_found_pool());
+                }
+                to_value(shared.stage_report(stage, &frees)?)?
+            }
+            PoolCall::Counters => self.counters()?,
             PoolCall::Observations { observation } => {
                 let report = shared.mutate(|pool, now| Ok(pool.observe(&observation, now)))?;
                 shared.remember_evicted(&report.evicted);

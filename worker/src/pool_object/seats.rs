@@ -2,6 +2,8 @@
 //! wait for a stage being created), its heartbeat, and a viewer's report that its stage is
 //! missing in IVS (checked with `GetStage` before the pool believes it).
 
+use stagefan_core::presence::{Free, FreeKind, Presence};
+
 use super::*;
 
 impl StagePool {
@@ -38,6 +40,8 @@ impl StagePool {
         broadcast: &str,
         request: &JoinRequest<'_>,
     ) -> AppResult<JoinGrant> {
+        let mut request = *request;
+        let request = &mut request;
         let shared = &self.shared;
         if !shared.has_pool() {
             return Err(AppError::NotFound {
@@ -85,6 +89,42 @@ impl StagePool {
             };
             match assigned {
                 Ok(a) => {
+                    let mut lease_expires_at = a.expires_at;
+                    if shared.with_pool(|p| p.presence()) == Presence::Stages {
+                        // The seat's stage keeps it alive: it takes the lease before the
+                        // viewer hears of it. The seat is written once, with `admitted`,
+                        // before the answer: a seat lost in between (the object died) was
+                        // never the viewer's, and its stage's copy lapses unrenewed.
+                        let admitted = shared
+                            .admit_at_stage(a.stage, &a.lease_id, a.reconnected)
+                            .await;
+                        match admitted {
+                            Ok(presence::Admission::Taken(at)) => {
+                                lease_expires_at = at;
+                                // From now on the stage reports its free; the pool holds it.
+                                shared.mutate(|pool, now| Ok(pool.admitted(&a.lease_id, now)))?;
+                            }
+                            Ok(presence::Admission::Lapsed) => {
+                                // It lapsed at its stage and the report is on its way: free
+                                // it now, and seat the viewer anew.
+                                let lapsed = [Free {
+                                    lease_id: a.lease_id.clone(),
+                                    kind: FreeKind::Lapsed,
+                                }];
+                                shared.mutate(|pool, now| {
+                                    Ok(pool.apply_frees(a.stage, &lapsed, now))
+                                })?;
+                                request.lease_id = None;
+                                continue;
+                            }
+                            Err(e) => {
+                                if !a.reconnected {
+                                    shared.mutate(|pool, now| Ok(pool.leave(&a.lease_id, now)))?;
+                                }
+                                return Err(e);
+                            }
+                        }
+                    }
                     let grant = shared.with_pool(|pool| {
                         let life = pool.life(now);
                         let endpoints = pool
@@ -98,7 +138,7 @@ impl StagePool {
                             stage_state: a.stage_state,
                             whip_url: endpoints.whip,
                             events_url: endpoints.events,
-                            lease_expires_at: a.expires_at,
+                            lease_expires_at,
                             lease_ttl_seconds: pool.settings().lease_ttl_ms / 1000,
                             reconnected: a.reconnected,
                             participant_id: a.participant_id,

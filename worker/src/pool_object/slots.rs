@@ -22,15 +22,15 @@ const MAX_MISSED_SLOTS: u32 = 10;
 
 /// Wakes the viewers waiting for a stage being created when a create ends (either way) or
 /// learns its slot, so that hundreds of waiters in a join storm sleep instead of polling the
-/// pool.
+/// pool (and, in a stage's `StageSeats`, the leaves waiting for the report in flight).
 #[derive(Default)]
-pub(super) struct CreateSignal {
+pub(crate) struct CreateSignal {
     generation: Cell<u64>,
     wakers: RefCell<Vec<Waker>>,
 }
 
 impl CreateSignal {
-    pub(super) fn notify(&self) {
+    pub(crate) fn notify(&self) {
         self.generation.set(self.generation.get().wrapping_add(1));
         for waker in self.wakers.borrow_mut().drain(..) {
             waker.wake();
@@ -51,7 +51,7 @@ impl CreateSignal {
     }
 
     /// Waits for the next `notify`, or `timeout`, whichever comes first.
-    pub(super) async fn wait(&self, timeout: Duration) {
+    pub(crate) async fn wait(&self, timeout: Duration) {
         let mut next = pin!(self.next());
         let mut delay = pin!(worker::Delay::from(timeout));
         std::future::poll_fn(|cx| {

@@ -10,11 +10,11 @@ use worker::{Request, Response};
 use crate::auth::{self, Role};
 use crate::body::{self, JsonBody};
 use crate::budget;
-use crate::calls::PoolCall;
+use crate::calls::{ObjectCounters, PoolCall, StageCall};
 use crate::error::{AppError, AppResult};
 use crate::registry;
 
-use super::{json_response, pool_call, pool_name, region_of_pool, Edge};
+use super::{json_response, pool_call, pool_name, region_of_pool, stage_call, Edge};
 
 pub(super) async fn admin_list(req: Request, edge: &Edge) -> AppResult<Response> {
     auth::require(&req, Role::Admin, edge.settings.admin_key.as_deref())?;
@@ -40,6 +40,27 @@ pub(super) async fn admin_snapshot(req: Request, edge: &Edge, id: &str) -> AppRe
     admin_pool(&req, edge, id)?;
     let snapshot: Value = pool_call(edge, id, PoolCall::Snapshot).await?;
     json_response(&snapshot)
+}
+
+/// The request counters of a broadcast's objects since they started: its pool's and each of
+/// its stages' `StageSeats` (stage presence), so a benchmark counts what each object took
+/// rather than estimating it. A broadcast nobody made is `404 broadcast_not_found`.
+pub(super) async fn admin_presence(req: Request, edge: &Edge, id: &str) -> AppResult<Response> {
+    admin_pool(&req, edge, id)?;
+    let broadcast = stagefan_core::regions::parse_pool_name("broadcast", id)?.broadcast;
+    if !registry::has(&edge.env, broadcast).await? {
+        return Err(AppError::NotFound {
+            code: "broadcast_not_found",
+            message: format!("no broadcast {id:?}"),
+        });
+    }
+    let pool: ObjectCounters = pool_call(edge, id, PoolCall::Counters).await?;
+    let mut stages = Vec::new();
+    for stage in &pool.stages {
+        let counters: ObjectCounters = stage_call(edge, id, *stage, StageCall::Stats).await?;
+        stages.push(json!({"stage": stage, "counters": counters}));
+    }
+    json_response(&json!({ "broadcast": id, "pool": pool, "stages": stages }))
 }
 
 pub(super) async fn admin_create(mut req: Request, edge: &Edge, id: &str) -> AppResult<Response> {

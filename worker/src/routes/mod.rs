@@ -29,7 +29,8 @@ mod mint;
 mod viewer;
 
 use admin::{
-    admin_action, admin_budget_slot, admin_create, admin_list, admin_observations, admin_snapshot,
+    admin_action, admin_budget_slot, admin_create, admin_list, admin_observations, admin_presence,
+    admin_snapshot,
 };
 use host::{end_broadcast, host_published, publisher_all};
 use mint::mint;
@@ -147,6 +148,9 @@ async fn dispatch(req: Request, edge: &Edge, method: Method, path: &str) -> AppR
         (Get, ["api", "admin", "broadcasts", id]) => admin_snapshot(req, edge, id).await,
         (Post, ["api", "admin", "broadcasts", id]) => admin_create(req, edge, id).await,
         (Post, ["api", "admin", "broadcasts", id, "actions"]) => admin_action(req, edge, id).await,
+        (Get, ["api", "admin", "broadcasts", id, "presence"]) => {
+            admin_presence(req, edge, id).await
+        }
         (Post, ["api", "admin", "broadcasts", id, "observations"]) => {
             admin_observations(req, edge, id).await
         }
@@ -357,6 +361,29 @@ async fn pool_call<T: DeserializeOwned>(edge: &Edge, pool: &str, call: PoolCall)
             status,
             body: response.text().await?,
             retry_after,
+        });
+    }
+    Ok(response.json().await?)
+}
+
+/// Calls the `StageSeats` of stage `stage` of pool `pool` (`{broadcast}` or
+/// `{broadcast}@{region}`; stage presence); an error answer is sent on to the client
+/// unchanged.
+async fn stage_call<T: DeserializeOwned>(
+    edge: &Edge,
+    pool: &str,
+    stage: stagefan_core::pool::StageId,
+    call: calls::StageCall,
+) -> AppResult<T> {
+    let url = format!("https://stage-seats/{}/{pool}/{stage}", call.name());
+    let name = calls::stage_seats_name(pool, stage);
+    let mut response = calls::send(&edge.env, "STAGE_SEATS", &name, &url, &call).await?;
+    let status = response.status_code();
+    if status >= 400 {
+        return Err(AppError::Forwarded {
+            status,
+            body: response.text().await?,
+            retry_after: None,
         });
     }
     Ok(response.json().await?)

@@ -6,14 +6,14 @@ use worker::{Request, Response};
 
 use stagefan_core::regions::{Location, PlacementRequest};
 
-use crate::body::JsonBody;
-use crate::calls::{JoinGrant, PoolCall, Renewed};
+use crate::body::{self, JsonBody};
+use crate::calls::{JoinGrant, PoolCall, Renewed, StageCall};
 use crate::error::{AppError, AppResult};
 use crate::runtime;
 
 use super::{
     json_response, mint, pool_call, pool_name, region_of_pool, require_broadcast,
-    resolve_broadcast, rfc3339_ms, Edge,
+    resolve_broadcast, rfc3339_ms, stage_call, Edge,
 };
 
 pub(super) async fn viewer_token(mut req: Request, edge: &Edge) -> AppResult<Response> {
@@ -414,9 +414,29 @@ async fn lease_pool(edge: &Edge, lease_id: &str) -> AppResult<Option<String>> {
     Ok(Some(pool_name(edge, pool.broadcast, &region)))
 }
 
-pub(super) async fn viewer_heartbeat(req: Request, edge: &Edge) -> AppResult<Response> {
-    let (lease_id, renewed): (_, Renewed) =
-        lease_call(req, edge, |lease_id| PoolCall::Heartbeat { lease_id }).await?;
+pub(super) async fn viewer_heartbeat(mut req: Request, edge: &Edge) -> AppResult<Response> {
+    let body = JsonBody::read(&mut req).await?;
+    let lease_id = body.required_str("leaseId")?.to_string();
+    let route = body::lease_route(&lease_id)?;
+    let Some(pool) = lease_pool(edge, &lease_id).await? else {
+        return Err(AppError::lease_not_found());
+    };
+    // A lease of stage presence is renewed at its stage's object, named by the lease id: the
+    // pool hears nothing of it.
+    let renewed: Renewed = match route.stage {
+        Some(stage) => {
+            let call = StageCall::Heartbeat {
+                lease_id: lease_id.clone(),
+            };
+            stage_call(edge, &pool, stage, call).await?
+        }
+        None => {
+            let call = PoolCall::Heartbeat {
+                lease_id: lease_id.clone(),
+            };
+            pool_call(edge, &pool, call).await?
+        }
+    };
     json_response(&json!({
         "leaseId": lease_id,
         "expiresAt": rfc3339_ms(renewed.expires_at),
@@ -428,11 +448,26 @@ pub(super) async fn viewer_heartbeat(req: Request, edge: &Edge) -> AppResult<Res
 pub(super) async fn viewer_leave(mut req: Request, edge: &Edge) -> AppResult<Response> {
     let body = JsonBody::read(&mut req).await?;
     let lease_id = body.required_str("leaseId")?.to_string();
+    let route = body::lease_route(&lease_id)?;
     let Some(pool) = lease_pool(edge, &lease_id).await? else {
         // Nothing to give back; leaving is idempotent.
         return json_response(&json!({ "left": true }));
     };
-    let _: Value = pool_call(edge, &pool, PoolCall::Leave { lease_id }).await?;
+    let _: Value = match route.stage {
+        // Given back at its stage, which reports it to the pool before it answers.
+        Some(stage) => {
+            let call = StageCall::Leave {
+                lease_id: lease_id.clone(),
+            };
+            stage_call(edge, &pool, stage, call).await?
+        }
+        None => {
+            let call = PoolCall::Leave {
+                lease_id: lease_id.clone(),
+            };
+            pool_call(edge, &pool, call).await?
+        }
+    };
     json_response(&json!({ "left": true }))
 }
 
