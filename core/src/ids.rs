@@ -114,6 +114,36 @@ pub fn broadcast_of_lease(lease_id: &str) -> Result<&str, InvalidField> {
     crate::regions::pool_of_lease(lease_id).map(|p| p.broadcast)
 }
 
+/// One path segment with its percent-escapes decoded (`b%40eu-west-1` → `b@eu-west-1`), as a
+/// client's URL library may write it; errors name `path`: a `%` not followed by two hex
+/// digits, or bytes that are not UTF-8.
+pub fn percent_decode_segment(segment: &str) -> Result<std::borrow::Cow<'_, str>, InvalidField> {
+    if !segment.contains('%') {
+        return Ok(std::borrow::Cow::Borrowed(segment));
+    }
+    let bad = |why: &str| InvalidField::new("path", format!("segment {segment:?}: {why}"));
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| bad("`%` must be followed by two hex digits"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out)
+        .map(std::borrow::Cow::Owned)
+        .map_err(|_| bad("its escapes are not UTF-8"))
+}
+
 /// Longest stage ARN accepted from a client.
 const MAX_ARN_CHARS: usize = 256;
 
@@ -164,6 +194,23 @@ mod tests {
         ] {
             let err = broadcast_of_lease(bad).unwrap_err();
             assert_eq!(err.field, "leaseId", "{bad}");
+        }
+    }
+
+    #[test]
+    fn path_segments_are_percent_decoded() {
+        assert_eq!(percent_decode_segment("default").unwrap(), "default");
+        assert_eq!(
+            percent_decode_segment("b%40eu-west-1").unwrap(),
+            "b@eu-west-1"
+        );
+        assert_eq!(percent_decode_segment("%41%62").unwrap(), "Ab");
+        for bad in ["b%4", "b%zz", "%", "%c3%28"] {
+            assert_eq!(
+                percent_decode_segment(bad).unwrap_err().field,
+                "path",
+                "{bad}"
+            );
         }
     }
 

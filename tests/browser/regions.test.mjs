@@ -92,7 +92,8 @@ test('two regions, replicate mode: one upload per region, viewers in each region
   // two stages in each region, an origin and a replica of it.
   for (const region of regions) {
     const name = region === regions[0] ? broadcast : `${broadcast}@${region}`;
-    const snap = await get(`/api/admin/broadcasts/${name}`, ADMIN_KEY);
+    // (Percent-encoded, as a URL library writes `@`: the edge decodes path segments.)
+    const snap = await get(`/api/admin/broadcasts/${encodeURIComponent(name)}`, ADMIN_KEY);
     const stages = snap.stages.filter((s) => !['deleted', 'creating'].includes(s.state));
     assert.equal(snap.viewers, seated.get(region), `${region}: the pool counts the viewers seated there`);
     for (const s of stages) {

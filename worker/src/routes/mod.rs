@@ -131,7 +131,14 @@ pub async fn handle(req: Request, env: Env) -> Response {
 
 /// The route table.
 async fn dispatch(req: Request, edge: &Edge, method: Method, path: &str) -> AppResult<Response> {
-    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    // Ids may arrive percent-encoded (`b%40eu-west-1`): routes see them decoded.
+    let decoded = path
+        .trim_end_matches('/')
+        .split('/')
+        .skip(1)
+        .map(stagefan_core::ids::percent_decode_segment)
+        .collect::<Result<Vec<_>, _>>()?;
+    let segments: Vec<&str> = decoded.iter().map(AsRef::as_ref).collect();
     use Method::{Get, Post};
     match (method, segments.as_slice()) {
         (Get, ["api", "config"]) => get_config(edge).await,
