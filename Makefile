@@ -88,7 +88,7 @@ sdk-test: build
 # subscriber cap equals the stage capacity there. A test started on the wrong mode's stack
 # skips, and fails under CI=true (tests/browser/lib/must-run.mjs), so each stack gets only its
 # own tests.
-BROWSER_TESTS := $(filter-out tests/browser/replicate.test.mjs tests/browser/regions.test.mjs tests/browser/ivs-%,$(wildcard tests/browser/*.test.mjs))
+BROWSER_TESTS := $(filter-out tests/browser/replicate.test.mjs tests/browser/regions.test.mjs tests/browser/consolidate.test.mjs tests/browser/ivs-%,$(wildcard tests/browser/*.test.mjs))
 browser-test: build
 	@if [[ -n "$(BROWSER_TESTS)" ]]; then \
 	  STAGE_CAPACITY=2 scripts/with-stack.sh node --test --test-concurrency=1 $(BROWSER_TESTS); \
@@ -99,6 +99,8 @@ browser-test: build
 	    scripts/with-stack.sh node --test --test-concurrency=1 tests/browser/replicate.test.mjs; }; \
 	  STAGE_CAPACITY=2 FANOUT_MODE=replicate IVS_REGIONS=us-east-1,eu-west-1 \
 	    scripts/with-stack.sh node --test --test-concurrency=1 tests/browser/regions.test.mjs; \
+	  STAGE_CAPACITY=3 HEADROOM=0.3 SCALE_DOWN_GRACE_SECONDS=4 LEASE_TTL_SECONDS=9 IVS_LOCAL_SUBSCRIBER_CAP=3 \
+	    scripts/with-stack.sh node --test --test-concurrency=1 tests/browser/consolidate.test.mjs; \
 	  STAGE_CAPACITY=2 MEDIA_MODE=ivs IVS_LOCAL_SUBSCRIBER_CAP=2 \
 	    scripts/with-stack.sh node --test --test-concurrency=1 tests/browser/ivs-*.test.mjs; \
 	else echo "no browser tests yet (tests/browser/)"; fi

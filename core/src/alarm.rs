@@ -141,6 +141,7 @@ mod tests {
             user_id: user,
             lease_id: None,
             client: None,
+            moving: false,
         };
         pool.join(&req, now, &random).unwrap();
     }

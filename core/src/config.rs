@@ -86,6 +86,10 @@ pub struct Config {
     /// object takes its heartbeats and reports frees to the pool in batches) or `pool` (every
     /// heartbeat goes to the pool: the design before, kept to measure against).
     pub presence: crate::presence::Presence,
+    /// `CONSOLIDATE`: `on` (default) or `off`. On, when the audience shrinks the viewers of
+    /// under-filled stages are moved (make-before-break) into fewer stages and the emptied
+    /// stages deleted ([`crate::policy::scale_down`]).
+    pub consolidate: bool,
     /// `TICKET_BROADCASTS`: broadcasts that seat only holders of a viewer ticket signed by the
     /// operator's backend (a comma list of broadcast ids, or `*` for all); default none.
     pub ticket_broadcasts: TicketScope,
@@ -305,16 +309,8 @@ impl Config {
             100_000,
         )?;
         let ticket_broadcasts = TicketScope::parse(get("TICKET_BROADCASTS").as_deref())?;
-        let admission_control = match get("ADMISSION_CONTROL").as_deref() {
-            None | Some("on") => true,
-            Some("off") => false,
-            Some(other) => {
-                return Err(InvalidField::new(
-                    "ADMISSION_CONTROL",
-                    format!("must be `on` or `off`, got {other:?}"),
-                ))
-            }
-        };
+        let admission_control = on_off("ADMISSION_CONTROL", get("ADMISSION_CONTROL"))?;
+        let consolidate = on_off("CONSOLIDATE", get("CONSOLIDATE"))?;
 
         let prices = crate::meter::Prices::parse(get(crate::meter::PRICES_VAR).as_deref())?;
 
@@ -323,6 +319,7 @@ impl Config {
         Ok(Config {
             prices,
             presence,
+            consolidate,
             max_seats_per_client,
             ticket_broadcasts,
             admission_control,
@@ -407,6 +404,7 @@ impl Config {
             delete_grace_ms: u64::from(self.scale_down_grace_seconds) * 1000,
             prices: self.prices,
             presence: self.presence,
+            consolidate: self.consolidate,
         }
     }
 
@@ -432,6 +430,18 @@ impl Config {
                 )
             }),
         }
+    }
+}
+
+/// An `on`/`off` switch, `on` when unset; anything else is an error naming the variable.
+fn on_off(name: &'static str, value: Option<String>) -> Result<bool, InvalidField> {
+    match value.as_deref() {
+        None | Some("on") => Ok(true),
+        Some("off") => Ok(false),
+        Some(other) => Err(InvalidField::new(
+            name,
+            format!("must be `on` or `off`, got {other:?}"),
+        )),
     }
 }
 

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use crate::budget::IVS_STAGE_OPERATION_TPS;
 use crate::pool::{
     headroom_seats, CreateIntent, LoadSummary, Pool, PoolSettings, Snapshot, StageId, StageState,
-    DEFAULT_HEADROOM, DEFAULT_MAX_STAGES, DEFAULT_MIN_STAGES, DEFAULT_SCALE_DOWN_GRACE_SECONDS,
-    DEFAULT_STAGE_CAPACITY,
+    StageView, DEFAULT_HEADROOM, DEFAULT_MAX_STAGES, DEFAULT_MIN_STAGES,
+    DEFAULT_SCALE_DOWN_GRACE_SECONDS, DEFAULT_STAGE_CAPACITY,
 };
 use crate::tags::{TAG_BROADCAST, TAG_DEPLOYMENT, TAG_MANAGED};
 
@@ -45,6 +45,8 @@ pub struct PolicyConfig {
     pub creating_timeout_ms: u64,
     /// A stagefan-tagged stage unknown to every pool is an orphan once this old.
     pub orphan_grace_ms: u64,
+    /// Whether under-filled stages are consolidated (see [`scale_down`]).
+    pub consolidate: bool,
 }
 
 impl Default for PolicyConfig {
@@ -60,6 +62,7 @@ impl Default for PolicyConfig {
             max_creating: IVS_STAGE_OPERATION_TPS,
             creating_timeout_ms: 60_000,
             orphan_grace_ms: 10 * 60_000,
+            consolidate: true,
         }
     }
 }
@@ -74,6 +77,7 @@ impl PolicyConfig {
             max_stages: settings.max_stages,
             scale_down_grace_ms: settings.scale_down_grace_ms,
             delete_grace_ms: settings.delete_grace_ms,
+            consolidate: settings.consolidate,
             ..PolicyConfig::default()
         }
     }
@@ -88,6 +92,7 @@ impl PolicyConfig {
             max_stages: snap.max_stages,
             scale_down_grace_ms: snap.scale_down_grace_ms,
             delete_grace_ms: snap.delete_grace_ms,
+            consolidate: snap.consolidate,
             ..PolicyConfig::default()
         }
     }
@@ -196,7 +201,14 @@ pub enum ScaleAction {
         #[serde(rename = "stageArn")]
         stage_arn: String,
     },
-    /// Delete a drained, empty stage without the host.
+    /// Drain an under-filled stage whose viewers the other stages can take: they are moved
+    /// there (make-before-break), then the stage is deleted.
+    Consolidate {
+        /// The stage.
+        #[serde(rename = "stageArn")]
+        stage_arn: String,
+    },
+    /// Delete a drained, empty stage.
     Delete {
         /// The stage.
         #[serde(rename = "stageArn")]
@@ -207,15 +219,15 @@ pub enum ScaleAction {
 /// Decides scale-down on a snapshot: empty warming/live stages beyond `min_stages`, empty for
 /// `scale_down_grace_ms`, are drained (newest first, never the last live stage, never an
 /// origin that still feeds replicas, and only while the remaining free seats still cover the
-/// headroom, so scaling does not oscillate); draining stages that are empty, without the host
-/// and drained for `delete_grace_ms` are deleted. A stage with viewers or a publishing host is
-/// never deleted.
+/// headroom, so scaling does not oscillate); then under-filled stages are consolidated
+/// ([`consolidations`]); draining stages that are empty and drained for `delete_grace_ms` are
+/// deleted (the host publishing to one only holds an upload nobody watches: the host page
+/// leaves a stage the pool no longer lists). A stage with viewers is never deleted.
 pub fn scale_down(cfg: &PolicyConfig, snap: &Snapshot, now: Millis) -> Vec<ScaleAction> {
     let mut actions = Vec::new();
     for st in &snap.stages {
         if st.state == StageState::Draining
             && st.load == 0
-            && !st.host_publishing
             && st
                 .draining_since
                 .is_some_and(|t| now.saturating_sub(t) >= cfg.delete_grace_ms)
@@ -229,11 +241,13 @@ pub fn scale_down(cfg: &PolicyConfig, snap: &Snapshot, now: Millis) -> Vec<Scale
     }
 
     let load = LoadSummary::from_snapshot(snap);
-    let mut active = load.warming + load.live;
-    let mut live = load.live;
-    let mut free = load.free_live_seats + load.free_warming_seats + load.creating_seats;
+    let mut room = Room {
+        active: load.warming + load.live,
+        live: load.live,
+        free: load.free_live_seats + load.free_warming_seats + load.creating_seats,
+        drained: BTreeSet::new(),
+    };
     let headroom = u64::from(cfg.headroom_seats);
-    let mut drained: BTreeSet<&str> = BTreeSet::new();
     for st in snap.stages.iter().rev() {
         if !matches!(st.state, StageState::Warming | StageState::Live) || st.load > 0 {
             continue;
@@ -247,28 +261,121 @@ pub fn scale_down(cfg: &PolicyConfig, snap: &Snapshot, now: Millis) -> Vec<Scale
         {
             continue;
         }
-        if active <= cfg.min_stages || (st.state == StageState::Live && live <= 1) {
+        if room.free.saturating_sub(u64::from(st.capacity)) < headroom {
             continue;
         }
-        if free.saturating_sub(u64::from(st.capacity)) < headroom {
+        if !room.may_drain(cfg, snap, st, arn) {
             continue;
+        }
+        room.drain(st, arn);
+        actions.push(ScaleAction::Drain {
+            stage_arn: arn.to_string(),
+        });
+    }
+    actions.extend(consolidations(cfg, snap, &mut room));
+    actions
+}
+
+/// What scale-down leaves of the pool, as it decides stage by stage.
+struct Room<'a> {
+    /// Warming and live stages.
+    active: u32,
+    /// Live stages.
+    live: u32,
+    /// Free seats on warming and live stages, and seats of stages being created.
+    free: u64,
+    /// Stages drained by this decision.
+    drained: BTreeSet<&'a str>,
+}
+
+impl<'a> Room<'a> {
+    /// Whether `st` may stop taking viewers: never below `min_stages`, never the last live
+    /// stage, never an origin that still feeds replicas this decision keeps.
+    fn may_drain(&self, cfg: &PolicyConfig, snap: &Snapshot, st: &StageView, arn: &str) -> bool {
+        if self.active <= cfg.min_stages || (st.state == StageState::Live && self.live <= 1) {
+            return false;
         }
         let feeds_replicas = st.origin_arn.is_none()
             && snap.stages.iter().any(|r| {
                 r.origin_arn.as_deref() == Some(arn)
                     && matches!(r.state, StageState::Warming | StageState::Live)
-                    && !r.stage_arn.as_deref().is_some_and(|a| drained.contains(a))
+                    && !r
+                        .stage_arn
+                        .as_deref()
+                        .is_some_and(|a| self.drained.contains(a))
             });
-        if feeds_replicas {
+        !feeds_replicas
+    }
+
+    fn drain(&mut self, st: &StageView, arn: &'a str) {
+        self.active -= 1;
+        if st.state == StageState::Live {
+            self.live -= 1;
+        }
+        self.free -= u64::from(st.capacity);
+        self.drained.insert(arn);
+    }
+}
+
+/// Seats beyond the headroom consolidation leaves free, so that the next few arrivals do not
+/// make a stage again at once: a tenth of a stage, at least one seat.
+pub fn consolidation_margin(capacity: u32) -> u64 {
+    u64::from(capacity).div_ceil(10).max(1)
+}
+
+/// Consolidation: when the audience has shrunk, under-filled warming or live stages are
+/// drained so that their viewers move into the other stages' free seats; each moved viewer
+/// holds its old seat until its new stage plays, then the emptied stage is deleted. Least
+/// filled first (fewest moves), ties to the newest. A stage is consolidated only when the
+/// free seats left on the other stages still cover the headroom plus a margin
+/// ([`consolidation_margin`]: the hysteresis against making a stage again at once; scale-up
+/// starts below the headroom), under the rules of draining (never below `min_stages`, never
+/// the last live stage, never an origin that feeds replicas), never while an empty stage
+/// stays (it would draw the moved viewers), and never while viewers are still arriving: no
+/// more new seats within the scale-down grace than half the headroom. Off when
+/// `cfg.consolidate` is.
+fn consolidations<'a>(
+    cfg: &PolicyConfig,
+    snap: &'a Snapshot,
+    room: &mut Room<'a>,
+) -> Vec<ScaleAction> {
+    let mut actions = Vec::new();
+    if !cfg.consolidate || snap.recent_arrivals > u64::from(cfg.headroom_seats / 2) {
+        return actions;
+    }
+    // An empty stage that stays would only draw the moved viewers (they are seated least
+    // loaded first): it is drained after its grace first, or it fills.
+    let empty_stays = snap.stages.iter().any(|st| {
+        matches!(st.state, StageState::Warming | StageState::Live)
+            && st.load == 0
+            && !st
+                .stage_arn
+                .as_deref()
+                .is_some_and(|a| room.drained.contains(a))
+    });
+    if empty_stays {
+        return actions;
+    }
+    let headroom = u64::from(cfg.headroom_seats);
+    let mut candidates: Vec<&StageView> = snap
+        .stages
+        .iter()
+        .filter(|st| matches!(st.state, StageState::Warming | StageState::Live) && st.load > 0)
+        .collect();
+    candidates.sort_by(|a, b| a.load.cmp(&b.load).then(b.id.cmp(&a.id)));
+    for st in candidates {
+        let Some(arn) = st.stage_arn.as_deref() else {
+            continue;
+        };
+        let margin = consolidation_margin(st.capacity);
+        if room.free.saturating_sub(u64::from(st.capacity)) < headroom + margin {
             continue;
         }
-        active -= 1;
-        if st.state == StageState::Live {
-            live -= 1;
+        if !room.may_drain(cfg, snap, st, arn) {
+            continue;
         }
-        free -= u64::from(st.capacity);
-        drained.insert(arn);
-        actions.push(ScaleAction::Drain {
+        room.drain(st, arn);
+        actions.push(ScaleAction::Consolidate {
             stage_arn: arn.to_string(),
         });
     }

@@ -113,6 +113,9 @@ pub struct StageStatus {
     pub host_publishing: bool,
     /// The stage is gone from IVS: its seats were evicted by the pool.
     pub gone: bool,
+    /// The stage is draining: its viewers are to move to another stage (their heartbeat
+    /// answers say so, and the edge gives them their new seat).
+    pub draining: bool,
 }
 
 impl StageStatus {
@@ -596,6 +599,7 @@ mod tests {
             created_at: T0,
             host_publishing: false,
             gone: false,
+            draining: false,
         };
         use crate::pool::BroadcastState;
         assert_eq!(

@@ -308,10 +308,31 @@ fn scale_down_keeps_the_headroom_so_it_does_not_oscillate() {
     s.live(T0);
     s.live(T0);
     s.live(T0);
-    // 8 viewers over 3 stages of 10: 3, 3, 2; every stage holds viewers: nothing to drain.
+    // 8 viewers over 3 stages of 10: 3, 3, 2; every stage holds viewers: nothing to drain
+    // for being empty. Without consolidation nothing happens; with it, the least filled
+    // stage's 2 viewers move into the others (12 seats stay free, above 5 + the margin).
     s.viewers(8, T0);
     let now = T0 + 10 * MIN;
-    assert!(scale_down(&cfg(5, 1, 100), &s.view(now), now).is_empty());
+    let off = PolicyConfig {
+        consolidate: false,
+        ..cfg(5, 1, 100)
+    };
+    assert!(scale_down(&off, &s.view(now), now).is_empty());
+    let least = s
+        .pool
+        .stages()
+        .min_by_key(|st| (st.load, std::cmp::Reverse(st.id)))
+        .unwrap()
+        .id;
+    assert_eq!(s.pool.stage(least).unwrap().load, 2);
+    assert_eq!(
+        scale_down(&cfg(5, 1, 100), &s.view(now), now),
+        vec![ScaleAction::Consolidate {
+            stage_arn: arn(least)
+        }]
+    );
+    // Headroom 12: the 12 free seats would cover it but not its margin of one.
+    assert!(scale_down(&cfg(12, 1, 100), &s.view(now), now).is_empty());
 
     let mut s = Snap::new(10, 1);
     let a = s.live(T0);
@@ -363,14 +384,15 @@ fn scale_down_respects_min_stages_and_the_last_live_stage() {
 }
 
 #[test]
-fn drained_stages_are_deleted_only_when_empty_without_host_after_the_grace() {
+fn drained_stages_are_deleted_only_when_empty_after_the_grace() {
     let mut s = Snap::new(10, 1);
     let a = s.live(T0);
     let d = s.live(T0);
     s.viewers(2, T0); // one on a, one on d
     let b = s.live(T0);
     let c = s.live(T0);
-    // b: drained, empty, host gone. c: drained, host still publishing. d: drained, a viewer stays.
+    // b: drained, empty, host gone. c: drained, host still publishing (an upload nobody
+    // watches: it goes too). d: drained, a viewer stays.
     s.pool.host_unpublished(b, T0).unwrap();
     s.pool.drain(b, T0).unwrap();
     s.pool.drain(c, T0).unwrap();
@@ -382,10 +404,13 @@ fn drained_stages_are_deleted_only_when_empty_without_host_after_the_grace() {
     let early = T0 + MIN - 1;
     assert!(scale_down(&c_, &s.view(early), early).is_empty());
     let now = T0 + MIN;
-    // Only b goes; a is the last live stage and is not drained either.
+    // b and c go; d keeps its viewer; a is the last live stage and is not drained either.
     assert_eq!(
         scale_down(&c_, &s.view(now), now),
-        vec![ScaleAction::Delete { stage_arn: arn(b) }]
+        vec![
+            ScaleAction::Delete { stage_arn: arn(b) },
+            ScaleAction::Delete { stage_arn: arn(c) },
+        ]
     );
 }
 

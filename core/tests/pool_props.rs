@@ -262,6 +262,7 @@ fn step(w: &mut World, op: &Op) -> Result<(), TestCaseError> {
                 user_id: &user,
                 lease_id: held.as_ref().map(|l| l.id.as_str()),
                 client: Some(&address),
+                moving: false,
             };
             match w.pool.join(&request, now, &random) {
                 Ok(a) => {
@@ -443,7 +444,10 @@ fn step(w: &mut World, op: &Op) -> Result<(), TestCaseError> {
                 match w.pool.request_delete(id, now) {
                     Ok(intent) => {
                         prop_assert_eq!(before.load, 0, "delete with viewers");
-                        prop_assert!(!before.host_publishing, "delete under the host");
+                        prop_assert!(
+                            !before.host_publishing || before.state == StageState::Draining,
+                            "delete under the host of a serving stage"
+                        );
                         prop_assert_eq!(Some(intent.arn), before.arn);
                         prop_assert_eq!(w.pool.stage(id).unwrap().state, StageState::Draining);
                     }

@@ -144,6 +144,7 @@ fn seats_and_stages_only_within_the_grant() {
                 user_id: "v0",
                 lease_id: Some(&lease),
                 client: None,
+                moving: false,
             },
             T0 + 5,
             &rnd(99),

@@ -245,13 +245,13 @@ async fn idle_stages_are_drained_then_deleted_after_the_grace_and_busy_ones_neve
         .iter()
         .filter(|a| matches!(a.action, ScaleAction::Delete { .. }) && a.outcome == "done")
         .collect();
-    assert_eq!(deletes.len(), 1, "{actions:?}");
-    assert_eq!(
-        deletes[0].action,
-        ScaleAction::Delete {
-            stage_arn: drained.clone()
-        }
-    );
+    assert_eq!(deletes.len(), 2, "{actions:?}");
+    for st in [&idle, &hosted] {
+        let delete = ScaleAction::Delete {
+            stage_arn: st.clone(),
+        };
+        assert!(deletes.iter().any(|d| d.action == delete), "{actions:?}");
+    }
     assert!(
         deletes[0].at - first.at >= Duration::from_secs(20),
         "delete after the delete grace"
@@ -259,14 +259,17 @@ async fn idle_stages_are_drained_then_deleted_after_the_grace_and_busy_ones_neve
     // Never an action on the busy stage.
     for a in &actions {
         match &a.action {
-            ScaleAction::Drain { stage_arn } | ScaleAction::Delete { stage_arn } => {
+            ScaleAction::Drain { stage_arn }
+            | ScaleAction::Consolidate { stage_arn }
+            | ScaleAction::Delete { stage_arn } => {
                 assert_ne!(stage_arn, &busy)
             }
             ScaleAction::Create => {}
         }
     }
     // The empty stage where the host still publishes is drained (no viewers are sent there)
-    // but never deleted while the host is on it; the busy stage stays live.
+    // and deleted after the grace like the other: nobody watches that upload, and the host
+    // page leaves a stage the pool no longer lists. The busy stage stays live.
     let states: Vec<(String, StageState)> = h.edge.with_pool("b", |p, _| {
         p.stages
             .iter()
@@ -276,12 +279,12 @@ async fn idle_stages_are_drained_then_deleted_after_the_grace_and_busy_ones_neve
     let state_of = |a: &str| states.iter().find(|(x, _)| x == a).unwrap().1;
     assert_eq!(state_of(&busy), StageState::Live);
     assert_eq!(state_of(&idle), StageState::Deleted);
-    assert_eq!(state_of(&hosted), StageState::Draining);
+    assert_eq!(state_of(&hosted), StageState::Deleted);
     assert_eq!(drained, idle, "newest empty stage first");
     assert_eq!(h.metrics.actions.count(ActionKind::Drain, Outcome::Done), 2);
     assert_eq!(
         h.metrics.actions.count(ActionKind::Delete, Outcome::Done),
-        1
+        2
     );
     let text = h.metrics.encode();
     assert_eq!(
@@ -293,7 +296,7 @@ async fn idle_stages_are_drained_then_deleted_after_the_grace_and_busy_ones_neve
     );
     assert_eq!(
         series(&text, "stagefan_stages{broadcast=\"b\",state=\"deleted\"}"),
-        Some(1.0)
+        Some(2.0)
     );
 }
 

@@ -750,6 +750,7 @@ impl Sim {
             user_id: "viewer",
             lease_id: lease_id.as_deref(),
             client: Some(&client),
+            moving: false,
         };
         let has_room_or_seat = req
             .lease_id
@@ -796,6 +797,7 @@ impl Sim {
             user_id: "viewer",
             lease_id: lease_id.as_deref(),
             client: Some(&client),
+            moving: false,
         };
         let result = reg.pool.join(&req, now, &random);
         self.persist(r);
@@ -1700,6 +1702,17 @@ impl Sim {
                                 self.report.drains += 1;
                                 // The host page leaves a stage no longer in its list.
                                 self.at(now + HOST_POLL_MS, Ev::HostUnpublish(r, id));
+                            }
+                        }
+                        self.persist(r);
+                    }
+                    ScaleAction::Consolidate { stage_arn } => {
+                        // The simulated viewers do not move (their pages are not modelled
+                        // that far): they stay on the draining stage until they leave, and
+                        // the host keeps publishing there until it is empty.
+                        if let Ok(id) = reg.pool.stage_id(&stage_arn) {
+                            if reg.pool.consolidate(id, now).is_ok() {
+                                self.report.drains += 1;
                             }
                         }
                         self.persist(r);

@@ -58,6 +58,8 @@
  * @property {string} expiresAt RFC3339
  * @property {BroadcastState} [broadcastState]
  * @property {string} [broadcastStateSince] RFC3339
+ * @property {object | null} [move] the seat's stage is draining: the new seat (the shape of
+ *   `POST /api/token/viewer`'s answer) to join before this one is given back
  *
  * @typedef {object} Ended `POST /api/broadcasts/{id}/end`
  * @property {string} broadcast

@@ -7,8 +7,9 @@
 /** @typedef {import('./api.js').PublisherToken} PublisherToken */
 /** @typedef {{ close(): void }} Session a media session (media-local.js or media-ivs.js) */
 
-/** States of a stage the host does not upload to any more. */
-const GONE = new Set(['draining', 'deleted']);
+/** States of a stage the host does not upload to any more. A draining stage is listed by
+ *  the pool only while its viewers are being moved off it: the host stays until then. */
+const GONE = new Set(['deleted']);
 
 /** One stage the host page uploads to, and the state of its connection. */
 export class StageRecord {
@@ -88,7 +89,7 @@ export class StageRecord {
 
 /**
  * Compares the page's stages with the pool's tokens. A stage the pool no longer lists, or
- * lists as draining or deleted, is left; a new one is added (and joined); a stage without a
+ * lists as deleted, is left (a draining one it lists still has viewers to move: kept); a new one is added (and joined); a stage without a
  * session is joined once its retry time has come (never one another connection took over);
  * a publishing stage the pool has not heard of is reported again; a stage listed twice counts
  * once. Changes nothing.

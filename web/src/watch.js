@@ -4,7 +4,9 @@
 // where the broadcast is (waiting for the host, the host reconnecting or away, ended: from the
 // seat, heartbeat and summary answers and from the frames it gets, viewer-life.js) and plays
 // by itself when the host comes on air; after an end it asks again now and then, so a
-// broadcast started afresh plays without a reload.
+// broadcast started afresh plays without a reload. When its stage drains (consolidation, an
+// operator's drain) the heartbeat answer carries a new seat: the page joins it under the
+// playing video and gives the old seat back only once the new stage plays (make-before-break).
 import { api, config } from './api.js';
 import { stageId, badge } from './dom.js';
 import { sleep, backoff } from './retry.js';
@@ -13,7 +15,7 @@ import { viewerView, wantsSummary } from './viewer-life.js';
 
 const $ = (id) => document.getElementById(id);
 const q = new URLSearchParams(location.search);
-const video = $('video');
+let video = /** @type {HTMLVideoElement} */ ($('video'));
 
 function viewerId() {
   if (q.get('userId')) return q.get('userId');
@@ -43,6 +45,8 @@ function holdLease(id) {
 }
 const status = {
   state: 'joining', stageArn: null, leaseId: null, participantId: null, broadcast: null, region: null, joins: 0, firstFrameMs: null,
+  /** Moves to a new stage completed (make-before-break), and the last one's switch time (ms). */
+  moves: 0, lastMoveMs: null,
   /** @type {import('./api.js').BroadcastState | undefined} the edge's last word */
   broadcastState: undefined,
   notice: '',
@@ -108,6 +112,103 @@ function seatLost() {
   return { lost, lose };
 }
 
+/** The seat being watched: its session, and the `lose` of the run loop's iteration. */
+const current = { session: null, lose: null, moving: false };
+/** How long a move's new stage has to show its first frame before the move is given up. */
+const MOVE_PLAY_TIMEOUT_MS = 15_000;
+
+/** Resolves true once `el` has a picture to show (its first presented frame, or a decoded
+ *  frame and advancing time where frames are not presented), false after `ms`. */
+function firstFrameOn(el, ms) {
+  return new Promise((resolve) => {
+    let poll = 0;
+    const finish = (ok) => { clearTimeout(timer); clearInterval(poll); resolve(ok); };
+    const timer = setTimeout(() => finish(false), ms);
+    if ('requestVideoFrameCallback' in el) el.requestVideoFrameCallback(() => finish(true));
+    let t = -1;
+    poll = setInterval(() => {
+      if (el.readyState >= 2 && el.videoWidth > 0 && t >= 0 && el.currentTime > t) finish(true);
+      t = el.currentTime;
+    }, 50);
+  });
+}
+
+/** Shows the seat in the panel. */
+function showSeat(seat) {
+  Object.assign(status, {
+    stageArn: seat.stageArn, leaseId: seat.leaseId, participantId: seat.participantId, broadcast: seat.broadcast,
+  });
+  $('stage').textContent = stageId(seat.stageArn);
+  $('stage').title = seat.stageArn;
+  $('broadcast').textContent = seat.broadcast || '–';
+  $('region').textContent = seat.region || '–';
+  status.region = seat.region || null;
+}
+
+/**
+ * Make-before-break: joins `seat` (the heartbeat's move) in a second video under the playing
+ * one; once it shows a frame, it takes the first one's place and the old seat is given back.
+ * A move that fails leaves the old seat playing: the next heartbeat offers the move again.
+ */
+async function moveTo(seat) {
+  if (current.moving || closing || !current.lose) return;
+  current.moving = true;
+  const from = { session: current.session, video, leaseId: status.leaseId, stageArn: status.stageArn };
+  const next = document.createElement('video');
+  Object.assign(next, { autoplay: true, playsInline: true, muted: video.muted });
+  next.className = 'incoming';
+  video.after(next);
+  let session = null;
+  let swapped = false;
+  /** @type {(why: string) => void} */
+  let failMove = () => {};
+  const failed = new Promise((resolve) => { failMove = resolve; });
+  try {
+    log(`moving to ${stageId(seat.stageArn)} (this stage is draining)`);
+    const m = await media();
+    const played = firstFrameOn(next, MOVE_PLAY_TIMEOUT_MS);
+    session = await m.subscribe({
+      whipUrl: seat.whipUrl, token: seat.token, participantId: seat.participantId, video: next,
+      onState: (st, err) => {
+        if (st === 'connected') return;
+        const why = err ? err.message : `connection ${st}`;
+        if (swapped) current.lose?.(err?.code === REPLACED ? REPLACED : why);
+        else failMove(why);
+      },
+    });
+    const outcome = await Promise.race([played.then((ok) => (ok ? 'played' : 'no frame in time')), failed]);
+    if (outcome !== 'played') throw new Error(outcome);
+    // The new stage plays: it takes the old one's place.
+    swapped = true;
+    const t0 = performance.now();
+    next.classList.remove('incoming');
+    from.video.removeAttribute('id');
+    next.id = 'video';
+    video = next;
+    next.addEventListener('resize', showSize);
+    current.session = session;
+    window.stagefanSession = session;
+    holdLease(seat.leaseId);
+    showSeat(seat);
+    from.video.remove();
+    from.session?.close();
+    status.moves++;
+    status.lastMoveMs = Math.round(performance.now() - t0);
+    log(`moved to ${stageId(seat.stageArn)}; giving back the seat on ${stageId(from.stageArn)}`);
+    heartbeatLoop(seat.leaseId, seat.leaseTtlSeconds || 60, current.lose);
+    api('/api/viewer/leave', { method: 'POST', body: { leaseId: from.leaseId } })
+      .catch((e) => log(`could not give back the old seat (it lapses): ${e.message}`));
+  } catch (e) {
+    log(`move to ${stageId(seat.stageArn)} failed (${e.message}); staying, it is offered again`);
+    if (!swapped) {
+      session?.close();
+      next.remove();
+    }
+  } finally {
+    current.moving = false;
+  }
+}
+
 async function heartbeatLoop(leaseId, ttlSeconds, lose) {
   const every = Math.max(1000, (ttlSeconds * 1000) / 3);
   let misses = 0;
@@ -119,6 +220,8 @@ async function heartbeatLoop(leaseId, ttlSeconds, lose) {
       const beat = await api('/api/viewer/heartbeat', { method: 'POST', body: { leaseId } });
       misses = 0;
       heard(beat.broadcastState);
+      // Not awaited: this seat's heartbeats go on until the new one plays.
+      if (beat.move && status.leaseId === leaseId) moveTo(beat.move);
     } catch (e) {
       // 410 broadcast_ended: the host ended it, every seat is freed. 410 stage_gone: IVS lost
       // the stage; the pool evicted the seat. 404: the lease lapsed.
@@ -173,17 +276,11 @@ async function run() {
     const seat = await getSeat();
     if (!seat) return;
     status.joins++;
-    Object.assign(status, {
-      stageArn: seat.stageArn, leaseId: seat.leaseId, participantId: seat.participantId, broadcast: seat.broadcast,
-    });
-    $('stage').textContent = stageId(seat.stageArn);
-    $('stage').title = seat.stageArn;
-    $('broadcast').textContent = seat.broadcast || '–';
-    $('region').textContent = seat.region || '–';
-    status.region = seat.region || null;
+    showSeat(seat);
     log(`seat on ${stageId(seat.stageArn)} as ${seat.participantId}`);
     const { lost, lose } = seatLost();
     life.lose = lose;
+    current.lose = lose;
     Object.assign(life, { connected: false, hadFrames: false, framesAt: 0 });
     heartbeatLoop(seat.leaseId, seat.leaseTtlSeconds || 60, lose);
 
@@ -192,6 +289,8 @@ async function run() {
       session = await m.subscribe({
         whipUrl: seat.whipUrl, token: seat.token, participantId: seat.participantId, video,
         onState: (st, err) => {
+          // A session a move replaced is closed on purpose: not a lost seat.
+          if (current.session && current.session !== session) return;
           if (st === 'connected') {
             life.connected = true;
             setState('connected');
@@ -200,6 +299,7 @@ async function run() {
           else lose(err ? err.message : `connection ${st}`);
         },
       });
+      current.session = session;
       window.stagefanSession = session;
       failures = 0;
       const why = await lost;
@@ -227,8 +327,10 @@ async function run() {
     } finally {
       life.connected = false;
       life.lose = null;
+      current.lose = null;
       status.leaseId = null; // stops this seat's heartbeat loop
-      session?.close();
+      (current.session || session)?.close();
+      current.session = null;
       window.stagefanSession = null;
     }
     if (!closing && failures === 0) await sleep(500);
@@ -269,7 +371,8 @@ async function sampleFrames() {
     life.hadFrames = true;
   }
 }
-video.addEventListener('resize', () => { $('video-info').textContent = `${video.videoWidth}×${video.videoHeight}`; });
+function showSize() { $('video-info').textContent = `${video.videoWidth}×${video.videoHeight}`; }
+video.addEventListener('resize', showSize);
 setInterval(() => {
   sampleFrames().then(() => { showLife(); askSummary(); });
 }, 500);

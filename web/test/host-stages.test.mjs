@@ -13,20 +13,24 @@ const stagesOf = (...records) => new Map(records.map((s) => [s.arn, s]));
 const arns = (list) => list.map((x) => (x.stage ?? x).arn);
 const session = () => ({ closed: 0, close() { this.closed++; } });
 
-test('new stages are added and joined; gone ones are not', () => {
-  const plan = reconcile(new Map(), [token('A', 'warming'), token('B'), token('C', 'draining')], 1000);
-  assert.deepEqual(arns(plan.add), [arn('A'), arn('B')]);
+test('new stages are added and joined, draining ones too; deleted ones are not', () => {
+  const plan = reconcile(new Map(), [token('A', 'warming'), token('B'), token('C', 'draining'), token('D', 'deleted')], 1000);
+  assert.deepEqual(arns(plan.add), [arn('A'), arn('B'), arn('C')]);
   assert.equal(plan.add[0].poolState, 'warming');
-  assert.deepEqual(arns(plan.join), [arn('A'), arn('B')]);
+  assert.deepEqual(arns(plan.join), [arn('A'), arn('B'), arn('C')]);
   assert.equal(plan.join[1].token.token, 'tB');
   assert.deepEqual([plan.leave, plan.update, plan.report], [[], [], []]);
 });
 
-test('a stage the pool drops, drains or deletes is left, with why', () => {
+test('a stage the pool drops or deletes is left, with why; a draining one it lists is kept', () => {
+  // The pool lists a draining stage only while viewers wait on it to be moved: the host
+  // keeps uploading there until then.
   const [a, b, c] = ['A', 'B', 'C'].map((n) => new StageRecord(arn(n), 'live'));
+  b.session = session();
   const plan = reconcile(stagesOf(a, b, c), [token('B', 'draining'), token('C', 'deleted')], 0);
   assert.deepEqual(plan.leave.map(({ stage, why }) => [stage.arn, why]),
-    [[arn('A'), 'no longer in the pool'], [arn('B'), 'draining'], [arn('C'), 'deleted']]);
+    [[arn('A'), 'no longer in the pool'], [arn('C'), 'deleted']]);
+  assert.deepEqual(plan.update.map(({ stage, poolState }) => [stage.arn, poolState]), [[arn('B'), 'draining']]);
   assert.deepEqual([plan.add, plan.join], [[], []]);
 });
 

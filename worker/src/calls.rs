@@ -36,6 +36,10 @@ pub enum PoolCall {
     },
     /// Renews a lease; answers [`Renewed`].
     Heartbeat { lease_id: String },
+    /// A make-before-break move of a seat off its draining stage: a new seat on another
+    /// stage, the old one kept until the viewer gives it back; answers a [`JoinGrant`] (the
+    /// same seat again when the lease's stage is not draining, or the move was made before).
+    Move { lease_id: String },
     /// Gives a seat back (idempotent).
     Leave { lease_id: String },
     /// `api` token mode: IVS chose the participant id of the seat's token.
@@ -79,6 +83,7 @@ impl PoolCall {
             PoolCall::Ensure => "ensure",
             PoolCall::Join { .. } => "join",
             PoolCall::Heartbeat { .. } => "heartbeat",
+            PoolCall::Move { .. } => "move",
             PoolCall::Leave { .. } => "leave",
             PoolCall::Bind { .. } => "bind",
             PoolCall::StageMissing { .. } => "stage-missing",
@@ -128,6 +133,10 @@ pub struct Renewed {
     /// learns that the host left or came on air.
     pub broadcast_state: BroadcastState,
     pub broadcast_state_since: u64,
+    /// The seat's stage is draining: the viewer is to move (the edge asks the pool for its
+    /// new seat).
+    #[serde(default)]
+    pub moving: bool,
 }
 
 /// A broadcast the host ended.

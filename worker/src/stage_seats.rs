@@ -144,6 +144,7 @@ impl StageSeats {
                         expires_at,
                         broadcast_state: life.state,
                         broadcast_state_since: life.since,
+                        moving: t.status().draining,
                     })
                 });
                 let renewed = renewed.ok_or_else(AppError::lease_not_found)?;

@@ -198,6 +198,7 @@ impl Pool {
     pub fn end(&mut self, now: Millis) -> Ending {
         self.advance(now);
         let ended_now = self.meta.life.end(now);
+        self.meta.saved.stop(now);
         let leases_freed: Vec<String> = self.leases.keys().cloned().collect();
         for id in &leases_freed {
             self.remove_lease(id);

@@ -73,6 +73,7 @@ impl Pool {
             host_publishing: false,
             host_changed_at: None,
             meter: StageMeter::default(),
+            consolidated: false,
         };
         self.stages.insert(id, stage);
         self.changes.stage(id);
@@ -173,8 +174,8 @@ impl Pool {
     }
 
     /// The host page reports it publishes on `stage` as `participant_id`: a warming stage goes
-    /// live; a draining one stays draining but is marked as having the host (so it is not
-    /// deleted under it). In replicate mode, refused for replica stages (they go live only
+    /// live; a draining one stays draining and is marked as having the host (metered; its
+    /// delete still goes ahead once it is empty). In replicate mode, refused for replica stages (they go live only
     /// when an observation shows the host's replica there).
     pub fn mark_live(
         &mut self,
@@ -299,7 +300,8 @@ impl Pool {
     }
 
     /// Decides to delete `stage` (draining it first if it is not, under the rules of
-    /// [`Pool::drain`]). Refused while viewers hold seats on it or the host publishes there.
+    /// [`Pool::drain`]). Refused while viewers hold seats on it, or while the host publishes
+    /// there unless it is draining.
     /// The adapter then calls `DeleteStage` and [`Pool::deleted`]. Repeating it returns the
     /// same intent.
     pub fn request_delete(
@@ -322,7 +324,8 @@ impl Pool {
                 viewers: st.load,
             });
         }
-        if st.host_publishing {
+        // On a draining stage the host only holds an upload nobody watches any more.
+        if st.host_publishing && st.state != StageState::Draining {
             return Err(PoolError::HostPublishing(stage));
         }
         let arn = st.arn.clone().expect("an existing stage has an ARN");
@@ -418,13 +421,18 @@ impl Pool {
     }
 
     pub(super) fn finish_delete(&mut self, stage: StageId, now: Millis) {
-        let was_origin = self.update_stage(stage, |st| {
+        let (was_origin, closed) = self.update_stage(stage, |st| {
+            let closed = st.consolidated && st.state != StageState::Deleted;
             st.state = StageState::Deleted;
             st.deleted_at = Some(now);
             st.empty_since = None;
             st.set_publishing(false, now);
-            st.origin.is_none()
+            (st.origin.is_none(), closed)
         });
+        if closed && !self.is_ended() {
+            // From now on consolidation saves this stage's publisher.
+            self.meta.saved.stage_closed(!was_origin, now);
+        }
         self.changes.stage(stage);
         self.changes.meta = true;
         self.refresh_life(now);
@@ -482,23 +490,24 @@ impl Pool {
     // ----- fan-out -----
 
     /// The stages the host must publish to (and needs publisher tokens for): warming or live
-    /// stages, and in replicate mode only the origins among them. Oldest first.
+    /// stages, and draining ones whose viewers are not all moved yet ([`Stage::serves`]); in
+    /// replicate mode only the origins among them. Oldest first.
     pub fn publisher_stages(&self) -> Vec<&Stage> {
         self.stages
             .values()
-            .filter(|s| s.is_active() && s.arn.is_some() && s.origin.is_none())
+            .filter(|s| s.serves() && s.arn.is_some() && s.origin.is_none())
             .collect()
     }
 
-    /// Replicate mode: the replications that should run (origin and replica both warming or
-    /// live, with ARNs). Empty in multi-publish mode.
+    /// Replicate mode: the replications that should run (origin and replica both serving
+    /// viewers, [`Stage::serves`], with ARNs). Empty in multi-publish mode.
     pub fn replications(&self) -> Vec<Replication> {
         self.stages
             .values()
-            .filter(|s| s.is_active())
+            .filter(|s| s.serves())
             .filter_map(|replica| {
                 let origin = self.stages.get(&replica.origin?)?;
-                if !origin.is_active() {
+                if matches!(origin.state, StageState::Creating | StageState::Deleted) {
                     return None;
                 }
                 Some(Replication {

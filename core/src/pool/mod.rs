@@ -101,6 +101,7 @@ pub use crate::tags::{TAG_BROADCAST, TAG_DEPLOYMENT, TAG_MANAGED};
 mod life;
 mod lifecycle;
 mod meter;
+mod moves;
 mod observation;
 mod presence;
 mod quota;
@@ -111,6 +112,7 @@ mod views;
 
 pub use life::*;
 pub use meter::*;
+pub use moves::*;
 pub use observation::*;
 pub use quota::*;
 pub use types::*;

@@ -68,6 +68,10 @@ impl Pool {
                 .stages
                 .get(&stage)
                 .is_none_or(|s| s.state == StageState::Deleted),
+            draining: self
+                .stages
+                .get(&stage)
+                .is_some_and(|s| s.state == StageState::Draining),
         }
     }
 
@@ -83,13 +87,22 @@ impl Pool {
             created_at: self.meta.created_at,
             host_publishing: self.host_publishing(),
             gone: false,
+            draining: false,
         };
         self.stages
             .values()
             .filter(|s| s.state != StageState::Creating)
             .map(|s| {
                 let gone = s.state == StageState::Deleted;
-                (s.id, StageStatus { gone, ..common })
+                let draining = s.state == StageState::Draining;
+                (
+                    s.id,
+                    StageStatus {
+                        gone,
+                        draining,
+                        ..common
+                    },
+                )
             })
             .collect()
     }
@@ -147,6 +160,7 @@ mod tests {
                     user_id: "v1",
                     lease_id: Some(&a.lease_id),
                     client: None,
+                    moving: false,
                 },
                 T0 + 1,
                 &[9; LEASE_RANDOM_BYTES],

@@ -37,6 +37,11 @@ impl Pool {
             quota: None,
             forgotten: ByKind::default(),
             region: None,
+            arrivals: Arrivals::default(),
+            saved: Saved {
+                since: now,
+                ..Saved::default()
+            },
         };
         let mut pool = Pool::empty(settings, meta);
         pool.changes.meta = true;

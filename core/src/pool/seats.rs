@@ -23,7 +23,10 @@ impl Pool {
 
     /// Gives a viewer a seat. A request that presents a live lease of this pool gets that
     /// seat again (sticky reconnect: same lease, same stage, same participant, renewed even if
-    /// its stage is now the fullest); a lease on a draining stage is moved to a new seat. A
+    /// its stage is now the fullest); a lease on a draining stage is moved to a new seat: its
+    /// old seat given back first, or, for a make-before-break move ([`JoinRequest::moving`]),
+    /// kept (the viewer gives it back once the new stage plays) and marked with the new one,
+    /// which the same move asked again answers. A
     /// request without a live lease is a new seat, never anybody else's: the live stage with
     /// the lowest load below capacity, else the warming one, ties to the oldest (in replicate
     /// mode a warming replica is skipped: it gets viewers once the host's replica is observed
@@ -46,29 +49,13 @@ impl Pool {
 
         let held = req.lease_id.filter(|id| self.leases.contains_key(*id));
         if let Some(lease_id) = held {
-            let lease = &self.leases[lease_id];
-            let stage = &self.stages[&lease.stage];
-            if stage.is_active() {
-                let (arn, state) = (stage.arn.clone().unwrap_or_default(), stage.state);
-                let (stage_id, participant_id, user_id) = (
-                    lease.stage,
-                    lease.participant_id.clone(),
-                    lease.user_id.clone(),
-                );
-                let lease_id = lease_id.to_string();
-                let expires_at = self.renew(&lease_id, now, ttl);
-                self.meta.stats.reconnects += 1;
-                self.changes.meta = true;
-                return Ok(Assignment {
-                    lease_id,
-                    stage: stage_id,
-                    stage_arn: arn,
-                    stage_state: state,
-                    expires_at,
-                    reconnected: true,
-                    participant_id,
-                    user_id,
-                });
+            if self.stages[&self.leases[lease_id].stage].is_active() {
+                return Ok(self.reconnect(lease_id, now, ttl));
+            }
+            // A move asked again answers the seat it gave, while that seat lives.
+            let moved_to = self.leases[lease_id].moved_to.clone();
+            if let Some(to) = moved_to.filter(|to| req.moving && self.leases.contains_key(to)) {
+                return Ok(self.reconnect(&to, now, ttl));
             }
         }
 
@@ -93,8 +80,10 @@ impl Pool {
             )));
         }
         // A new seat is one more subscription of the region: only within the pool's grant
-        // (a seat moved off a draining stage gives its old one back).
-        if moving.is_none() && self.subscriptions_exhausted(now) {
+        // (a seat moved off a draining stage gives its old one back, unless it is a
+        // make-before-break move: both are subscribed until the old one is given back).
+        let gives_back = moving.is_some() && !req.moving;
+        if !gives_back && self.subscriptions_exhausted(now) {
             self.meta.stats.refusals += 1;
             self.changes.meta = true;
             return Err(AssignError::NoSeat(NoSeat {
@@ -136,12 +125,24 @@ impl Pool {
         if self.leases.contains_key(&lease_id) {
             return Err(AssignError::LeaseIdTaken(lease_id));
         }
-        // Moving off a draining stage: give the old seat back first.
+        // Moving off a draining stage: the old seat is given back first, or (make-before-
+        // break) kept until its viewer gives it back, and it names the new one.
         let mut client = req.client.map(str::to_string);
-        if let Some(old) = moving {
-            client = self.leases[&old].client.clone().or(client);
-            self.remove_lease(&old);
-            self.meta.stats.leaves += 1;
+        let mut user_id = req.user_id.to_string();
+        if let Some(old) = &moving {
+            if req.moving {
+                user_id = self.leases[old].user_id.clone();
+            }
+            client = self.leases[old].client.clone().or(client);
+            if req.moving {
+                let lease = self.leases.get_mut(old).expect("held");
+                lease.moved_to = Some(lease_id.clone());
+                self.changes.lease(old);
+                self.meta.stats.moves += 1;
+            } else {
+                self.remove_lease(old);
+                self.meta.stats.leaves += 1;
+            }
         }
 
         // In stage presence a new lease lives one TTL here until its stage has taken it
@@ -150,13 +151,14 @@ impl Pool {
         let expires_at = now.saturating_add(self.settings.lease_ttl_ms.min(ttl));
         let lease = Lease {
             id: lease_id.clone(),
-            user_id: req.user_id.to_string(),
+            user_id: user_id.clone(),
             participant_id: participant_id.clone(),
             client: client.clone(),
             stage: stage_id,
             joined_at: now,
             renewed_at: now,
             expires_at,
+            moved_to: None,
         };
         self.expiry.insert((expires_at, lease_id.clone()));
         self.by_participant
@@ -177,6 +179,9 @@ impl Pool {
         if was_empty {
             self.changes.stage(stage_id);
         }
+        if moving.is_none() {
+            self.record_arrival(now);
+        }
         let stats = &mut self.meta.stats;
         stats.joins += 1;
         stats.peak_viewers = stats.peak_viewers.max(self.leases.len() as u64);
@@ -189,8 +194,35 @@ impl Pool {
             expires_at,
             reconnected: false,
             participant_id,
-            user_id: req.user_id.to_string(),
+            user_id,
         })
+    }
+
+    /// A sticky reconnect: `lease_id` (live, on a warming or live stage) is renewed and
+    /// answered again.
+    fn reconnect(&mut self, lease_id: &str, now: Millis, ttl: u64) -> Assignment {
+        let lease = &self.leases[lease_id];
+        let stage = &self.stages[&lease.stage];
+        let (stage_arn, stage_state) = (stage.arn.clone().unwrap_or_default(), stage.state);
+        let (stage_id, participant_id, user_id) = (
+            lease.stage,
+            lease.participant_id.clone(),
+            lease.user_id.clone(),
+        );
+        let lease_id = lease_id.to_string();
+        let expires_at = self.renew(&lease_id, now, ttl);
+        self.meta.stats.reconnects += 1;
+        self.changes.meta = true;
+        Assignment {
+            lease_id,
+            stage: stage_id,
+            stage_arn,
+            stage_state,
+            expires_at,
+            reconnected: true,
+            participant_id,
+            user_id,
+        }
     }
 
     /// The stage the next new viewer would get, without assigning.

@@ -110,6 +110,9 @@ pub struct Stage {
     /// Participant time on this stage (the cost meter).
     #[serde(default)]
     pub meter: StageMeter,
+    /// Drained by consolidation (its viewers moved into fewer stages), not for being empty.
+    #[serde(default)]
+    pub consolidated: bool,
 }
 
 impl Stage {
@@ -150,6 +153,10 @@ pub struct Lease {
     pub renewed_at: Millis,
     /// When it lapses unless renewed; a lease is live while `now < expires_at`.
     pub expires_at: Millis,
+    /// The lease a make-before-break move gave this seat's viewer on another stage: asked
+    /// again, the move answers that seat (one move per seat, however often it is asked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_to: Option<String>,
 }
 
 /// Counters of one broadcast, in the admin snapshot.
@@ -180,6 +187,10 @@ pub struct Stats {
     pub stages_deleted: u64,
     /// Create intents that failed.
     pub create_failures: u64,
+    /// Make-before-break moves: seats granted on another stage to viewers of a draining one.
+    pub moves: u64,
+    /// Stages drained by consolidation (their viewers moved into fewer stages).
+    pub consolidations: u64,
 }
 
 /// The pool's own row: identity, sequence, counters and the viewer-time integrator.
@@ -216,6 +227,12 @@ pub struct PoolMeta {
     /// pool, named by its broadcast alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// Recent new seats, for consolidation's "never while viewers are still arriving".
+    #[serde(default)]
+    pub arrivals: Arrivals,
+    /// Publisher time consolidation saved (the cost meter).
+    #[serde(default)]
+    pub saved: Saved,
 }
 
 /// The settings a pool runs with (from [`Config::pool_settings`]).
@@ -249,6 +266,13 @@ pub struct PoolSettings {
     /// Where viewers keep their seats alive: in the pool, or at their stage's object (then
     /// the pool's leases never lapse by themselves: their stage reports the frees).
     pub presence: Presence,
+    /// Whether under-filled stages are consolidated (`CONSOLIDATE`).
+    #[serde(default = "consolidate_by_default")]
+    pub consolidate: bool,
+}
+
+fn consolidate_by_default() -> bool {
+    true
 }
 
 impl Default for PoolSettings {
@@ -267,6 +291,7 @@ impl Default for PoolSettings {
             delete_grace_ms: grace_ms,
             prices: Prices::default(),
             presence: Presence::Pool,
+            consolidate: true,
         }
     }
 }
@@ -360,6 +385,11 @@ pub struct JoinRequest<'a> {
     pub lease_id: Option<&'a str>,
     /// The client asking (an IPv4 address or IPv6 /64, see [`client_key`]), if known.
     pub client: Option<&'a str>,
+    /// A make-before-break move of the lease off its draining stage (see [`Pool::join`]):
+    /// the new seat is granted while the old one is kept until its viewer gives it back
+    /// (once the new stage plays) or it lapses. Without it, a lease on a draining stage is
+    /// moved by giving the old seat back first (a viewer whose connection dropped).
+    pub moving: bool,
 }
 
 /// Why no seat was given: the adapter answers 503 with `Retry-After`.

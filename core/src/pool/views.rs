@@ -83,6 +83,17 @@ pub struct Snapshot {
     /// The price table, micro-dollars per participant-hour.
     #[serde(default)]
     pub prices: Prices,
+    /// New seats within the scale-down grace (moves not counted): consolidation waits while
+    /// viewers are still arriving.
+    #[serde(default)]
+    pub recent_arrivals: u64,
+    /// Whether under-filled stages are consolidated (`CONSOLIDATE`).
+    #[serde(default)]
+    pub consolidate: bool,
+    /// What consolidation saved: the publisher time of the stages it closed, since they
+    /// closed, and its estimated cost (an upper bound: see [`crate::pool::Saved`]).
+    #[serde(default)]
+    pub saved: MeterView,
 }
 
 /// Seats and stages in a pool, as the scaling policy needs them.
@@ -321,6 +332,9 @@ impl Pool {
             quota: self.quota_view(now),
             meter: self.meter(now),
             prices: self.settings.prices,
+            recent_arrivals: self.recent_arrivals(now),
+            consolidate: self.settings.consolidate,
+            saved: self.saved(now),
         }
     }
 }

@@ -9,6 +9,8 @@ use super::register;
 pub enum ActionKind {
     /// Stop placing viewers on a stage (asked of the pool).
     Drain,
+    /// Drain an under-filled stage, its viewers moved into fewer stages (asked of the pool).
+    Consolidate,
     /// Delete an empty draining stage (asked of the pool).
     Delete,
     /// Create a stage ahead of need (asked of the pool).
@@ -22,6 +24,7 @@ impl ActionKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ActionKind::Drain => "drain",
+            ActionKind::Consolidate => "consolidate",
             ActionKind::Delete => "delete",
             ActionKind::Create => "create",
             ActionKind::OrphanDelete => "orphan_delete",
@@ -73,6 +76,7 @@ impl ActionMetrics {
         // Pre-create the series so that rates are defined before the first action.
         for kind in [
             ActionKind::Drain,
+            ActionKind::Consolidate,
             ActionKind::Delete,
             ActionKind::Create,
             ActionKind::OrphanDelete,

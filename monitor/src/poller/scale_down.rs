@@ -16,6 +16,9 @@ impl Poller {
             for action in policy::scale_down(&cfg, snap, snap.now) {
                 let (kind, arn) = match &action {
                     ScaleAction::Drain { stage_arn } => (ActionKind::Drain, stage_arn.as_str()),
+                    ScaleAction::Consolidate { stage_arn } => {
+                        (ActionKind::Consolidate, stage_arn.as_str())
+                    }
                     ScaleAction::Delete { stage_arn } => (ActionKind::Delete, stage_arn.as_str()),
                     ScaleAction::Create => (ActionKind::Create, ""),
                 };

@@ -593,7 +593,9 @@ async fn edge_action(
     // not have is a 404; a refusal names its reason with `PoolError::code`; a delete drains
     // the stage first if needed, so it obeys the minimum too.
     let arn = match &action {
-        ScaleAction::Drain { stage_arn } | ScaleAction::Delete { stage_arn } => Some(stage_arn),
+        ScaleAction::Drain { stage_arn }
+        | ScaleAction::Consolidate { stage_arn }
+        | ScaleAction::Delete { stage_arn } => Some(stage_arn),
         ScaleAction::Create => None,
     };
     let found = arn.and_then(|arn| {
@@ -617,7 +619,7 @@ async fn edge_action(
         }
     };
     let (outcome, reason) = match (&action, found) {
-        (ScaleAction::Drain { .. }, Some(i)) => {
+        (ScaleAction::Drain { .. } | ScaleAction::Consolidate { .. }, Some(i)) => {
             let s = &mut pool.stages[i];
             match drainable(s) {
                 Ok(()) => {
@@ -636,7 +638,7 @@ async fn edge_action(
                 Err("wrong_state")
             } else if s.load > 0 {
                 Err("has_viewers")
-            } else if s.host_publishing {
+            } else if s.host_publishing && s.state != StageState::Draining {
                 Err("host_publishing")
             } else {
                 drainable(s)

@@ -74,6 +74,12 @@ impl StagePool {
                         Ok(pool.drain(id, now))
                     });
                 }
+                ScaleAction::Consolidate { stage_arn } => {
+                    let _ = shared.mutate(|pool, now| {
+                        let id = pool.stage_id(&stage_arn).map_err(pool_error)?;
+                        Ok(pool.consolidate(id, now))
+                    });
+                }
                 ScaleAction::Delete { stage_arn } => {
                     replication::release_for_delete(shared, &stage_arn).await;
                     let intent = shared.mutate(|pool, now| {

@@ -25,7 +25,8 @@ use stagefan_core::budget::SlotSchedule;
 use stagefan_core::ivs::{GetStageRequest, GetStageResponse, Operation};
 use stagefan_core::policy::{self, ScaleAction};
 use stagefan_core::pool::{
-    AssignError, CreateIntent, JoinRequest, Pool, PoolError, Snapshot, StageId, LEASE_RANDOM_BYTES,
+    AssignError, CreateIntent, JoinRequest, Pool, PoolError, Snapshot, StageId, StageState,
+    LEASE_RANDOM_BYTES,
 };
 use stagefan_core::summary::{self, PublicSummary};
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlStorage, State};
@@ -248,6 +249,27 @@ impl StagePool {
                     user_id: &user_id,
                     lease_id: lease_id.as_deref(),
                     client: client.as_deref(),
+                    moving: false,
+                };
+                to_value(self.join(broadcast, &request).await?)?
+            }
+            PoolCall::Move { lease_id } => {
+                // The seat's own viewer and client: a move is the seat's, not a new viewer's.
+                let held = shared
+                    .has_pool()
+                    .then(|| {
+                        shared.with_pool(|p| {
+                            p.lease(&lease_id)
+                                .map(|l| (l.user_id.clone(), l.client.clone()))
+                        })
+                    })
+                    .flatten();
+                let (user_id, client) = held.ok_or_else(AppError::lease_not_found)?;
+                let request = JoinRequest {
+                    user_id: &user_id,
+                    lease_id: Some(&lease_id),
+                    client: client.as_deref(),
+                    moving: true,
                 };
                 to_value(self.join(broadcast, &request).await?)?
             }
@@ -426,7 +448,7 @@ impl StagePool {
         self.shared.mutate(|pool, now| Ok(pool.snapshot(now)))
     }
 
-    /// Admin scaling actions (`create`, `drain`, `delete`).
+    /// Admin scaling actions (`create`, `drain`, `consolidate`, `delete`).
     async fn action(&self, action: ScaleAction) -> AppResult<Value> {
         let shared = &self.shared;
         if !shared.has_pool() {
@@ -451,6 +473,10 @@ impl StagePool {
             ScaleAction::Drain { stage_arn } => shared.mutate(|pool, now| {
                 let id = pool.stage_id(stage_arn).map_err(pool_error)?;
                 Ok(pool.drain(id, now))
+            })?,
+            ScaleAction::Consolidate { stage_arn } => shared.mutate(|pool, now| {
+                let id = pool.stage_id(stage_arn).map_err(pool_error)?;
+                Ok(pool.consolidate(id, now))
             })?,
             ScaleAction::Delete { stage_arn } => {
                 replication::release_for_delete(shared, stage_arn).await;

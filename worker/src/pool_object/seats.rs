@@ -26,12 +26,18 @@ impl StagePool {
             other => other?,
         };
         self.schedule_maintenance().await;
-        let life = shared.with_pool(|pool| pool.life(runtime::now_ms()));
+        let (life, moving) = shared.with_pool(|pool| {
+            let draining = pool
+                .stage(lease.stage)
+                .is_some_and(|s| s.state == StageState::Draining);
+            (pool.life(runtime::now_ms()), draining)
+        });
         Ok(Renewed {
             lease_id: lease.id,
             expires_at: lease.expires_at,
             broadcast_state: life.state,
             broadcast_state_since: life.since,
+            moving,
         })
     }
 

@@ -91,13 +91,16 @@ pub(super) async fn admin_action(mut req: Request, edge: &Edge, id: &str) -> App
         "drain" => ScaleAction::Drain {
             stage_arn: stage_arn()?,
         },
+        "consolidate" => ScaleAction::Consolidate {
+            stage_arn: stage_arn()?,
+        },
         "delete" => ScaleAction::Delete {
             stage_arn: stage_arn()?,
         },
         _ => {
             return Err(AppError::bad_field(
                 "action",
-                "`action` must be one of create, drain, delete",
+                "`action` must be one of create, drain, consolidate, delete",
             ))
         }
     };

@@ -11,6 +11,7 @@ use crate::calls::{JoinGrant, PoolCall, Renewed, StageCall};
 use crate::error::{AppError, AppResult};
 use crate::runtime;
 
+use super::mint::Minted;
 use super::{
     json_response, mint, pool_call, pool_name, region_of_pool, require_broadcast,
     resolve_broadcast, rfc3339_ms, stage_call, Edge,
@@ -87,9 +88,27 @@ pub(super) async fn viewer_token(mut req: Request, edge: &Edge) -> AppResult<Res
             }),
         );
     };
+    let minted = seat_token(edge, &region, &pool, &grant).await;
+    let minted = match minted {
+        Ok(m) => m,
+        Err(e) => {
+            // A seat is granted together with its token or not at all: a new seat whose
+            // token could not be made is given back at once (a reconnect keeps its seat).
+            if !grant.reconnected {
+                give_back(edge, &pool, &grant.lease_id).await;
+            }
+            return Err(e);
+        }
+    };
+    json_response(&seat_answer(&minted, &grant, &region))
+}
+
+/// The token of a granted seat, bound to it (in `api` token mode IVS chooses the participant
+/// id, and the seat follows its token).
+async fn seat_token(edge: &Edge, region: &str, pool: &str, grant: &JoinGrant) -> AppResult<Minted> {
     let minted = mint(
         edge,
-        &region,
+        region,
         &grant.stage_arn,
         &grant.whip_url,
         &grant.events_url,
@@ -97,36 +116,32 @@ pub(super) async fn viewer_token(mut req: Request, edge: &Edge) -> AppResult<Res
         Some(&grant.participant_id),
         false,
     )
-    .await;
-    let minted = match minted {
-        Ok(m) => m,
-        Err(e) => {
-            // A seat is granted together with its token or not at all: a new seat whose
-            // token could not be made is given back at once (a reconnect keeps its seat).
-            if !grant.reconnected {
-                let leave = PoolCall::Leave {
-                    lease_id: grant.lease_id.clone(),
-                };
-                let freed: AppResult<Value> = pool_call(edge, &pool, leave).await;
-                if let Err(free) = freed {
-                    worker::console_error!(
-                        "giving back {} after a failed mint: {free:?}",
-                        grant.lease_id
-                    );
-                }
-            }
-            return Err(e);
-        }
-    };
+    .await?;
     if minted.participant_id != grant.participant_id {
-        // `api` token mode: IVS chose the participant id; the seat follows its token.
         let bind = PoolCall::Bind {
             lease_id: grant.lease_id.clone(),
             participant_id: minted.participant_id.clone(),
         };
-        let _: Value = pool_call(edge, &pool, bind).await?;
+        let _: Value = pool_call(edge, pool, bind).await?;
     }
-    json_response(&json!({
+    Ok(minted)
+}
+
+/// Gives a seat back that its viewer never heard of (its token could not be made).
+async fn give_back(edge: &Edge, pool: &str, lease_id: &str) {
+    let leave = PoolCall::Leave {
+        lease_id: lease_id.to_string(),
+    };
+    let freed: AppResult<Value> = pool_call(edge, pool, leave).await;
+    if let Err(free) = freed {
+        worker::console_error!("giving back {lease_id} after a failed mint: {free:?}");
+    }
+}
+
+/// A seat as the viewer hears of it: from `POST /api/token/viewer`, and as the `move` of a
+/// heartbeat answer.
+fn seat_answer(minted: &Minted, grant: &JoinGrant, region: &str) -> Value {
+    json!({
         "token": minted.token,
         "stageArn": grant.stage_arn,
         "participantId": minted.participant_id,
@@ -142,7 +157,7 @@ pub(super) async fn viewer_token(mut req: Request, edge: &Edge) -> AppResult<Res
         "reconnected": grant.reconnected,
         "broadcastState": grant.broadcast_state,
         "broadcastStateSince": rfc3339_ms(grant.broadcast_state_since),
-    }))
+    })
 }
 
 /// Where the request comes from, as Cloudflare says (`request.cf`: `latitude`, `longitude`,
@@ -404,70 +419,126 @@ pub(super) async fn lease_call<T: DeserializeOwned>(
 /// The pool a lease id names (checked in form; `None`: a broadcast nobody made, or a region
 /// this deployment does not run, so no pool holds it), without asking any pool.
 async fn lease_pool(edge: &Edge, lease_id: &str) -> AppResult<Option<String>> {
-    let pool = stagefan_core::regions::pool_of_lease(lease_id)?;
-    let Ok(region) = region_of_pool(edge, pool.region) else {
+    Ok(lease_home(edge, lease_id).await?.map(|home| home.pool))
+}
+
+/// Where a lease lives: its pool, its region, and in stage presence its stage.
+struct LeaseHome {
+    pool: String,
+    region: String,
+    stage: Option<stagefan_core::pool::StageId>,
+}
+
+/// The home of a lease id (checked in form; `None` as for [`lease_pool`]).
+async fn lease_home(edge: &Edge, lease_id: &str) -> AppResult<Option<LeaseHome>> {
+    let route = body::lease_route(lease_id)?;
+    let Ok(region) = region_of_pool(edge, route.pool.region) else {
         return Ok(None);
     };
-    if require_broadcast(edge, pool.broadcast).await.is_err() {
+    if require_broadcast(edge, route.pool.broadcast).await.is_err() {
         return Ok(None);
     }
-    Ok(Some(pool_name(edge, pool.broadcast, &region)))
+    Ok(Some(LeaseHome {
+        pool: pool_name(edge, route.pool.broadcast, &region),
+        region,
+        stage: route.stage,
+    }))
+}
+
+/// A call about a lease, where the lease lives: at its stage's object in stage presence (the
+/// pool hears nothing of it), else at its pool.
+async fn at_lease<T: DeserializeOwned>(
+    edge: &Edge,
+    home: &LeaseHome,
+    at_stage: StageCall,
+    at_pool: PoolCall,
+) -> AppResult<T> {
+    match home.stage {
+        Some(stage) => stage_call(edge, &home.pool, stage, at_stage).await,
+        None => pool_call(edge, &home.pool, at_pool).await,
+    }
 }
 
 pub(super) async fn viewer_heartbeat(mut req: Request, edge: &Edge) -> AppResult<Response> {
     let body = JsonBody::read(&mut req).await?;
     let lease_id = body.required_str("leaseId")?.to_string();
-    let route = body::lease_route(&lease_id)?;
-    let Some(pool) = lease_pool(edge, &lease_id).await? else {
+    let Some(home) = lease_home(edge, &lease_id).await? else {
         return Err(AppError::lease_not_found());
     };
-    // A lease of stage presence is renewed at its stage's object, named by the lease id: the
-    // pool hears nothing of it.
-    let renewed: Renewed = match route.stage {
-        Some(stage) => {
-            let call = StageCall::Heartbeat {
-                lease_id: lease_id.clone(),
-            };
-            stage_call(edge, &pool, stage, call).await?
-        }
-        None => {
-            let call = PoolCall::Heartbeat {
-                lease_id: lease_id.clone(),
-            };
-            pool_call(edge, &pool, call).await?
-        }
+    let renewed: Renewed = at_lease(
+        edge,
+        &home,
+        StageCall::Heartbeat {
+            lease_id: lease_id.clone(),
+        },
+        PoolCall::Heartbeat {
+            lease_id: lease_id.clone(),
+        },
+    )
+    .await?;
+    // A seat on a draining stage moves: the answer carries its new seat, and the viewer
+    // gives this one back once the new stage plays (make-before-break).
+    let moved = if renewed.moving {
+        move_seat(edge, &home, &lease_id).await
+    } else {
+        None
     };
     json_response(&json!({
         "leaseId": lease_id,
         "expiresAt": rfc3339_ms(renewed.expires_at),
         "broadcastState": renewed.broadcast_state,
         "broadcastStateSince": rfc3339_ms(renewed.broadcast_state_since),
+        "move": moved,
     }))
+}
+
+/// The new seat of a lease on a draining stage (the same one however often it is asked):
+/// `None` when there is none to give now (every other stage full, the region's quota used
+/// up, the stage no longer draining), and the viewer asks again at its next heartbeat; a
+/// failure does not fail the heartbeat, whose lease was renewed.
+async fn move_seat(edge: &Edge, home: &LeaseHome, lease_id: &str) -> Option<Value> {
+    let call = PoolCall::Move {
+        lease_id: lease_id.to_string(),
+    };
+    let grant: JoinGrant = match pool_call(edge, &home.pool, call).await {
+        Ok(grant) => grant,
+        Err(e) => {
+            worker::console_log!("no move for {lease_id} yet: {e:?}");
+            return None;
+        }
+    };
+    if grant.lease_id == lease_id {
+        return None;
+    }
+    match seat_token(edge, &home.region, &home.pool, &grant).await {
+        Ok(minted) => Some(seat_answer(&minted, &grant, &home.region)),
+        Err(e) => {
+            // The next heartbeat asks again and gets the same new seat: it is kept.
+            worker::console_error!("the token of {}'s move: {e:?}", grant.lease_id);
+            None
+        }
+    }
 }
 
 pub(super) async fn viewer_leave(mut req: Request, edge: &Edge) -> AppResult<Response> {
     let body = JsonBody::read(&mut req).await?;
     let lease_id = body.required_str("leaseId")?.to_string();
-    let route = body::lease_route(&lease_id)?;
-    let Some(pool) = lease_pool(edge, &lease_id).await? else {
+    let Some(home) = lease_home(edge, &lease_id).await? else {
         // Nothing to give back; leaving is idempotent.
         return json_response(&json!({ "left": true }));
     };
-    let _: Value = match route.stage {
-        // Given back at its stage, which reports it to the pool before it answers.
-        Some(stage) => {
-            let call = StageCall::Leave {
-                lease_id: lease_id.clone(),
-            };
-            stage_call(edge, &pool, stage, call).await?
-        }
-        None => {
-            let call = PoolCall::Leave {
-                lease_id: lease_id.clone(),
-            };
-            pool_call(edge, &pool, call).await?
-        }
-    };
+    // At its stage, the seat is given back there, and reported to the pool before the answer.
+    let _: Value = at_lease(
+        edge,
+        &home,
+        StageCall::Leave {
+            lease_id: lease_id.clone(),
+        },
+        PoolCall::Leave {
+            lease_id: lease_id.clone(),
+        },
+    )
+    .await?;
     json_response(&json!({ "left": true }))
 }
 
