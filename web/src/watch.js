@@ -47,6 +47,8 @@ const status = {
   state: 'joining', stageArn: null, leaseId: null, participantId: null, broadcast: null, region: null, joins: 0, firstFrameMs: null,
   /** Moves to a new stage completed (make-before-break), and the last one's switch time (ms). */
   moves: 0, lastMoveMs: null,
+  /** When the last move began: page clock (performance.now()) and wall clock (ms). */
+  moveStartedPerf: null, moveStartedAt: null,
   /** @type {import('./api.js').BroadcastState | undefined} the edge's last word */
   broadcastState: undefined,
   notice: '',
@@ -153,6 +155,8 @@ function showSeat(seat) {
 async function moveTo(seat) {
   if (current.moving || closing || !current.lose) return;
   current.moving = true;
+  status.moveStartedPerf = performance.now();
+  status.moveStartedAt = Date.now();
   const from = { session: current.session, video, leaseId: status.leaseId, stageArn: status.stageArn };
   const next = document.createElement('video');
   Object.assign(next, { autoplay: true, playsInline: true, muted: video.muted });
