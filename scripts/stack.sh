@@ -284,7 +284,10 @@ rm -f "$STATE_DIR/worker-restarts"
 if [[ "$WITH_MONITOR" == 1 ]]; then
   # The admin key reaches the monitor through its environment (exported above), never as a
   # flag: `ps` shows every process's arguments.
+  # Every region, each at its ivs-local, as the worker has them (the monitor reads these
+  # with the worker's parser: stagefan_core::config::regions_from_lookup).
   start monitor "$BIN_DIR/stagefan-monitor" --edge-url "http://127.0.0.1:$STAGEFAN_PORT" \
+    --regions "$(IFS=,; echo "${REGIONS[*]}")" --ivs-endpoints "$ENDPOINTS" \
     --ivs-endpoint "$IVS_ENDPOINT" --listen "127.0.0.1:$MONITOR_PORT"
   MONITOR_PID=${PIDS[-1]}
   wait_http monitor "http://127.0.0.1:$MONITOR_PORT/live" 60 "$MONITOR_PID"

@@ -479,6 +479,22 @@ pub struct RegionConfig {
     pub endpoint: String,
 }
 
+/// The regions a deployment runs, primary first, from `IVS_REGION`, `IVS_REGIONS`,
+/// `IVS_ENDPOINT` and `IVS_ENDPOINTS` as `get` gives them (the worker's rules: a region's
+/// endpoint follows IVS's naming unless `IVS_ENDPOINTS`, or `IVS_ENDPOINT` for the primary,
+/// names one). For other processes of the deployment (the monitor) that must read these
+/// variables exactly as the worker does; errors name the variable at fault.
+pub fn regions_from_lookup(
+    get: impl Fn(&str) -> Option<String>,
+) -> Result<Vec<RegionConfig>, InvalidField> {
+    let get = |name: &str| {
+        get(name)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    parse_regions(&get).map(|(regions, _, _)| regions)
+}
+
 /// `IVS_REGION`, `IVS_REGIONS`, `IVS_ENDPOINT`, `IVS_ENDPOINTS`: the regions (primary
 /// first), the primary's name and endpoint.
 fn parse_regions(

@@ -343,6 +343,38 @@ impl Ledger {
     }
 }
 
+/// A region's ledger as a reader outside the ledger sees it (the admin route, the monitor's
+/// quota gauges, the status page): what the account allows, what stagefan may hold of it,
+/// and what its pools hold now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LedgerUsage {
+    /// The account's quotas in the region (`IVS_QUOTA_*`).
+    pub limits: Quotas,
+    /// What stagefan may hold: the limits minus the reserve for the account's other users.
+    pub usable: Quotas,
+    /// What every pool of the region holds (grants that had not lapsed at the read).
+    pub held: Quotas,
+    /// Pools holding a grant.
+    pub holders: u32,
+}
+
+impl Ledger {
+    /// The region's use at `now`, lapsed grants left out (the read changes nothing).
+    pub fn usage(&self, cfg: &LedgerConfig, now: Millis) -> LedgerUsage {
+        let live = self.grants.values().filter(|g| g.expires_at > now);
+        let (held, holders) = live.fold((Quotas::ZERO, 0u32), |(sum, n), g| {
+            (sum.saturating_add(g.held), n + 1)
+        });
+        LedgerUsage {
+            limits: cfg.limits,
+            usable: cfg.usable(),
+            held,
+            holders,
+        }
+    }
+}
+
 /// The subscriptions a pool asks for at a time: a stage's capacity, at most
 /// [`MAX_SUBSCRIPTION_CHUNK`], at least 1.
 pub fn chunk_for(capacity: u32) -> u32 {

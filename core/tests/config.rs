@@ -400,6 +400,40 @@ fn several_regions_each_with_its_endpoint() {
 }
 
 #[test]
+fn other_processes_read_the_regions_as_the_worker_does() {
+    // The monitor's reader: the same regions and endpoints as the whole configuration, and
+    // the same errors, from the four variables alone (nothing else is required).
+    for pairs in [
+        &[][..],
+        &[("IVS_REGION", "eu-west-1"), ("IVS_ENDPOINT", "http://x:1")][..],
+        &[
+            ("IVS_REGIONS", "us-east-1, eu-west-1,ap-south-1"),
+            ("IVS_ENDPOINTS", "eu-west-1=http://127.0.0.1:8791/"),
+            ("IVS_ENDPOINT", " "),
+        ][..],
+    ] {
+        let lookup = |k: &str| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        };
+        assert_eq!(
+            regions_from_lookup(lookup).unwrap(),
+            parse(pairs).unwrap().regions,
+            "{pairs:?}"
+        );
+    }
+    let bad = [("IVS_REGIONS", "us-east-1,us-east-1")];
+    let lookup = |k: &str| {
+        bad.iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.to_string())
+    };
+    assert_eq!(regions_from_lookup(lookup).unwrap_err(), err(&bad));
+}
+
+#[test]
 fn bad_regions_and_endpoints_name_their_variable() {
     for (pairs, field, says) in [
         (

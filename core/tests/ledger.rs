@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 use stagefan_core::ledger::{
-    chunk_for, subscription_target, Grant, Ledger, LedgerConfig, Quota, Quotas,
+    chunk_for, subscription_target, Grant, Ledger, LedgerConfig, LedgerUsage, Quota, Quotas,
 };
 
 fn cfg(subs: u32, pubs: u32, stages: u32) -> LedgerConfig {
@@ -45,6 +45,33 @@ fn a_grant_is_what_is_free_and_a_reduction_always_lands() {
     assert_eq!(b.held, q(5, 2, 2));
     assert_eq!(ledger.held_total(), q(11, 3, 3));
     assert!(b.version > a.version);
+}
+
+#[test]
+fn usage_counts_live_grants_only_and_changes_nothing() {
+    let mut cfg = cfg(100, 10, 10);
+    cfg.reserve_percent = 10;
+    let mut ledger = Ledger::default();
+    ledger.grant(&cfg, "a", q(40, 1, 2), 0);
+    ledger.grant(&cfg, "b", q(20, 2, 1), 30_000);
+    let at = |now| ledger.usage(&cfg, now);
+    assert_eq!(
+        at(59_999),
+        LedgerUsage {
+            limits: q(100, 10, 10),
+            usable: q(90, 9, 9),
+            held: q(60, 3, 3),
+            holders: 2,
+        }
+    );
+    // a's grant lapses at 60 s: the read leaves it out, and leaves the ledger as it was.
+    assert_eq!(at(60_000).held, q(20, 2, 1));
+    assert_eq!(at(60_000).holders, 1);
+    assert!(ledger.holding("a").is_some());
+    assert_eq!(at(90_000).held, Quotas::ZERO);
+    let json = serde_json::to_value(at(0)).unwrap();
+    assert_eq!(json["held"]["subscriptions"], 60);
+    assert_eq!(json["usable"]["stages"], 9);
 }
 
 #[test]

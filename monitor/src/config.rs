@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
+use stagefan_core::config::{regions_from_lookup, RegionConfig};
 use stagefan_core::ivs::Operation;
 use stagefan_core::sigv4::Credentials;
 
@@ -13,6 +14,9 @@ use crate::poller::PollSettings;
 /// IVS's own limit for the operations the monitor's budget paces (ListStages, GetStage,
 /// ListParticipants: one family of 5 per second per account and region), from core's table.
 pub const IVS_TPS_LIMIT: f64 = Operation::ListStages.documented_tps() as f64;
+
+/// Where the monitor finds IVS when nothing says otherwise: the local stack's ivs-local.
+pub const LOCAL_IVS_ENDPOINT: &str = "http://127.0.0.1:8790";
 
 /// stagefan-monitor: polls the pools and IVS within IVS's API budget, exports Prometheus
 /// metrics, and asks the pools to scale down.
@@ -34,12 +38,24 @@ pub struct Config {
     /// candidates (the worker's `STAGEFAN_DEPLOYMENT`).
     #[arg(long, env = "STAGEFAN_DEPLOYMENT", default_value = stagefan_core::config::DEFAULT_DEPLOYMENT, value_parser = parse_deployment)]
     pub deployment: String,
-    /// IVS Real-Time endpoint (ivs-local by default).
-    #[arg(long, env = "IVS_ENDPOINT", default_value = "http://127.0.0.1:8790")]
-    pub ivs_endpoint: String,
-    /// IVS region (SigV4 scope).
-    #[arg(long, env = "IVS_REGION", default_value = "us-east-1")]
-    pub region: String,
+    /// IVS Real-Time endpoint of the primary region (ivs-local's `http://127.0.0.1:8790`
+    /// when neither this nor `--ivs-endpoints` is given).
+    #[arg(long, env = "IVS_ENDPOINT")]
+    pub ivs_endpoint: Option<String>,
+    /// IVS region of a one-region deployment (the primary of `--regions` if both are given).
+    #[arg(long, env = "IVS_REGION")]
+    pub region: Option<String>,
+    /// The regions the deployment runs, primary first (`us-east-1,eu-west-1`), as the
+    /// worker's `IVS_REGIONS`: each is polled with its own IVS client and budget.
+    #[arg(long, env = "IVS_REGIONS")]
+    pub regions: Option<String>,
+    /// Each region's endpoint (`us-east-1=http://…,eu-west-1=http://…`), as the worker's
+    /// `IVS_ENDPOINTS`; a region not named follows IVS's naming.
+    #[arg(long, env = "IVS_ENDPOINTS")]
+    pub ivs_endpoints: Option<String>,
+    /// The regions as read from the four options above by core's parser (the worker's).
+    #[arg(skip)]
+    pub deployment_regions: Vec<RegionConfig>,
     /// AWS access key id (ivs-local's by default).
     #[arg(long, env = "AWS_ACCESS_KEY_ID", default_value = "AKIDLOCALSTAGEFAN")]
     pub aws_access_key_id: String,
@@ -82,8 +98,7 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("edge_url", &self.edge_url)
             .field("admin_key", &"<redacted>")
-            .field("ivs_endpoint", &self.ivs_endpoint)
-            .field("region", &self.region)
+            .field("regions", &self.deployment_regions)
             .field("aws_access_key_id", &self.aws_access_key_id)
             .field("aws_secret_access_key", &"<redacted>")
             .field("poll_interval", &self.poll_interval)
@@ -123,21 +138,41 @@ impl Config {
                      environment only (a flag would show in `ps`)",
                 )
             })?;
+        c.deployment_regions = c.read_regions().map_err(|e| {
+            Config::command().error(clap::error::ErrorKind::ValueValidation, e.to_string())
+        })?;
         Ok(c)
     }
 
-    /// How to reach IVS.
-    pub fn ivs(&self) -> IvsSettings {
-        IvsSettings {
-            endpoint: self.ivs_endpoint.clone(),
-            region: self.region.clone(),
-            credentials: Credentials::new(
-                self.aws_access_key_id.clone(),
-                self.aws_secret_access_key.clone(),
-                self.aws_session_token.clone().filter(|t| !t.is_empty()),
-            ),
-            timeout: self.request_timeout,
-        }
+    /// The regions, by `stagefan_core::config::regions_from_lookup` over the options as the
+    /// worker's variables, with ivs-local as the primary's endpoint when none is given.
+    fn read_regions(&self) -> Result<Vec<RegionConfig>, stagefan_core::ids::InvalidField> {
+        let local = (self.ivs_endpoint.is_none() && self.ivs_endpoints.is_none())
+            .then(|| LOCAL_IVS_ENDPOINT.to_string());
+        regions_from_lookup(|name| match name {
+            "IVS_REGION" => self.region.clone(),
+            "IVS_REGIONS" => self.regions.clone(),
+            "IVS_ENDPOINT" => self.ivs_endpoint.clone().or_else(|| local.clone()),
+            "IVS_ENDPOINTS" => self.ivs_endpoints.clone(),
+            _ => None,
+        })
+    }
+
+    /// How to reach IVS in each region, primary first.
+    pub fn ivs(&self) -> Vec<IvsSettings> {
+        self.deployment_regions
+            .iter()
+            .map(|r| IvsSettings {
+                endpoint: r.endpoint.clone(),
+                region: r.name.clone(),
+                credentials: Credentials::new(
+                    self.aws_access_key_id.clone(),
+                    self.aws_secret_access_key.clone(),
+                    self.aws_session_token.clone().filter(|t| !t.is_empty()),
+                ),
+                timeout: self.request_timeout,
+            })
+            .collect()
     }
 
     /// The loop's knobs.
@@ -268,7 +303,9 @@ mod tests {
         .unwrap();
         assert_eq!(c.poll_interval, Duration::from_secs(1));
         assert_eq!(c.ivs_budget, 3.0);
-        assert_eq!(c.ivs().region, "us-east-1");
+        assert_eq!(c.ivs().len(), 1);
+        assert_eq!(c.ivs()[0].region, "us-east-1");
+        assert_eq!(c.ivs()[0].endpoint, LOCAL_IVS_ENDPOINT);
         assert_eq!(c.deployment, "local");
         assert_eq!(c.admin_key, "k");
         assert!(!format!("{c:?}").contains("stagefan-local-secret"));
@@ -304,6 +341,77 @@ mod tests {
         // They travel in each pool's snapshot; the old flags are refused, not ignored.
         for flag in ["--scale-down-grace", "--delete-grace", "--headroom"] {
             assert!(parse_with(&["m", flag, "1"], &KEY).is_err(), "{flag}");
+        }
+    }
+
+    #[test]
+    fn every_region_of_the_deployment_as_the_worker_reads_them() {
+        let env = [("STAGEFAN_ADMIN_KEY", "k")];
+        let c = parse_with(
+            &[
+                "m",
+                "--regions",
+                "us-east-1,eu-west-1,ap-south-1",
+                "--ivs-endpoints",
+                "us-east-1=http://127.0.0.1:1,eu-west-1=http://127.0.0.1:2",
+            ],
+            &env,
+        )
+        .unwrap();
+        let got: Vec<(String, String)> = c
+            .ivs()
+            .into_iter()
+            .map(|s| (s.region, s.endpoint))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("us-east-1".into(), "http://127.0.0.1:1".into()),
+                ("eu-west-1".into(), "http://127.0.0.1:2".into()),
+                (
+                    "ap-south-1".into(),
+                    "https://ivsrealtime.ap-south-1.amazonaws.com".into()
+                ),
+            ]
+        );
+        // One region named by IVS_REGION with its own endpoint.
+        let c = parse_with(
+            &["m", "--region", "eu-west-1", "--ivs-endpoint", "http://x:9"],
+            &env,
+        )
+        .unwrap();
+        assert_eq!(c.ivs()[0].region, "eu-west-1");
+        assert_eq!(c.ivs()[0].endpoint, "http://x:9");
+        // The worker's errors, naming the variable at fault.
+        for (args, field) in [
+            (&["m", "--regions", "us-east-1,Mars_1"][..], "IVS_REGIONS"),
+            (
+                &["m", "--regions", "us-east-1,us-east-1"][..],
+                "IVS_REGIONS",
+            ),
+            (
+                &[
+                    "m",
+                    "--regions",
+                    "us-east-1",
+                    "--ivs-endpoints",
+                    "eu-west-1=http://x",
+                ][..],
+                "IVS_ENDPOINTS",
+            ),
+            (
+                &[
+                    "m",
+                    "--region",
+                    "eu-west-1",
+                    "--regions",
+                    "us-east-1,eu-west-1",
+                ][..],
+                "IVS_REGION",
+            ),
+        ] {
+            let e = parse_with(args, &env).expect_err("refused");
+            assert!(e.to_string().contains(field), "{args:?}: {e}");
         }
     }
 }

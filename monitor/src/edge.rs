@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use stagefan_core::ivs::Operation;
+use stagefan_core::ledger::LedgerUsage;
 use stagefan_core::policy::ScaleAction;
 use stagefan_core::pool::{Drift, Observation, Snapshot};
 
@@ -31,8 +32,9 @@ pub enum EdgeError {
     /// A 2xx answer that is not the expected JSON.
     #[error("the edge's answer on {0} does not parse: {1}")]
     Decode(&'static str, String),
-    /// A broadcast id outside `[A-Za-z0-9_-]{1,64}` (never put into a URL).
-    #[error("broadcast id {0:?} is not valid")]
+    /// A pool name that is not a broadcast id (`[A-Za-z0-9_-]{1,64}`) or
+    /// `{broadcast}@{region}` (never put into a URL).
+    #[error("pool name {0:?} is not valid")]
     BadBroadcastId(String),
 }
 
@@ -69,6 +71,22 @@ impl ActionAnswer {
     pub fn done(&self) -> bool {
         self.outcome == "done"
     }
+}
+
+/// `GET /api/admin/regions`.
+#[derive(Debug, Deserialize)]
+struct RegionList {
+    regions: Vec<RegionUsage>,
+}
+
+/// One region's account-quota ledger, as the edge reads it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RegionUsage {
+    /// The region.
+    pub region: String,
+    /// Its ledger.
+    #[serde(flatten)]
+    pub usage: LedgerUsage,
 }
 
 /// A slot of the account-wide IVS budget (`POST /api/admin/ivs-budget/slots`).
@@ -137,7 +155,15 @@ impl EdgeClient {
         Ok(list.broadcasts)
     }
 
-    /// A pool's admin snapshot.
+    /// Every region's quota ledger, primary first.
+    pub async fn regions(&self) -> Result<Vec<RegionUsage>, EdgeError> {
+        let list: RegionList = self
+            .send("regions", "/api/admin/regions", None::<&()>)
+            .await?;
+        Ok(list.regions)
+    }
+
+    /// A pool's admin snapshot (`broadcast`: a pool name, `b` or `b@region`).
     pub async fn snapshot(&self, broadcast: &str) -> Result<Snapshot, EdgeError> {
         let path = broadcast_path(broadcast, "")?;
         self.send("snapshot", &path, None::<&()>).await
@@ -163,14 +189,17 @@ impl EdgeClient {
         self.send("actions", &path, Some(action)).await
     }
 
-    /// Reserves the next slot of `op` in the account-wide IVS budget that the pools use too
-    /// (the edge's `IvsBudget` Durable Object). `throttled`: IVS throttled our last `op`.
+    /// Reserves the next slot of `op` in `region`'s account-wide IVS budget that the pools
+    /// of that region use too (the edge's `IvsBudget` Durable Object of the region).
+    /// `throttled`: IVS throttled our last `op` there.
     pub async fn reserve_slot(
         &self,
+        region: &str,
         op: Operation,
         throttled: bool,
     ) -> Result<BudgetSlot, EdgeError> {
-        let body = serde_json::json!({"operation": op.name(), "throttled": throttled});
+        let body =
+            serde_json::json!({"operation": op.name(), "throttled": throttled, "region": region});
         self.send("ivs_budget", "/api/admin/ivs-budget/slots", Some(&body))
             .await
     }
@@ -217,7 +246,7 @@ impl EdgeClient {
 }
 
 fn broadcast_path(broadcast: &str, tail: &str) -> Result<String, EdgeError> {
-    if !valid_broadcast_id(broadcast) {
+    if stagefan_core::regions::parse_pool_name("broadcast", broadcast).is_err() {
         return Err(EdgeError::BadBroadcastId(broadcast.to_string()));
     }
     Ok(format!("/api/admin/broadcasts/{broadcast}{tail}"))
@@ -240,6 +269,13 @@ mod tests {
             broadcast_path("default", "/actions").unwrap(),
             "/api/admin/broadcasts/default/actions"
         );
+        // Another region's pool.
+        assert_eq!(
+            broadcast_path("default@eu-west-1", "").unwrap(),
+            "/api/admin/broadcasts/default@eu-west-1"
+        );
+        assert!(broadcast_path("a@b@c", "").is_err());
+        assert!(broadcast_path("a@EU/1", "").is_err());
     }
 
     #[test]

@@ -101,11 +101,13 @@ impl IvsClient {
             Operation::ListParticipants,
             Operation::DeleteStage,
         ] {
-            metrics.ivs.set_budget_rate(op, budget.rate());
+            metrics
+                .ivs
+                .set_budget_rate(&settings.region, op, budget.rate());
             let st = budget.state(op);
             metrics
                 .ivs
-                .set_budget_state(op, st.tokens, st.backoff_seconds);
+                .set_budget_state(&settings.region, op, st.tokens, st.backoff_seconds);
         }
         Ok(Self {
             http,
@@ -116,6 +118,11 @@ impl IvsClient {
             budget,
             metrics,
         })
+    }
+
+    /// The region this client calls (its SigV4 scope and its metrics' `region`).
+    pub fn region(&self) -> &str {
+        &self.region
     }
 
     /// The budget this client spends.
@@ -183,7 +190,7 @@ impl IvsClient {
         let permit = match self.budget.acquire(op, deadline).await {
             Ok(p) => p,
             Err(d) => {
-                self.metrics.ivs.deferred(op);
+                self.metrics.ivs.deferred(&self.region, op);
                 return Err(CallError::Deferred(op, d));
             }
         };
@@ -244,14 +251,16 @@ impl IvsClient {
         drop(permit);
         let outcome = match result {
             Err(e) => {
-                self.metrics.ivs.observe_call(op, "error", seconds);
+                self.metrics
+                    .ivs
+                    .observe_call(&self.region, op, "error", seconds);
                 self.budget.record(op, CallResult::Failed);
                 Err(CallError::Transport(e.to_string()))
             }
             Ok((status, error_type, bytes)) => {
                 self.metrics
                     .ivs
-                    .observe_call(op, &status.to_string(), seconds);
+                    .observe_call(&self.region, op, &status.to_string(), seconds);
                 let class = if status == 429 {
                     CallResult::Throttled
                 } else if status >= 500 {
@@ -261,6 +270,7 @@ impl IvsClient {
                 };
                 if let Some(pause) = self.budget.record(op, class) {
                     tracing::warn!(
+                        region = %self.region,
                         operation = op.name(),
                         status,
                         backoff_ms = pause.as_millis() as u64,
@@ -282,7 +292,7 @@ impl IvsClient {
         let st = self.budget.state(op);
         self.metrics
             .ivs
-            .set_budget_state(op, st.tokens, st.backoff_seconds);
+            .set_budget_state(&self.region, op, st.tokens, st.backoff_seconds);
         outcome
     }
 }

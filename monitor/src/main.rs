@@ -42,8 +42,16 @@ fn init_tracing(format: &str) {
 async fn run(config: Config) -> Result<ExitCode, String> {
     tracing::info!(config = ?config, "starting");
     let metrics = Arc::new(Metrics::new().map_err(|e| e.to_string())?);
-    let budget = Arc::new(Budget::new(config.ivs_budget));
-    let ivs = IvsClient::new(config.ivs(), budget, metrics.clone())?;
+    // Each region its own client (SigV4 scope = the region) and its own budget: IVS's
+    // limits hold per account and region.
+    let ivs = config
+        .ivs()
+        .into_iter()
+        .map(|settings| {
+            let budget = Arc::new(Budget::new(config.ivs_budget));
+            IvsClient::new(settings, budget, metrics.clone())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let edge = EdgeClient::new(
         &config.edge_url,
         config.admin_key.clone(),
@@ -51,7 +59,7 @@ async fn run(config: Config) -> Result<ExitCode, String> {
         metrics.clone(),
     )?;
     let ready = Arc::new(AtomicBool::new(false));
-    let poller = Poller::new(edge, ivs, metrics.clone(), config.poll());
+    let poller = Poller::regions(edge, ivs, metrics.clone(), config.poll());
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -6,6 +6,7 @@ use std::process::Command;
 
 use serde_json::Value;
 use stagefan_core::ivs::Operation;
+use stagefan_core::ledger::{LedgerUsage, Quotas};
 use stagefan_core::pool::{Snapshot, StageState};
 use stagefan_monitor::metrics::{ActionKind, Metrics, Outcome};
 
@@ -60,26 +61,40 @@ fn populated() -> Metrics {
     }))
     .unwrap();
     assert_eq!(snap.stages[0].state, StageState::Live);
-    m.pool.observe(&[snap], &[], 1);
+    m.pool.observe(&[("us-east-1", &snap)], &[], 1);
     for op in [
         Operation::ListStages,
         Operation::GetStage,
         Operation::ListParticipants,
     ] {
-        m.ivs.observe_call(op, "200", 0.01);
-        m.ivs.set_budget_rate(op, 2.0);
-        m.ivs.set_budget_state(op, 1.0, 0.0);
-        m.ivs.deferred(op);
+        m.ivs.observe_call("us-east-1", op, "200", 0.01);
+        m.ivs.set_budget_rate("us-east-1", op, 2.0);
+        m.ivs.set_budget_state("us-east-1", op, 1.0, 0.0);
+        m.ivs.deferred("us-east-1", op);
     }
     m.edge.observe_call("snapshot", "200", 0.01);
     m.actions.action(ActionKind::Drain, Outcome::Done);
-    m.actions.set_orphans(0);
+    m.actions.set_orphans("us-east-1", 0);
     let arn = "arn:aws:ivs:us-east-1:123456789012:stage/abcdefghijkl";
-    m.observed.sampled("default", arn, 1, 3);
-    m.observed.set_drift("default", arn, 0);
-    m.observed.set_drifting("default", 0);
-    m.observed.set_ivs_stages(1);
-    m.observed.set_oldest_sample_age(1.0);
+    m.observed.sampled("default", "us-east-1", arn, 1, 3);
+    m.observed.set_drift("default", "us-east-1", arn, 0);
+    m.observed.set_drifting("default", "us-east-1", 0);
+    m.observed.set_ivs_stages("us-east-1", 1);
+    m.observed.set_oldest_sample_age("us-east-1", 1.0);
+    let q = |s, p, st| Quotas {
+        subscriptions: s,
+        publishers: p,
+        stages: st,
+    };
+    m.quota.set(
+        "us-east-1",
+        &LedgerUsage {
+            limits: q(20_000, 1_000, 1_000),
+            usable: q(18_000, 900, 900),
+            held: q(50, 1, 1),
+            holders: 1,
+        },
+    );
     m.rounds.finished(true, 0.5, 1.0);
     m
 }
@@ -124,6 +139,9 @@ fn the_dashboard_is_importable_and_uses_only_exported_series() {
         "stagefan_ivs_requests_total",
         "stagefan_ivs_budget_requests_per_second",
         "stagefan_refusals_total",
+        "stagefan_region_quota_used",
+        "stagefan_region_quota_usable",
+        "stagefan_region_quota_limit",
     ] {
         assert!(used.contains(needed), "the dashboard shows {needed}");
     }
@@ -140,7 +158,8 @@ fn every_dashboard_query_is_valid_promql() {
     for (i, e) in exprs(&dashboard()).iter().enumerate() {
         let e = e
             .replace("$__rate_interval", "1m")
-            .replace("$broadcast", ".*");
+            .replace("$broadcast", ".*")
+            .replace("$region", ".*");
         rules.push_str(&format!(
             "      - record: dashboard:q{i}\n        expr: {}\n",
             serde_json::to_string(&e).unwrap()

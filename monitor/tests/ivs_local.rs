@@ -150,7 +150,10 @@ async fn with_many_stages_in_ivs_local_the_monitor_stays_within_its_budget() {
     );
     let (status, _) = ivs_call(&ivs_url, "GetStage", json!({"arn": orphan})).await;
     assert_eq!(status, 404, "the orphan was collected");
-    assert_eq!(series(&metrics, "stagefan_ivs_stages"), Some(count as f64));
+    assert_eq!(
+        series(&metrics, "stagefan_ivs_stages{region=\"us-east-1\"}"),
+        Some(count as f64)
+    );
     assert!(samples >= count as f64);
     assert!(!metrics.contains("status=\"429\""));
     // Memory stays small: under 64 MiB resident (with 1,000 stages too).
@@ -271,7 +274,7 @@ async fn when_someone_else_eats_the_ivs_rate_the_monitor_backs_off_and_keeps_goi
     .await;
     let throttled = series(
         &metrics,
-        "stagefan_ivs_requests_total{operation=\"ListStages\",status=\"429\"}",
+        "stagefan_ivs_requests_total{operation=\"ListStages\",region=\"us-east-1\",status=\"429\"}",
     )
     .unwrap_or(0.0);
     assert!(throttled >= 1.0, "the monitor met throttling");
@@ -283,7 +286,7 @@ async fn when_someone_else_eats_the_ivs_rate_the_monitor_backs_off_and_keeps_goi
     assert!(op(&stats, "ListStages")["throttled"].as_u64().unwrap() >= throttled as u64);
     let before = series(
         &metrics,
-        "stagefan_ivs_requests_total{operation=\"ListStages\",status=\"200\"}",
+        "stagefan_ivs_requests_total{operation=\"ListStages\",region=\"us-east-1\",status=\"200\"}",
     )
     .unwrap();
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -295,7 +298,7 @@ async fn when_someone_else_eats_the_ivs_rate_the_monitor_backs_off_and_keeps_goi
     .await;
     let after = series(
         &later,
-        "stagefan_ivs_requests_total{operation=\"ListStages\",status=\"200\"}",
+        "stagefan_ivs_requests_total{operation=\"ListStages\",region=\"us-east-1\",status=\"200\"}",
     )
     .unwrap();
     assert!(after > before, "it recovered and samples again");

@@ -30,7 +30,10 @@ async fn promtool_accepts_the_exposition_and_prometheus_scrapes_the_expected_ser
     assert!(exposition.contains("# TYPE stagefan_joins_total counter"));
     assert!(exposition.contains("# TYPE stagefan_ivs_request_duration_seconds histogram"));
     assert_eq!(
-        series(&exposition, "stagefan_joins_total{broadcast=\"default\"}"),
+        series(
+            &exposition,
+            "stagefan_joins_total{broadcast=\"default\",region=\"us-east-1\"}"
+        ),
         Some(42.0)
     );
 
@@ -133,7 +136,10 @@ async fn promtool_accepts_the_exposition_and_prometheus_scrapes_the_expected_ser
     for op in ["ListStages", "GetStage", "ListParticipants"] {
         assert!(ops.contains(&op), "{op} in {ops:?}");
     }
-    let budget = query("stagefan_ivs_budget_requests_per_second{operation=\"GetStage\"}").await;
+    let budget = query(
+        "stagefan_ivs_budget_requests_per_second{operation=\"GetStage\",region=\"us-east-1\"}",
+    )
+    .await;
     assert_eq!(value(&budget[0]), 2.0);
     let subs = query("stagefan_ivs_stage_subscribers{stage=\"promstage001\"}").await;
     assert_eq!(value(&subs[0]), 12.0);

@@ -84,25 +84,28 @@ async fn a_thousand_stages_are_covered_round_robin_within_the_budget() {
         .all(|c| c.arn.as_deref() == Some(arn(&stage_id(7)).as_str())));
     assert_eq!(h.ivs.0.lock().unwrap().bad_signatures, 0);
     let text = h.metrics.encode();
-    assert_eq!(series(&text, "stagefan_ivs_stages"), Some(1000.0));
+    assert_eq!(
+        series(&text, "stagefan_ivs_stages{region=\"us-east-1\"}"),
+        Some(1000.0)
+    );
     assert_eq!(
         series(
             &text,
-            "stagefan_ivs_stage_subscribers{broadcast=\"big\",stage=\"st0000000007\"}"
+            "stagefan_ivs_stage_subscribers{broadcast=\"big\",region=\"us-east-1\",stage=\"st0000000007\"}"
         ),
         Some(3.0)
     );
     assert_eq!(
         series(
             &text,
-            "stagefan_ivs_budget_requests_per_second{operation=\"GetStage\"}"
+            "stagefan_ivs_budget_requests_per_second{operation=\"GetStage\",region=\"us-east-1\"}"
         ),
         Some(2.0)
     );
     assert!(
         series(
             &text,
-            "stagefan_ivs_deferred_calls_total{operation=\"GetStage\"}"
+            "stagefan_ivs_deferred_calls_total{operation=\"GetStage\",region=\"us-east-1\"}"
         )
         .unwrap()
             > 0.0
@@ -162,32 +165,32 @@ async fn throttling_and_faults_slow_the_monitor_down_but_never_stop_it() {
     assert_eq!(
         series(
             &text,
-            "stagefan_ivs_requests_total{operation=\"ListParticipants\",status=\"429\"}"
+            "stagefan_ivs_requests_total{operation=\"ListParticipants\",region=\"us-east-1\",status=\"429\"}"
         ),
         Some(3.0)
     );
     assert_eq!(
         series(
             &text,
-            "stagefan_ivs_requests_total{operation=\"ListParticipants\",status=\"500\"}"
+            "stagefan_ivs_requests_total{operation=\"ListParticipants\",region=\"us-east-1\",status=\"500\"}"
         ),
         Some(1.0)
     );
     assert_eq!(
         series(
             &text,
-            "stagefan_ivs_requests_total{operation=\"GetStage\",status=\"503\"}"
+            "stagefan_ivs_requests_total{operation=\"GetStage\",region=\"us-east-1\",status=\"503\"}"
         ),
         Some(1.0)
     );
     assert_eq!(
         series(
             &text,
-            "stagefan_ivs_requests_total{operation=\"ListStages\",status=\"429\"}"
+            "stagefan_ivs_requests_total{operation=\"ListStages\",region=\"us-east-1\",status=\"429\"}"
         ),
         Some(1.0)
     );
-    assert!(series(&text, "stagefan_ivs_stages").is_some_and(|v| v == 20.0));
+    assert!(series(&text, "stagefan_ivs_stages{region=\"us-east-1\"}").is_some_and(|v| v == 20.0));
     assert_eq!(series(&text, "stagefan_round_success"), Some(1.0));
 }
 
@@ -295,7 +298,10 @@ async fn idle_stages_are_drained_then_deleted_after_the_grace_and_busy_ones_neve
         Some(2.0)
     );
     assert_eq!(
-        series(&text, "stagefan_stages{broadcast=\"b\",state=\"deleted\"}"),
+        series(
+            &text,
+            "stagefan_stages{broadcast=\"b\",region=\"us-east-1\",state=\"deleted\"}"
+        ),
         Some(2.0)
     );
 }
@@ -620,75 +626,84 @@ async fn pool_statistics_and_drift_are_exported_exactly() {
     assert_eq!(r.sampled, 2);
     let text = h.metrics.encode();
     let get = |s: &str| series(&text, s);
-    assert_eq!(get("stagefan_joins_total{broadcast=\"s\"}"), Some(137.0));
-    assert_eq!(get("stagefan_refusals_total{broadcast=\"s\"}"), Some(4.0));
     assert_eq!(
-        get("stagefan_lease_expiries_total{broadcast=\"s\"}"),
+        get("stagefan_joins_total{broadcast=\"s\",region=\"us-east-1\"}"),
+        Some(137.0)
+    );
+    assert_eq!(
+        get("stagefan_refusals_total{broadcast=\"s\",region=\"us-east-1\"}"),
+        Some(4.0)
+    );
+    assert_eq!(
+        get("stagefan_lease_expiries_total{broadcast=\"s\",region=\"us-east-1\"}"),
         Some(11.0)
     );
     assert_eq!(
-        get("stagefan_broadcast_peak_viewers{broadcast=\"s\"}"),
+        get("stagefan_broadcast_peak_viewers{broadcast=\"s\",region=\"us-east-1\"}"),
         Some(39.0)
     );
     assert_eq!(
-        get("stagefan_viewer_seconds_total{broadcast=\"s\"}"),
+        get("stagefan_viewer_seconds_total{broadcast=\"s\",region=\"us-east-1\"}"),
         Some(5000.0)
     );
     assert_eq!(
-        get("stagefan_stages_created_total{broadcast=\"s\"}"),
+        get("stagefan_stages_created_total{broadcast=\"s\",region=\"us-east-1\"}"),
         Some(2.0)
     );
     // The cost meter: 5,000.4 viewer-seconds and two host-hours; 41 participants now.
     assert_eq!(
-        get("stagefan_participant_seconds_total{broadcast=\"s\",fanout=\"multi-publish\",kind=\"viewer\"}"),
+        get("stagefan_participant_seconds_total{broadcast=\"s\",fanout=\"multi-publish\",kind=\"viewer\",region=\"us-east-1\"}"),
         Some(5000.0)
     );
     assert_eq!(
-        get("stagefan_participant_seconds_total{broadcast=\"s\",fanout=\"multi-publish\",kind=\"host\"}"),
+        get("stagefan_participant_seconds_total{broadcast=\"s\",fanout=\"multi-publish\",kind=\"host\",region=\"us-east-1\"}"),
         Some(7200.0)
     );
     assert_eq!(
-        get("stagefan_broadcast_participants{broadcast=\"s\",kind=\"host\"}"),
+        get("stagefan_broadcast_participants{broadcast=\"s\",kind=\"host\",region=\"us-east-1\"}"),
         Some(2.0)
     );
     // (5,000.4 s + 7,200 s) × 0.072 USD / 3,600 s = 0.244008 USD; 41 × 0.072 = 2.952 USD/h.
     assert_eq!(
-        get("stagefan_broadcast_cost_usd{broadcast=\"s\"}"),
+        get("stagefan_broadcast_cost_usd{broadcast=\"s\",region=\"us-east-1\"}"),
         Some(0.244008)
     );
     assert_eq!(
-        get("stagefan_broadcast_cost_usd_per_hour{broadcast=\"s\"}"),
+        get("stagefan_broadcast_cost_usd_per_hour{broadcast=\"s\",region=\"us-east-1\"}"),
         Some(2.952)
     );
     assert_eq!(
-        get("stagefan_broadcast_viewers{broadcast=\"s\"}"),
+        get("stagefan_broadcast_viewers{broadcast=\"s\",region=\"us-east-1\"}"),
         Some(39.0)
     );
     assert_eq!(
-        get("stagefan_stage_viewers{broadcast=\"s\",stage=\"stats0000001\"}"),
+        get("stagefan_stage_viewers{broadcast=\"s\",region=\"us-east-1\",stage=\"stats0000001\"}"),
         Some(30.0)
     );
     assert_eq!(
-        get("stagefan_stage_fill_ratio{broadcast=\"s\",stage=\"stats0000001\"}"),
+        get("stagefan_stage_fill_ratio{broadcast=\"s\",region=\"us-east-1\",stage=\"stats0000001\"}"),
         Some(0.6)
     );
     assert_eq!(
-        get("stagefan_stage_capacity{broadcast=\"s\",stage=\"stats0000002\"}"),
+        get("stagefan_stage_capacity{broadcast=\"s\",region=\"us-east-1\",stage=\"stats0000002\"}"),
         Some(50.0)
     );
     assert_eq!(
-        get("stagefan_stages{broadcast=\"s\",state=\"live\"}"),
+        get("stagefan_stages{broadcast=\"s\",region=\"us-east-1\",state=\"live\"}"),
         Some(2.0)
     );
     assert_eq!(
-        get("stagefan_stage_drift_viewers{broadcast=\"s\",stage=\"stats0000002\"}"),
+        get("stagefan_stage_drift_viewers{broadcast=\"s\",region=\"us-east-1\",stage=\"stats0000002\"}"),
         Some(-2.0)
     );
     assert_eq!(
-        get("stagefan_stage_drift_viewers{broadcast=\"s\",stage=\"stats0000001\"}"),
+        get("stagefan_stage_drift_viewers{broadcast=\"s\",region=\"us-east-1\",stage=\"stats0000001\"}"),
         Some(0.0)
     );
-    assert_eq!(get("stagefan_drifting_stages{broadcast=\"s\"}"), Some(1.0));
+    assert_eq!(
+        get("stagefan_drifting_stages{broadcast=\"s\",region=\"us-east-1\"}"),
+        Some(1.0)
+    );
 
     // The pool's counters move on; the metrics follow by exactly the difference.
     edge.with_pool("s", |p, _| {
@@ -700,11 +715,17 @@ async fn pool_statistics_and_drift_are_exported_exactly() {
     h.poller.round().await;
     let text = h.metrics.encode();
     assert_eq!(
-        series(&text, "stagefan_joins_total{broadcast=\"s\"}"),
+        series(
+            &text,
+            "stagefan_joins_total{broadcast=\"s\",region=\"us-east-1\"}"
+        ),
         Some(200.0)
     );
     assert_eq!(
-        series(&text, "stagefan_broadcast_viewers{broadcast=\"s\"}"),
+        series(
+            &text,
+            "stagefan_broadcast_viewers{broadcast=\"s\",region=\"us-east-1\"}"
+        ),
         Some(29.0)
     );
 
@@ -718,14 +739,14 @@ async fn pool_statistics_and_drift_are_exported_exactly() {
     assert_eq!(
         series(
             &text,
-            "stagefan_stage_viewers{broadcast=\"s\",stage=\"stats0000002\"}"
+            "stagefan_stage_viewers{broadcast=\"s\",region=\"us-east-1\",stage=\"stats0000002\"}"
         ),
         None
     );
     assert_eq!(
         series(
             &text,
-            "stagefan_stage_drift_viewers{broadcast=\"s\",stage=\"stats0000002\"}"
+            "stagefan_stage_drift_viewers{broadcast=\"s\",region=\"us-east-1\",stage=\"stats0000002\"}"
         ),
         None
     );
@@ -736,22 +757,31 @@ async fn pool_statistics_and_drift_are_exported_exactly() {
     h.poller.round().await;
     let text = h.metrics.encode();
     assert_eq!(
-        series(&text, "stagefan_broadcast_viewers{broadcast=\"s\"}"),
+        series(
+            &text,
+            "stagefan_broadcast_viewers{broadcast=\"s\",region=\"us-east-1\"}"
+        ),
         None
     );
     assert_eq!(
         series(
             &text,
-            "stagefan_stage_viewers{broadcast=\"s\",stage=\"stats0000001\"}"
+            "stagefan_stage_viewers{broadcast=\"s\",region=\"us-east-1\",stage=\"stats0000001\"}"
         ),
         None
     );
     assert_eq!(
-        series(&text, "stagefan_stages{broadcast=\"s\",state=\"live\"}"),
+        series(
+            &text,
+            "stagefan_stages{broadcast=\"s\",region=\"us-east-1\",state=\"live\"}"
+        ),
         None
     );
     assert_eq!(
-        series(&text, "stagefan_joins_total{broadcast=\"s\"}"),
+        series(
+            &text,
+            "stagefan_joins_total{broadcast=\"s\",region=\"us-east-1\"}"
+        ),
         Some(200.0)
     );
 }
@@ -799,7 +829,7 @@ async fn a_wrong_secret_is_rejected_by_ivs_and_counted() {
     let text = metrics.encode();
     assert!(series(
         &text,
-        "stagefan_ivs_requests_total{operation=\"GetStage\",status=\"403\"}"
+        "stagefan_ivs_requests_total{operation=\"GetStage\",region=\"us-east-1\",status=\"403\"}"
     )
     .is_some());
 }

@@ -222,7 +222,7 @@ async fn a_join_storm_is_reflected_exactly_in_the_metrics() {
     assert_eq!(snap["viewers"], joined);
 
     // Within a few rounds the monitor shows exactly what the pool counted.
-    let label = format!("{{broadcast=\"{b}\"}}");
+    let label = format!("{{broadcast=\"{b}\",region=\"us-east-1\"}}");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let text = loop {
         let text = metrics(port).await;
@@ -243,7 +243,7 @@ async fn a_join_storm_is_reflected_exactly_in_the_metrics() {
     };
     let per_stage = sum_series(
         &text,
-        &format!("stagefan_stage_viewers{{broadcast=\"{b}\","),
+        &format!("stagefan_stage_viewers{{broadcast=\"{b}\",region=\"us-east-1\","),
     );
     assert_eq!(per_stage, joined as f64, "seats per stage add up");
     let snap = s.snapshot(&b).await;
@@ -258,7 +258,9 @@ async fn a_join_storm_is_reflected_exactly_in_the_metrics() {
         .map(|st| {
             series(
                 &text,
-                &format!("stagefan_stages{{broadcast=\"{b}\",state=\"{st}\"}}"),
+                &format!(
+                    "stagefan_stages{{broadcast=\"{b}\",region=\"us-east-1\",state=\"{st}\"}}"
+                ),
             )
             .unwrap_or(0.0)
         })

@@ -4,9 +4,12 @@
 // polls. In replicate mode each origin is followed by its replica stages, marked with their
 // origin. With the admin key (typed in, kept for the tab only) the page also reads each
 // broadcast's admin snapshot: the cost meter's participant-hours and estimated cost per hour.
+// Above the broadcasts, each region's account quotas (subscriptions, publishers, stages):
+// what stagefan's pools hold of what they may hold (web/src/region-quota.js).
 import { api } from './api.js';
 import { stageId, el, badge } from './dom.js';
 import { History, sampleOf, stepPath, niceMax, peak, span } from './charts.js';
+import { quotaRows, quotaText } from './region-quota.js';
 
 const REFRESH_MS = 2000;
 const KEY_ITEM = 'stagefan.adminKey';
@@ -157,6 +160,25 @@ function broadcastPanel(b, snapshot) {
       el('tbody', {}, rows.length ? rows : el('tr', {}, el('td', { colspan: columns.length, class: 'muted' }, 'No stages.')))));
 }
 
+/** Each region's quota use: a table of used / usable per region and quota, with a bar. */
+function regionQuotas(regions) {
+  const rows = quotaRows(regions);
+  const box = $('region-quotas');
+  box.hidden = rows.length === 0;
+  if (!rows.length) return;
+  const body = rows.map((r, i) => el('tr', { 'data-region': r.region, 'data-quota': r.quota, 'data-used': r.used, 'data-usable': r.usable },
+    el('td', { class: 'mono' }, i === 0 || rows[i - 1].region !== r.region ? r.region : ''),
+    el('td', {}, r.quota),
+    el('td', { class: 'num' }, quotaText(r)),
+    el('td', {}, fillBar(r.used, r.usable))));
+  box.replaceChildren(
+    el('h2', {}, 'Region quotas', el('span', { class: 'muted', style: 'font-weight: 400; font-size: 14px; margin-left: 12px' },
+      'what stagefan holds of each region\'s account quotas (IVS_QUOTA_*, less the reserve)')),
+    el('table', {},
+      el('thead', {}, el('tr', {}, ['Region', 'Quota', 'Used / usable', 'Use'].map((c) => el('th', {}, c)))),
+      el('tbody', {}, body)));
+}
+
 /** The admin snapshot of each broadcast, when the admin key is given (null for each when not,
  *  or when the key is refused: the page then says so and shows the public view). */
 async function snapshots(broadcasts) {
@@ -171,7 +193,8 @@ async function snapshots(broadcasts) {
 
 async function refresh() {
   try {
-    const { broadcasts } = await api('/api/broadcasts');
+    const { broadcasts, regions } = await api('/api/broadcasts');
+    regionQuotas(regions);
     const list = broadcasts || [];
     const snaps = await snapshots(list);
     const t = Date.now();
@@ -181,6 +204,7 @@ async function refresh() {
     $('broadcasts').replaceChildren(...(panels.length ? panels : [el('p', { class: 'muted' }, 'No broadcasts yet.')]));
     $('updated').textContent = `updated ${new Date().toLocaleTimeString()}`;
     window.stagefanStatus = broadcasts;
+    window.stagefanRegions = regions;
     window.stagefanMeters = snaps.map((s) => s?.meter ?? null);
   } catch (e) {
     $('updated').textContent = `cannot reach the edge: ${e.message}`;

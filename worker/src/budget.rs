@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use stagefan_core::budget::{BudgetConfig, SlotSchedule};
 use stagefan_core::ivs::Operation;
-use stagefan_core::ledger::{GrantAnswer, Ledger, LedgerConfig, Quotas};
+use stagefan_core::ledger::{GrantAnswer, Ledger, LedgerConfig, LedgerUsage, Quotas};
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlStorage, State};
 
 use crate::calls::{self, BudgetCall};
@@ -78,6 +78,7 @@ impl DurableObject for IvsBudget {
                     self.ledger_call(&holder, |l, cfg, now| l.renew(cfg, &holder, now))
                 }
                 Ok(BudgetCall::Return { holder }) => self.give_back(&holder),
+                Ok(BudgetCall::Usage {}) => self.usage().and_then(to_value),
                 Err(e) => Err(e),
             };
         calls::answer(result)
@@ -151,6 +152,17 @@ impl IvsBudget {
                 .exec("DELETE FROM grants WHERE holder = ?", vec![holder.into()])?,
         };
         to_value(answer)
+    }
+
+    /// The region's use of its quotas, read without a decision (lapsed grants left out).
+    fn usage(&self) -> AppResult<LedgerUsage> {
+        let (_, cfg) = self.configs()?;
+        let mut ledger = self.ledger.borrow_mut();
+        let ledger = match ledger.as_mut() {
+            Some(l) => l,
+            None => ledger.insert(self.load_ledger()?),
+        };
+        Ok(ledger.usage(cfg, runtime::now_ms()))
     }
 
     fn give_back(&self, holder: &str) -> AppResult<serde_json::Value> {
@@ -231,6 +243,19 @@ pub async fn grant(
         "https://budget/grant",
         &call,
         "quota grant",
+    )
+    .await
+}
+
+/// Reads the quota ledger of `endpoint` + `region`.
+pub async fn usage(env: &Env, endpoint: &str, region: &str) -> AppResult<LedgerUsage> {
+    calls::send_for(
+        env,
+        "IVS_BUDGET",
+        &format!("{endpoint} {region}"),
+        "https://budget/usage",
+        &BudgetCall::Usage {},
+        "quota usage",
     )
     .await
 }

@@ -345,6 +345,8 @@ pub enum BudgetCall {
     Renew { holder: String },
     /// Gives `holder`'s grant back; answers `{"returned": bool}`.
     Return { holder: String },
+    /// Reads the ledger (changes nothing); answers a `stagefan_core::ledger::LedgerUsage`.
+    Usage {},
 }
 
 /// Sends `call` to the object named `name` of the namespace bound as `binding`, at `url`
@@ -560,8 +562,13 @@ mod tests {
         for text in [
             r#"{"renew":{"holder":"b"}}"#,
             r#"{"return":{"holder":"b"}}"#,
+            r#"{"usage":{}}"#,
         ] {
             parse::<BudgetCall>(text, "budget").unwrap();
         }
+        assert_eq!(
+            serde_json::to_value(BudgetCall::Usage {}).unwrap(),
+            json!({"usage": {}})
+        );
     }
 }

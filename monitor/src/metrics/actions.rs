@@ -1,6 +1,6 @@
 //! Scaling actions and orphan collection.
 
-use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 
 use super::register;
 
@@ -57,7 +57,7 @@ impl Outcome {
 /// Scaling actions and orphan collection.
 pub struct ActionMetrics {
     actions: IntCounterVec,
-    orphans: IntGauge,
+    orphans: IntGaugeVec,
 }
 
 impl ActionMetrics {
@@ -89,9 +89,12 @@ impl ActionMetrics {
             actions,
             orphans: register(
                 r,
-                IntGauge::new(
-                    "orphan_stages",
-                    "stagefan-tagged stages in IVS that no pool knows (in their grace period or awaiting deletion).",
+                IntGaugeVec::new(
+                    Opts::new(
+                        "orphan_stages",
+                        "stagefan-tagged stages in the region's IVS that no pool knows (in their grace period or awaiting deletion).",
+                    ),
+                    &["region"],
                 )?,
             )?,
         })
@@ -104,9 +107,9 @@ impl ActionMetrics {
             .inc();
     }
 
-    /// How many orphans are known.
-    pub fn set_orphans(&self, n: usize) {
-        self.orphans.set(n as i64);
+    /// How many orphans are known in `region`.
+    pub fn set_orphans(&self, region: &str, n: usize) {
+        self.orphans.with_label_values(&[region]).set(n as i64);
     }
 
     /// The count of one kind and outcome (for tests and logs).

@@ -24,9 +24,9 @@ impl IvsMetrics {
                 IntCounterVec::new(
                     Opts::new(
                         "ivs_requests_total",
-                        "IVS API calls, by operation and HTTP status (\"error\" when no answer came).",
+                        "IVS API calls, by region, operation and HTTP status (\"error\" when no answer came).",
                     ),
-                    &["operation", "status"],
+                    &["region", "operation", "status"],
                 )?,
             )?,
             duration: register(
@@ -34,12 +34,12 @@ impl IvsMetrics {
                 HistogramVec::new(
                     HistogramOpts::new(
                         "ivs_request_duration_seconds",
-                        "Latency of IVS API calls, by operation.",
+                        "Latency of IVS API calls, by region and operation.",
                     )
                     .buckets(vec![
                         0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                     ]),
-                    &["operation"],
+                    &["region", "operation"],
                 )?,
             )?,
             budget_rate: register(
@@ -47,9 +47,9 @@ impl IvsMetrics {
                 GaugeVec::new(
                     Opts::new(
                         "ivs_budget_requests_per_second",
-                        "The monitor's configured IVS call budget, per operation.",
+                        "The monitor's configured IVS call budget, per region and operation.",
                     ),
-                    &["operation"],
+                    &["region", "operation"],
                 )?,
             )?,
             budget_tokens: register(
@@ -57,9 +57,9 @@ impl IvsMetrics {
                 GaugeVec::new(
                     Opts::new(
                         "ivs_budget_tokens",
-                        "Calls the token bucket would allow right now, per operation.",
+                        "Calls the token bucket would allow right now, per region and operation.",
                     ),
-                    &["operation"],
+                    &["region", "operation"],
                 )?,
             )?,
             backoff: register(
@@ -67,9 +67,9 @@ impl IvsMetrics {
                 GaugeVec::new(
                     Opts::new(
                         "ivs_backoff_seconds",
-                        "Current pause after throttling or a server error, per operation.",
+                        "Current pause after throttling or a server error, per region and operation.",
                     ),
-                    &["operation"],
+                    &["region", "operation"],
                 )?,
             )?,
             over_budget: register(
@@ -79,38 +79,44 @@ impl IvsMetrics {
                         "ivs_deferred_calls_total",
                         "Calls put off to a later round because the budget had no room before the round's end.",
                     ),
-                    &["operation"],
+                    &["region", "operation"],
                 )?,
             )?,
         })
     }
 
-    /// Counts one call and its latency.
-    pub fn observe_call(&self, op: Operation, status: &str, seconds: f64) {
-        self.requests.with_label_values(&[op.name(), status]).inc();
+    /// Counts one call to `region`'s IVS and its latency.
+    pub fn observe_call(&self, region: &str, op: Operation, status: &str, seconds: f64) {
+        self.requests
+            .with_label_values(&[region, op.name(), status])
+            .inc();
         self.duration
-            .with_label_values(&[op.name()])
+            .with_label_values(&[region, op.name()])
             .observe(seconds);
     }
 
-    /// Publishes the budget's configured rate.
-    pub fn set_budget_rate(&self, op: Operation, rate: f64) {
-        self.budget_rate.with_label_values(&[op.name()]).set(rate);
+    /// Publishes the configured rate of `region`'s budget.
+    pub fn set_budget_rate(&self, region: &str, op: Operation, rate: f64) {
+        self.budget_rate
+            .with_label_values(&[region, op.name()])
+            .set(rate);
     }
 
-    /// Publishes the tokens left and the backoff in force.
-    pub fn set_budget_state(&self, op: Operation, tokens: f64, backoff_seconds: f64) {
+    /// Publishes the tokens left and the backoff in force in `region`'s budget.
+    pub fn set_budget_state(&self, region: &str, op: Operation, tokens: f64, backoff_seconds: f64) {
         self.budget_tokens
-            .with_label_values(&[op.name()])
+            .with_label_values(&[region, op.name()])
             .set(tokens);
         self.backoff
-            .with_label_values(&[op.name()])
+            .with_label_values(&[region, op.name()])
             .set(backoff_seconds);
     }
 
-    /// Counts a call deferred to the next round.
-    pub fn deferred(&self, op: Operation) {
-        self.over_budget.with_label_values(&[op.name()]).inc();
+    /// Counts a call to `region`'s IVS deferred to the next round.
+    pub fn deferred(&self, region: &str, op: Operation) {
+        self.over_budget
+            .with_label_values(&[region, op.name()])
+            .inc();
     }
 }
 

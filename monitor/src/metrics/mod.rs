@@ -13,6 +13,7 @@ mod actions;
 mod calls;
 mod observed;
 mod pool;
+mod quota;
 mod rounds;
 #[cfg(test)]
 mod tests;
@@ -21,6 +22,7 @@ pub use actions::{ActionKind, ActionMetrics, Outcome};
 pub use calls::{EdgeMetrics, IvsMetrics};
 pub use observed::ObservedMetrics;
 pub use pool::PoolMetrics;
+pub use quota::QuotaMetrics;
 pub use rounds::RoundMetrics;
 
 /// Prefix of every series.
@@ -42,6 +44,8 @@ pub struct Metrics {
     pub observed: ObservedMetrics,
     /// The poll loop itself.
     pub rounds: RoundMetrics,
+    /// Each region's account quotas (the edge's ledgers).
+    pub quota: QuotaMetrics,
 }
 
 impl Metrics {
@@ -55,6 +59,7 @@ impl Metrics {
             actions: ActionMetrics::register(&registry)?,
             observed: ObservedMetrics::register(&registry)?,
             rounds: RoundMetrics::register(&registry)?,
+            quota: QuotaMetrics::register(&registry)?,
             registry,
         })
     }

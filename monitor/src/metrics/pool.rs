@@ -80,10 +80,10 @@ pub struct PoolMetrics {
     cost_usd: GaugeVec,
     cost_usd_per_hour: GaugeVec,
     /// Last participant-seconds of each (broadcast, kind), as `last` for the pool counters.
-    last_meter: Mutex<HashMap<(String, &'static str), u64>>,
+    last_meter: Mutex<HashMap<(String, String, &'static str), u64>>,
     /// Last value of each pool counter, per broadcast, to turn the pool's cumulative counts
     /// into counter increments.
-    last: Mutex<HashMap<(String, PoolCounter), u64>>,
+    last: Mutex<HashMap<(String, String, PoolCounter), u64>>,
 }
 
 impl PoolMetrics {
@@ -145,7 +145,7 @@ impl PoolMetrics {
         for (kind, name, help) in counter_defs {
             let c = register(
                 r,
-                IntCounterVec::new(Opts::new(name, help), &["broadcast"])?,
+                IntCounterVec::new(Opts::new(name, help), &["broadcast", "region"])?,
             )?;
             counters.insert(kind, c);
         }
@@ -153,8 +153,11 @@ impl PoolMetrics {
             stages: register(
                 r,
                 IntGaugeVec::new(
-                    Opts::new("stages", "Stages of a broadcast's pool, by state."),
-                    &["broadcast", "state"],
+                    Opts::new(
+                        "stages",
+                        "Stages of a broadcast's pool in a region, by state.",
+                    ),
+                    &["broadcast", "region", "state"],
                 )?,
             )?,
             stage_viewers: register(
@@ -164,14 +167,14 @@ impl PoolMetrics {
                         "stage_viewers",
                         "Seats taken on a stage, as the pool counts them.",
                     ),
-                    &["broadcast", "stage"],
+                    &["broadcast", "region", "stage"],
                 )?,
             )?,
             stage_capacity: register(
                 r,
                 IntGaugeVec::new(
                     Opts::new("stage_capacity", "Seats on a stage."),
-                    &["broadcast", "stage"],
+                    &["broadcast", "region", "stage"],
                 )?,
             )?,
             stage_fill: register(
@@ -181,7 +184,7 @@ impl PoolMetrics {
                         "stage_fill_ratio",
                         "Seats taken over seats on a stage (0..1).",
                     ),
-                    &["broadcast", "stage"],
+                    &["broadcast", "region", "stage"],
                 )?,
             )?,
             broadcast_viewers: register(
@@ -191,7 +194,7 @@ impl PoolMetrics {
                         "broadcast_viewers",
                         "Viewers holding a seat, per broadcast.",
                     ),
-                    &["broadcast"],
+                    &["broadcast", "region"],
                 )?,
             )?,
             broadcast_capacity: register(
@@ -201,7 +204,7 @@ impl PoolMetrics {
                         "broadcast_capacity",
                         "Seats on the broadcast's warming and live stages.",
                     ),
-                    &["broadcast"],
+                    &["broadcast", "region"],
                 )?,
             )?,
             broadcast_fill: register(
@@ -211,7 +214,7 @@ impl PoolMetrics {
                         "broadcast_fill_ratio",
                         "Viewers over seats on warming and live stages (0..1).",
                     ),
-                    &["broadcast"],
+                    &["broadcast", "region"],
                 )?,
             )?,
             peak_viewers: register(
@@ -221,7 +224,7 @@ impl PoolMetrics {
                         "broadcast_peak_viewers",
                         "Highest number of concurrent viewers the broadcast has had.",
                     ),
-                    &["broadcast"],
+                    &["broadcast", "region"],
                 )?,
             )?,
             broadcasts: register(
@@ -239,7 +242,7 @@ impl PoolMetrics {
                          (seats), host (the host on each stage it publishes to), replica \
                          (replicate mode).",
                     ),
-                    &["broadcast", "fanout", "kind"],
+                    &["broadcast", "region", "fanout", "kind"],
                 )?,
             )?,
             participants: register(
@@ -249,7 +252,7 @@ impl PoolMetrics {
                         "broadcast_participants",
                         "Participants of the broadcast now, by kind (viewer, host, replica).",
                     ),
-                    &["broadcast", "kind"],
+                    &["broadcast", "region", "kind"],
                 )?,
             )?,
             cost_usd: register(
@@ -260,7 +263,7 @@ impl PoolMetrics {
                         "Estimated IVS cost of the broadcast so far, USD, at the configured \
                          price table (IVS_PARTICIPANT_HOUR_PRICES): an estimate, not a bill.",
                     ),
-                    &["broadcast"],
+                    &["broadcast", "region"],
                 )?,
             )?,
             cost_usd_per_hour: register(
@@ -270,7 +273,7 @@ impl PoolMetrics {
                         "broadcast_cost_usd_per_hour",
                         "Estimated IVS cost of an hour at the broadcast's participants now, USD.",
                     ),
-                    &["broadcast"],
+                    &["broadcast", "region"],
                 )?,
             )?,
             last_meter: Mutex::new(HashMap::new()),
@@ -278,12 +281,19 @@ impl PoolMetrics {
     }
 
     /// Replaces the per-pool gauges with what `snapshots` show and advances the counters.
-    /// Called once per round with every snapshot that could be read; the broadcasts whose
-    /// snapshot could not be read keep their previous gauges (`kept`).
-    pub fn observe(&self, snapshots: &[Snapshot], kept: &[String], total_broadcasts: usize) {
+    /// Called once per round with every snapshot that could be read, each with the region
+    /// of its pool (a broadcast has a pool per region: its series carry `region`); the pools
+    /// whose snapshot could not be read keep their previous gauges (`kept`: broadcast,
+    /// region).
+    pub fn observe(
+        &self,
+        snapshots: &[(&str, &Snapshot)],
+        kept: &[(String, String)],
+        total_broadcasts: usize,
+    ) {
         self.broadcasts.set(total_broadcasts as i64);
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        for s in snapshots {
+        for &(region, s) in snapshots {
             let b = s.broadcast.as_str();
             let mut by_state: HashMap<StageState, i64> = HashMap::new();
             let mut seats: i64 = 0;
@@ -300,86 +310,109 @@ impl PoolMetrics {
                 };
                 let stage = stage_label(arn);
                 self.stage_viewers
-                    .with_label_values(&[b, stage])
+                    .with_label_values(&[b, region, stage])
                     .set(i64::from(st.load));
                 self.stage_capacity
-                    .with_label_values(&[b, stage])
+                    .with_label_values(&[b, region, stage])
                     .set(i64::from(st.capacity));
                 self.stage_fill
-                    .with_label_values(&[b, stage])
+                    .with_label_values(&[b, region, stage])
                     .set(ratio(u64::from(st.load), u64::from(st.capacity)));
             }
             for state in STATES {
                 self.stages
-                    .with_label_values(&[b, state.as_str()])
+                    .with_label_values(&[b, region, state.as_str()])
                     .set(by_state.get(&state).copied().unwrap_or(0));
             }
+            let pool = [b, region];
             self.broadcast_viewers
-                .with_label_values(&[b])
+                .with_label_values(&pool)
                 .set(i64::from(s.viewers));
-            self.broadcast_capacity.with_label_values(&[b]).set(seats);
+            self.broadcast_capacity.with_label_values(&pool).set(seats);
             self.broadcast_fill
-                .with_label_values(&[b])
+                .with_label_values(&pool)
                 .set(ratio(u64::from(s.viewers), seats.max(0) as u64));
             self.peak_viewers
-                .with_label_values(&[b])
+                .with_label_values(&pool)
                 .set(i64::try_from(s.stats.peak_viewers).unwrap_or(i64::MAX));
             for kind in PoolCounter::ALL {
-                let counter = self.counters[&kind].with_label_values(&[b]);
+                let counter = self.counters[&kind].with_label_values(&pool);
                 let now = kind.value(&s.stats);
-                let prev = last.entry((b.to_string(), kind)).or_insert(0);
+                let prev = last
+                    .entry((b.to_string(), region.to_string(), kind))
+                    .or_insert(0);
                 advance_counter(&counter, prev, now);
             }
         }
         drop(last);
         self.observe_meters(snapshots);
-        // Stages and broadcasts come and go: drop the series no pool shows any more (after the
-        // new values are set, so a scrape never sees a gap). Broadcasts whose snapshot could
-        // not be read keep their last values.
-        let fresh: HashSet<(&str, &str)> = snapshots
+        // Stages and pools come and go: drop the series no pool shows any more (after the
+        // new values are set, so a scrape never sees a gap). Pools whose snapshot could not
+        // be read keep their last values.
+        let fresh: HashSet<(&str, &str, &str)> = snapshots
             .iter()
-            .flat_map(|s| {
+            .flat_map(|&(region, s)| {
                 s.stages
                     .iter()
                     .filter(|st| st.state != StageState::Deleted)
                     .filter_map(move |st| {
-                        Some((s.broadcast.as_str(), stage_label(st.stage_arn.as_deref()?)))
+                        Some((
+                            s.broadcast.as_str(),
+                            region,
+                            stage_label(st.stage_arn.as_deref()?),
+                        ))
                     })
             })
             .collect();
-        let read: HashSet<&str> = snapshots.iter().map(|s| s.broadcast.as_str()).collect();
+        let read: HashSet<(&str, &str)> = snapshots
+            .iter()
+            .map(|&(region, s)| (s.broadcast.as_str(), region))
+            .collect();
+        let label = |labels: &HashMap<&str, &str>, name: &str| -> String {
+            labels.get(name).copied().unwrap_or("").to_string()
+        };
+        let is_kept = |b: &str, r: &str| kept.iter().any(|(kb, kr)| kb == b && kr == r);
         let keep_stage = |labels: &HashMap<&str, &str>| {
-            let b = labels.get("broadcast").copied().unwrap_or("");
-            let st = labels.get("stage").copied().unwrap_or("");
-            kept.iter().any(|k| k == b) || fresh.contains(&(b, st))
+            let (b, r, st) = (
+                label(labels, "broadcast"),
+                label(labels, "region"),
+                label(labels, "stage"),
+            );
+            is_kept(&b, &r) || fresh.contains(&(b.as_str(), r.as_str(), st.as_str()))
         };
-        let keep_broadcast = |labels: &HashMap<&str, &str>| {
-            let b = labels.get("broadcast").copied().unwrap_or("");
-            kept.iter().any(|k| k == b) || read.contains(b)
+        let keep_pool = |labels: &HashMap<&str, &str>| {
+            let (b, r) = (label(labels, "broadcast"), label(labels, "region"));
+            is_kept(&b, &r) || read.contains(&(b.as_str(), r.as_str()))
         };
+        const STAGE: &[&str] = &["broadcast", "region", "stage"];
+        const POOL: &[&str] = &["broadcast", "region"];
         for vec in [&self.stage_viewers, &self.stage_capacity] {
-            retain(vec, &["broadcast", "stage"], &keep_stage);
+            retain(vec, STAGE, &keep_stage);
         }
-        retain(&self.stage_fill, &["broadcast", "stage"], &keep_stage);
-        retain(&self.stages, &["broadcast", "state"], &keep_broadcast);
+        retain(&self.stage_fill, STAGE, &keep_stage);
+        retain(&self.stages, &["broadcast", "region", "state"], &keep_pool);
         for vec in [
             &self.broadcast_viewers,
             &self.broadcast_capacity,
             &self.peak_viewers,
         ] {
-            retain(vec, &["broadcast"], &keep_broadcast);
+            retain(vec, POOL, &keep_pool);
         }
-        retain(&self.broadcast_fill, &["broadcast"], &keep_broadcast);
-        retain(&self.participants, &["broadcast", "kind"], &keep_broadcast);
+        retain(&self.broadcast_fill, POOL, &keep_pool);
+        retain(
+            &self.participants,
+            &["broadcast", "region", "kind"],
+            &keep_pool,
+        );
         for vec in [&self.cost_usd, &self.cost_usd_per_hour] {
-            retain(vec, &["broadcast"], &keep_broadcast);
+            retain(vec, POOL, &keep_pool);
         }
     }
 
     /// The cost meter's series of each snapshot.
-    fn observe_meters(&self, snapshots: &[Snapshot]) {
+    fn observe_meters(&self, snapshots: &[(&str, &Snapshot)]) {
         let mut last = self.last_meter.lock().unwrap_or_else(|e| e.into_inner());
-        for s in snapshots {
+        for &(region, s) in snapshots {
             let b = s.broadcast.as_str();
             let m = &s.meter;
             let kinds = [
@@ -392,20 +425,25 @@ impl PoolMetrics {
                 ),
             ];
             for (kind, ms, now) in kinds {
-                let counter =
-                    self.participant_seconds
-                        .with_label_values(&[b, s.fanout_mode.as_str(), kind]);
-                let prev = last.entry((b.to_string(), kind)).or_insert(0);
+                let counter = self.participant_seconds.with_label_values(&[
+                    b,
+                    region,
+                    s.fanout_mode.as_str(),
+                    kind,
+                ]);
+                let prev = last
+                    .entry((b.to_string(), region.to_string(), kind))
+                    .or_insert(0);
                 advance_counter(&counter, prev, ms / 1000);
                 self.participants
-                    .with_label_values(&[b, kind])
+                    .with_label_values(&[b, region, kind])
                     .set(i64::try_from(now).unwrap_or(i64::MAX));
             }
             self.cost_usd
-                .with_label_values(&[b])
+                .with_label_values(&[b, region])
                 .set(m.cost_micro_usd as f64 / 1e6);
             self.cost_usd_per_hour
-                .with_label_values(&[b])
+                .with_label_values(&[b, region])
                 .set(m.cost_micro_usd_per_hour as f64 / 1e6);
         }
     }

@@ -33,7 +33,7 @@ fn stage_labels_are_the_stage_id() {
 fn every_family_has_help_and_the_prefix() {
     let m = Metrics::new().unwrap();
     m.rounds.finished(true, 0.1, 1.0);
-    m.actions.set_orphans(0);
+    m.actions.set_orphans("us-east-1", 0);
     let text = m.encode();
     let mut families = 0;
     for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {

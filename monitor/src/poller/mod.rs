@@ -14,8 +14,11 @@
 //! round.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use stagefan_core::policy::{IvsStage, KnownStages, Orphan, OrphanTracker};
@@ -74,14 +77,28 @@ struct Sample {
     at: Instant,
 }
 
-/// The state the loop keeps between rounds.
+/// The poll loop over every region of the deployment: one [`RegionPoller`] per region
+/// (its own IVS client, budget, listing, samples and orphans), run side by side each round
+/// after the pools of every region have been read once.
 pub struct Poller {
-    edge: EdgeClient,
-    ivs: IvsClient,
+    edge: Arc<EdgeClient>,
     metrics: Arc<Metrics>,
     settings: PollSettings,
     origin: Instant,
     origin_unix_ms: u64,
+    regions: Vec<RegionPoller>,
+}
+
+/// The loop's state in one region.
+pub struct RegionPoller {
+    edge: Arc<EdgeClient>,
+    metrics: Arc<Metrics>,
+    settings: PollSettings,
+    origin: Instant,
+    origin_unix_ms: u64,
+    /// The deployment's primary region: its pools keep the broadcast's bare name.
+    primary: String,
+    ivs: IvsClient,
     listing: Listing,
     listed: HashMap<String, Listed>,
     samples: HashMap<String, Sample>,
@@ -93,11 +110,28 @@ pub struct Poller {
     delete_throttled: bool,
 }
 
+/// The pools of one region as a round read them.
+struct RegionPools {
+    snaps: Vec<Snapshot>,
+    /// Broadcasts whose pool in the region could not be read.
+    unread: Vec<String>,
+}
+
 impl Poller {
-    /// A poller with nothing sampled yet.
+    /// A poller of a one-region deployment (the region of `ivs`), with nothing sampled yet.
     pub fn new(
         edge: EdgeClient,
         ivs: IvsClient,
+        metrics: Arc<Metrics>,
+        settings: PollSettings,
+    ) -> Self {
+        Self::regions(edge, vec![ivs], metrics, settings)
+    }
+
+    /// A poller of every region of `ivs` (one client per region, the primary first).
+    pub fn regions(
+        edge: EdgeClient,
+        ivs: Vec<IvsClient>,
         metrics: Arc<Metrics>,
         settings: PollSettings,
     ) -> Self {
@@ -105,21 +139,39 @@ impl Poller {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
+        let origin = Instant::now();
+        let edge = Arc::new(edge);
+        let primary = ivs
+            .first()
+            .map(|c| c.region().to_string())
+            .unwrap_or_default();
+        let regions = ivs
+            .into_iter()
+            .map(|ivs| RegionPoller {
+                edge: edge.clone(),
+                metrics: metrics.clone(),
+                settings: settings.clone(),
+                origin,
+                origin_unix_ms,
+                primary: primary.clone(),
+                ivs,
+                listing: Listing::default(),
+                listed: HashMap::new(),
+                samples: HashMap::new(),
+                sampled_broadcast: HashMap::new(),
+                drift: HashMap::new(),
+                orphans: OrphanTracker::new(),
+                pending_orphans: Vec::new(),
+                delete_throttled: false,
+            })
+            .collect();
         Self {
             edge,
-            ivs,
             metrics,
             settings,
-            origin: Instant::now(),
+            origin,
             origin_unix_ms,
-            listing: Listing::default(),
-            listed: HashMap::new(),
-            samples: HashMap::new(),
-            sampled_broadcast: HashMap::new(),
-            drift: HashMap::new(),
-            orphans: OrphanTracker::new(),
-            pending_orphans: Vec::new(),
-            delete_throttled: false,
+            regions,
         }
     }
 
@@ -150,7 +202,9 @@ impl Poller {
         tracing::info!("poll loop stopped");
     }
 
-    /// One round.
+    /// One round: the broadcasts, every region's pools, the regions' quota ledgers, then
+    /// each region's IVS work side by side (each within its own budget, until the round's
+    /// deadline).
     pub async fn round(&mut self) -> RoundReport {
         let started = Instant::now();
         let deadline = started + self.settings.poll_interval;
@@ -165,96 +219,61 @@ impl Poller {
             }
         };
         report.broadcasts = ids.len();
-        let mut snaps = Vec::with_capacity(ids.len());
-        let mut unread = Vec::new();
-        for id in &ids {
-            match self.edge.snapshot(id).await {
-                Ok(s) => snaps.push(s),
-                Err(e) => {
-                    tracing::warn!(broadcast = %id, error = %e, "cannot read the pool");
-                    unread.push(id.clone());
-                }
-            }
+        let mut read = Vec::with_capacity(self.regions.len());
+        for region in &self.regions {
+            read.push(region.read_pools(&ids).await);
         }
-        let all_read = unread.is_empty();
-        // A pool of another deployment means the monitor is pointed at the wrong edge (or runs
-        // with the wrong --deployment): collecting would then take that edge's stages for
-        // orphans. Nothing is collected until the two agree.
-        let foreign: Vec<&str> = snaps
+        let observed: Vec<(&str, &Snapshot)> = self
+            .regions
             .iter()
-            .filter(|s| s.deployment != self.settings.deployment)
-            .map(|s| s.deployment.as_str())
+            .zip(&read)
+            .flat_map(|(r, pools)| pools.snaps.iter().map(move |s| (r.region(), s)))
             .collect();
-        if let Some(other) = foreign.first() {
-            tracing::error!(
-                deployment = %self.settings.deployment,
-                pools_deployment = %other,
-                "the edge's pools belong to another deployment; no orphan is collected \
-                 (set --deployment / STAGEFAN_DEPLOYMENT as the worker has it)"
-            );
-        }
-        let may_collect = all_read && foreign.is_empty();
-        self.metrics.pool.observe(&snaps, &unread, ids.len());
+        let kept: Vec<(String, String)> = self
+            .regions
+            .iter()
+            .zip(&read)
+            .flat_map(|(r, pools)| {
+                pools
+                    .unread
+                    .iter()
+                    .map(move |b| (b.clone(), r.region().to_string()))
+            })
+            .collect();
+        self.metrics.pool.observe(&observed, &kept, ids.len());
+        self.observe_quotas().await;
 
-        let candidates = sample_candidates(&snaps);
-        let (listed, sampled) = tokio::join!(
-            list_step(&self.ivs, &mut self.listing, deadline),
-            sample_step(
-                &self.ivs,
-                &self.samples,
-                &self.listed,
-                &candidates,
-                deadline
-            ),
-        );
-        for (arn, entry) in &listed.seen {
-            self.listed.insert(arn.clone(), entry.clone());
+        let rounds = self
+            .regions
+            .iter_mut()
+            .zip(&read)
+            .map(|(region, pools)| region.round(pools, deadline));
+        let reports = join_all(rounds.collect()).await;
+        report.ok = true;
+        for r in reports {
+            report.ok &= r.ok;
+            report.sampled += r.sampled;
+            report.listing_completed |= r.listing_completed;
+            report.actions_done += r.actions_done;
+            report.actions_refused += r.actions_refused;
+            report.orphans_deleted += r.orphans_deleted;
+            report.deferred |= r.deferred;
         }
-        if let Some(complete) = &listed.complete {
-            let present: HashSet<&str> = complete.iter().map(|s| s.arn.as_str()).collect();
-            self.listed.retain(|arn, _| present.contains(arn.as_str()));
-        }
-        report.deferred = sampled.deferred || listed.deferred;
-        report.sampled = sampled.observations.len();
-        self.post_observations(&snaps, sampled.observations).await;
-        self.forget_stages(&candidates);
-        self.publish_coverage(&candidates);
-
-        let (done, refused) = self.scale_down(&snaps).await;
-        report.actions_done = done;
-        report.actions_refused = refused;
-
-        if let Some(stages) = listed.complete {
-            report.listing_completed = true;
-            self.metrics.observed.set_ivs_stages(stages.len());
-            if may_collect {
-                let ivs: Vec<IvsStage> = stages
-                    .into_iter()
-                    .map(|s| IvsStage {
-                        arn: s.arn,
-                        name: s.name,
-                        tags: s.tags.unwrap_or_default(),
-                        created_at: None,
-                    })
-                    .collect();
-                let known = KnownStages::from_snapshots(&snaps);
-                let grace = self.settings.orphan_grace.as_millis() as u64;
-                let now = self.now_ms();
-                self.pending_orphans =
-                    self.orphans
-                        .find(&ivs, &known, &self.settings.deployment, now, grace);
-            }
-        }
-        if may_collect {
-            report.orphans_deleted = self.collect_orphans(&snaps, deadline).await;
-        } else {
-            self.pending_orphans.clear();
-        }
-        self.metrics.actions.set_orphans(self.pending_orphans.len());
-
-        report.ok = all_read;
         self.finish(started, &report);
         report
+    }
+
+    /// Each region's quota ledger as the edge reads it, into `stagefan_region_quota_*`. An
+    /// edge that cannot tell leaves the gauges as they were (logged).
+    async fn observe_quotas(&self) {
+        match self.edge.regions().await {
+            Ok(regions) => {
+                for r in regions {
+                    self.metrics.quota.set(&r.region, &r.usage);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the regions' quota ledgers"),
+        }
     }
 
     fn finish(&self, started: Instant, report: &RoundReport) {
@@ -274,6 +293,152 @@ impl Poller {
             seconds = secs,
             "round finished"
         );
+    }
+}
+
+/// Runs `futures` side by side on the current task; their outputs in order.
+async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(v) => *output = Some(v),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
+}
+
+impl RegionPoller {
+    /// The region this poller covers.
+    pub fn region(&self) -> &str {
+        self.ivs.region()
+    }
+
+    /// The name of `broadcast`'s pool in this region (`b`, or `b@region`).
+    fn pool(&self, broadcast: &str) -> String {
+        stagefan_core::regions::pool_name(broadcast, self.region(), &self.primary)
+    }
+
+    /// Unix milliseconds on tokio's clock (wall-clock based, pausable in tests).
+    fn now_ms(&self) -> Millis {
+        self.origin_unix_ms + self.origin.elapsed().as_millis() as u64
+    }
+
+    /// Reads the pool of each broadcast in this region.
+    async fn read_pools(&self, ids: &[String]) -> RegionPools {
+        let mut snaps = Vec::with_capacity(ids.len());
+        let mut unread = Vec::new();
+        for id in ids {
+            let pool = self.pool(id);
+            match self.edge.snapshot(&pool).await {
+                Ok(s) => snaps.push(s),
+                Err(e) => {
+                    tracing::warn!(region = %self.region(), broadcast = %id, error = %e, "cannot read the pool");
+                    unread.push(id.clone());
+                }
+            }
+        }
+        RegionPools { snaps, unread }
+    }
+
+    /// The region's part of a round, on the pools read for it.
+    async fn round(&mut self, pools: &RegionPools, deadline: Instant) -> RoundReport {
+        let mut report = RoundReport::default();
+        let snaps = &pools.snaps;
+        let all_read = pools.unread.is_empty();
+        // A pool of another deployment means the monitor is pointed at the wrong edge (or runs
+        // with the wrong --deployment): collecting would then take that edge's stages for
+        // orphans. Nothing is collected until the two agree.
+        let foreign: Vec<&str> = snaps
+            .iter()
+            .filter(|s| s.deployment != self.settings.deployment)
+            .map(|s| s.deployment.as_str())
+            .collect();
+        if let Some(other) = foreign.first() {
+            tracing::error!(
+                region = %self.region(),
+                deployment = %self.settings.deployment,
+                pools_deployment = %other,
+                "the edge's pools belong to another deployment; no orphan is collected \
+                 (set --deployment / STAGEFAN_DEPLOYMENT as the worker has it)"
+            );
+        }
+        let may_collect = all_read && foreign.is_empty();
+
+        let candidates = sample_candidates(snaps);
+        let (listed, sampled) = tokio::join!(
+            list_step(&self.ivs, &mut self.listing, deadline),
+            sample_step(
+                &self.ivs,
+                &self.samples,
+                &self.listed,
+                &candidates,
+                deadline
+            ),
+        );
+        for (arn, entry) in &listed.seen {
+            self.listed.insert(arn.clone(), entry.clone());
+        }
+        if let Some(complete) = &listed.complete {
+            let present: HashSet<&str> = complete.iter().map(|s| s.arn.as_str()).collect();
+            self.listed.retain(|arn, _| present.contains(arn.as_str()));
+        }
+        report.deferred = sampled.deferred || listed.deferred;
+        report.sampled = sampled.observations.len();
+        self.post_observations(snaps, sampled.observations).await;
+        self.forget_stages(&candidates);
+        self.publish_coverage(&candidates);
+
+        let (done, refused) = self.scale_down(snaps).await;
+        report.actions_done = done;
+        report.actions_refused = refused;
+
+        if let Some(stages) = listed.complete {
+            report.listing_completed = true;
+            self.metrics
+                .observed
+                .set_ivs_stages(self.region(), stages.len());
+            if may_collect {
+                let ivs: Vec<IvsStage> = stages
+                    .into_iter()
+                    .map(|s| IvsStage {
+                        arn: s.arn,
+                        name: s.name,
+                        tags: s.tags.unwrap_or_default(),
+                        created_at: None,
+                    })
+                    .collect();
+                let known = KnownStages::from_snapshots(snaps);
+                let grace = self.settings.orphan_grace.as_millis() as u64;
+                let now = self.now_ms();
+                self.pending_orphans =
+                    self.orphans
+                        .find(&ivs, &known, &self.settings.deployment, now, grace);
+            }
+        }
+        if may_collect {
+            report.orphans_deleted = self.collect_orphans(snaps, deadline).await;
+        } else {
+            self.pending_orphans.clear();
+        }
+        self.metrics
+            .actions
+            .set_orphans(self.region(), self.pending_orphans.len());
+
+        report.ok = all_read;
+        report
     }
 
     async fn post_observations(&mut self, snaps: &[Snapshot], observations: Vec<StageSample>) {
@@ -311,12 +476,13 @@ impl Poller {
                     .insert(s.arn.clone(), broadcast.clone());
                 self.metrics.observed.sampled(
                     &broadcast,
+                    self.ivs.region(),
                     &s.arn,
                     s.publishers.len(),
                     s.subscribers.len(),
                 );
             }
-            match self.edge.observe(&broadcast, &obs).await {
+            match self.edge.observe(&self.pool(&broadcast), &obs).await {
                 Ok(answer) => {
                     let drifted: HashMap<&str, i64> = answer
                         .drift
@@ -327,13 +493,16 @@ impl Poller {
                         let d = drifted.get(s.arn.as_str()).copied().unwrap_or(0);
                         if d != 0 {
                             tracing::info!(
+                                region = %self.region(),
                                 broadcast = %broadcast,
                                 stage = %s.arn,
                                 ivs_minus_pool = d,
                                 "pool and IVS disagree on a stage's viewers"
                             );
                         }
-                        self.metrics.observed.set_drift(&broadcast, &s.arn, d);
+                        self.metrics
+                            .observed
+                            .set_drift(&broadcast, self.region(), &s.arn, d);
                         self.drift.insert(s.arn.clone(), (broadcast.clone(), d));
                     }
                     for arn in &answer.became_live {
@@ -357,7 +526,7 @@ impl Poller {
             }
         }
         for (b, n) in drifting {
-            self.metrics.observed.set_drifting(b, n);
+            self.metrics.observed.set_drifting(b, self.region(), n);
         }
     }
 
@@ -374,7 +543,7 @@ impl Poller {
             self.samples.remove(&arn);
             self.drift.remove(&arn);
             if let Some(b) = self.sampled_broadcast.remove(&arn) {
-                self.metrics.observed.forget(&b, &arn);
+                self.metrics.observed.forget(&b, self.region(), &arn);
             }
         }
     }
@@ -391,6 +560,6 @@ impl Poller {
             .unwrap_or_default();
         self.metrics
             .observed
-            .set_oldest_sample_age(oldest.as_secs_f64());
+            .set_oldest_sample_age(self.region(), oldest.as_secs_f64());
     }
 }

@@ -9,12 +9,12 @@ use stagefan_core::pool::Snapshot;
 use tokio::time::Instant;
 
 use super::sampling::{sample_stage, SampleError};
-use super::Poller;
+use super::RegionPoller;
 use crate::edge::EdgeError;
 use crate::ivs::CallError;
 use crate::metrics::{ActionKind, Outcome};
 
-impl Poller {
+impl RegionPoller {
     /// Deletes the orphans found at the last complete listing that are still orphans, within
     /// the budget; what the budget cannot fit stays for the next round. A candidate is
     /// deleted only when (1) the pool its broadcast tag names, asked directly, does not know
@@ -131,10 +131,10 @@ impl Poller {
         let (stage, age_ms, outcome) = (&orphan.arn, orphan.age_ms, outcome.as_str());
         match why {
             None => {
-                tracing::info!(action = "orphan_delete", %stage, broadcast, age_ms, outcome, "scaling action")
+                tracing::info!(action = "orphan_delete", region = %self.region(), %stage, broadcast, age_ms, outcome, "scaling action")
             }
             Some((reason, detail)) => {
-                tracing::warn!(action = "orphan_delete", %stage, broadcast, age_ms, outcome, reason, detail, "scaling action")
+                tracing::warn!(action = "orphan_delete", region = %self.region(), %stage, broadcast, age_ms, outcome, reason, detail, "scaling action")
             }
         }
     }
@@ -149,7 +149,7 @@ impl Poller {
         if listed.contains(b) || !crate::edge::valid_broadcast_id(b) {
             return Claim::Unclaimed;
         }
-        match self.edge.snapshot(b).await {
+        match self.edge.snapshot(&self.pool(b)).await {
             Ok(snap) => {
                 if KnownStages::from_snapshots([&snap])
                     .arns
@@ -168,14 +168,14 @@ impl Poller {
         }
     }
 
-    /// Waits for a `DeleteStage` slot of the account-wide IVS budget (the edge's, shared with
-    /// every pool). When the edge cannot give one, the monitor's own budget still paces the
+    /// Waits for a `DeleteStage` slot of the region's account-wide IVS budget (the edge's,
+    /// shared with every pool of the region). When the edge cannot give one, the monitor's own budget still paces the
     /// call (at `--ivs-budget`, at most 5 per second) and the fallback is logged.
     async fn wait_for_delete_slot(&mut self) {
         let throttled = std::mem::take(&mut self.delete_throttled);
         match self
             .edge
-            .reserve_slot(Operation::DeleteStage, throttled)
+            .reserve_slot(self.region(), Operation::DeleteStage, throttled)
             .await
         {
             Ok(slot) => {

@@ -3,10 +3,10 @@
 use stagefan_core::policy::{self, PolicyConfig, ScaleAction};
 use stagefan_core::pool::Snapshot;
 
-use super::Poller;
+use super::RegionPoller;
 use crate::metrics::{ActionKind, Outcome};
 
-impl Poller {
+impl RegionPoller {
     /// Asks the pools to carry out what core's policy decides for each, with the pool's own
     /// knobs (its snapshot carries them: the same policy and configuration as its alarm).
     pub(super) async fn scale_down(&self, snaps: &[Snapshot]) -> (usize, usize) {
@@ -22,11 +22,12 @@ impl Poller {
                     ScaleAction::Delete { stage_arn } => (ActionKind::Delete, stage_arn.as_str()),
                     ScaleAction::Create => (ActionKind::Create, ""),
                 };
-                let outcome = match self.edge.act(&snap.broadcast, &action).await {
+                let outcome = match self.edge.act(&self.pool(&snap.broadcast), &action).await {
                     Ok(answer) if answer.done() => {
                         done += 1;
                         tracing::info!(
                             action = kind.as_str(),
+                            region = %self.region(),
                             broadcast = %snap.broadcast,
                             stage = %arn,
                             outcome = "done",
@@ -38,6 +39,7 @@ impl Poller {
                         refused += 1;
                         tracing::info!(
                             action = kind.as_str(),
+                            region = %self.region(),
                             broadcast = %snap.broadcast,
                             stage = %arn,
                             outcome = "refused",
@@ -49,6 +51,7 @@ impl Poller {
                     Err(e) => {
                         tracing::warn!(
                             action = kind.as_str(),
+                            region = %self.region(),
                             broadcast = %snap.broadcast,
                             stage = %arn,
                             outcome = "error",

@@ -82,12 +82,21 @@ pub struct IvsState {
     /// Statuses to answer instead of doing the operation, per operation, in order.
     pub script: HashMap<String, VecDeque<u16>>,
     pub bad_signatures: usize,
+    /// The region whose SigV4 scope requests must carry (`None`: us-east-1).
+    pub region: Option<String>,
 }
 
 #[derive(Clone, Default)]
 pub struct ScriptedIvs(pub Arc<Mutex<IvsState>>);
 
 impl ScriptedIvs {
+    /// An IVS of `region`: it accepts only requests signed for that region.
+    pub fn in_region(region: &str) -> ScriptedIvs {
+        let ivs = ScriptedIvs::default();
+        ivs.0.lock().unwrap().region = Some(region.to_string());
+        ivs
+    }
+
     /// A stage; a `managed` one is stagefan's, of the monitor's deployment.
     pub fn add_stage(&self, arn: &str, managed: bool, broadcast: Option<&str>) {
         self.add_stage_of(arn, managed.then_some(DEPLOYMENT), broadcast);
@@ -196,6 +205,13 @@ async fn ivs_handler(
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
+    let region = ivs
+        .0
+        .lock()
+        .unwrap()
+        .region
+        .clone()
+        .unwrap_or_else(|| "us-east-1".to_string());
     let verified = sigv4::verify(
         &HttpRequest {
             method: method.as_str(),
@@ -205,7 +221,7 @@ async fn ivs_handler(
             body: &body,
         },
         &VerifyParams {
-            region: "us-east-1",
+            region: &region,
             service: "ivs",
             now_unix,
             max_skew_secs: sigv4::MAX_CLOCK_SKEW_SECS,
@@ -316,6 +332,8 @@ pub struct ActionRec {
 #[derive(Clone, Debug)]
 pub struct SlotRec {
     pub operation: String,
+    /// The region named (`None`: none, the primary).
+    pub region: Option<String>,
     pub throttled: bool,
     pub at: Instant,
 }
@@ -333,6 +351,8 @@ pub struct EdgeState {
     pub actions: Vec<ActionRec>,
     pub failing: HashSet<String>,
     pub unauthorized: usize,
+    /// What `GET /api/admin/regions` answers (`{"regions": [...]}`).
+    pub regions: Value,
     origin: Instant,
     origin_ms: u64,
 }
@@ -352,6 +372,7 @@ impl Default for ScriptedEdge {
             actions: Vec::new(),
             failing: HashSet::new(),
             unauthorized: 0,
+            regions: json!({"regions": []}),
             origin: Instant::now(),
             origin_ms: 1_764_000_000_000,
         })))
@@ -414,6 +435,12 @@ impl ScriptedEdge {
             .insert(snap.broadcast.clone(), snap);
     }
 
+    /// A pool of another region: `{broadcast}@{region}` (the edge lists only broadcasts).
+    pub fn put_pool_in(&self, region: &str, snap: Snapshot) {
+        let name = format!("{}@{region}", snap.broadcast);
+        self.0.lock().unwrap().pools.insert(name, snap);
+    }
+
     pub fn with_pool<R>(&self, b: &str, f: impl FnOnce(&mut Snapshot, u64) -> R) -> R {
         let mut st = self.0.lock().unwrap();
         let now = st.now_ms();
@@ -442,6 +469,7 @@ impl ScriptedEdge {
             )
             .route("/api/admin/broadcasts/{id}/actions", post(edge_action))
             .route("/api/admin/ivs-budget/slots", post(edge_slot))
+            .route("/api/admin/regions", get(edge_regions))
             .with_state(self.clone());
         serve(router).await
     }
@@ -476,7 +504,7 @@ async fn edge_list(State(edge): State<ScriptedEdge>, headers: HeaderMap) -> Resp
     let ids: Vec<String> = st
         .pools
         .keys()
-        .filter(|b| !st.unlisted.contains(*b))
+        .filter(|b| !st.unlisted.contains(*b) && !b.contains('@'))
         .cloned()
         .collect();
     Json(json!({ "broadcasts": ids })).into_response()
@@ -521,6 +549,7 @@ async fn edge_slot(
         return edge_error(StatusCode::BAD_REQUEST, "invalid_field");
     }
     let throttled = body["throttled"].as_bool().unwrap_or(false);
+    let region = body["region"].as_str().map(str::to_string);
     let now = st.now_ms();
     let rate = SlotRate::new(5, 5, 100);
     if throttled {
@@ -530,10 +559,18 @@ async fn edge_slot(
     let wait_ms = at - now;
     st.slots.push(SlotRec {
         operation,
+        region,
         throttled,
         at: Instant::now() + Duration::from_millis(wait_ms),
     });
     Json(json!({"operation": "DeleteStage", "at": at, "waitMs": wait_ms})).into_response()
+}
+
+async fn edge_regions(State(edge): State<ScriptedEdge>, headers: HeaderMap) -> Response {
+    if !authorized(&edge, &headers) {
+        return edge_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    Json(edge.0.lock().unwrap().regions.clone()).into_response()
 }
 
 async fn edge_observe(

@@ -2,6 +2,7 @@
 //! slots of the account-wide IVS budget.
 
 use serde_json::{json, Value};
+use stagefan_core::config::RegionConfig;
 use stagefan_core::ivs::Operation;
 use stagefan_core::policy::ScaleAction;
 use stagefan_core::pool::Observation;
@@ -14,7 +15,7 @@ use crate::calls::{ObjectCounters, PoolCall, StageCall};
 use crate::error::{AppError, AppResult};
 use crate::registry;
 
-use super::{json_response, pool_call, pool_name, region_of_pool, stage_call, Edge};
+use super::{json_response, pool_call, pool_name, region_of_pool, region_usages, stage_call, Edge};
 
 pub(super) async fn admin_list(req: Request, edge: &Edge) -> AppResult<Response> {
     auth::require(&req, Role::Admin, edge.settings.admin_key.as_deref())?;
@@ -138,8 +139,9 @@ pub(super) async fn admin_observations(
 }
 
 /// A slot of the account-wide IVS budget for a caller outside the worker (the monitor's
-/// orphan deletes): the same `IvsBudget` schedule the pools take theirs from, so that IVS
-/// sees at most its rate of each stage operation from stagefan as a whole.
+/// orphan deletes): the same `IvsBudget` schedule the pools of that region take theirs from,
+/// so that IVS sees at most its rate of each stage operation from stagefan as a whole, in
+/// each region. `region` names the region (default: the primary).
 pub(super) async fn admin_budget_slot(mut req: Request, edge: &Edge) -> AppResult<Response> {
     auth::require(&req, Role::Admin, edge.settings.admin_key.as_deref())?;
     let body = JsonBody::read(&mut req).await?;
@@ -164,13 +166,43 @@ pub(super) async fn admin_budget_slot(mut req: Request, edge: &Edge) -> AppResul
             ))
         }
     };
-    let slot = budget::reserve(
-        &edge.env,
-        &config.ivs_endpoint,
-        &config.ivs_region,
-        op,
-        throttled,
-    )
-    .await?;
-    json_response(&json!({ "operation": op.name(), "at": slot.at, "waitMs": slot.wait_ms }))
+    let region = deployment_region(edge, body.optional_str("region")?)?;
+    let slot = budget::reserve(&edge.env, &region.endpoint, &region.name, op, throttled).await?;
+    json_response(&json!({
+        "operation": op.name(),
+        "region": region.name,
+        "at": slot.at,
+        "waitMs": slot.wait_ms,
+    }))
+}
+
+/// The region a caller names (`region`, a region of this deployment; none: the primary),
+/// else `400 invalid_field` naming `region`.
+fn deployment_region<'a>(edge: &'a Edge, named: Option<&str>) -> AppResult<&'a RegionConfig> {
+    let config = &edge.settings.config;
+    let name = named.unwrap_or(&config.ivs_region);
+    config.region(name).ok_or_else(|| {
+        AppError::bad_field(
+            "region",
+            format!(
+                "{name:?} is not a region of this deployment (it runs {})",
+                config.region_names().join(", ")
+            ),
+        )
+    })
+}
+
+/// Every region's account-quota ledger (`GET /api/admin/regions`): the account's limits,
+/// what stagefan may hold (the limits minus the reserve), what its pools hold and how many
+/// pools hold a grant, primary region first. The monitor exports it as
+/// `stagefan_region_quota_*`.
+pub(super) async fn admin_regions(req: Request, edge: &Edge) -> AppResult<Response> {
+    auth::require(&req, Role::Admin, edge.settings.admin_key.as_deref())?;
+    let mut regions = Vec::new();
+    for (region, usage) in region_usages(edge).await? {
+        let mut entry = serde_json::to_value(usage)?;
+        entry["region"] = json!(region);
+        regions.push(entry);
+    }
+    json_response(&json!({ "regions": regions }))
 }

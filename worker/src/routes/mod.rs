@@ -11,6 +11,7 @@ use std::rc::Rc;
 
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
+use stagefan_core::ledger::{LedgerUsage, Quota};
 use stagefan_core::sigv4::UtcDateTime;
 use worker::{Env, Method, Request, Response};
 
@@ -30,7 +31,7 @@ mod viewer;
 
 use admin::{
     admin_action, admin_budget_slot, admin_create, admin_list, admin_observations, admin_presence,
-    admin_snapshot,
+    admin_regions, admin_snapshot,
 };
 use host::{end_broadcast, host_published, publisher_all};
 use mint::mint;
@@ -162,6 +163,7 @@ async fn dispatch(req: Request, edge: &Edge, method: Method, path: &str) -> AppR
             admin_observations(req, edge, id).await
         }
         (Post, ["api", "admin", "ivs-budget", "slots"]) => admin_budget_slot(req, edge).await,
+        (Get, ["api", "admin", "regions"]) => admin_regions(req, edge).await,
         (_, ["api", "config" | "broadcasts" | "admin", ..])
         | (_, ["api", "token" | "viewer" | "host", _]) => Err(AppError::MethodNotAllowed),
         _ => Err(AppError::NotFound {
@@ -231,7 +233,11 @@ async fn list_broadcasts(req: Request, edge: &Edge) -> AppResult<Response> {
             Err(e) => return Err(e),
         }
     }
-    let page = json!({ "broadcasts": summaries, "next": next });
+    let mut page = json!({ "broadcasts": summaries, "next": next });
+    if after.is_empty() {
+        // Each region's quota use, on the first page (the status page's region quotas).
+        page["regions"] = public_region_quotas(&region_usages(edge).await?);
+    }
     let mut cache = edge.isolate.list_cache.borrow_mut();
     cache.retain(|_, (at, _)| now.saturating_sub(*at) < LIST_CACHE_MS);
     cache.insert(key, (now, page.clone()));
@@ -354,6 +360,37 @@ fn region_of_pool(edge: &Edge, region: Option<&str>) -> Result<String, String> {
         Some(r) if r != config.ivs_region && config.region(r).is_some() => Ok(r.to_string()),
         Some(r) => Err(r.to_string()),
     }
+}
+
+/// Each region's quota ledger (`stagefan_core::ledger::LedgerUsage`), primary first.
+async fn region_usages(edge: &Edge) -> AppResult<Vec<(String, LedgerUsage)>> {
+    let mut out = Vec::new();
+    for region in &edge.settings.config.regions {
+        let usage = crate::budget::usage(&edge.env, &region.endpoint, &region.name).await?;
+        out.push((region.name.clone(), usage));
+    }
+    Ok(out)
+}
+
+/// The public view of each region's quota use, for the status page: per quota, what
+/// stagefan's pools hold (`used`), what stagefan may hold (`usable`: the limit minus the
+/// reserve) and the account's `limit`. No more than the public list already tells in sum
+/// (every broadcast's viewers and stages), and no endpoint, holder or secret.
+fn public_region_quotas(usages: &[(String, LedgerUsage)]) -> Value {
+    let regions: Vec<Value> = usages
+        .iter()
+        .map(|(region, u)| {
+            let mut quota = serde_json::Map::new();
+            for q in Quota::ALL {
+                quota.insert(
+                    q.as_str().to_string(),
+                    json!({"used": u.held.get(q), "usable": u.usable.get(q), "limit": u.limits.get(q)}),
+                );
+            }
+            json!({"region": region, "quota": quota})
+        })
+        .collect();
+    json!(regions)
 }
 
 /// Calls the pool named `pool` (a broadcast, or `{broadcast}@{region}`: [`pool_name`]); an
