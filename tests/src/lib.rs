@@ -320,13 +320,21 @@ impl Api {
     /// `POST path` with a raw body and an optional bearer key.
     /// A viewer route that takes a lease (`heartbeat`, `leave`, `stage-missing`):
     /// `POST /api/viewer/{route}` with `{"leaseId": lease}`.
+    /// A lease's call (heartbeat, leave, stage-missing: idempotent), sent again as a real
+    /// client would when `wrangler dev`'s local proxy answers that the worker restarted
+    /// mid-request (its own 503 under load, never the worker's answer).
     pub async fn lease_call(&self, route: &str, lease: impl serde::Serialize) -> Answer {
-        self.post(
-            &format!("/api/viewer/{route}"),
-            &serde_json::json!({ "leaseId": lease }),
-            None,
-        )
-        .await
+        let body = serde_json::json!({ "leaseId": lease });
+        let path = format!("/api/viewer/{route}");
+        let mut answer = self.post(&path, &body, None).await;
+        for _ in 0..3 {
+            if !is_dev_proxy_restart(&answer) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            answer = self.post(&path, &body, None).await;
+        }
+        answer
     }
 
     pub async fn post_raw(
@@ -701,4 +709,12 @@ pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
     }
     let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
     sorted[rank.min(sorted.len() - 1)].as_secs_f64() * 1000.0
+}
+
+/// `wrangler dev`'s proxy answer when the local worker process restarted mid-request.
+fn is_dev_proxy_restart(a: &Answer) -> bool {
+    a.status == 503
+        && a.body
+            .as_str()
+            .is_some_and(|b| b.contains("restarted mid-request"))
 }
