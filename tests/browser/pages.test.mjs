@@ -117,9 +117,14 @@ test('host follows the pool; viewers play, wait out 503, heartbeat and leave', {
   await waitFor(async () => (await stageStats(s1.id))?.subscribers === 1, 30000, 'its media session to end');
   console.log(`closed viewer's media session ended after ${Date.now() - closedAt} ms`);
 
-  // The pool drains stage 1: the host leaves it (viewer 1 is then asked to move by the pool,
-  // which is the edge's job, not the page's).
+  // The pool drains stage 1: while viewer 1 is on it (its move is the edge's job) the pool
+  // lists it and the host keeps uploading there; once the pool lists it deleted, the host
+  // leaves it.
   s1.state = 'draining';
+  await new Promise((r) => setTimeout(r, 3000));
+  assert.ok((await hostStages(host)).some((s) => s.stageArn === s1.stageArn),
+    'the host keeps uploading to a draining stage the pool still lists');
+  s1.state = 'deleted';
   await waitFor(async () => !(await hostStages(host)).some((s) => s.stageArn === s1.stageArn), 10000,
     'the host to leave the drained stage');
   await waitFor(async () => ((await stageStats(s1.id))?.publishers ?? 0) === 0, 5000, 'its publisher session to end');
